@@ -1,0 +1,140 @@
+#!/usr/bin/env node
+/**
+ * Starts one Statecraft node.
+ *
+ *   node cluster/start.js --functions examples/greeter/functions.js --port 8080
+ */
+import { parseArgs } from 'node:util';
+import { availableParallelism } from 'node:os';
+import { startNode, type StatecraftNode } from '../node/node.js';
+import { StatecraftError } from '../lib/errors.js';
+
+const HELP = `Usage: node cluster/start.js --functions <module.js> [options]
+
+Starts a Statecraft node: shard worker threads running your functions, and a WebSocket
+endpoint for clients. Prints one line with "ready" and the node's ws:// URL once it serves.
+
+Options:
+  --functions <module>        ES module exporting function definitions (repeatable, or
+                              comma-separated). Required.
+  --port <n>                  TCP port for clients and admin HTTP (0: the OS chooses).
+                              Default 8080.
+  --host <address>            Interface to listen on. Default 127.0.0.1.
+  --shards <n>                Shard worker threads. Default: one per core (${availableParallelism()} here).
+  --key-groups <n>            Number of key groups K; fixed for the life of a cluster's
+                              state. Default 1024.
+  --value-bytes-max <n>       Largest value (message, state, egress record). Default 1048576.
+  --id-bytes-max <n>          Longest address id in UTF-8 bytes. Default 1024.
+  --ring-bytes <n>            Bytes per ring between two threads (power of two). Default 4194304.
+  --egress-retain <n>         Records kept per egress for late or lagging subscribers.
+                              Default 10000.
+  --backlog-max <n>           Queued messages per node above which client events wait. Default 100000.
+  -h, --help                  Show this help.
+
+Environment: STATECRAFT_<OPTION> (e.g. STATECRAFT_PORT=9000) sets any option not given as a flag.
+
+Admin HTTP on the same port: GET /health, GET /metrics.
+SIGTERM or SIGINT stops the node cleanly: it stops admitting events, lets the shards finish
+what they accepted, delivers the last egress records and exits 0.
+`;
+
+function fail(message: string): never {
+  process.stderr.write(`statecraft: ${message}\nRun with --help for the options.\n`);
+  process.exit(2);
+}
+
+function integer(name: string, text: string | undefined): number | undefined {
+  if (text === undefined) return undefined;
+  if (!/^\d+$/.test(text)) fail(`--${name} must be a whole number, got "${text}"`);
+  return Number(text);
+}
+
+const optionNames = ['functions', 'port', 'host', 'shards', 'key-groups', 'value-bytes-max', 'id-bytes-max', 'ring-bytes', 'egress-retain', 'backlog-max'] as const;
+
+function fromEnvironment(name: string): string | undefined {
+  return process.env[`STATECRAFT_${name.toUpperCase().replace(/-/g, '_')}`];
+}
+
+async function main(): Promise<void> {
+  let parsed;
+  try {
+    parsed = parseArgs({
+      options: {
+        functions: { type: 'string', multiple: true },
+        port: { type: 'string' },
+        host: { type: 'string' },
+        shards: { type: 'string' },
+        'key-groups': { type: 'string' },
+        'value-bytes-max': { type: 'string' },
+        'id-bytes-max': { type: 'string' },
+        'ring-bytes': { type: 'string' },
+        'egress-retain': { type: 'string' },
+        'backlog-max': { type: 'string' },
+        help: { type: 'boolean', short: 'h' },
+      },
+      strict: true,
+      allowPositionals: false,
+    });
+  } catch (error) {
+    fail((error as Error).message);
+  }
+  const values = parsed.values;
+  if (values.help) {
+    process.stdout.write(HELP);
+    return;
+  }
+  const get = (name: (typeof optionNames)[number]): string | undefined =>
+    (values[name] as string | undefined) ?? fromEnvironment(name);
+  const functions = (values.functions ?? (fromEnvironment('functions') ? [fromEnvironment('functions')!] : []))
+    .flatMap((entry) => entry.split(','))
+    .map((entry) => entry.trim())
+    .filter((entry) => entry.length > 0);
+  if (functions.length === 0) fail('--functions <module.js> is required: the ES module(s) exporting your function definitions');
+
+  let node: StatecraftNode;
+  try {
+    node = await startNode({
+      functions,
+      port: integer('port', get('port')) ?? 8080,
+      host: get('host') ?? '127.0.0.1',
+      shards: integer('shards', get('shards')),
+      keyGroups: integer('key-groups', get('key-groups')),
+      valueBytesMax: integer('value-bytes-max', get('value-bytes-max')),
+      idBytesMax: integer('id-bytes-max', get('id-bytes-max')),
+      ringBytes: integer('ring-bytes', get('ring-bytes')),
+      egressRetainRecords: integer('egress-retain', get('egress-retain')),
+      backlogMax: integer('backlog-max', get('backlog-max')),
+    });
+  } catch (error) {
+    if (error instanceof StatecraftError) fail(error.message);
+    if ((error as NodeJS.ErrnoException).code === 'EADDRINUSE') fail(`port ${get('port') ?? 8080} is in use; choose another with --port (0 lets the OS choose)`);
+    throw error;
+  }
+  process.stdout.write(
+    `statecraft node ready ${node.url} (node ${node.nodeId}, ${node.shards} shards, ${node.keyGroups} key groups, functions: ${node.functions.join(', ')})\n`,
+  );
+
+  let stopping = false;
+  const stop = (signal: string) => {
+    if (stopping) {
+      process.stderr.write(`statecraft: ${signal} again: exiting now\n`);
+      process.exit(130);
+    }
+    stopping = true;
+    process.stderr.write(`statecraft: ${signal} received, stopping\n`);
+    node.close().then(
+      () => {
+        process.stderr.write('statecraft: stopped\n');
+        process.exit(0);
+      },
+      (error: Error) => {
+        process.stderr.write(`statecraft: error while stopping: ${error.stack ?? error.message}\n`);
+        process.exit(1);
+      },
+    );
+  };
+  process.on('SIGTERM', () => stop('SIGTERM'));
+  process.on('SIGINT', () => stop('SIGINT'));
+}
+
+await main();

@@ -1,0 +1,116 @@
+/**
+ * The client protocol: binary WebSocket messages between a client and a node's gateway.
+ * The first byte is the frame type. Event frames are raw envelopes (the gateway forwards their bytes to
+ * a shard without re-encoding them); control frames carry a msgpack body.
+ *
+ *   client → node
+ *     0x01 HELLO        msgpack { version, producerId, client }
+ *     0x02 EVENTS       [f64 firstSeq][u32 count] then count × ([u32 length][invoke envelope]);
+ *                       event i has sequence number firstSeq + i (per producer, from 1, no gaps)
+ *     0x03 SUBSCRIBE    msgpack { subscription, egress, after }   after: id of the last record seen,
+ *                       -1 for the oldest retained record, or omitted for new records only
+ *     0x04 UNSUBSCRIBE  msgpack { subscription }
+ *     0x05 FLOW         msgpack { subscription, paused }            subscriber-side backpressure
+ *
+ *   node → client
+ *     0x81 WELCOME      msgpack { version, nodeId, egressLogId, lastSeq, keyGroups, limits, functions }
+ *                       lastSeq: the last event this node accepted from the producer (0 if none)
+ *     0x82 ACK          [f64 lastSeq]   every event up to lastSeq was accepted, except rejected ones
+ *     0x83 REJECTED     msgpack { rejections: [[seq, code, message], ...] }   sent before the ACK covering them
+ *     0x84 RECORDS      msgpack { subscription, records: [[id, typename, bytes, sourceTypename, sourceId], ...] }
+ *     0x85 GAP          msgpack { subscription, from, to }   records from..to are no longer retained
+ *     0x86 SUBSCRIBED   msgpack { subscription, after }      the subscription starts after record `after`
+ *
+ * A frame that breaks these rules closes the connection with code 4400 and a reason; a client of
+ * another protocol version is closed with 4426. Both are final: the client does not reconnect.
+ */
+import { Packr } from 'msgpackr';
+import { ProtocolError } from './errors.js';
+
+export const PROTOCOL_VERSION = 1;
+
+export const Frame = {
+  Hello: 0x01,
+  Events: 0x02,
+  Subscribe: 0x03,
+  Unsubscribe: 0x04,
+  Flow: 0x05,
+  Welcome: 0x81,
+  Ack: 0x82,
+  Rejected: 0x83,
+  Records: 0x84,
+  Gap: 0x85,
+  Subscribed: 0x86,
+} as const;
+
+export const CloseCode = {
+  Normal: 1000,
+  GoingAway: 1001,
+  InternalError: 1011,
+  MalformedFrame: 4400,
+  ProtocolVersion: 4426,
+} as const;
+
+export const EVENTS_HEADER_BYTES = 1 + 8 + 4;
+
+export interface Hello {
+  version: number;
+  producerId: string;
+  client: string;
+}
+
+export interface Limits {
+  valueBytesMax: number;
+  idBytesMax: number;
+  frameBytesMax: number;
+}
+
+export interface Welcome {
+  version: number;
+  nodeId: string;
+  /** Identifies this node's egress log; record ids are only comparable within one log. */
+  egressLogId: string;
+  lastSeq: number;
+  keyGroups: number;
+  limits: Limits;
+  functions: string[];
+}
+
+export interface Subscribe {
+  subscription: number;
+  egress: string;
+  after?: number;
+}
+
+/** [id, value typename, value bytes, source typename, source id] */
+export type WireRecord = [number, string, Uint8Array, string, string];
+
+const packr = new Packr({ useRecords: false });
+
+export function encodeControl(frame: number, body: unknown): Uint8Array {
+  const packed = packr.pack(body);
+  const bytes = new Uint8Array(packed.length + 1);
+  bytes[0] = frame;
+  bytes.set(packed, 1);
+  return bytes;
+}
+
+export function decodeControl<T>(data: Uint8Array): T {
+  try {
+    return packr.unpack(data.subarray(1)) as T;
+  } catch (error) {
+    throw new ProtocolError('SC_ERR_MALFORMED_FRAME', `frame 0x${data[0]!.toString(16)} has a malformed body: ${(error as Error).message}`);
+  }
+}
+
+export function encodeAck(lastSeq: number): Uint8Array {
+  const bytes = new Uint8Array(9);
+  bytes[0] = Frame.Ack;
+  new DataView(bytes.buffer).setFloat64(1, lastSeq, true);
+  return bytes;
+}
+
+export function decodeAck(data: Uint8Array): number {
+  if (data.length !== 9) throw new ProtocolError('SC_ERR_MALFORMED_FRAME', `ACK frame of ${data.length} bytes, expected 9`);
+  return new DataView(data.buffer, data.byteOffset, data.byteLength).getFloat64(1, true);
+}

@@ -1,0 +1,654 @@
+/**
+ * The client applications embed to send events to functions and read egress records.
+ *
+ * ```ts
+ * const client = await connect('ws://127.0.0.1:8080');
+ * await client.send({ typename: 'example/greeter', id: 'alice' }, 'Alice');
+ * for await (const record of client.subscribe('greetings')) console.log(record.value);
+ * ```
+ *
+ * `send` resolves once the node has accepted the event (validated it and queued it for its shard).
+ * At most `window` events are in flight at a time; the rest wait in the client, at most `queueMax`.
+ * When the connection drops the client reconnects (to the next URL when given several), tells the node
+ * its producer id, learns which events the node already has, and re-sends the others in order.
+ */
+import { randomUUID } from 'node:crypto';
+import WebSocket from 'ws';
+import { ID_BYTES_MAX_DEFAULT, validateAddress, validateEgressName, type Address } from './address.js';
+import {
+  CloseCode,
+  EVENTS_HEADER_BYTES,
+  Frame,
+  PROTOCOL_VERSION,
+  decodeAck,
+  decodeControl,
+  encodeControl,
+  type Limits,
+  type Subscribe,
+  type Welcome,
+  type WireRecord,
+} from './client-protocol.js';
+import { ConnectionError, ProtocolError, StatecraftError, UnknownFunctionTypeError, ValidationError, type ErrorCode } from './errors.js';
+import { invokeLengthMax, writeInvoke } from './envelope.js';
+import { checkValueSize, toTypedValue } from './typed-value.js';
+import { decodeKnown, type Type } from './types.js';
+
+export interface ReconnectOptions {
+  /** First delay before reconnecting. Default 100 ms; doubles up to `delayMaxMs`. */
+  delayMs?: number;
+  /** Longest delay between attempts. Default 5 s. */
+  delayMaxMs?: number;
+  /** Attempts before giving up and failing pending sends. Default: unlimited. */
+  attemptsMax?: number;
+}
+
+export interface ConnectOptions {
+  /** Events sent and not yet acknowledged, at most. Default 10,000. */
+  window?: number;
+  /** Events waiting for room in the window, at most; beyond it `send` rejects with SC_ERR_QUEUE_FULL. Default 1,000,000. */
+  queueMax?: number;
+  /** Reconnect after losing the connection. Default true. */
+  reconnect?: boolean | ReconnectOptions;
+  /** Time allowed for each connection attempt. Default 10 s. */
+  connectTimeoutMs?: number;
+  /**
+   * This client's producer id. Events carry it with a sequence number, so a node never applies an
+   * event twice when the client re-sends after a reconnect. Default: a random UUID.
+   */
+  producerId?: string;
+}
+
+export interface SubscribeOptions {
+  /** Where to start: new records only (`'latest'`, default), the oldest retained (`'earliest'`), or after a record id. */
+  from?: 'latest' | 'earliest' | number;
+  /** Records buffered in the client before it asks the node to pause this subscription. Default 10,000. */
+  bufferMax?: number;
+  /** Called when the node no longer had records this subscriber needed (it lagged past the node's retention). */
+  onGap?: (fromId: number, toId: number) => void;
+}
+
+/** One record of an egress, as a subscriber receives it. */
+export class EgressRecord {
+  constructor(
+    readonly egress: string,
+    /** Consecutive per egress on a node; resume a subscription after it with `{ from: id }`. */
+    readonly id: number,
+    readonly valueTypeName: string,
+    /** The value in its type's encoding. */
+    readonly rawValueBytes: Uint8Array,
+    /** The instance that emitted the record. */
+    readonly source: Address,
+  ) {}
+
+  /** The value decoded by its type name for built-in types (primitives, JSON, dead letters, bytes); else its bytes. */
+  get value(): unknown {
+    if (this.valueTypeName === 'statecraft.types/dead-letter') return JSON.parse(Buffer.from(this.rawValueBytes).toString('utf8'));
+    const known = decodeKnown(this.valueTypeName, this.rawValueBytes);
+    return known === undefined ? this.rawValueBytes : known;
+  }
+
+  is(type: Type<unknown>): boolean {
+    return type.typename === this.valueTypeName;
+  }
+
+  as<T>(type: Type<T>): T {
+    if (type.typename !== this.valueTypeName) {
+      throw new ValidationError('SC_ERR_TYPE_MISMATCH', `egress record ${this.id} carries ${this.valueTypeName}, not ${type.typename}.`);
+    }
+    return type.deserialize(this.rawValueBytes);
+  }
+}
+
+export interface Subscription extends AsyncIterableIterator<EgressRecord> {
+  readonly egress: string;
+  /** Id of the last record delivered to the iterator (or that the subscription started after). */
+  readonly lastId: number | undefined;
+  /** Stops the subscription; the iterator ends. */
+  close(): void;
+}
+
+export interface Client {
+  /** Producer id this client sends with. */
+  readonly producerId: string;
+  /** Id of the node currently connected, or null while reconnecting. */
+  readonly nodeId: string | null;
+  /** Events not yet accepted by the node (in flight plus queued). */
+  readonly pending: number;
+  /**
+   * Sends an event to a function. Resolves when the node has accepted it; rejects with a typed error when
+   * the node refuses it. Invalid input throws at once, before anything is sent.
+   */
+  send<T>(target: Address, value: T, type?: Type<T>): Promise<void>;
+  /** Receives the records of an egress, as an async iterator. */
+  subscribe(egress: string, options?: SubscribeOptions): Subscription;
+  /** Resolves when every event sent so far has been accepted or rejected. */
+  drained(): Promise<void>;
+  /** Waits (up to `timeoutMs`, default 10 s) for pending events, then closes. Events still pending reject. */
+  close(options?: { timeoutMs?: number }): Promise<void>;
+}
+
+class PendingEvent {
+  settled = false;
+  constructor(
+    readonly seq: number,
+    readonly bytes: Uint8Array,
+    readonly resolve: () => void,
+    readonly reject: (error: Error) => void,
+  ) {}
+}
+
+const FRAME_EVENTS_MAX = 8192;
+const FRAME_BYTES_MAX = 1024 * 1024;
+
+function rejectionError(code: ErrorCode, message: string): StatecraftError {
+  if (code === 'SC_ERR_UNKNOWN_FUNCTION_TYPE') return new StatecraftError(code, message);
+  return new ValidationError(code, message);
+}
+
+class SubscriptionImpl implements Subscription {
+  lastId: number | undefined;
+  private buffer: EgressRecord[] = [];
+  private head = 0;
+  private waiter: ((result: IteratorResult<EgressRecord>) => void) | null = null;
+  private ended = false;
+  paused = false;
+  /** `after` to send when (re)subscribing: undefined = new records only, -1 = oldest retained. */
+  startAfter: number | undefined;
+
+  constructor(
+    readonly id: number,
+    readonly egress: string,
+    private readonly client: StatecraftClient,
+    private readonly options: SubscribeOptions,
+  ) {
+    const from = options.from ?? 'latest';
+    this.startAfter = from === 'latest' ? undefined : from === 'earliest' ? -1 : from;
+  }
+
+  get bufferMax(): number {
+    return this.options.bufferMax ?? 10_000;
+  }
+
+  started(after: number): void {
+    if (this.lastId === undefined || after > this.lastId) this.lastId = after;
+  }
+
+  deliver(records: WireRecord[]): void {
+    if (this.ended) return;
+    for (const [id, typename, bytes, sourceTypename, sourceId] of records) {
+      if (this.lastId !== undefined && id <= this.lastId) continue; // already delivered before a reconnect
+      this.lastId = id;
+      const record = new EgressRecord(this.egress, id, typename, bytes, { typename: sourceTypename, id: sourceId });
+      if (this.waiter !== null) {
+        const waiter = this.waiter;
+        this.waiter = null;
+        waiter({ value: record, done: false });
+      } else this.buffer.push(record);
+    }
+    if (!this.paused && this.buffer.length - this.head >= this.bufferMax) {
+      this.paused = true;
+      this.client.sendFlow(this, true);
+    }
+  }
+
+  gap(from: number, to: number): void {
+    this.options.onGap?.(from, to);
+  }
+
+  next(): Promise<IteratorResult<EgressRecord>> {
+    if (this.head < this.buffer.length) {
+      const record = this.buffer[this.head]!;
+      this.buffer[this.head++] = undefined as unknown as EgressRecord;
+      if (this.head === this.buffer.length) {
+        this.buffer = [];
+        this.head = 0;
+      }
+      if (this.paused && this.buffer.length - this.head <= this.bufferMax / 4) {
+        this.paused = false;
+        this.client.sendFlow(this, false);
+      }
+      return Promise.resolve({ value: record, done: false });
+    }
+    if (this.ended) return Promise.resolve({ value: undefined, done: true });
+    return new Promise((resolve) => (this.waiter = resolve));
+  }
+
+  return(): Promise<IteratorResult<EgressRecord>> {
+    this.close();
+    return Promise.resolve({ value: undefined, done: true });
+  }
+
+  [Symbol.asyncIterator](): AsyncIterableIterator<EgressRecord> {
+    return this;
+  }
+
+  close(): void {
+    if (this.ended) return;
+    this.client.unsubscribe(this);
+    this.end();
+  }
+
+  end(): void {
+    this.ended = true;
+    if (this.waiter !== null) {
+      const waiter = this.waiter;
+      this.waiter = null;
+      waiter({ value: undefined, done: true });
+    }
+  }
+}
+
+type State = 'connecting' | 'open' | 'reconnecting' | 'closing' | 'closed';
+
+class StatecraftClient implements Client {
+  readonly producerId: string;
+  private state: State = 'connecting';
+  private socket: WebSocket | null = null;
+  private welcome: Welcome | null = null;
+  private limits: Limits = { valueBytesMax: 1024 * 1024, idBytesMax: ID_BYTES_MAX_DEFAULT, frameBytesMax: 16 * 1024 * 1024 };
+  private functions: Set<string> | null = null;
+  private nextSeq = 1;
+  /** Sent, not yet acknowledged, in sequence order. */
+  private inFlight: PendingEvent[] = [];
+  private inFlightHead = 0;
+  /** Not yet sent, in sequence order. */
+  private waiting: PendingEvent[] = [];
+  private waitingHead = 0;
+  private frame: PendingEvent[] = [];
+  private frameBytes = 0;
+  private flushScheduled = false;
+  private drainWaiters: (() => void)[] = [];
+  private readonly subscriptions = new Map<number, SubscriptionImpl>();
+  private nextSubscription = 1;
+  private egressLogId: string | null = null;
+  private urlIndex = 0;
+  private reconnectAttempts = 0;
+  private reconnectTimer: NodeJS.Timeout | null = null;
+  private readonly scratch = new Uint8Array(64 * 1024);
+  private readonly window: number;
+  private readonly queueMax: number;
+  private readonly reconnect: Required<ReconnectOptions> | null;
+  private readonly connectTimeoutMs: number;
+
+  constructor(
+    private readonly urls: readonly string[],
+    options: ConnectOptions,
+  ) {
+    this.producerId = options.producerId ?? randomUUID();
+    this.window = positive('window', options.window, 10_000);
+    this.queueMax = positive('queueMax', options.queueMax, 1_000_000);
+    this.connectTimeoutMs = positive('connectTimeoutMs', options.connectTimeoutMs, 10_000);
+    const reconnect = options.reconnect ?? true;
+    this.reconnect =
+      reconnect === false
+        ? null
+        : {
+            delayMs: (reconnect === true ? undefined : reconnect.delayMs) ?? 100,
+            delayMaxMs: (reconnect === true ? undefined : reconnect.delayMaxMs) ?? 5000,
+            attemptsMax: (reconnect === true ? undefined : reconnect.attemptsMax) ?? Infinity,
+          };
+  }
+
+  get nodeId(): string | null {
+    return this.state === 'open' ? this.welcome!.nodeId : null;
+  }
+
+  get pending(): number {
+    return this.inFlight.length - this.inFlightHead + this.waiting.length - this.waitingHead;
+  }
+
+  /** Tries each URL once; resolves when one welcomes us. */
+  async open(): Promise<void> {
+    const errors: string[] = [];
+    for (let attempt = 0; attempt < this.urls.length; attempt++) {
+      try {
+        await this.attempt();
+        return;
+      } catch (error) {
+        errors.push(`${this.urls[this.urlIndex]}: ${(error as Error).message}`);
+        if (error instanceof ProtocolError) break;
+        this.urlIndex = (this.urlIndex + 1) % this.urls.length;
+      }
+    }
+    this.state = 'closed';
+    throw new ConnectionError('SC_ERR_CONNECT_FAILED', `cannot connect to a Statecraft node (${errors.join('; ')}); check that a node is running and the URL is its ws:// URL.`);
+  }
+
+  /** One connection attempt to the current URL: open, HELLO, wait for WELCOME. */
+  private attempt(): Promise<void> {
+    const url = this.urls[this.urlIndex]!;
+    return new Promise<void>((resolve, reject) => {
+      let settled = false;
+      const socket = new WebSocket(url, { perMessageDeflate: false, handshakeTimeout: this.connectTimeoutMs, maxPayload: 256 * 1024 * 1024 });
+      socket.binaryType = 'nodebuffer';
+      const timer = setTimeout(() => fail(new Error(`no answer within ${this.connectTimeoutMs} ms`)), this.connectTimeoutMs);
+      const fail = (error: Error) => {
+        if (settled) return;
+        settled = true;
+        clearTimeout(timer);
+        socket.removeAllListeners();
+        socket.on('error', () => undefined);
+        socket.terminate();
+        reject(error);
+      };
+      socket.on('error', (error) => fail(error));
+      socket.on('close', (code, reason) => {
+        const text = reason.toString() || `code ${code}`;
+        fail(code === CloseCode.ProtocolVersion || code === CloseCode.MalformedFrame ? new ProtocolError('SC_ERR_PROTOCOL_VERSION', text) : new Error(`closed: ${text}`));
+      });
+      socket.on('open', () => {
+        socket.send(encodeControl(Frame.Hello, { version: PROTOCOL_VERSION, producerId: this.producerId, client: 'statecraft-js/0.1' }));
+      });
+      socket.once('message', (data: Buffer) => {
+        if (data[0] !== Frame.Welcome) return fail(new ProtocolError('SC_ERR_MALFORMED_FRAME', `expected WELCOME, got frame 0x${data[0]?.toString(16)}`));
+        let welcome: Welcome;
+        try {
+          welcome = decodeControl<Welcome>(data);
+        } catch (error) {
+          return fail(error as Error);
+        }
+        settled = true;
+        clearTimeout(timer);
+        socket.removeAllListeners();
+        this.adopt(socket, welcome);
+        resolve();
+      });
+    });
+  }
+
+  private adopt(socket: WebSocket, welcome: Welcome): void {
+    this.socket = socket;
+    this.welcome = welcome;
+    this.limits = welcome.limits;
+    this.functions = new Set(welcome.functions);
+    this.state = 'open';
+    this.reconnectAttempts = 0;
+    socket.on('message', (data: Buffer) => this.socketOnMessage(data));
+    socket.on('close', (code, reason) => this.socketOnClose(socket, code, reason.toString()));
+    socket.on('error', () => undefined); // 'close' follows
+
+    // Events the node already has (accepted before the connection dropped) are done; re-send the rest.
+    this.settleAcknowledged(welcome.lastSeq);
+    const unacknowledged = this.inFlight.slice(this.inFlightHead).filter((event) => !event.settled);
+    this.inFlight = [];
+    this.inFlightHead = 0;
+    if (unacknowledged.length > 0) {
+      this.waiting = unacknowledged.concat(this.waiting.slice(this.waitingHead));
+      this.waitingHead = 0;
+    }
+    const sameLog = this.egressLogId === welcome.egressLogId;
+    this.egressLogId = welcome.egressLogId;
+    for (const subscription of this.subscriptions.values()) {
+      let after = subscription.startAfter;
+      if (subscription.lastId !== undefined) after = sameLog ? subscription.lastId : -1;
+      if (!sameLog && subscription.lastId !== undefined) subscription.lastId = undefined;
+      this.sendSubscribe(subscription, after);
+      if (subscription.paused) this.sendFlow(subscription, true);
+    }
+    this.pump();
+  }
+
+  send<T>(target: Address, value: T, type?: Type<T>): Promise<void> {
+    if (this.state === 'closing' || this.state === 'closed') {
+      throw new ConnectionError('SC_ERR_CLIENT_CLOSED', 'this client is closed; connect() again to send more events.');
+    }
+    validateAddress(target, this.limits.idBytesMax);
+    if (this.functions !== null && !this.functions.has(target.typename)) {
+      throw new UnknownFunctionTypeError(target.typename, [...this.functions]);
+    }
+    const typed = toTypedValue(value, type);
+    checkValueSize(typed, this.limits.valueBytesMax);
+    if (this.waiting.length - this.waitingHead >= this.queueMax) {
+      return Promise.reject(
+        new ConnectionError('SC_ERR_QUEUE_FULL', `${this.queueMax} events already wait to be sent; await send() or client.drained() before sending more.`),
+      );
+    }
+    const lengthMax = invokeLengthMax(target.typename, target.id, null, null, typed);
+    const buffer = lengthMax <= this.scratch.length ? this.scratch : new Uint8Array(lengthMax);
+    const end = writeInvoke(buffer, 0, 0, target.typename, target.id, null, null, typed);
+    const bytes = buffer.slice(0, end);
+    return new Promise<void>((resolve, reject) => {
+      this.waiting.push(new PendingEvent(this.nextSeq++, bytes, resolve, reject));
+      this.pump();
+    });
+  }
+
+  /** Moves waiting events into the window and into frames. */
+  private pump(): void {
+    if (this.state !== 'open') return;
+    while (this.waitingHead < this.waiting.length && this.inFlight.length - this.inFlightHead < this.window) {
+      const event = this.waiting[this.waitingHead]!;
+      this.waiting[this.waitingHead++] = undefined as unknown as PendingEvent;
+      this.inFlight.push(event);
+      this.frame.push(event);
+      this.frameBytes += event.bytes.length + 4;
+      if (this.frame.length >= FRAME_EVENTS_MAX || this.frameBytes >= FRAME_BYTES_MAX) this.flushFrame();
+    }
+    if (this.waitingHead === this.waiting.length) {
+      this.waiting = [];
+      this.waitingHead = 0;
+    }
+    if (this.frame.length > 0 && !this.flushScheduled) {
+      this.flushScheduled = true;
+      queueMicrotask(() => {
+        this.flushScheduled = false;
+        this.flushFrame();
+      });
+    }
+  }
+
+  private flushFrame(): void {
+    const events = this.frame;
+    if (events.length === 0 || this.state !== 'open') return;
+    this.frame = [];
+    const frame = Buffer.allocUnsafe(EVENTS_HEADER_BYTES + this.frameBytes);
+    this.frameBytes = 0;
+    frame[0] = Frame.Events;
+    frame.writeDoubleLE(events[0]!.seq, 1);
+    frame.writeUInt32LE(events.length, 9);
+    let cursor = EVENTS_HEADER_BYTES;
+    for (const event of events) {
+      frame.writeUInt32LE(event.bytes.length, cursor);
+      frame.set(event.bytes, cursor + 4);
+      cursor += 4 + event.bytes.length;
+    }
+    this.socket!.send(frame);
+  }
+
+  private socketOnMessage(data: Buffer): void {
+    try {
+      switch (data[0]) {
+        case Frame.Ack:
+          this.settleAcknowledged(decodeAck(data));
+          this.pump();
+          this.checkDrained();
+          break;
+        case Frame.Rejected: {
+          const { rejections } = decodeControl<{ rejections: [number, ErrorCode, string][] }>(data);
+          for (const [seq, code, message] of rejections) {
+            const event = this.inFlight[this.inFlightHead + (seq - (this.inFlight[this.inFlightHead]?.seq ?? seq))];
+            if (event !== undefined && event.seq === seq && !event.settled) {
+              event.settled = true;
+              event.reject(rejectionError(code, message));
+            }
+          }
+          break;
+        }
+        case Frame.Records: {
+          const body = decodeControl<{ subscription: number; records: WireRecord[] }>(data);
+          this.subscriptions.get(body.subscription)?.deliver(body.records);
+          break;
+        }
+        case Frame.Subscribed: {
+          const body = decodeControl<{ subscription: number; after: number }>(data);
+          this.subscriptions.get(body.subscription)?.started(body.after);
+          break;
+        }
+        case Frame.Gap: {
+          const body = decodeControl<{ subscription: number; from: number; to: number }>(data);
+          this.subscriptions.get(body.subscription)?.gap(body.from, body.to);
+          break;
+        }
+        default:
+          throw new ProtocolError('SC_ERR_MALFORMED_FRAME', `unknown frame type 0x${data[0]?.toString(16)}`);
+      }
+    } catch (error) {
+      this.socket?.close(CloseCode.MalformedFrame, (error as Error).message.slice(0, 120));
+    }
+  }
+
+  private settleAcknowledged(lastSeq: number): void {
+    while (this.inFlightHead < this.inFlight.length && this.inFlight[this.inFlightHead]!.seq <= lastSeq) {
+      const event = this.inFlight[this.inFlightHead]!;
+      this.inFlight[this.inFlightHead++] = undefined as unknown as PendingEvent;
+      if (!event.settled) {
+        event.settled = true;
+        event.resolve();
+      }
+    }
+    if (this.inFlightHead === this.inFlight.length) {
+      this.inFlight = [];
+      this.inFlightHead = 0;
+    } else if (this.inFlightHead > 4096 && this.inFlightHead * 2 > this.inFlight.length) {
+      this.inFlight = this.inFlight.slice(this.inFlightHead);
+      this.inFlightHead = 0;
+    }
+  }
+
+  private socketOnClose(socket: WebSocket, code: number, reason: string): void {
+    if (socket !== this.socket) return;
+    this.socket = null;
+    this.frame = [];
+    this.frameBytes = 0;
+    if (this.state === 'closing' || this.state === 'closed') return;
+    if (code === CloseCode.MalformedFrame || code === CloseCode.ProtocolVersion) {
+      this.fail(new ProtocolError(code === CloseCode.ProtocolVersion ? 'SC_ERR_PROTOCOL_VERSION' : 'SC_ERR_MALFORMED_FRAME', `the node closed the connection: ${reason}`));
+      return;
+    }
+    if (this.reconnect === null) {
+      this.fail(new ConnectionError('SC_ERR_NOT_CONNECTED', `connection to ${this.urls[this.urlIndex]} lost (${reason || `code ${code}`}) and reconnect is off.`));
+      return;
+    }
+    this.state = 'reconnecting';
+    this.scheduleReconnect();
+  }
+
+  private scheduleReconnect(): void {
+    const options = this.reconnect!;
+    if (this.reconnectAttempts >= options.attemptsMax) {
+      this.fail(new ConnectionError('SC_ERR_NOT_CONNECTED', `gave up reconnecting after ${this.reconnectAttempts} attempts.`));
+      return;
+    }
+    const delay = Math.min(options.delayMaxMs, options.delayMs * 2 ** Math.min(this.reconnectAttempts, 20));
+    this.reconnectAttempts++;
+    this.reconnectTimer = setTimeout(() => {
+      this.reconnectTimer = null;
+      if (this.state !== 'reconnecting') return;
+      this.urlIndex = (this.urlIndex + 1) % this.urls.length;
+      this.attempt().catch((error: Error) => {
+        if (this.state !== 'reconnecting') return;
+        if (error instanceof ProtocolError) this.fail(error);
+        else this.scheduleReconnect();
+      });
+    }, delay * (0.75 + Math.random() / 2));
+  }
+
+  /** Ends the client: every pending event rejects with `error`, subscriptions end. */
+  private fail(error: Error): void {
+    this.state = 'closed';
+    for (const event of this.inFlight.slice(this.inFlightHead)) if (!event.settled) event.reject(error);
+    for (const event of this.waiting.slice(this.waitingHead)) event.reject(error);
+    this.inFlight = [];
+    this.inFlightHead = 0;
+    this.waiting = [];
+    this.waitingHead = 0;
+    for (const subscription of this.subscriptions.values()) subscription.end();
+    this.subscriptions.clear();
+    this.checkDrained();
+  }
+
+  subscribe(egress: string, options: SubscribeOptions = {}): Subscription {
+    if (this.state === 'closing' || this.state === 'closed') {
+      throw new ConnectionError('SC_ERR_CLIENT_CLOSED', 'this client is closed; connect() again to subscribe.');
+    }
+    validateEgressName(egress);
+    const subscription = new SubscriptionImpl(this.nextSubscription++, egress, this, options);
+    this.subscriptions.set(subscription.id, subscription);
+    if (this.state === 'open') this.sendSubscribe(subscription, subscription.startAfter);
+    return subscription;
+  }
+
+  private sendSubscribe(subscription: SubscriptionImpl, after: number | undefined): void {
+    const body: Subscribe = { subscription: subscription.id, egress: subscription.egress };
+    if (after !== undefined) body.after = after;
+    this.socket?.send(encodeControl(Frame.Subscribe, body));
+  }
+
+  sendFlow(subscription: SubscriptionImpl, paused: boolean): void {
+    if (this.state === 'open') this.socket?.send(encodeControl(Frame.Flow, { subscription: subscription.id, paused }));
+  }
+
+  unsubscribe(subscription: SubscriptionImpl): void {
+    if (!this.subscriptions.delete(subscription.id)) return;
+    if (this.state === 'open') this.socket?.send(encodeControl(Frame.Unsubscribe, { subscription: subscription.id }));
+  }
+
+  drained(): Promise<void> {
+    if (this.pending === 0) return Promise.resolve();
+    return new Promise((resolve) => this.drainWaiters.push(resolve));
+  }
+
+  private checkDrained(): void {
+    if (this.pending !== 0 || this.drainWaiters.length === 0) return;
+    const waiters = this.drainWaiters;
+    this.drainWaiters = [];
+    for (const waiter of waiters) waiter();
+  }
+
+  async close(options: { timeoutMs?: number } = {}): Promise<void> {
+    if (this.state === 'closed') return;
+    if (this.state === 'open' && this.pending > 0) {
+      const timeoutMs = options.timeoutMs ?? 10_000;
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([this.drained(), new Promise<void>((resolve) => (timer = setTimeout(resolve, timeoutMs)))]);
+      clearTimeout(timer);
+    }
+    this.state = 'closing';
+    if (this.reconnectTimer !== null) clearTimeout(this.reconnectTimer);
+    const socket = this.socket;
+    this.socket = null;
+    if (socket !== null && socket.readyState === WebSocket.OPEN) {
+      await new Promise<void>((resolve) => {
+        socket.once('close', () => resolve());
+        socket.close(CloseCode.Normal, 'client closed');
+        setTimeout(() => {
+          socket.terminate();
+          resolve();
+        }, 1000).unref();
+      });
+    }
+    this.fail(new ConnectionError('SC_ERR_CLIENT_CLOSED', 'the client was closed before the node accepted this event.'));
+  }
+}
+
+function positive(name: string, value: number | undefined, fallback: number): number {
+  const chosen = value ?? fallback;
+  if (!(chosen > 0) || !Number.isSafeInteger(chosen)) {
+    throw new ValidationError('SC_ERR_INVALID_OPTION', `${name} must be a positive whole number, got ${String(value)}.`);
+  }
+  return chosen;
+}
+
+/**
+ * Connects to a node (or the first reachable of several URLs). Resolves once the node has welcomed the
+ * client; rejects with `SC_ERR_CONNECT_FAILED` when none answers.
+ */
+export async function connect(url: string | readonly string[], options: ConnectOptions = {}): Promise<Client> {
+  const urls = typeof url === 'string' ? [url] : [...url];
+  if (urls.length === 0 || urls.some((entry) => typeof entry !== 'string' || !/^wss?:\/\//.test(entry))) {
+    throw new ValidationError('SC_ERR_INVALID_OPTION', `connect() needs ws:// URLs, as printed by a node's "ready" line; got ${JSON.stringify(url)}.`);
+  }
+  const client = new StatecraftClient(urls, options);
+  await client.open();
+  return client;
+}

@@ -1,0 +1,276 @@
+/**
+ * The envelope: how one message is laid out in bytes, in shard rings, peer frames and client frames.
+ *
+ *   offset  size  field
+ *   0       1     kind            1 = invoke (a message to a function), 2 = egress record
+ *   1       1     flags           invoke: bit 0 = has caller
+ *   2       2     channel         reserved for the source channel (0)
+ *   4       4     key group       u32 little-endian: keyGroupOf(target id), or the source's for egress
+ *   8       ...   body            strings are UTF-8 with a length prefix (u8 for type and egress names,
+ *                                 u16 for ids); the value is its type name (u8 length) and its bytes
+ *                                 (u32 length) in that type's encoding
+ *
+ *   invoke body: target typename, target id, [caller typename, caller id], value typename, value bytes
+ *   egress body: egress name, source typename, source id, value typename, value bytes
+ *
+ * A router reads the 8-byte header and moves the bytes; only the destination decodes the body.
+ * All multi-byte integers are little-endian.
+ */
+import { ProtocolError } from './errors.js';
+import { Message } from './message.js';
+import { TypedValue } from './typed-value.js';
+import { primitiveType } from './types.js';
+import { InternedStrings, readUtf8, writeUtf8 } from './utf8.js';
+
+export const ENVELOPE_HEADER_BYTES = 8;
+
+export const EnvelopeKind = {
+  Invoke: 1,
+  Egress: 2,
+} as const;
+
+const FLAG_HAS_CALLER = 1;
+
+function malformed(why: string): ProtocolError {
+  return new ProtocolError('SC_ERR_MALFORMED_FRAME', `malformed envelope: ${why}`);
+}
+
+export function readKind(source: Uint8Array, offset: number): number {
+  return source[offset]!;
+}
+
+export function readKeyGroup(source: Uint8Array, offset: number): number {
+  return (source[offset + 4]! | (source[offset + 5]! << 8) | (source[offset + 6]! << 16) | (source[offset + 7]! << 24)) >>> 0;
+}
+
+export function writeKeyGroup(target: Uint8Array, offset: number, keyGroup: number): void {
+  target[offset + 4] = keyGroup & 0xff;
+  target[offset + 5] = (keyGroup >>> 8) & 0xff;
+  target[offset + 6] = (keyGroup >>> 16) & 0xff;
+  target[offset + 7] = (keyGroup >>> 24) & 0xff;
+}
+
+function writeHeader(target: Uint8Array, offset: number, kind: number, flags: number, keyGroup: number): void {
+  target[offset] = kind;
+  target[offset + 1] = flags;
+  target[offset + 2] = 0;
+  target[offset + 3] = 0;
+  writeKeyGroup(target, offset, keyGroup);
+}
+
+/** Writes a string with a one-byte length prefix (names of at most 255 bytes); returns the end offset. */
+function writeShortString(target: Uint8Array, offset: number, text: string): number {
+  const written = writeUtf8(target, offset + 1, text);
+  if (written > 0xff) throw malformed(`name of ${written} bytes is longer than 255 bytes`);
+  target[offset] = written;
+  return offset + 1 + written;
+}
+
+/** Writes a string with a two-byte length prefix (ids); returns the end offset. */
+function writeMediumString(target: Uint8Array, offset: number, text: string): number {
+  const written = writeUtf8(target, offset + 2, text);
+  if (written > 0xffff) throw malformed(`id of ${written} bytes is longer than 65535 bytes`);
+  target[offset] = written & 0xff;
+  target[offset + 1] = written >>> 8;
+  return offset + 2 + written;
+}
+
+function writeValue(target: Uint8Array, offset: number, value: TypedValue): number {
+  let cursor = writeShortString(target, offset, value.typename);
+  const start = cursor + 4;
+  let end: number;
+  if (value.bytes !== null) {
+    target.set(value.bytes, start);
+    end = start + value.bytes.length;
+  } else {
+    end = primitiveType(value.typename)!.writeTo(target, start, value.value as never);
+  }
+  const length = end - start;
+  target[cursor] = length & 0xff;
+  target[cursor + 1] = (length >>> 8) & 0xff;
+  target[cursor + 2] = (length >>> 16) & 0xff;
+  target[cursor + 3] = (length >>> 24) & 0xff;
+  return end;
+}
+
+/** Upper bound of the bytes `writeInvoke` needs (3 bytes per UTF-16 unit). */
+export function invokeLengthMax(
+  targetTypename: string,
+  targetId: string,
+  callerTypename: string | null,
+  callerId: string | null,
+  value: TypedValue,
+): number {
+  let length = ENVELOPE_HEADER_BYTES + 1 + 2 + 1 + 4 + 3 * (targetTypename.length + targetId.length + value.typename.length);
+  if (callerTypename !== null) length += 1 + 2 + 3 * (callerTypename.length + callerId!.length);
+  return length + value.encodedLengthMax;
+}
+
+/** Writes an invoke envelope at `offset`; returns the end offset. The caller ensures `invokeLengthMax` bytes of room. */
+export function writeInvoke(
+  target: Uint8Array,
+  offset: number,
+  keyGroup: number,
+  targetTypename: string,
+  targetId: string,
+  callerTypename: string | null,
+  callerId: string | null,
+  value: TypedValue,
+): number {
+  writeHeader(target, offset, EnvelopeKind.Invoke, callerTypename === null ? 0 : FLAG_HAS_CALLER, keyGroup);
+  let cursor = writeShortString(target, offset + ENVELOPE_HEADER_BYTES, targetTypename);
+  cursor = writeMediumString(target, cursor, targetId);
+  if (callerTypename !== null) {
+    cursor = writeShortString(target, cursor, callerTypename);
+    cursor = writeMediumString(target, cursor, callerId!);
+  }
+  return writeValue(target, cursor, value);
+}
+
+export function egressLengthMax(egress: string, sourceTypename: string, sourceId: string, value: TypedValue): number {
+  return (
+    ENVELOPE_HEADER_BYTES + 1 + 1 + 2 + 1 + 4 +
+    3 * (egress.length + sourceTypename.length + sourceId.length + value.typename.length) +
+    value.encodedLengthMax
+  );
+}
+
+export function writeEgress(
+  target: Uint8Array,
+  offset: number,
+  keyGroup: number,
+  egress: string,
+  sourceTypename: string,
+  sourceId: string,
+  value: TypedValue,
+): number {
+  writeHeader(target, offset, EnvelopeKind.Egress, 0, keyGroup);
+  let cursor = writeShortString(target, offset + ENVELOPE_HEADER_BYTES, egress);
+  cursor = writeShortString(target, cursor, sourceTypename);
+  cursor = writeMediumString(target, cursor, sourceId);
+  return writeValue(target, cursor, value);
+}
+
+/**
+ * Sequential reader with bounds checks: envelopes from clients and peers are untrusted, and a truncated
+ * or inconsistent one must fail with a ProtocolError, never read past its end.
+ */
+class EnvelopeReader {
+  offset = 0;
+  end = 0;
+
+  constructor(
+    private source: Uint8Array,
+    private readonly names: InternedStrings,
+  ) {}
+
+  reset(source: Uint8Array, offset: number, end: number): void {
+    this.source = source;
+    this.offset = offset;
+    this.end = end;
+  }
+
+  name(what: string): string {
+    if (this.offset >= this.end) throw malformed(`truncated before ${what}`);
+    const length = this.source[this.offset]!;
+    const start = this.offset + 1;
+    if (start + length > this.end) throw malformed(`${what} runs past the end`);
+    this.offset = start + length;
+    try {
+      return this.names.read(this.source, start, length);
+    } catch {
+      throw malformed(`${what} is not valid UTF-8`);
+    }
+  }
+
+  id(what: string): string {
+    if (this.offset + 2 > this.end) throw malformed(`truncated before ${what}`);
+    const length = this.source[this.offset]! | (this.source[this.offset + 1]! << 8);
+    const start = this.offset + 2;
+    if (start + length > this.end) throw malformed(`${what} runs past the end`);
+    this.offset = start + length;
+    try {
+      return readUtf8(this.source, start, length);
+    } catch {
+      throw malformed(`${what} is not valid UTF-8`);
+    }
+  }
+
+  valueLength(): number {
+    const offset = this.offset;
+    if (offset + 4 > this.end) throw malformed('truncated before value length');
+    const source = this.source;
+    const length = (source[offset]! | (source[offset + 1]! << 8) | (source[offset + 2]! << 16) | (source[offset + 3]! << 24)) >>> 0;
+    this.offset = offset + 4;
+    if (this.offset + length !== this.end) throw malformed(`value length ${length} does not match the envelope's end`);
+    return length;
+  }
+}
+
+/** Decodes envelopes; one per thread (it interns type names and reuses its reader). */
+export class EnvelopeDecoder {
+  private readonly names = new InternedStrings();
+  private readonly reader = new EnvelopeReader(new Uint8Array(0), this.names);
+  /** Byte length of the value of the envelope decoded last. */
+  lastValueLength = 0;
+
+  decodeInvoke(source: Uint8Array, offset: number, length: number): Message {
+    if (length < ENVELOPE_HEADER_BYTES) throw malformed(`${length} bytes is shorter than the header`);
+    if (source[offset] !== EnvelopeKind.Invoke) throw malformed(`kind ${source[offset]} is not invoke`);
+    const flags = source[offset + 1]!;
+    const keyGroup = readKeyGroup(source, offset);
+    const reader = this.reader;
+    reader.reset(source, offset + ENVELOPE_HEADER_BYTES, offset + length);
+    const targetTypename = reader.name('target typename');
+    const targetId = reader.id('target id');
+    let callerTypename: string | null = null;
+    let callerId: string | null = null;
+    if ((flags & FLAG_HAS_CALLER) !== 0) {
+      callerTypename = reader.name('caller typename');
+      callerId = reader.id('caller id');
+    }
+    const valueTypename = reader.name('value typename');
+    const valueLength = reader.valueLength();
+    this.lastValueLength = valueLength;
+    const start = reader.offset;
+    const primitive = primitiveType(valueTypename);
+    if (primitive !== undefined) {
+      const decoded = primitive.readFrom(source, start, valueLength);
+      return new Message(keyGroup, targetTypename, targetId, callerTypename, callerId, valueTypename, decoded, null);
+    }
+    const bytes = source.slice(start, start + valueLength);
+    return new Message(keyGroup, targetTypename, targetId, callerTypename, callerId, valueTypename, undefined, bytes);
+  }
+
+  decodeEgress(source: Uint8Array, offset: number, length: number): EgressEnvelope {
+    if (length < ENVELOPE_HEADER_BYTES) throw malformed(`${length} bytes is shorter than the header`);
+    if (source[offset] !== EnvelopeKind.Egress) throw malformed(`kind ${source[offset]} is not egress`);
+    const reader = this.reader;
+    reader.reset(source, offset + ENVELOPE_HEADER_BYTES, offset + length);
+    const egress = reader.name('egress name');
+    const sourceTypename = reader.name('source typename');
+    const sourceId = reader.id('source id');
+    const valueTypename = reader.name('value typename');
+    const valueLength = reader.valueLength();
+    const start = reader.offset;
+    return {
+      keyGroup: readKeyGroup(source, offset),
+      egress,
+      sourceTypename,
+      sourceId,
+      valueTypename,
+      bytes: source.slice(start, start + valueLength),
+    };
+  }
+}
+
+/** An egress record as it leaves a shard. */
+export interface EgressEnvelope {
+  keyGroup: number;
+  egress: string;
+  sourceTypename: string;
+  sourceId: string;
+  valueTypename: string;
+  /** The value in its type's encoding. */
+  bytes: Uint8Array;
+}

@@ -1,0 +1,403 @@
+/**
+ * The client gateway: WebSocket connections from clients, on the main thread.
+ *
+ * An events frame is checked as a whole first (a malformed one closes the connection and admits
+ * nothing), then each event is validated on its own: a bad one is answered with a rejection for its
+ * sequence number, the others are admitted. Admitting an event means writing its envelope bytes, key
+ * group filled in, to the ring of the shard that owns it; nothing is decoded twice or re-encoded.
+ * While the node is over its admission limits (full rings, long shard queues) the gateway stops
+ * reading from client sockets, so TCP and the clients' in-flight windows push back; no frame that was
+ * read is ever dropped.
+ */
+import type { IncomingMessage } from 'node:http';
+import type { Duplex } from 'node:stream';
+import { WebSocketServer, type RawData, type WebSocket } from 'ws';
+import { isTypename } from '../lib/address.js';
+import {
+  CloseCode,
+  EVENTS_HEADER_BYTES,
+  Frame,
+  PROTOCOL_VERSION,
+  decodeControl,
+  encodeAck,
+  encodeControl,
+  type Hello,
+  type Limits,
+  type Subscribe,
+  type Welcome,
+  type WireRecord,
+} from '../lib/client-protocol.js';
+import { ProtocolError, ValidationError, type ErrorCode } from '../lib/errors.js';
+import { EnvelopeDecoder, writeKeyGroup } from '../lib/envelope.js';
+import { keyGroupOf } from '../lib/key-group.js';
+import type { Message } from '../lib/message.js';
+import { validateEgressName } from '../lib/address.js';
+import type { EgressHub, EgressRecordEntry, EgressSink } from './egress-hub.js';
+
+export interface GatewayHost {
+  readonly nodeId: string;
+  readonly egressLogId: string;
+  readonly keyGroups: number;
+  readonly limits: Limits;
+  readonly functions: ReadonlySet<string>;
+  readonly egress: EgressHub;
+  /** True while the node admits client events. */
+  admits(): boolean;
+  /** Writes an event's envelope (key group already set) to the shard that owns `keyGroup`. */
+  admit(bytes: Uint8Array, offset: number, length: number, keyGroup: number): void;
+  /** Publishes what `admit` wrote. */
+  flush(): void;
+  /** Counts events for /metrics. */
+  countEvents(accepted: number, rejected: number): void;
+  log(line: string): void;
+}
+
+const HELLO_TIMEOUT_MS = 10_000;
+const PING_INTERVAL_MS = 30_000;
+const SUBSCRIBER_BUFFERED_BYTES_MAX = 4 * 1024 * 1024;
+const PRODUCERS_REMEMBERED_MAX = 100_000;
+const PRODUCER_ID_LENGTH_MAX = 128;
+const ADMISSION_RECHECK_MS = 1;
+
+type Rejection = [number, ErrorCode, string];
+
+class ClientConnection implements EgressSink {
+  producerId: string | null = null;
+  private blockedFrames: Buffer[] = [];
+  private alive = true;
+  private readonly helloTimer: NodeJS.Timeout;
+
+  constructor(
+    readonly socket: WebSocket,
+    private readonly gateway: Gateway,
+  ) {
+    this.helloTimer = setTimeout(() => this.close(CloseCode.MalformedFrame, 'no HELLO frame within 10 s'), HELLO_TIMEOUT_MS);
+    this.helloTimer.unref();
+    socket.on('message', (data, isBinary) => this.socketOnMessage(data, isBinary));
+    socket.on('pong', () => (this.alive = true));
+    socket.on('close', () => this.socketOnClose());
+    socket.on('error', () => undefined); // 'close' follows; nothing to add
+  }
+
+  get blocked(): boolean {
+    return this.blockedFrames.length > 0;
+  }
+
+  private socketOnMessage(data: RawData, isBinary: boolean): void {
+    if (!isBinary || !Buffer.isBuffer(data)) {
+      this.close(CloseCode.MalformedFrame, 'frames must be binary');
+      return;
+    }
+    if (this.blockedFrames.length > 0 || (data[0] === Frame.Events && !this.gateway.host.admits())) {
+      this.blockedFrames.push(data);
+      this.socket.pause();
+      this.gateway.watchAdmission(this);
+      return;
+    }
+    this.handle(data);
+  }
+
+  /** Handles frames held back while admission was closed; returns true when all are done. */
+  retryBlocked(): boolean {
+    while (this.blockedFrames.length > 0) {
+      const frame = this.blockedFrames[0]!;
+      if (frame[0] === Frame.Events && !this.gateway.host.admits()) return false;
+      this.blockedFrames.shift();
+      this.handle(frame);
+    }
+    if (this.socket.readyState === this.socket.OPEN) this.socket.resume();
+    return true;
+  }
+
+  private handle(data: Buffer): void {
+    try {
+      if (data.length === 0) throw new ProtocolError('SC_ERR_MALFORMED_FRAME', 'empty frame');
+      const frame = data[0];
+      if (this.producerId === null && frame !== Frame.Hello) {
+        throw new ProtocolError('SC_ERR_MALFORMED_FRAME', 'the first frame must be HELLO');
+      }
+      switch (frame) {
+        case Frame.Hello:
+          this.onHello(decodeControl<Hello>(data));
+          break;
+        case Frame.Events:
+          this.onEvents(data);
+          break;
+        case Frame.Subscribe: {
+          const body = decodeControl<Subscribe>(data);
+          if (!Number.isSafeInteger(body?.subscription)) throw new ProtocolError('SC_ERR_MALFORMED_FRAME', 'SUBSCRIBE needs an integer subscription');
+          if (body.after !== undefined && body.after !== null && !Number.isSafeInteger(body.after)) {
+            throw new ProtocolError('SC_ERR_MALFORMED_FRAME', 'SUBSCRIBE after must be an integer');
+          }
+          try {
+            validateEgressName(body.egress);
+          } catch (error) {
+            throw new ProtocolError('SC_ERR_MALFORMED_FRAME', (error as Error).message);
+          }
+          const after = this.gateway.host.egress.subscribe(this, body.subscription, body.egress, body.after ?? undefined);
+          this.send(encodeControl(Frame.Subscribed, { subscription: body.subscription, after }));
+          this.gateway.pumpEgress();
+          break;
+        }
+        case Frame.Unsubscribe: {
+          const body = decodeControl<{ subscription: number }>(data);
+          this.gateway.host.egress.unsubscribe(this, body?.subscription);
+          break;
+        }
+        case Frame.Flow: {
+          const body = decodeControl<{ subscription: number; paused: boolean }>(data);
+          this.gateway.host.egress.setPaused(this, body?.subscription, body?.paused === true);
+          if (body?.paused !== true) this.gateway.pumpEgress();
+          break;
+        }
+        default:
+          throw new ProtocolError('SC_ERR_MALFORMED_FRAME', `unknown frame type 0x${frame!.toString(16)}`);
+      }
+    } catch (error) {
+      if (error instanceof ProtocolError) {
+        this.gateway.host.log(`gateway: closing a client connection: ${error.message}`);
+        this.close(error.code === 'SC_ERR_PROTOCOL_VERSION' ? CloseCode.ProtocolVersion : CloseCode.MalformedFrame, error.message);
+        return;
+      }
+      throw error;
+    }
+  }
+
+  private onHello(hello: Hello): void {
+    if (this.producerId !== null) throw new ProtocolError('SC_ERR_MALFORMED_FRAME', 'HELLO sent twice');
+    if (hello?.version !== PROTOCOL_VERSION) {
+      throw new ProtocolError(
+        'SC_ERR_PROTOCOL_VERSION',
+        `client protocol version ${String(hello?.version)} is not supported; this node speaks version ${PROTOCOL_VERSION}: upgrade the client or the node`,
+      );
+    }
+    if (typeof hello.producerId !== 'string' || hello.producerId.length === 0 || hello.producerId.length > PRODUCER_ID_LENGTH_MAX) {
+      throw new ProtocolError('SC_ERR_MALFORMED_FRAME', `producerId must be a string of 1-${PRODUCER_ID_LENGTH_MAX} characters`);
+    }
+    clearTimeout(this.helloTimer);
+    this.producerId = hello.producerId;
+    const host = this.gateway.host;
+    const welcome: Welcome = {
+      version: PROTOCOL_VERSION,
+      nodeId: host.nodeId,
+      egressLogId: host.egressLogId,
+      lastSeq: this.gateway.lastSeq(hello.producerId),
+      keyGroups: host.keyGroups,
+      limits: host.limits,
+      functions: [...host.functions],
+    };
+    this.send(encodeControl(Frame.Welcome, welcome));
+  }
+
+  private onEvents(data: Buffer): void {
+    if (data.length < EVENTS_HEADER_BYTES) throw new ProtocolError('SC_ERR_MALFORMED_FRAME', 'EVENTS frame shorter than its header');
+    const view = new DataView(data.buffer, data.byteOffset, data.byteLength);
+    const firstSeq = view.getFloat64(1, true);
+    const count = view.getUint32(9, true);
+    if (!Number.isSafeInteger(firstSeq) || firstSeq < 1) throw new ProtocolError('SC_ERR_MALFORMED_FRAME', `EVENTS firstSeq ${firstSeq} is not a positive integer`);
+    const gateway = this.gateway;
+    const host = gateway.host;
+    const decoder = gateway.decoder;
+    // Pass 1: the frame's structure, all of it, before admitting anything.
+    const offsets: number[] = new Array(count);
+    const lengths: number[] = new Array(count);
+    const messages: (Message | ValidationError)[] = new Array(count);
+    const valueLengths: number[] = new Array(count);
+    let cursor = EVENTS_HEADER_BYTES;
+    for (let index = 0; index < count; index++) {
+      if (cursor + 4 > data.length) throw new ProtocolError('SC_ERR_MALFORMED_FRAME', `EVENTS frame ends before event ${index} of ${count}`);
+      const length = view.getUint32(cursor, true);
+      cursor += 4;
+      if (cursor + length > data.length) throw new ProtocolError('SC_ERR_MALFORMED_FRAME', `event ${index} runs past the end of its frame`);
+      offsets[index] = cursor;
+      lengths[index] = length;
+      try {
+        messages[index] = decoder.decodeInvoke(data, cursor, length);
+        valueLengths[index] = decoder.lastValueLength;
+      } catch (error) {
+        if (!(error instanceof ValidationError)) throw error; // ProtocolError: malformed frame
+        messages[index] = error;
+      }
+      cursor += length;
+    }
+    if (cursor !== data.length) throw new ProtocolError('SC_ERR_MALFORMED_FRAME', `EVENTS frame has ${data.length - cursor} bytes after its last event`);
+
+    // Pass 2: each event on its own.
+    const producerId = this.producerId!;
+    let lastSeq = gateway.lastSeq(producerId);
+    const rejections: Rejection[] = [];
+    let accepted = 0;
+    for (let index = 0; index < count; index++) {
+      const seq = firstSeq + index;
+      if (seq <= lastSeq) continue; // a re-send of an event this node already has
+      const message = messages[index]!;
+      const rejection = message instanceof ValidationError ? message : this.validate(message, valueLengths[index]!);
+      if (rejection !== null) {
+        rejections.push([seq, rejection.code, rejection.message]);
+      } else {
+        const keyGroup = keyGroupOf((message as Message).targetId, host.keyGroups);
+        writeKeyGroup(data, offsets[index]!, keyGroup);
+        host.admit(data, offsets[index]!, lengths[index]!, keyGroup);
+        accepted++;
+      }
+      lastSeq = seq;
+    }
+    gateway.setLastSeq(producerId, lastSeq);
+    host.flush();
+    host.countEvents(accepted, rejections.length);
+    if (rejections.length > 0) this.send(encodeControl(Frame.Rejected, { rejections }));
+    this.send(encodeAck(Math.max(lastSeq, firstSeq + count - 1)));
+  }
+
+  private validate(message: Message, valueLength: number): ValidationError | null {
+    const host = this.gateway.host;
+    if (message.callerTypename !== null) {
+      return new ValidationError('SC_ERR_INVALID_VALUE', 'client events cannot name a caller; send them without one');
+    }
+    if (!isTypename(message.targetTypename)) {
+      return new ValidationError('SC_ERR_INVALID_TYPENAME', `target typename ${JSON.stringify(message.targetTypename)} is not of the form namespace/name`);
+    }
+    if (!host.functions.has(message.targetTypename)) {
+      return new ValidationError(
+        'SC_ERR_UNKNOWN_FUNCTION_TYPE',
+        `no function of type ${message.targetTypename} is loaded on this node (loaded: ${[...host.functions].join(', ') || 'none'}); check the typename or start the node with --functions <module> that defines it`,
+      );
+    }
+    const id = message.targetId;
+    if (id.length === 0 || Buffer.byteLength(id) > host.limits.idBytesMax) {
+      return new ValidationError('SC_ERR_INVALID_ID', `address id must be 1-${host.limits.idBytesMax} bytes`);
+    }
+    if (valueLength > host.limits.valueBytesMax) {
+      return new ValidationError('SC_ERR_VALUE_TOO_LARGE', `value of ${valueLength} bytes exceeds the node's limit of ${host.limits.valueBytesMax} bytes`);
+    }
+    return null;
+  }
+
+  writable(): boolean {
+    return this.socket.readyState === this.socket.OPEN && this.socket.bufferedAmount < SUBSCRIBER_BUFFERED_BYTES_MAX;
+  }
+
+  sendRecords(subscription: number, records: readonly EgressRecordEntry[]): void {
+    const wire: WireRecord[] = records.map((record) => [record.id, record.typename, record.bytes, record.sourceTypename, record.sourceId]);
+    this.send(encodeControl(Frame.Records, { subscription, records: wire }));
+  }
+
+  sendGap(subscription: number, from: number, to: number): void {
+    this.send(encodeControl(Frame.Gap, { subscription, from, to }));
+  }
+
+  /** Pings; terminates a connection that did not answer the previous ping. */
+  heartbeat(): void {
+    if (!this.alive) {
+      this.socket.terminate();
+      return;
+    }
+    this.alive = false;
+    this.socket.ping();
+  }
+
+  close(code: number, reason: string): void {
+    // A close reason must fit in a control frame (123 bytes).
+    const bytes = Buffer.from(reason);
+    this.socket.close(code, bytes.length <= 123 ? reason : bytes.subarray(0, 120).toString() + '…');
+  }
+
+  private send(bytes: Uint8Array): void {
+    if (this.socket.readyState === this.socket.OPEN) this.socket.send(bytes);
+  }
+
+  private socketOnClose(): void {
+    clearTimeout(this.helloTimer);
+    this.blockedFrames = [];
+    this.gateway.forget(this);
+  }
+}
+
+export class Gateway {
+  readonly decoder = new EnvelopeDecoder();
+  private readonly server: WebSocketServer;
+  private readonly connections = new Set<ClientConnection>();
+  private readonly blocked = new Set<ClientConnection>();
+  private readonly producers = new Map<string, number>();
+  private admissionTimer: NodeJS.Timeout | null = null;
+  private readonly pingTimer: NodeJS.Timeout;
+
+  constructor(
+    readonly host: GatewayHost,
+    private readonly onEgressDemand: () => void,
+  ) {
+    this.server = new WebSocketServer({ noServer: true, perMessageDeflate: false, maxPayload: host.limits.frameBytesMax });
+    this.pingTimer = setInterval(() => {
+      for (const connection of this.connections) connection.heartbeat();
+    }, PING_INTERVAL_MS);
+    this.pingTimer.unref();
+  }
+
+  /** Takes over an HTTP upgrade request. */
+  handleUpgrade(request: IncomingMessage, socket: Duplex, head: Buffer): void {
+    this.server.handleUpgrade(request, socket, head, (ws) => {
+      this.connections.add(new ClientConnection(ws, this));
+    });
+  }
+
+  get connectionCount(): number {
+    return this.connections.size;
+  }
+
+  lastSeq(producerId: string): number {
+    return this.producers.get(producerId) ?? 0;
+  }
+
+  setLastSeq(producerId: string, seq: number): void {
+    // Re-insert so the Map's order is least recently used first, and forget the oldest beyond the bound.
+    this.producers.delete(producerId);
+    this.producers.set(producerId, seq);
+    if (this.producers.size > PRODUCERS_REMEMBERED_MAX) {
+      this.producers.delete(this.producers.keys().next().value!);
+    }
+  }
+
+  pumpEgress(): void {
+    this.onEgressDemand();
+  }
+
+  watchAdmission(connection: ClientConnection): void {
+    this.blocked.add(connection);
+    if (this.admissionTimer !== null) return;
+    const recheck = () => {
+      this.admissionTimer = null;
+      for (const waiting of this.blocked) {
+        if (waiting.retryBlocked()) this.blocked.delete(waiting);
+        else break; // still closed: keep the rest in order
+      }
+      if (this.blocked.size > 0) this.admissionTimer = setTimeout(recheck, ADMISSION_RECHECK_MS);
+    };
+    this.admissionTimer = setTimeout(recheck, ADMISSION_RECHECK_MS);
+  }
+
+  forget(connection: ClientConnection): void {
+    this.connections.delete(connection);
+    this.blocked.delete(connection);
+    this.host.egress.removeSink(connection);
+  }
+
+  /** Closes every connection with `code` (1001 when the node shuts down) and stops accepting. */
+  async close(code: number, reason: string): Promise<void> {
+    clearInterval(this.pingTimer);
+    if (this.admissionTimer !== null) clearTimeout(this.admissionTimer);
+    const closed = [...this.connections].map(
+      (connection) =>
+        new Promise<void>((resolve) => {
+          if (connection.socket.readyState === connection.socket.CLOSED) return resolve();
+          connection.socket.once('close', () => resolve());
+          connection.close(code, reason);
+          setTimeout(() => {
+            connection.socket.terminate();
+            resolve();
+          }, 2000).unref();
+        }),
+    );
+    await Promise.all(closed);
+    await new Promise<void>((resolve) => this.server.close(() => resolve()));
+  }
+}

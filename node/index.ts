@@ -1,0 +1,2 @@
+/** Running nodes from code: `import { startNode } from 'statecraft/node'`. */
+export { startNode, type NodeOptions, type NodeMetrics, type StatecraftNode } from './node.js';

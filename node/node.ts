@@ -1,0 +1,455 @@
+/**
+ * One Statecraft node: the main thread (client gateway, admin HTTP, egress) plus its shard workers.
+ *
+ *   startNode({ functions: ['./functions.js'], port: 0 })  →  a running node with `url` and `close()`
+ */
+import { randomUUID } from 'node:crypto';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { availableParallelism } from 'node:os';
+import { Worker } from 'node:worker_threads';
+import { ID_BYTES_MAX_DEFAULT, ID_BYTES_WIRE_MAX } from '../lib/address.js';
+import { CloseCode, type Limits } from '../lib/client-protocol.js';
+import { ValidationError, StatecraftError } from '../lib/errors.js';
+import { EnvelopeDecoder, EnvelopeKind, invokeLengthMax, writeInvoke } from '../lib/envelope.js';
+import { KEY_GROUPS_DEFAULT, KEY_GROUPS_MAX, KEY_GROUP_HASH, keyGroupOf } from '../lib/key-group.js';
+import { checkValueSize, toTypedValue } from '../lib/typed-value.js';
+import { validateAddress, type Address } from '../lib/address.js';
+import type { Type } from '../lib/types.js';
+import { EgressHub } from './egress-hub.js';
+import { loadFunctionModules, resolveModuleUrl } from './function-loader.js';
+import { Gateway } from './gateway.js';
+import { Inbox, MAIN_THREAD, Outbox, Stat, ThreadStats, createMailboxLayout, type MailboxLayout } from './mailbox.js';
+import { Metric, ThreadMetrics, createMetricsBuffer, type MetricName } from './metrics.js';
+import { recordBytesMax } from './spsc-ring.js';
+import type { RecordVisitor } from './spsc-ring.js';
+import type { MainToShard, ShardToMain, ShardWorkerData } from './shard-worker.js';
+
+export interface NodeOptions {
+  /** ES modules exporting function definitions (paths, file URLs or package names). */
+  functions: readonly string[];
+  /** TCP port for clients and admin HTTP; 0 lets the OS choose. Default 0. */
+  port?: number;
+  /** Interface to listen on. Default 127.0.0.1. */
+  host?: string;
+  /** Shard worker threads. Default: one per core. */
+  shards?: number;
+  /** Number of key groups K (part of the storage format). Default 1024. */
+  keyGroups?: number;
+  /** Largest value a message, state value or egress record may have, in bytes. Default 1 MiB. */
+  valueBytesMax?: number;
+  /** Longest address id, in UTF-8 bytes. Default 1024. */
+  idBytesMax?: number;
+  /** Bytes per ring between two threads (a power of two, at least 4 × valueBytesMax). Default 4 MiB. */
+  ringBytes?: number;
+  /** Records kept per egress for subscribers that connect later or fall behind. Default 10,000. */
+  egressRetainRecords?: number;
+  /** Bytes kept per egress. Default 64 MiB. */
+  egressRetainBytes?: number;
+  /** Shard queue length (messages accepted but not yet processed) above which client events wait. Default 100,000. */
+  backlogMax?: number;
+  /** Where notices go. Default: stderr. */
+  log?: (line: string) => void;
+  /** Called when a shard dies (a runtime bug): the node cannot go on. Default: log and exit with code 70. */
+  onFatal?: (error: Error) => void;
+}
+
+export interface NodeMetrics extends Record<MetricName, number> {
+  connections: number;
+  overflowBytes: number;
+}
+
+export interface StatecraftNode {
+  /** `ws://host:port`: give it to `connect()`. */
+  readonly url: string;
+  readonly host: string;
+  readonly port: number;
+  readonly nodeId: string;
+  readonly shards: number;
+  readonly keyGroups: number;
+  /** Function types this node runs. */
+  readonly functions: readonly string[];
+  /** Sends an event from inside this process, as a client would (no acknowledgement). */
+  send<T>(target: Address, value: T, type?: Type<T>): void;
+  /** Counters summed over threads. */
+  metrics(): NodeMetrics;
+  /** Which shard thread (1..shards) owns a key group. */
+  shardOf(keyGroup: number): number;
+  /** Stops admitting events, lets the shards finish what they have, closes clients and threads. */
+  close(): Promise<void>;
+}
+
+const MiB = 1024 * 1024;
+
+function option(name: string, value: number | undefined, fallback: number, min: number, max: number): number {
+  const chosen = value ?? fallback;
+  if (!Number.isSafeInteger(chosen) || chosen < min || chosen > max) {
+    throw new ValidationError('SC_ERR_INVALID_OPTION', `${name} must be a whole number from ${min} to ${max}, got ${String(value)}.`);
+  }
+  return chosen;
+}
+
+export async function startNode(options: NodeOptions): Promise<StatecraftNode> {
+  if (!options || !Array.isArray(options.functions) || options.functions.length === 0) {
+    throw new ValidationError('SC_ERR_INVALID_OPTION', 'functions: give at least one module that exports function definitions (--functions path/to/module.js).');
+  }
+  const shards = option('shards', options.shards, Math.max(1, availableParallelism()), 1, 256);
+  const keyGroups = option('keyGroups', options.keyGroups, KEY_GROUPS_DEFAULT, 1, KEY_GROUPS_MAX);
+  const valueBytesMax = option('valueBytesMax', options.valueBytesMax, MiB, 16, 256 * MiB);
+  const idBytesMax = option('idBytesMax', options.idBytesMax, ID_BYTES_MAX_DEFAULT, 1, ID_BYTES_WIRE_MAX);
+  const port = option('port', options.port, 0, 0, 65535);
+  const ringBytes = option('ringBytes', options.ringBytes, Math.max(4 * MiB, nextPowerOfTwo(4 * valueBytesMax)), 64 * 1024, 1024 * MiB);
+  if (!Number.isInteger(Math.log2(ringBytes))) {
+    throw new ValidationError('SC_ERR_INVALID_OPTION', `ringBytes must be a power of two, got ${ringBytes}.`);
+  }
+  // An envelope carries names and ids besides the value; keep room for the largest of them.
+  const envelopeBytesMax = valueBytesMax + 3 * 255 * 3 + 2 * idBytesMax * 3 + 64;
+  if (recordBytesMax(ringBytes) < envelopeBytesMax) {
+    throw new ValidationError(
+      'SC_ERR_INVALID_OPTION',
+      `ringBytes ${ringBytes} is too small for values of ${valueBytesMax} bytes; use at least ${nextPowerOfTwo(2 * envelopeBytesMax + 16)}.`,
+    );
+  }
+  const egressRetainRecords = option('egressRetainRecords', options.egressRetainRecords, 10_000, 1, 10_000_000);
+  const egressRetainBytes = option('egressRetainBytes', options.egressRetainBytes, 64 * MiB, 1024, 16 * 1024 * MiB);
+  const backlogMax = option('backlogMax', options.backlogMax, 100_000, 1, 100_000_000);
+  const host = options.host ?? '127.0.0.1';
+  const log = options.log ?? ((line: string) => process.stderr.write(line + '\n'));
+
+  const moduleUrls = options.functions.map((specifier) => resolveModuleUrl(specifier));
+  // The main thread loads the modules too: to fail fast with a clear error and to know the types.
+  const definitions = await loadFunctionModules(moduleUrls);
+  const functionNames = definitions.map((definition) => definition.typename);
+
+  const threads = shards + 1;
+  const layout = createMailboxLayout(threads, ringBytes);
+  const routingBuffer = new SharedArrayBuffer(4 * keyGroups);
+  const routing = new Int32Array(routingBuffer);
+  for (let keyGroup = 0; keyGroup < keyGroups; keyGroup++) routing[keyGroup] = 1 + (keyGroup % shards);
+  const metricsBuffer = createMetricsBuffer(threads);
+  const limits: Limits = { valueBytesMax, idBytesMax, frameBytesMax: Math.max(16 * MiB, 2 * envelopeBytesMax) };
+
+  const runtime = new MainThread({
+    layout,
+    routing,
+    metricsBuffer,
+    keyGroups,
+    limits,
+    functions: new Set(functionNames),
+    egress: new EgressHub({ recordsMax: egressRetainRecords, bytesMax: egressRetainBytes }),
+    backlogMax,
+    log,
+    onFatal: options.onFatal ?? ((error) => {
+      log(`statecraft: fatal: ${error.message}`);
+      process.exit(70);
+    }),
+  });
+  try {
+    await runtime.startShards(shards, { layout, routing: routingBuffer, metrics: metricsBuffer, keyGroups, limits: { valueBytesMax, idBytesMax }, moduleUrls });
+    await runtime.listen(port, host);
+  } catch (error) {
+    await runtime.close();
+    throw error;
+  }
+  return runtime.handle(functionNames, shards);
+}
+
+function nextPowerOfTwo(value: number): number {
+  return 2 ** Math.ceil(Math.log2(value));
+}
+
+interface MainThreadConfig {
+  layout: MailboxLayout;
+  routing: Int32Array;
+  metricsBuffer: SharedArrayBuffer;
+  keyGroups: number;
+  limits: Limits;
+  functions: ReadonlySet<string>;
+  egress: EgressHub;
+  backlogMax: number;
+  log: (line: string) => void;
+  onFatal: (error: Error) => void;
+}
+
+const SHARD_START_TIMEOUT_MS = 60_000;
+const SHUTDOWN_GRACE_MS = 10_000;
+const OVERFLOW_BYTES_MAX = 16 * MiB;
+
+class MainThread implements RecordVisitor {
+  readonly nodeId = randomUUID();
+  readonly egressLogId = randomUUID();
+  private readonly outbox: Outbox;
+  private readonly inbox: Inbox;
+  private readonly stats: ThreadStats;
+  private readonly metrics: ThreadMetrics;
+  private readonly decoder = new EnvelopeDecoder();
+  private readonly workers: Worker[] = [];
+  private gateway: Gateway | null = null;
+  private server: Server | null = null;
+  private address: { host: string; port: number } | null = null;
+  private closing = false;
+  private loopStopped = false;
+  private closed: Promise<void> | null = null;
+  private loopDone: Promise<void> | null = null;
+  private egressLagging = false;
+  private eventsAccepted = 0;
+  private eventsRejected = 0;
+
+  constructor(private readonly config: MainThreadConfig) {
+    this.outbox = new Outbox(config.layout, MAIN_THREAD);
+    this.inbox = new Inbox(config.layout, MAIN_THREAD, this);
+    this.stats = new ThreadStats(config.layout);
+    this.metrics = new ThreadMetrics(config.metricsBuffer, config.layout.threads);
+  }
+
+  async startShards(shards: number, data: Omit<ShardWorkerData, 'thread'>): Promise<void> {
+    const ready: Promise<void>[] = [];
+    for (let thread = 1; thread <= shards; thread++) {
+      const worker = new Worker(new URL('./shard-worker.js', import.meta.url), {
+        workerData: { ...data, thread } satisfies ShardWorkerData,
+        name: `statecraft-shard-${thread}`,
+      });
+      this.workers.push(worker);
+      ready.push(
+        new Promise<void>((resolve, reject) => {
+          const timer = setTimeout(() => reject(new StatecraftError('SC_ERR_MODULE_LOAD', `shard ${thread} did not start within ${SHARD_START_TIMEOUT_MS / 1000} s`)), SHARD_START_TIMEOUT_MS);
+          worker.on('message', (message: ShardToMain) => {
+            if (message.type === 'ready') {
+              clearTimeout(timer);
+              resolve();
+            } else if (message.type === 'failed') {
+              clearTimeout(timer);
+              reject(new StatecraftError('SC_ERR_MODULE_LOAD', `shard ${thread} failed to start: ${message.message}`));
+            } else if (message.type === 'log') {
+              this.config.log(message.line);
+            }
+          });
+          worker.on('error', (error) => {
+            clearTimeout(timer);
+            reject(error);
+            if (!this.closing) this.config.onFatal(new Error(`shard ${thread} crashed: ${error.stack ?? error.message}`));
+          });
+          worker.on('exit', (code) => {
+            clearTimeout(timer);
+            reject(new Error(`shard ${thread} exited with code ${code}`));
+            if (!this.closing) this.config.onFatal(new Error(`shard ${thread} exited unexpectedly with code ${code}`));
+          });
+        }),
+      );
+    }
+    await Promise.all(ready);
+    this.loopDone = this.run();
+  }
+
+  async listen(port: number, host: string): Promise<void> {
+    const gateway = new Gateway(this, () => this.pumpEgress());
+    this.gateway = gateway;
+    const server = createServer((request, response) => this.serveHttp(request, response));
+    server.on('upgrade', (request, socket, head) => {
+      if (this.closing) {
+        socket.end('HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\n\r\n');
+        return;
+      }
+      gateway.handleUpgrade(request, socket, head);
+    });
+    this.server = server;
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(port, host, () => {
+        server.off('error', reject);
+        resolve();
+      });
+    });
+    const bound = server.address();
+    if (bound === null || typeof bound === 'string') throw new Error('server has no TCP address');
+    this.address = { host, port: bound.port };
+  }
+
+  handle(functionNames: string[], shards: number): StatecraftNode {
+    const address = this.address!;
+    const urlHost = address.host.includes(':') ? `[${address.host}]` : address.host;
+    return {
+      url: `ws://${urlHost}:${address.port}`,
+      host: address.host,
+      port: address.port,
+      nodeId: this.nodeId,
+      shards,
+      keyGroups: this.config.keyGroups,
+      functions: functionNames,
+      send: (target, value, type) => this.sendLocal(target, value, type),
+      metrics: () => this.currentMetrics(),
+      shardOf: (keyGroup) => this.config.routing[keyGroup]!,
+      close: () => this.close(),
+    };
+  }
+
+  // ---- GatewayHost ----
+
+  get keyGroups(): number {
+    return this.config.keyGroups;
+  }
+  get limits(): Limits {
+    return this.config.limits;
+  }
+  get functions(): ReadonlySet<string> {
+    return this.config.functions;
+  }
+  get egress(): EgressHub {
+    return this.config.egress;
+  }
+
+  admits(): boolean {
+    if (this.closing) return false;
+    if (this.outbox.hasOverflow) return false;
+    return this.stats.total(Stat.OverflowBytes) < OVERFLOW_BYTES_MAX && this.stats.total(Stat.Backlog) < this.config.backlogMax;
+  }
+
+  admit(bytes: Uint8Array, offset: number, length: number, keyGroup: number): void {
+    this.outbox.writeBytes(this.config.routing[keyGroup]!, bytes, offset, length);
+  }
+
+  flush(): void {
+    this.outbox.flush();
+  }
+
+  countEvents(accepted: number, rejected: number): void {
+    this.eventsAccepted += accepted;
+    this.eventsRejected += rejected;
+  }
+
+  log(line: string): void {
+    this.config.log(line);
+  }
+
+  // ---- main loop: egress records from shards ----
+
+  visit(data: Uint8Array, offset: number, length: number): void {
+    if (data[offset] !== EnvelopeKind.Egress) {
+      this.config.log(`main: ignored an envelope of kind ${data[offset]} from a shard`);
+      return;
+    }
+    this.config.egress.append(this.decoder.decodeEgress(data, offset, length));
+  }
+
+  private async run(): Promise<void> {
+    while (!this.loopStopped) {
+      const received = this.inbox.poll(4096);
+      if (received > 0 || this.egressLagging) this.egressLagging = this.config.egress.pump();
+      this.outbox.flush();
+      if (received > 0) {
+        await new Promise((resolve) => setImmediate(resolve));
+        continue;
+      }
+      await this.inbox.park(this.outbox.hasOverflow || this.egressLagging ? 2 : Infinity);
+    }
+  }
+
+  private pumpEgress(): void {
+    this.egressLagging = this.config.egress.pump();
+    if (this.egressLagging) this.inbox.wake();
+  }
+
+  private sendLocal(target: Address, value: unknown, type?: Type<any>): void {
+    validateAddress(target, this.config.limits.idBytesMax);
+    if (!this.config.functions.has(target.typename)) {
+      throw new ValidationError('SC_ERR_UNKNOWN_FUNCTION_TYPE', `no function of type ${target.typename} is loaded on this node.`);
+    }
+    const typed = toTypedValue(value, type);
+    checkValueSize(typed, this.config.limits.valueBytesMax);
+    const keyGroup = keyGroupOf(target.id, this.config.keyGroups);
+    const outbox = this.outbox;
+    const offset = outbox.reserve(this.config.routing[keyGroup]!, invokeLengthMax(target.typename, target.id, null, null, typed));
+    const end = writeInvoke(outbox.target, offset, keyGroup, target.typename, target.id, null, null, typed);
+    outbox.commit(end - offset);
+    outbox.flush();
+    this.eventsAccepted++;
+  }
+
+  private currentMetrics(): NodeMetrics {
+    this.metrics.set(MAIN_THREAD, Metric.EventsAccepted, this.eventsAccepted);
+    this.metrics.set(MAIN_THREAD, Metric.EventsRejected, this.eventsRejected);
+    return {
+      ...this.metrics.totals(),
+      connections: this.gateway?.connectionCount ?? 0,
+      overflowBytes: this.stats.total(Stat.OverflowBytes),
+    };
+  }
+
+  private serveHttp(request: IncomingMessage, response: ServerResponse): void {
+    const path = (request.url ?? '/').split('?')[0];
+    if (request.method === 'GET' && path === '/health') {
+      const body = JSON.stringify({ status: this.closing ? 'stopping' : 'ok', nodeId: this.nodeId });
+      response.writeHead(this.closing ? 503 : 200, { 'content-type': 'application/json' }).end(body);
+      return;
+    }
+    if (request.method === 'GET' && path === '/metrics') {
+      const metrics = this.currentMetrics();
+      const lines = Object.entries(metrics).map(([name, value]) => `statecraft_${snakeCase(name)} ${value}`);
+      lines.push(`statecraft_key_groups ${this.config.keyGroups}`);
+      lines.push(`# key group hash: ${KEY_GROUP_HASH}`);
+      response.writeHead(200, { 'content-type': 'text/plain; version=0.0.4' }).end(lines.join('\n') + '\n');
+      return;
+    }
+    response.writeHead(404, { 'content-type': 'application/json' }).end(JSON.stringify({ error: 'not found', paths: ['/health', '/metrics', 'ws:// (clients)'] }));
+  }
+
+  /** True when no ring holds a record, no overflow queue holds one, and no shard has queued work. */
+  private quiet(): boolean {
+    if (this.outbox.hasOverflow || this.inbox.hasWork()) return false;
+    if (this.stats.total(Stat.OverflowBytes) !== 0 || this.stats.total(Stat.Backlog) !== 0) return false;
+    return ringsEmpty(this.config.layout);
+  }
+
+  close(): Promise<void> {
+    if (this.closed === null) this.closed = this.shutdown();
+    return this.closed;
+  }
+
+  private async shutdown(): Promise<void> {
+    this.closing = true;
+    const server = this.server;
+    const serverClosed = new Promise<void>((resolve) => (server ? server.close(() => resolve()) : resolve()));
+    // Let accepted work finish: quiet twice in a row, a few milliseconds apart, or the grace period ends.
+    const deadline = Date.now() + SHUTDOWN_GRACE_MS;
+    let quietChecks = 0;
+    while (this.workers.length > 0 && Date.now() < deadline && quietChecks < 2) {
+      this.inbox.wake();
+      await new Promise((resolve) => setTimeout(resolve, 5));
+      quietChecks = this.quiet() ? quietChecks + 1 : 0;
+    }
+    // Deliver the last egress records to subscribers before closing their connections.
+    this.inbox.poll(1 << 30);
+    this.config.egress.pump();
+    await this.gateway?.close(CloseCode.GoingAway, 'node shutting down');
+    this.loopStopped = true;
+    this.inbox.wake();
+    await this.loopDone;
+    await Promise.all(
+      this.workers.map(
+        (worker) =>
+          new Promise<void>((resolve) => {
+            const timer = setTimeout(() => void worker.terminate().then(() => resolve()), 2000);
+            worker.once('exit', () => {
+              clearTimeout(timer);
+              resolve();
+            });
+            worker.postMessage({ type: 'stop' } satisfies MainToShard);
+          }),
+      ),
+    );
+    server?.closeAllConnections();
+    await serverClosed;
+  }
+}
+
+function ringsEmpty(layout: MailboxLayout): boolean {
+  for (const ring of layout.rings) {
+    if (ring === null) continue;
+    const control = new Int32Array(ring, 0, 32);
+    if (Atomics.load(control, 0) !== Atomics.load(control, 16)) return false;
+  }
+  return true;
+}
+
+function snakeCase(name: string): string {
+  return name.replace(/[A-Z]/g, (letter) => '_' + letter.toLowerCase());
+}

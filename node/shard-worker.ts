@@ -1,0 +1,60 @@
+/**
+ * Entry point of a shard worker thread: loads the function modules, builds the shard, runs it until the
+ * main thread says stop.
+ */
+import { parentPort, workerData } from 'node:worker_threads';
+import { loadFunctionModules } from './function-loader.js';
+import { Shard } from './shard.js';
+import type { MailboxLayout } from './mailbox.js';
+import type { InvocationLimits } from './invocation.js';
+
+export interface ShardWorkerData {
+  thread: number;
+  layout: MailboxLayout;
+  routing: SharedArrayBuffer;
+  metrics: SharedArrayBuffer;
+  keyGroups: number;
+  limits: InvocationLimits;
+  moduleUrls: string[];
+}
+
+export type ShardToMain =
+  | { type: 'ready'; functions: string[] }
+  | { type: 'failed'; message: string }
+  | { type: 'log'; line: string }
+  | { type: 'stopped' };
+
+export type MainToShard = { type: 'stop' };
+
+const port = parentPort!;
+const data = workerData as ShardWorkerData;
+
+// A handler's stray promise (not awaited) must not take the shard down with it.
+process.on('unhandledRejection', (reason) => {
+  port.postMessage({ type: 'log', line: `shard ${data.thread}: unhandled rejection outside an invocation: ${String((reason as Error)?.stack ?? reason)}` } satisfies ShardToMain);
+});
+
+try {
+  const definitions = await loadFunctionModules(data.moduleUrls);
+  const shard = new Shard({
+    thread: data.thread,
+    layout: data.layout,
+    routing: data.routing,
+    metrics: data.metrics,
+    keyGroups: data.keyGroups,
+    limits: data.limits,
+    definitions,
+    log: (line) => port.postMessage({ type: 'log', line } satisfies ShardToMain),
+  });
+  // This listener also keeps the thread alive while the loop is parked on Atomics.waitAsync.
+  port.on('message', (message: MainToShard) => {
+    if (message.type === 'stop') shard.stop();
+  });
+  port.postMessage({ type: 'ready', functions: definitions.map((definition) => definition.typename) } satisfies ShardToMain);
+  await shard.run();
+  port.postMessage({ type: 'stopped' } satisfies ShardToMain);
+  port.close();
+} catch (error) {
+  port.postMessage({ type: 'failed', message: (error as Error).message } satisfies ShardToMain);
+  port.close();
+}

@@ -1,0 +1,441 @@
+/**
+ * A shard: one worker thread that owns a set of key groups and runs their instances.
+ *
+ * Its loop, one turn at a time: drain the input rings, deliver the messages it sent to itself, fire due
+ * delayed messages, then publish everything it wrote to other threads in one batch per ring. When all
+ * inputs are empty it parks on its doorbell; a Node timer wakes it for the next delayed message.
+ *
+ * Each instance handles one message at a time, in arrival order. A synchronous handler runs to the end
+ * inside the turn and leaves no trace in the busy table; an async one marks its instance busy, and the
+ * messages that arrive meanwhile wait in that instance's queue while other instances go on.
+ */
+import { formatAddress } from '../lib/address.js';
+import { StatecraftError, UnknownFunctionTypeError } from '../lib/errors.js';
+import { EnvelopeDecoder, EnvelopeKind, egressLengthMax, invokeLengthMax, writeEgress, writeInvoke } from '../lib/envelope.js';
+import { DEAD_LETTERS_EGRESS, DEAD_LETTER_TYPENAME, type DeadLetter, type FunctionDefinition } from '../lib/function.js';
+import { keyGroupOf } from '../lib/key-group.js';
+import { Message } from '../lib/message.js';
+import { TypedValue } from '../lib/typed-value.js';
+import { encodeUtf8 } from '../lib/utf8.js';
+import { AddressQueue, FunctionRuntime } from './function-runtime.js';
+import { EffectKind, Invocation, type InvocationLimits } from './invocation.js';
+import { Inbox, MAIN_THREAD, Outbox, Stat, ThreadStats, type MailboxLayout } from './mailbox.js';
+import { Metric, ThreadMetrics } from './metrics.js';
+import type { RecordVisitor } from './spsc-ring.js';
+import { StateStore } from './state-store.js';
+import { TimerQueue } from './timer-queue.js';
+
+export interface ShardConfig {
+  readonly thread: number;
+  readonly layout: MailboxLayout;
+  /** int32 per key group: the thread that owns it. */
+  readonly routing: SharedArrayBuffer;
+  readonly metrics: SharedArrayBuffer;
+  readonly keyGroups: number;
+  readonly limits: InvocationLimits;
+  readonly definitions: readonly FunctionDefinition[];
+  /** Called for errors that are not the handler's (a bug in the runtime), and for rate-limited notices. */
+  readonly log?: (line: string) => void;
+}
+
+/** A message waiting in the timer queue. */
+class DelayedMessage {
+  constructor(
+    readonly targetTypename: string,
+    readonly targetId: string,
+    readonly callerTypename: string,
+    readonly callerId: string,
+    readonly value: TypedValue,
+    /** Key group of the sender: the timer belongs to the sender's state. */
+    readonly senderKeyGroup: number,
+  ) {}
+}
+
+const RECORDS_PER_RING_PER_TURN = 2048;
+const LOCAL_PER_TURN = 4096;
+const TIMERS_PER_TURN = 4096;
+const SWEEP_INTERVAL_MS = 1000;
+const SWEEP_KEY_GROUPS_PER_TICK = 64;
+const NOTICE_INTERVAL_MS = 5000;
+
+function yieldToEventLoop(): Promise<void> {
+  return new Promise((resolve) => setImmediate(resolve));
+}
+
+function tokenKey(typename: string, id: string, token: string): string {
+  return `${typename}\u0000${id}\u0000${token}`;
+}
+
+export class Shard implements RecordVisitor {
+  readonly thread: number;
+  private readonly functions = new Map<string, FunctionRuntime>();
+  private readonly functionNames: string[];
+  private readonly store: StateStore;
+  private readonly timers = new TimerQueue<DelayedMessage>();
+  private readonly outbox: Outbox;
+  private readonly inbox: Inbox;
+  private readonly decoder = new EnvelopeDecoder();
+  private readonly routing: Int32Array;
+  private readonly stats: ThreadStats;
+  private readonly metrics: ThreadMetrics;
+  private readonly keyGroups: number;
+  private readonly limits: InvocationLimits;
+  private readonly log: (line: string) => void;
+
+  /** Messages this shard sent to its own instances, delivered next turn (never recursively). */
+  private local: Message[] = [];
+  private localHead = 0;
+  private queued = 0;
+  private inFlight = 0;
+  private nowMs = Date.now();
+  private inTurn = false;
+  private parked = false;
+  private flushScheduled = false;
+  private stopping = false;
+  private timerHandle: NodeJS.Timeout | null = null;
+  private timerDueMs = Infinity;
+  private sweepCursor = 0;
+  private lastSweepMs = 0;
+  private lastNoticeMs = 0;
+  private suppressedNotices = 0;
+  private readonly counters = {
+    invocations: 0,
+    failures: 0,
+    deadLetters: 0,
+    delayedScheduled: 0,
+    delayedFired: 0,
+    delayedCancelled: 0,
+    egress: 0,
+    messagesIn: 0,
+  };
+
+  constructor(config: ShardConfig) {
+    this.thread = config.thread;
+    this.keyGroups = config.keyGroups;
+    this.limits = config.limits;
+    this.log = config.log ?? ((line) => process.stderr.write(line + '\n'));
+    config.definitions.forEach((definition, index) => {
+      this.functions.set(definition.typename, new FunctionRuntime(index, definition));
+    });
+    this.functionNames = [...this.functions.keys()];
+    this.store = new StateStore(
+      config.keyGroups,
+      [...this.functions.values()].map((runtime) => runtime.layout),
+    );
+    this.outbox = new Outbox(config.layout, config.thread);
+    this.inbox = new Inbox(config.layout, config.thread, this);
+    this.routing = new Int32Array(config.routing);
+    this.stats = new ThreadStats(config.layout);
+    this.metrics = new ThreadMetrics(config.metrics, config.layout.threads);
+  }
+
+  /** Runs turns until `stop()`; parks when idle. */
+  async run(): Promise<void> {
+    while (!this.stopping) {
+      const worked = this.turn();
+      if (worked > 0) {
+        await yieldToEventLoop();
+        continue;
+      }
+      this.parked = true;
+      // With records stuck in overflow queues, retry the flush every millisecond until they drain.
+      await this.inbox.park(this.outbox.hasOverflow ? 1 : Infinity);
+      this.parked = false;
+    }
+    if (this.timerHandle) clearTimeout(this.timerHandle);
+    this.outbox.flush();
+  }
+
+  stop(): void {
+    this.stopping = true;
+    this.inbox.wake();
+  }
+
+  /** One turn; returns how much work it found. */
+  turn(): number {
+    this.inTurn = true;
+    this.nowMs = Date.now();
+    let work = this.inbox.poll(RECORDS_PER_RING_PER_TURN);
+    work += this.drainLocal();
+    work += this.fireTimers();
+    if (this.nowMs - this.lastSweepMs >= SWEEP_INTERVAL_MS) this.sweep();
+    this.inTurn = false;
+    this.flush();
+    return work;
+  }
+
+  /** A record from an input ring. */
+  visit(data: Uint8Array, offset: number, length: number): void {
+    const kind = data[offset];
+    if (kind === EnvelopeKind.Invoke) {
+      let message: Message;
+      try {
+        message = this.decoder.decodeInvoke(data, offset, length);
+      } catch (error) {
+        this.notice(`shard ${this.thread}: dropped an undecodable envelope (${(error as Error).message}); this is a bug, please report it`);
+        return;
+      }
+      this.counters.messagesIn++;
+      this.deliver(message);
+      return;
+    }
+    this.notice(`shard ${this.thread}: ignored an envelope of unknown kind ${kind}`);
+  }
+
+  /** Hands a message to its instance: now if the instance is idle, else after the messages before it. */
+  deliver(message: Message): void {
+    const runtime = this.functions.get(message.targetTypename);
+    if (runtime === undefined) {
+      this.deadLetter(message, new UnknownFunctionTypeError(message.targetTypename, this.functionNames));
+      return;
+    }
+    const queue = runtime.busy.get(message.targetId);
+    if (queue !== undefined) {
+      queue.push(message);
+      this.queued++;
+      return;
+    }
+    this.start(runtime, message, null);
+  }
+
+  /** Starts an invocation; returns true when it went async (its instance stays busy). */
+  private start(runtime: FunctionRuntime, message: Message, queue: AddressQueue | null): boolean {
+    const invocation = new Invocation(runtime, message, this.loadRecord, this.limits, this.nowMs);
+    this.counters.invocations++;
+    let result: unknown;
+    try {
+      result = runtime.definition.fn(invocation, message);
+    } catch (error) {
+      this.fail(invocation, error);
+      return false;
+    }
+    if (result === undefined || result === null || typeof (result as PromiseLike<void>).then !== 'function') {
+      this.commit(invocation);
+      return false;
+    }
+    if (queue === null) {
+      queue = new AddressQueue();
+      runtime.busy.set(message.targetId, queue);
+    }
+    this.inFlight++;
+    const busyQueue = queue;
+    (result as PromiseLike<void>).then(
+      () => this.finishAsync(invocation, busyQueue, undefined, false),
+      (error: unknown) => this.finishAsync(invocation, busyQueue, error, true),
+    );
+    return true;
+  }
+
+  private finishAsync(invocation: Invocation, queue: AddressQueue, error: unknown, failed: boolean): void {
+    this.inFlight--;
+    this.nowMs = Date.now();
+    if (failed) this.fail(invocation, error);
+    else this.commit(invocation);
+    const runtime = invocation.runtime;
+    const id = invocation.message.targetId;
+    while (queue.length > 0) {
+      const next = queue.shift();
+      this.queued--;
+      if (this.start(runtime, next, queue)) {
+        this.scheduleFlush();
+        return;
+      }
+    }
+    runtime.busy.delete(id);
+    this.scheduleFlush();
+  }
+
+  private readonly loadRecord = (invocation: Invocation): unknown =>
+    this.store.get(invocation.message.keyGroup, invocation.runtime.index, invocation.message.targetId);
+
+  /** Applies a successful invocation: state first, then its messages in the order the handler sent them. */
+  private commit(invocation: Invocation): void {
+    invocation.closed = true;
+    const runtime = invocation.runtime;
+    const message = invocation.message;
+    const layout = runtime.layout;
+    if (invocation.staged !== null || (layout.hasCallExpiry && layout.count > 0)) {
+      const record = invocation.touchedState
+        ? invocation.record
+        : this.store.get(message.keyGroup, runtime.index, message.targetId);
+      const next = layout.apply(record, invocation.staged, this.nowMs);
+      if (next !== record) this.store.set(message.keyGroup, runtime.index, message.targetId, next);
+    }
+    const effects = invocation.effects;
+    if (effects === null) return;
+    const selfTypename = message.targetTypename;
+    const selfId = message.targetId;
+    for (let index = 0; index < effects.length; index++) {
+      const effect = effects[index]!;
+      switch (effect.kind) {
+        case EffectKind.Send:
+          this.route(effect.targetTypename, effect.targetId, selfTypename, selfId, effect.value!);
+          break;
+        case EffectKind.SendAfter: {
+          const delayed = new DelayedMessage(effect.targetTypename, effect.targetId, selfTypename, selfId, effect.value!, message.keyGroup);
+          const key = effect.cancellationToken === null ? null : tokenKey(selfTypename, selfId, effect.cancellationToken);
+          this.timers.schedule(this.nowMs + effect.delayMs, delayed, key);
+          this.counters.delayedScheduled++;
+          this.armTimer();
+          break;
+        }
+        case EffectKind.Cancel:
+          this.counters.delayedCancelled += this.timers.cancel(tokenKey(selfTypename, selfId, effect.cancellationToken!));
+          break;
+        case EffectKind.Egress:
+          this.emitEgress(effect.targetTypename, selfTypename, selfId, message.keyGroup, effect.value!);
+          break;
+      }
+    }
+  }
+
+  /** Discards a failed invocation's effects and reports it on the dead-letter egress. */
+  private fail(invocation: Invocation, error: unknown): void {
+    invocation.closed = true;
+    this.counters.failures++;
+    this.deadLetter(invocation.message, error);
+  }
+
+  private deadLetter(message: Message, error: unknown): void {
+    this.counters.deadLetters++;
+    const failure = error instanceof Error ? error : new Error(String(error));
+    const record: DeadLetter = {
+      address: { typename: message.targetTypename, id: message.targetId },
+      caller: message.callerTypename === null ? null : { typename: message.callerTypename, id: message.callerId! },
+      messageType: message.valueTypeName,
+      code: failure instanceof StatecraftError ? failure.code : 'SC_ERR_HANDLER',
+      error: failure.name,
+      reason: failure.message,
+      at: new Date(this.nowMs).toISOString(),
+    };
+    const value = new TypedValue(DEAD_LETTER_TYPENAME, undefined, encodeUtf8(JSON.stringify(record)));
+    this.emitEgress(DEAD_LETTERS_EGRESS, message.targetTypename, message.targetId, message.keyGroup, value);
+    this.notice(`dead letter for ${formatAddress(record.address)}: ${record.code}: ${record.reason} (subscribe to egress "${DEAD_LETTERS_EGRESS}" for all of them)`);
+  }
+
+  /** Sends a message to the shard that owns its key group (this one: next turn, without encoding). */
+  private route(typename: string, id: string, callerTypename: string, callerId: string, value: TypedValue): void {
+    const keyGroup = keyGroupOf(id, this.keyGroups);
+    const to = this.routing[keyGroup]!;
+    if (to === this.thread) {
+      this.local.push(new Message(keyGroup, typename, id, callerTypename, callerId, value.typename, value.value, value.bytes));
+      if (this.parked) this.inbox.wake();
+      return;
+    }
+    const outbox = this.outbox;
+    const offset = outbox.reserve(to, invokeLengthMax(typename, id, callerTypename, callerId, value));
+    const end = writeInvoke(outbox.target, offset, keyGroup, typename, id, callerTypename, callerId, value);
+    outbox.commit(end - offset);
+    this.scheduleFlush();
+  }
+
+  private emitEgress(egress: string, sourceTypename: string, sourceId: string, keyGroup: number, value: TypedValue): void {
+    this.counters.egress++;
+    const outbox = this.outbox;
+    const offset = outbox.reserve(MAIN_THREAD, egressLengthMax(egress, sourceTypename, sourceId, value));
+    const end = writeEgress(outbox.target, offset, keyGroup, egress, sourceTypename, sourceId, value);
+    outbox.commit(end - offset);
+    this.scheduleFlush();
+  }
+
+  private drainLocal(): number {
+    const available = this.local.length - this.localHead;
+    if (available === 0) return 0;
+    const count = Math.min(available, LOCAL_PER_TURN);
+    for (let index = 0; index < count; index++) {
+      const message = this.local[this.localHead]!;
+      this.local[this.localHead++] = undefined as unknown as Message;
+      this.deliver(message);
+    }
+    if (this.localHead === this.local.length) {
+      this.local = [];
+      this.localHead = 0;
+    } else if (this.localHead > 4096 && this.localHead * 2 > this.local.length) {
+      this.local = this.local.slice(this.localHead);
+      this.localHead = 0;
+    }
+    return count;
+  }
+
+  private fireTimers(): number {
+    if (this.timers.nextDueMs() > this.nowMs) return 0;
+    const due = this.timers.popDue(this.nowMs, TIMERS_PER_TURN);
+    for (const delayed of due) {
+      this.route(delayed.targetTypename, delayed.targetId, delayed.callerTypename, delayed.callerId, delayed.value);
+    }
+    this.counters.delayedFired += due.length;
+    this.armTimer();
+    // A bucket of only cancelled entries still counts as work, so the loop comes back for the rest.
+    return due.length > 0 || this.timers.nextDueMs() <= this.nowMs ? Math.max(1, due.length) : 0;
+  }
+
+  /** Keeps one Node timer armed for the earliest delayed message, to wake a parked loop. */
+  private armTimer(): void {
+    const next = this.timers.nextDueMs();
+    if (next === this.timerDueMs) return;
+    if (this.timerHandle !== null) clearTimeout(this.timerHandle);
+    this.timerHandle = null;
+    this.timerDueMs = next;
+    if (next === Infinity) return;
+    this.timerHandle = setTimeout(() => {
+      this.timerHandle = null;
+      this.timerDueMs = Infinity;
+      if (this.parked) this.inbox.wake();
+      else this.armTimer();
+    }, Math.max(0, next - Date.now()));
+    this.timerHandle.unref();
+  }
+
+  private sweep(): void {
+    this.lastSweepMs = this.nowMs;
+    this.store.sweep(this.sweepCursor, SWEEP_KEY_GROUPS_PER_TICK, this.nowMs);
+    this.sweepCursor = (this.sweepCursor + SWEEP_KEY_GROUPS_PER_TICK) % this.keyGroups;
+  }
+
+  private scheduleFlush(): void {
+    if (this.inTurn || this.flushScheduled) return;
+    this.flushScheduled = true;
+    queueMicrotask(this.flushNow);
+  }
+
+  private readonly flushNow = (): void => {
+    this.flushScheduled = false;
+    this.flush();
+  };
+
+  private flush(): void {
+    this.outbox.flush();
+    const backlog = this.queued + this.inFlight + (this.local.length - this.localHead);
+    this.stats.set(this.thread, Stat.Backlog, backlog);
+    this.publishMetrics(backlog);
+  }
+
+  private publishMetrics(backlog: number): void {
+    const metrics = this.metrics;
+    const thread = this.thread;
+    const counters = this.counters;
+    metrics.set(thread, Metric.Invocations, counters.invocations);
+    metrics.set(thread, Metric.Failures, counters.failures);
+    metrics.set(thread, Metric.DeadLetters, counters.deadLetters);
+    metrics.set(thread, Metric.DelayedScheduled, counters.delayedScheduled);
+    metrics.set(thread, Metric.DelayedFired, counters.delayedFired);
+    metrics.set(thread, Metric.DelayedCancelled, counters.delayedCancelled);
+    metrics.set(thread, Metric.DelayedPending, this.timers.size);
+    metrics.set(thread, Metric.EgressRecords, counters.egress);
+    metrics.set(thread, Metric.MessagesIn, counters.messagesIn);
+    metrics.set(thread, Metric.Backlog, backlog);
+    metrics.set(thread, Metric.Instances, this.store.size);
+  }
+
+  private notice(line: string): void {
+    const now = Date.now();
+    if (now - this.lastNoticeMs < NOTICE_INTERVAL_MS) {
+      this.suppressedNotices++;
+      return;
+    }
+    const suppressed = this.suppressedNotices;
+    this.suppressedNotices = 0;
+    this.lastNoticeMs = now;
+    this.log(suppressed > 0 ? `${line} (+${suppressed} similar notices suppressed)` : line);
+  }
+}
