@@ -58,7 +58,9 @@ export interface ConnectOptions {
   producerId?: string;
 }
 
-export interface SubscribeOptions {
+export interface SubscribeOptions<T = unknown> {
+  /** Decode record values with this type (`record.value` is then a `T`). Default: built-in types by type name. */
+  type?: Type<T>;
   /** Where to start: new records only (`'latest'`, default), the oldest retained (`'earliest'`), or after a record id. */
   from?: 'latest' | 'earliest' | number;
   /** Records buffered in the client before it asks the node to pause this subscription. Default 10,000. */
@@ -68,7 +70,7 @@ export interface SubscribeOptions {
 }
 
 /** One record of an egress, as a subscriber receives it. */
-export class EgressRecord {
+export class EgressRecord<T = unknown> {
   constructor(
     readonly egress: string,
     /** Consecutive per egress on a node; resume a subscription after it with `{ from: id }`. */
@@ -78,10 +80,19 @@ export class EgressRecord {
     readonly rawValueBytes: Uint8Array,
     /** The instance that emitted the record. */
     readonly source: Address,
+    private readonly type?: Type<T>,
   ) {}
 
-  /** The value decoded by its type name for built-in types (primitives, JSON, dead letters, bytes); else its bytes. */
-  get value(): unknown {
+  /**
+   * The value: decoded with the subscription's `type` when it names this record's type, else by type name
+   * for built-in types (primitives, JSON, dead letters, bytes), else its bytes.
+   */
+  get value(): T {
+    if (this.type !== undefined && this.type.typename === this.valueTypeName) return this.type.deserialize(this.rawValueBytes);
+    return this.decodeKnown() as T;
+  }
+
+  private decodeKnown(): unknown {
     if (this.valueTypeName === 'statecraft.types/dead-letter') return JSON.parse(Buffer.from(this.rawValueBytes).toString('utf8'));
     const known = decodeKnown(this.valueTypeName, this.rawValueBytes);
     return known === undefined ? this.rawValueBytes : known;
@@ -99,7 +110,7 @@ export class EgressRecord {
   }
 }
 
-export interface Subscription extends AsyncIterableIterator<EgressRecord> {
+export interface Subscription<T = unknown> extends AsyncIterableIterator<EgressRecord<T>> {
   readonly egress: string;
   /** Id of the last record delivered to the iterator (or that the subscription started after). */
   readonly lastId: number | undefined;
@@ -120,7 +131,7 @@ export interface Client {
    */
   send<T>(target: Address, value: T, type?: Type<T>): Promise<void>;
   /** Receives the records of an egress, as an async iterator. */
-  subscribe(egress: string, options?: SubscribeOptions): Subscription;
+  subscribe<T = unknown>(egress: string, options?: SubscribeOptions<T>): Subscription<T>;
   /** Resolves when every event sent so far has been accepted or rejected. */
   drained(): Promise<void>;
   /** Waits (up to `timeoutMs`, default 10 s) for pending events, then closes. Events still pending reject. */
@@ -145,11 +156,11 @@ function rejectionError(code: ErrorCode, message: string): StatecraftError {
   return new ValidationError(code, message);
 }
 
-class SubscriptionImpl implements Subscription {
+class SubscriptionImpl<T = unknown> implements Subscription<T> {
   lastId: number | undefined;
-  private buffer: EgressRecord[] = [];
+  private buffer: EgressRecord<T>[] = [];
   private head = 0;
-  private waiter: ((result: IteratorResult<EgressRecord>) => void) | null = null;
+  private waiter: ((result: IteratorResult<EgressRecord<T>>) => void) | null = null;
   private ended = false;
   paused = false;
   /** `after` to send when (re)subscribing: undefined = new records only, -1 = oldest retained. */
@@ -159,7 +170,7 @@ class SubscriptionImpl implements Subscription {
     readonly id: number,
     readonly egress: string,
     private readonly client: StatecraftClient,
-    private readonly options: SubscribeOptions,
+    private readonly options: SubscribeOptions<T>,
   ) {
     const from = options.from ?? 'latest';
     this.startAfter = from === 'latest' ? undefined : from === 'earliest' ? -1 : from;
@@ -178,7 +189,7 @@ class SubscriptionImpl implements Subscription {
     for (const [id, typename, bytes, sourceTypename, sourceId] of records) {
       if (this.lastId !== undefined && id <= this.lastId) continue; // already delivered before a reconnect
       this.lastId = id;
-      const record = new EgressRecord(this.egress, id, typename, bytes, { typename: sourceTypename, id: sourceId });
+      const record = new EgressRecord<T>(this.egress, id, typename, bytes, { typename: sourceTypename, id: sourceId }, this.options.type);
       if (this.waiter !== null) {
         const waiter = this.waiter;
         this.waiter = null;
@@ -195,10 +206,10 @@ class SubscriptionImpl implements Subscription {
     this.options.onGap?.(from, to);
   }
 
-  next(): Promise<IteratorResult<EgressRecord>> {
+  next(): Promise<IteratorResult<EgressRecord<T>>> {
     if (this.head < this.buffer.length) {
       const record = this.buffer[this.head]!;
-      this.buffer[this.head++] = undefined as unknown as EgressRecord;
+      this.buffer[this.head++] = undefined as unknown as EgressRecord<T>;
       if (this.head === this.buffer.length) {
         this.buffer = [];
         this.head = 0;
@@ -213,12 +224,12 @@ class SubscriptionImpl implements Subscription {
     return new Promise((resolve) => (this.waiter = resolve));
   }
 
-  return(): Promise<IteratorResult<EgressRecord>> {
+  return(): Promise<IteratorResult<EgressRecord<T>>> {
     this.close();
     return Promise.resolve({ value: undefined, done: true });
   }
 
-  [Symbol.asyncIterator](): AsyncIterableIterator<EgressRecord> {
+  [Symbol.asyncIterator](): AsyncIterableIterator<EgressRecord<T>> {
     return this;
   }
 
@@ -258,7 +269,7 @@ class StatecraftClient implements Client {
   private frameBytes = 0;
   private flushScheduled = false;
   private drainWaiters: (() => void)[] = [];
-  private readonly subscriptions = new Map<number, SubscriptionImpl>();
+  private readonly subscriptions = new Map<number, SubscriptionImpl<any>>();
   private nextSubscription = 1;
   private egressLogId: string | null = null;
   private urlIndex = 0;
@@ -567,28 +578,28 @@ class StatecraftClient implements Client {
     this.checkDrained();
   }
 
-  subscribe(egress: string, options: SubscribeOptions = {}): Subscription {
+  subscribe<T = unknown>(egress: string, options: SubscribeOptions<T> = {}): Subscription<T> {
     if (this.state === 'closing' || this.state === 'closed') {
       throw new ConnectionError('SC_ERR_CLIENT_CLOSED', 'this client is closed; connect() again to subscribe.');
     }
     validateEgressName(egress);
-    const subscription = new SubscriptionImpl(this.nextSubscription++, egress, this, options);
+    const subscription = new SubscriptionImpl<T>(this.nextSubscription++, egress, this, options);
     this.subscriptions.set(subscription.id, subscription);
     if (this.state === 'open') this.sendSubscribe(subscription, subscription.startAfter);
     return subscription;
   }
 
-  private sendSubscribe(subscription: SubscriptionImpl, after: number | undefined): void {
+  private sendSubscribe(subscription: SubscriptionImpl<any>, after: number | undefined): void {
     const body: Subscribe = { subscription: subscription.id, egress: subscription.egress };
     if (after !== undefined) body.after = after;
     this.socket?.send(encodeControl(Frame.Subscribe, body));
   }
 
-  sendFlow(subscription: SubscriptionImpl, paused: boolean): void {
+  sendFlow(subscription: SubscriptionImpl<any>, paused: boolean): void {
     if (this.state === 'open') this.socket?.send(encodeControl(Frame.Flow, { subscription: subscription.id, paused }));
   }
 
-  unsubscribe(subscription: SubscriptionImpl): void {
+  unsubscribe(subscription: SubscriptionImpl<any>): void {
     if (!this.subscriptions.delete(subscription.id)) return;
     if (this.state === 'open') this.socket?.send(encodeControl(Frame.Unsubscribe, { subscription: subscription.id }));
   }

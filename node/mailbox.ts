@@ -19,6 +19,8 @@ export const Stat = {
   OverflowBytes: 0,
   /** Messages this thread accepted but has not processed yet (int32, Atomics). */
   Backlog: 1,
+  /** Records this shard took from the main thread's ring so far (int32, wraps; the main thread compares). */
+  IngressReceived: 2,
 } as const;
 const STATS_PER_THREAD = 4;
 

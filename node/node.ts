@@ -193,6 +193,8 @@ class MainThread implements RecordVisitor {
   private egressLagging = false;
   private eventsAccepted = 0;
   private eventsRejected = 0;
+  /** Records written to shard rings (int32, wraps like the shards' IngressReceived). */
+  private ingressWritten = 0;
 
   constructor(private readonly config: MainThreadConfig) {
     this.outbox = new Outbox(config.layout, MAIN_THREAD);
@@ -300,11 +302,14 @@ class MainThread implements RecordVisitor {
   admits(): boolean {
     if (this.closing) return false;
     if (this.outbox.hasOverflow) return false;
-    return this.stats.total(Stat.OverflowBytes) < OVERFLOW_BYTES_MAX && this.stats.total(Stat.Backlog) < this.config.backlogMax;
+    // Events still in the rings count as backlog too: the shards have not seen them yet.
+    const inRings = (this.ingressWritten - this.stats.total(Stat.IngressReceived)) | 0;
+    return this.stats.total(Stat.OverflowBytes) < OVERFLOW_BYTES_MAX && inRings + this.stats.total(Stat.Backlog) < this.config.backlogMax;
   }
 
   admit(bytes: Uint8Array, offset: number, length: number, keyGroup: number): void {
     this.outbox.writeBytes(this.config.routing[keyGroup]!, bytes, offset, length);
+    this.ingressWritten = (this.ingressWritten + 1) | 0;
   }
 
   flush(): void {
@@ -361,6 +366,7 @@ class MainThread implements RecordVisitor {
     const end = writeInvoke(outbox.target, offset, keyGroup, target.typename, target.id, null, null, typed);
     outbox.commit(end - offset);
     outbox.flush();
+    this.ingressWritten = (this.ingressWritten + 1) | 0;
     this.eventsAccepted++;
   }
 

@@ -87,6 +87,7 @@ export class Shard implements RecordVisitor {
   private localHead = 0;
   private queued = 0;
   private inFlight = 0;
+  private ingressReceived = 0;
   private nowMs = Date.now();
   private inTurn = false;
   private parked = false;
@@ -165,7 +166,8 @@ export class Shard implements RecordVisitor {
   }
 
   /** A record from an input ring. */
-  visit(data: Uint8Array, offset: number, length: number): void {
+  visit(data: Uint8Array, offset: number, length: number, source: number): void {
+    if (source === MAIN_THREAD) this.ingressReceived = (this.ingressReceived + 1) | 0;
     const kind = data[offset];
     if (kind === EnvelopeKind.Invoke) {
       let message: Message;
@@ -358,7 +360,10 @@ export class Shard implements RecordVisitor {
   }
 
   private fireTimers(): number {
-    if (this.timers.nextDueMs() > this.nowMs) return 0;
+    if (this.timers.nextDueMs() > this.nowMs) {
+      this.armTimer();
+      return 0;
+    }
     const due = this.timers.popDue(this.nowMs, TIMERS_PER_TURN);
     for (const delayed of due) {
       this.route(delayed.targetTypename, delayed.targetId, delayed.callerTypename, delayed.callerId, delayed.value);
@@ -382,7 +387,7 @@ export class Shard implements RecordVisitor {
       this.timerDueMs = Infinity;
       if (this.parked) this.inbox.wake();
       else this.armTimer();
-    }, Math.max(0, next - Date.now()));
+    }, Math.max(0, next - Date.now()) + 1); // +1: a Node timer may fire a little before Date.now() reaches `next`
     this.timerHandle.unref();
   }
 
@@ -407,6 +412,7 @@ export class Shard implements RecordVisitor {
     this.outbox.flush();
     const backlog = this.queued + this.inFlight + (this.local.length - this.localHead);
     this.stats.set(this.thread, Stat.Backlog, backlog);
+    this.stats.set(this.thread, Stat.IngressReceived, this.ingressReceived);
     this.publishMetrics(backlog);
   }
 

@@ -1,0 +1,108 @@
+/** Shared test helpers: timeouts, polling, fixtures, nodes that clean up after themselves. */
+import { fileURLToPath } from 'node:url';
+import type { Subscription, EgressRecord } from 'statecraft';
+import { startNode, type NodeOptions, type StatecraftNode } from 'statecraft/node';
+
+export function fixture(name: string): string {
+  return fileURLToPath(new URL(`./fixtures/${name}.js`, import.meta.url));
+}
+
+export function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+export async function withTimeout<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    return await Promise.race([
+      promise,
+      new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms: ${what}`)), ms))),
+    ]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** Polls `check` until it holds; fails with `what` after `timeoutMs`. */
+export async function eventually(check: () => boolean | Promise<boolean>, what: string, timeoutMs = 10_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    if (await check()) return;
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await sleep(10);
+  }
+}
+
+/** Reads `count` records from a subscription (leaving it open), failing after `timeoutMs`. */
+export async function take<T>(subscription: Subscription<T>, count: number, timeoutMs = 10_000): Promise<EgressRecord<T>[]> {
+  const records: EgressRecord<T>[] = [];
+  const deadline = Date.now() + timeoutMs;
+  while (records.length < count) {
+    const remaining = deadline - Date.now();
+    const next = await withTimeout(subscription.next(), Math.max(1, remaining), `${count} records from egress ${subscription.egress} (got ${records.length}: ${JSON.stringify(records.map((record) => record.value))})`);
+    if (next.done) throw new Error(`subscription to ${subscription.egress} ended after ${records.length} of ${count} records`);
+    records.push(next.value);
+  }
+  return records;
+}
+
+export interface TestNode extends StatecraftNode {
+  logs: string[];
+}
+
+/** A node on 127.0.0.1 with an OS-chosen port, logging into an array. */
+export async function startTestNode(options: Partial<NodeOptions> & { functions: string[] }): Promise<TestNode> {
+  const logs: string[] = [];
+  const node = await startNode({ port: 0, host: '127.0.0.1', shards: 2, log: (line) => logs.push(line), ...options });
+  return Object.assign(Object.create(node), node, { logs }) as TestNode;
+}
+
+export interface NodeProcess {
+  readonly child: import('node:child_process').ChildProcess;
+  readonly url: string;
+  readonly port: number;
+  /** Everything the process printed so far. */
+  output(): string;
+  /** Resolves with the exit code (or signal name) when the process ends. */
+  readonly exited: Promise<number | string>;
+  kill(signal?: NodeJS.Signals): void;
+}
+
+const startScript = fileURLToPath(new URL('../cluster/start.js', import.meta.url));
+const liveProcesses = new Set<import('node:child_process').ChildProcess>();
+process.on('exit', () => killNodeProcesses());
+
+/** SIGKILLs every node process a test started and did not stop; use in `test.after.each`. */
+export function killNodeProcesses(): void {
+  for (const child of liveProcesses) child.kill('SIGKILL');
+  liveProcesses.clear();
+}
+
+/** Starts `node cluster/start.js` with `args`, on 127.0.0.1; resolves once it prints its ready line. */
+export async function startNodeProcess(args: string[], timeoutMs = 30_000): Promise<NodeProcess> {
+  const { spawn } = await import('node:child_process');
+  const child = spawn(process.execPath, [startScript, '--host', '127.0.0.1', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+  liveProcesses.add(child);
+  let output = '';
+  const exited = new Promise<number | string>((resolve) =>
+    child.once('exit', (code, signal) => {
+      liveProcesses.delete(child);
+      resolve(code ?? signal ?? 'unknown');
+    }),
+  );
+  const ready = new Promise<{ url: string; port: number }>((resolve, reject) => {
+    const onData = (chunk: Buffer) => {
+      output += chunk.toString();
+      const match = /ready (ws:\/\/[^\s]+:(\d+))/.exec(output);
+      if (match) resolve({ url: match[1]!, port: Number(match[2]) });
+    };
+    child.stdout!.on('data', onData);
+    child.stderr!.on('data', (chunk: Buffer) => (output += chunk.toString()));
+    void exited.then((code) => reject(new Error(`node exited (${code}) before ready:\n${output}`)));
+  });
+  const { url, port } = await withTimeout(ready, timeoutMs, `node ready line; output so far:\n${output}`).catch((error) => {
+    child.kill('SIGKILL');
+    throw error;
+  });
+  return { child, url, port, output: () => output, exited, kill: (signal = 'SIGTERM') => void child.kill(signal) };
+}
