@@ -17,7 +17,8 @@
  *                       lastSeq: the last event this node accepted from the producer (0 if none)
  *     0x82 ACK          [f64 lastSeq]   every event up to lastSeq was accepted, except rejected ones
  *     0x83 REJECTED     msgpack { rejections: [[seq, code, message], ...] }   sent before the ACK covering them
- *     0x84 RECORDS      msgpack { subscription, records: [[id, typename, bytes, sourceTypename, sourceId], ...] }
+ *     0x84 RECORDS      [u32 subscription][f64 firstId][u32 count] then count × ([u32 length][egress envelope]);
+ *                       record i has id firstId + i (ids are consecutive per egress)
  *     0x85 GAP          msgpack { subscription, from, to }   records from..to are no longer retained
  *     0x86 SUBSCRIBED   msgpack { subscription, after }      the subscription starts after record `after`
  *
@@ -82,8 +83,7 @@ export interface Subscribe {
   after?: number;
 }
 
-/** [id, value typename, value bytes, source typename, source id] */
-export type WireRecord = [number, string, Uint8Array, string, string];
+export const RECORDS_HEADER_BYTES = 1 + 4 + 8 + 4;
 
 const packr = new Packr({ useRecords: false });
 

@@ -26,12 +26,13 @@ import {
   type Limits,
   type Subscribe,
   type Welcome,
-  type WireRecord,
+  RECORDS_HEADER_BYTES,
 } from './client-protocol.js';
 import { ConnectionError, ProtocolError, StatecraftError, UnknownFunctionTypeError, ValidationError, type ErrorCode } from './errors.js';
-import { invokeLengthMax, writeInvoke } from './envelope.js';
+import { EnvelopeDecoder, invokeLengthMax, writeInvoke, type EgressEnvelope } from './envelope.js';
 import { checkValueSize, toTypedValue } from './typed-value.js';
-import { decodeKnown, type Type } from './types.js';
+import { decodeKnown, primitiveType, type Type } from './types.js';
+import { DEAD_LETTER_TYPENAME } from './function.js';
 
 export interface ReconnectOptions {
   /** First delay before reconnecting. Default 100 ms; doubles up to `delayMaxMs`. */
@@ -71,42 +72,54 @@ export interface SubscribeOptions<T = unknown> {
 
 /** One record of an egress, as a subscriber receives it. */
 export class EgressRecord<T = unknown> {
+  /** @internal */
   constructor(
-    readonly egress: string,
     /** Consecutive per egress on a node; resume a subscription after it with `{ from: id }`. */
     readonly id: number,
-    readonly valueTypeName: string,
-    /** The value in its type's encoding. */
-    readonly rawValueBytes: Uint8Array,
-    /** The instance that emitted the record. */
-    readonly source: Address,
+    private readonly envelope: EgressEnvelope,
     private readonly type?: Type<T>,
   ) {}
+
+  get egress(): string {
+    return this.envelope.egress;
+  }
+
+  /** The instance that emitted the record. */
+  get source(): Address {
+    return { typename: this.envelope.sourceTypename, id: this.envelope.sourceId };
+  }
+
+  get valueTypeName(): string {
+    return this.envelope.valueTypename;
+  }
+
+  /** The value in its type's encoding. */
+  get rawValueBytes(): Uint8Array {
+    return this.envelope.bytes ?? primitiveType(this.envelope.valueTypename)!.serialize(this.envelope.decoded as never);
+  }
 
   /**
    * The value: decoded with the subscription's `type` when it names this record's type, else by type name
    * for built-in types (primitives, JSON, dead letters, bytes), else its bytes.
    */
   get value(): T {
-    if (this.type !== undefined && this.type.typename === this.valueTypeName) return this.type.deserialize(this.rawValueBytes);
-    return this.decodeKnown() as T;
-  }
-
-  private decodeKnown(): unknown {
-    if (this.valueTypeName === 'statecraft.types/dead-letter') return JSON.parse(Buffer.from(this.rawValueBytes).toString('utf8'));
-    const known = decodeKnown(this.valueTypeName, this.rawValueBytes);
-    return known === undefined ? this.rawValueBytes : known;
+    const envelope = this.envelope;
+    if (envelope.bytes === null) return envelope.decoded as T;
+    if (this.type !== undefined && this.type.typename === envelope.valueTypename) return this.type.deserialize(envelope.bytes);
+    if (envelope.valueTypename === DEAD_LETTER_TYPENAME) return JSON.parse(Buffer.from(envelope.bytes).toString('utf8')) as T;
+    const known = decodeKnown(envelope.valueTypename, envelope.bytes);
+    return (known === undefined ? envelope.bytes : known) as T;
   }
 
   is(type: Type<unknown>): boolean {
     return type.typename === this.valueTypeName;
   }
 
-  as<T>(type: Type<T>): T {
+  as<V>(type: Type<V>): V {
     if (type.typename !== this.valueTypeName) {
       throw new ValidationError('SC_ERR_TYPE_MISMATCH', `egress record ${this.id} carries ${this.valueTypeName}, not ${type.typename}.`);
     }
-    return type.deserialize(this.rawValueBytes);
+    return this.envelope.bytes === null ? (this.envelope.decoded as V) : type.deserialize(this.envelope.bytes);
   }
 }
 
@@ -184,12 +197,18 @@ class SubscriptionImpl<T = unknown> implements Subscription<T> {
     if (this.lastId === undefined || after > this.lastId) this.lastId = after;
   }
 
-  deliver(records: WireRecord[]): void {
+  /** Records from a RECORDS frame: envelopes at `offsets`, ids from `firstId`. */
+  deliver(frame: Buffer, firstId: number, count: number, decoder: EnvelopeDecoder): void {
     if (this.ended) return;
-    for (const [id, typename, bytes, sourceTypename, sourceId] of records) {
+    let cursor = RECORDS_HEADER_BYTES;
+    for (let index = 0; index < count; index++) {
+      const length = frame.readUInt32LE(cursor);
+      const id = firstId + index;
+      const envelope = decoder.decodeEgress(frame, cursor + 4, length);
+      cursor += 4 + length;
       if (this.lastId !== undefined && id <= this.lastId) continue; // already delivered before a reconnect
       this.lastId = id;
-      const record = new EgressRecord<T>(this.egress, id, typename, bytes, { typename: sourceTypename, id: sourceId }, this.options.type);
+      const record = new EgressRecord<T>(id, envelope, this.options.type);
       if (this.waiter !== null) {
         const waiter = this.waiter;
         this.waiter = null;
@@ -276,6 +295,7 @@ class StatecraftClient implements Client {
   private reconnectAttempts = 0;
   private reconnectTimer: NodeJS.Timeout | null = null;
   private readonly scratch = new Uint8Array(64 * 1024);
+  private readonly decoder = new EnvelopeDecoder();
   private readonly window: number;
   private readonly queueMax: number;
   private readonly reconnect: Required<ReconnectOptions> | null;
@@ -486,8 +506,8 @@ class StatecraftClient implements Client {
           break;
         }
         case Frame.Records: {
-          const body = decodeControl<{ subscription: number; records: WireRecord[] }>(data);
-          this.subscriptions.get(body.subscription)?.deliver(body.records);
+          if (data.length < RECORDS_HEADER_BYTES) throw new ProtocolError('SC_ERR_MALFORMED_FRAME', 'RECORDS frame shorter than its header');
+          this.subscriptions.get(data.readUInt32LE(1))?.deliver(data, data.readDoubleLE(5), data.readUInt32LE(13), this.decoder);
           break;
         }
         case Frame.Subscribed: {

@@ -253,14 +253,23 @@ export class EnvelopeDecoder {
     const valueTypename = reader.name('value typename');
     const valueLength = reader.valueLength();
     const start = reader.offset;
+    const primitive = primitiveType(valueTypename);
     return {
       keyGroup: readKeyGroup(source, offset),
       egress,
       sourceTypename,
       sourceId,
       valueTypename,
-      bytes: source.slice(start, start + valueLength),
+      decoded: primitive === undefined ? undefined : primitive.readFrom(source, start, valueLength),
+      bytes: primitive === undefined ? source.slice(start, start + valueLength) : null,
     };
+  }
+
+  /** Only the egress name of an egress envelope (the main thread routes records by it, nothing more). */
+  readEgressName(source: Uint8Array, offset: number, length: number): string {
+    if (length < ENVELOPE_HEADER_BYTES || source[offset] !== EnvelopeKind.Egress) throw malformed('not an egress envelope');
+    this.reader.reset(source, offset + ENVELOPE_HEADER_BYTES, offset + length);
+    return this.reader.name('egress name');
   }
 }
 
@@ -271,6 +280,8 @@ export interface EgressEnvelope {
   sourceTypename: string;
   sourceId: string;
   valueTypename: string;
-  /** The value in its type's encoding. */
-  bytes: Uint8Array;
+  /** The decoded value for primitive types, else undefined. */
+  decoded: unknown;
+  /** The value in its type's encoding, for non-primitive types; null for primitives. */
+  bytes: Uint8Array | null;
 }

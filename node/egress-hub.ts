@@ -2,23 +2,20 @@
  * Egress on the main thread: one bounded log per egress name, and subscribers reading each log with a
  * cursor. Records get consecutive ids per egress. A subscriber is pushed records while its connection
  * can take them; when it lags it keeps its cursor and catches up from the log, and if the log has
- * already dropped what it still needed it is told so with a gap notice. Retention is bounded by record
- * count and bytes per egress.
+ * already dropped what it still needed it is told so with a gap notice.
+ *
+ * The log keeps each record as the egress envelope bytes the shard wrote, packed into 1 MiB chunks,
+ * plus three small integers per record (chunk, offset, length): retaining records creates no object per
+ * record, so a long log costs the garbage collector nothing. Frames to subscribers are built by copying
+ * those bytes. Retention is bounded by record count and by bytes (whole chunks are dropped).
  */
-import type { EgressEnvelope } from '../lib/envelope.js';
-
-export interface EgressRecordEntry {
-  readonly id: number;
-  readonly typename: string;
-  readonly bytes: Uint8Array;
-  readonly sourceTypename: string;
-  readonly sourceId: string;
-}
+import { Frame, RECORDS_HEADER_BYTES } from '../lib/client-protocol.js';
 
 export interface EgressSink {
   /** True when the connection has room for more records now. */
   writable(): boolean;
-  sendRecords(subscription: number, records: readonly EgressRecordEntry[]): void;
+  /** A RECORDS frame (see client-protocol.ts). */
+  sendRecords(frame: Uint8Array): void;
   sendGap(subscription: number, fromId: number, toId: number): void;
 }
 
@@ -27,50 +24,92 @@ export interface EgressRetention {
   bytesMax: number;
 }
 
-const BATCH_RECORDS_MAX = 512;
+const CHUNK_BYTES = 1024 * 1024;
+const FRAME_RECORDS_MAX = 1024;
+const FRAME_BYTES_MAX = 1024 * 1024;
 
 class EgressLog {
-  private records: EgressRecordEntry[] = [];
+  /** Chunks in use; `chunks[0]` has the number `firstChunk`. */
+  private chunks: Uint8Array[] = [];
+  private firstChunk = 0;
+  private used = 0; // bytes used in the last chunk
+  /** Per record from `firstId` on: chunk number, offset, length (three entries each, from `head`). */
+  private index: number[] = [];
   private head = 0;
-  private bytes = 0;
+  /** Id of the oldest retained record. */
+  firstId = 1;
   /** Id the next record gets. */
   nextId = 1;
 
-  constructor(
-    readonly name: string,
-    private readonly retention: EgressRetention,
-  ) {}
+  constructor(private readonly retention: EgressRetention) {}
 
-  /** Id of the oldest retained record (equals nextId when empty). */
-  get firstId(): number {
-    return this.nextId - (this.records.length - this.head);
+  append(source: Uint8Array, offset: number, length: number): void {
+    let chunk = this.chunks[this.chunks.length - 1];
+    if (chunk === undefined || this.used + length > chunk.length) {
+      chunk = new Uint8Array(Math.max(CHUNK_BYTES, length));
+      this.chunks.push(chunk);
+      this.used = 0;
+    }
+    chunk.set(source.subarray(offset, offset + length), this.used);
+    this.index.push(this.firstChunk + this.chunks.length - 1, this.used, length);
+    this.used += length;
+    this.nextId++;
+    this.trim();
   }
 
-  append(envelope: EgressEnvelope): void {
-    const entry: EgressRecordEntry = {
-      id: this.nextId++,
-      typename: envelope.valueTypename,
-      bytes: envelope.bytes,
-      sourceTypename: envelope.sourceTypename,
-      sourceId: envelope.sourceId,
-    };
-    this.records.push(entry);
-    this.bytes += entry.bytes.length;
-    while (this.records.length - this.head > this.retention.recordsMax || (this.bytes > this.retention.bytesMax && this.records.length - this.head > 1)) {
-      const dropped = this.records[this.head]!;
-      this.records[this.head++] = undefined as unknown as EgressRecordEntry;
-      this.bytes -= dropped.bytes.length;
+  private trim(): void {
+    while (this.nextId - this.firstId > this.retention.recordsMax) this.dropOldest();
+    while (this.chunks.length > 1 && this.chunks.length * CHUNK_BYTES > this.retention.bytesMax) {
+      const doomed = this.firstChunk;
+      while (this.firstId < this.nextId && this.index[this.head] === doomed) this.dropOldest();
+      if (this.firstChunk === doomed) this.dropChunk();
     }
-    if (this.head > 4096 && this.head * 2 > this.records.length) {
-      this.records = this.records.slice(this.head);
+    if (this.head > 3 * 4096 && this.head * 2 > this.index.length) {
+      this.index = this.index.slice(this.head);
       this.head = 0;
     }
   }
 
-  /** Up to `max` records with ids from `fromId` on (fromId must be retained). */
-  read(fromId: number, max: number): EgressRecordEntry[] {
-    const start = this.head + (fromId - this.firstId);
-    return this.records.slice(start, Math.min(this.records.length, start + max));
+  private dropOldest(): void {
+    this.head += 3;
+    this.firstId++;
+    // Free chunks no retained record uses any more.
+    const oldestChunk = this.firstId < this.nextId ? this.index[this.head]! : this.firstChunk + this.chunks.length - 1;
+    while (this.firstChunk < oldestChunk) this.dropChunk();
+  }
+
+  private dropChunk(): void {
+    this.chunks.shift();
+    this.firstChunk++;
+  }
+
+  /** A RECORDS frame with records from `fromId` (retained) on, as many as fit. */
+  frame(subscription: number, fromId: number): { frame: Uint8Array; count: number } {
+    let count = 0;
+    let bytes = RECORDS_HEADER_BYTES;
+    const start = this.head + 3 * (fromId - this.firstId);
+    while (fromId + count < this.nextId && count < FRAME_RECORDS_MAX) {
+      const length = this.index[start + 3 * count + 2]!;
+      if (count > 0 && bytes + 4 + length > FRAME_BYTES_MAX) break;
+      bytes += 4 + length;
+      count++;
+    }
+    const frame = Buffer.allocUnsafe(bytes);
+    frame[0] = Frame.Records;
+    frame.writeUInt32LE(subscription, 1);
+    frame.writeDoubleLE(fromId, 5);
+    frame.writeUInt32LE(count, 13);
+    let cursor = RECORDS_HEADER_BYTES;
+    for (let record = 0; record < count; record++) {
+      const at = start + 3 * record;
+      const chunk = this.chunks[this.index[at]! - this.firstChunk]!;
+      const offset = this.index[at + 1]!;
+      const length = this.index[at + 2]!;
+      frame.writeUInt32LE(length, cursor);
+      frame.set(chunk.subarray(offset, offset + length), cursor + 4);
+      cursor += 4 + length;
+    }
+    return { frame, count };
   }
 }
 
@@ -89,7 +128,7 @@ export class EgressHub {
   private readonly logs = new Map<string, EgressLog>();
   private readonly subscriptions = new Map<EgressSink, Map<number, Subscription>>();
   private readonly byLog = new Map<EgressLog, Set<Subscription>>();
-  /** Records appended since start, per egress (for metrics). */
+  /** Records appended since start (for metrics). */
   appended = 0;
 
   constructor(private readonly retention: EgressRetention) {}
@@ -97,15 +136,16 @@ export class EgressHub {
   private log(name: string): EgressLog {
     let log = this.logs.get(name);
     if (log === undefined) {
-      log = new EgressLog(name, this.retention);
+      log = new EgressLog(this.retention);
       this.logs.set(name, log);
       this.byLog.set(log, new Set());
     }
     return log;
   }
 
-  append(envelope: EgressEnvelope): void {
-    this.log(envelope.egress).append(envelope);
+  /** Appends one egress envelope (copied out of `source`). */
+  append(egress: string, source: Uint8Array, offset: number, length: number): void {
+    this.log(egress).append(source, offset, length);
     this.appended++;
   }
 
@@ -151,7 +191,7 @@ export class EgressHub {
 
   /**
    * Sends every subscriber what it has not seen, as far as its connection takes it. Returns true when
-   * some subscriber still lags behind a writable-blocked connection (call again later).
+   * some subscriber still lags behind a blocked connection (call again later).
    */
   pump(): boolean {
     let lagging = false;
@@ -168,16 +208,16 @@ export class EgressHub {
             lagging = true;
             break;
           }
-          const records = log.read(subscription.cursor, BATCH_RECORDS_MAX);
-          subscription.sink.sendRecords(subscription.id, records);
-          subscription.cursor += records.length;
+          const { frame, count } = log.frame(subscription.id, subscription.cursor);
+          subscription.sink.sendRecords(frame);
+          subscription.cursor += count;
         }
       }
     }
     return lagging;
   }
 
-  /** Records retained and next id per egress (for /metrics and tests). */
+  /** Oldest retained and next id per egress (for tests and diagnostics). */
   describe(): Record<string, { firstId: number; nextId: number }> {
     const result: Record<string, { firstId: number; nextId: number }> = {};
     for (const [name, log] of this.logs) result[name] = { firstId: log.firstId, nextId: log.nextId };

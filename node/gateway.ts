@@ -25,14 +25,13 @@ import {
   type Limits,
   type Subscribe,
   type Welcome,
-  type WireRecord,
 } from '../lib/client-protocol.js';
 import { ProtocolError, ValidationError, type ErrorCode } from '../lib/errors.js';
 import { EnvelopeDecoder, writeKeyGroup } from '../lib/envelope.js';
 import { keyGroupOf } from '../lib/key-group.js';
 import type { Message } from '../lib/message.js';
 import { validateEgressName } from '../lib/address.js';
-import type { EgressHub, EgressRecordEntry, EgressSink } from './egress-hub.js';
+import type { EgressHub, EgressSink } from './egress-hub.js';
 
 export interface GatewayHost {
   readonly nodeId: string;
@@ -277,9 +276,8 @@ class ClientConnection implements EgressSink {
     return this.socket.readyState === this.socket.OPEN && this.socket.bufferedAmount < SUBSCRIBER_BUFFERED_BYTES_MAX;
   }
 
-  sendRecords(subscription: number, records: readonly EgressRecordEntry[]): void {
-    const wire: WireRecord[] = records.map((record) => [record.id, record.typename, record.bytes, record.sourceTypename, record.sourceId]);
-    this.send(encodeControl(Frame.Records, { subscription, records: wire }));
+  sendRecords(frame: Uint8Array): void {
+    this.send(frame);
   }
 
   sendGap(subscription: number, from: number, to: number): void {

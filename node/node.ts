@@ -332,7 +332,7 @@ class MainThread implements RecordVisitor {
       this.config.log(`main: ignored an envelope of kind ${data[offset]} from a shard`);
       return;
     }
-    this.config.egress.append(this.decoder.decodeEgress(data, offset, length));
+    this.config.egress.append(this.decoder.readEgressName(data, offset, length), data, offset, length);
   }
 
   private async run(): Promise<void> {

@@ -48,12 +48,13 @@ test('egress envelopes round-trip', () => {
   const buffer = new Uint8Array(egressLengthMax('out', 'ns/fn', 'id', typed));
   const end = writeEgress(buffer, 0, 3, 'out', 'ns/fn', 'id', typed);
   const egress = new EnvelopeDecoder().decodeEgress(buffer, 0, end);
-  assert.equal({ ...egress, bytes: new TextDecoder().decode(egress.bytes) }, {
+  assert.equal({ ...egress, bytes: new TextDecoder().decode(egress.bytes!) }, {
     keyGroup: 3,
     egress: 'out',
     sourceTypename: 'ns/fn',
     sourceId: 'id',
     valueTypename: 'statecraft.types/json',
+    decoded: undefined,
     bytes: '{"ok":true}',
   });
 });
