@@ -74,6 +74,11 @@ export interface StatecraftNode {
   metrics(): NodeMetrics;
   /** Which shard thread (1..shards) owns a key group. */
   shardOf(keyGroup: number): number;
+  /**
+   * Heap in use by each shard thread, in bytes (diagnostics). After a full garbage collection when the
+   * process runs with --expose-gc.
+   */
+  shardHeapBytes(): Promise<number[]>;
   /** Stops admitting events, lets the shards finish what they have, closes clients and threads. */
   close(): Promise<void>;
 }
@@ -280,8 +285,26 @@ class MainThread implements RecordVisitor {
       send: (target, value, type) => this.sendLocal(target, value, type),
       metrics: () => this.currentMetrics(),
       shardOf: (keyGroup) => this.config.routing[keyGroup]!,
+      shardHeapBytes: () => this.shardHeapBytes(),
       close: () => this.close(),
     };
+  }
+
+  private shardHeapBytes(): Promise<number[]> {
+    return Promise.all(
+      this.workers.map(
+        (worker) =>
+          new Promise<number>((resolve) => {
+            const onMessage = (message: ShardToMain) => {
+              if (message.type !== 'heap') return;
+              worker.off('message', onMessage);
+              resolve(message.usedBytes);
+            };
+            worker.on('message', onMessage);
+            worker.postMessage({ type: 'heap' } satisfies MainToShard);
+          }),
+      ),
+    );
   }
 
   // ---- GatewayHost ----
@@ -313,7 +336,16 @@ class MainThread implements RecordVisitor {
   }
 
   flush(): void {
+    this.flushOutbox();
+  }
+
+  /**
+   * Publishes what the main thread wrote. Records that found a ring full wait in overflow queues, which
+   * only the main loop retries: wake it, so it stops parking indefinitely and retries every 2 ms.
+   */
+  private flushOutbox(): void {
     this.outbox.flush();
+    if (this.outbox.hasOverflow) this.inbox.wake();
   }
 
   countEvents(accepted: number, rejected: number): void {
@@ -365,7 +397,7 @@ class MainThread implements RecordVisitor {
     const offset = outbox.reserve(this.config.routing[keyGroup]!, invokeLengthMax(target.typename, target.id, null, null, typed));
     const end = writeInvoke(outbox.target, offset, keyGroup, target.typename, target.id, null, null, typed);
     outbox.commit(end - offset);
-    outbox.flush();
+    this.flushOutbox();
     this.ingressWritten = (this.ingressWritten + 1) | 0;
     this.eventsAccepted++;
   }
