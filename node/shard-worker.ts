@@ -3,6 +3,7 @@
  * main thread says stop.
  */
 import { parentPort, workerData } from 'node:worker_threads';
+import { getHeapStatistics } from 'node:v8';
 import { loadFunctionModules } from './function-loader.js';
 import { Shard } from './shard.js';
 import type { MailboxLayout } from './mailbox.js';
@@ -22,9 +23,10 @@ export type ShardToMain =
   | { type: 'ready'; functions: string[] }
   | { type: 'failed'; message: string }
   | { type: 'log'; line: string }
+  | { type: 'heap'; usedBytes: number; collected: boolean }
   | { type: 'stopped' };
 
-export type MainToShard = { type: 'stop' };
+export type MainToShard = { type: 'stop' } | { type: 'heap' };
 
 const port = parentPort!;
 const data = workerData as ShardWorkerData;
@@ -49,6 +51,12 @@ try {
   // This listener also keeps the thread alive while the loop is parked on Atomics.waitAsync.
   port.on('message', (message: MainToShard) => {
     if (message.type === 'stop') shard.stop();
+    else if (message.type === 'heap') {
+      // A full collection first when the process runs with --expose-gc, so the figure is live data only.
+      const gc = (globalThis as { gc?: () => void }).gc;
+      gc?.();
+      port.postMessage({ type: 'heap', usedBytes: getHeapStatistics().used_heap_size, collected: gc !== undefined } satisfies ShardToMain);
+    }
   });
   port.postMessage({ type: 'ready', functions: definitions.map((definition) => definition.typename) } satisfies ShardToMain);
   await shard.run();
