@@ -367,6 +367,8 @@ export const Types = {
   double: doubleType,
   /** `io.statefun.types/bool` */
   bool: boolType,
+  /** The same type as `bool`, by its TypeScript name. */
+  boolean: boolType,
   /** `io.statefun.types/string` */
   string: stringType,
   /** Raw bytes, `statecraft.types/bytes` (StateFun has no standard name for them). */
