@@ -242,10 +242,12 @@ class ClientConnection implements EgressSink {
       lastSeq = seq;
     }
     gateway.setLastSeq(producerId, lastSeq);
-    host.flush();
     host.countEvents(accepted, rejections.length);
     if (rejections.length > 0) this.send(encodeControl(Frame.Rejected, { rejections }));
     this.send(encodeAck(Math.max(lastSeq, firstSeq + count - 1)));
+    // Publish after answering: the events are already in the rings (accepted), and waking a parked
+    // shard can cost this thread its core for a while on a busy machine; the client need not wait for that.
+    host.flush();
   }
 
   private validate(message: Message, valueLength: number): ValidationError | null {
