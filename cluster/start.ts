@@ -1,13 +1,16 @@
 #!/usr/bin/env node
 /**
- * Starts one Statecraft node.
+ * Starts one Statecraft node, alone or as a member of a cluster.
  *
  *   node cluster/start.js --functions examples/greeter/functions.js --port 8080
+ *   node cluster/start.js --functions examples/greeter/functions.js --port 8081 --join 127.0.0.1:8080
  */
 import { parseArgs } from 'node:util';
 import { availableParallelism } from 'node:os';
 import { startNode, type StatecraftNode } from '../node/node.js';
 import { StatecraftError } from '../lib/errors.js';
+import { ClusterNode, type MembershipTuning } from './cluster-node.js';
+import { openNodeIdentity, type NodeIdentity } from './node-identity.js';
 
 const HELP = `Usage: node cluster/start.js --functions <module.js> [options]
 
@@ -29,11 +32,29 @@ Options:
   --egress-retain <n>         Records kept per egress for late or lagging subscribers.
                               Default 10000.
   --backlog-max <n>           Queued messages per node above which client events wait. Default 100000.
+
+Cluster:
+  --join <host:port,...>      Seed nodes to join (repeatable, or comma-separated). Without
+                              seeds the node forms a cluster of one that others may join.
+  --node-id <id>              This node's stable id. Default: generated once and kept in
+                              the data directory.
+  --data-dir <path>           Where the node keeps its id (and, later, its data). One per
+                              node. Default ./data/node.
+  --advertise <host:port>     The address other nodes reach this node at. Default: --host
+                              and the bound port.
+  --probe-interval <ms>       Failure-detector probe period. Default 200.
+  --probe-timeout <ms>        Wait for a direct probe's answer before probing indirectly.
+                              Default 100.
+  --indirect-probes <k>       Members asked to probe on this node's behalf. Default 3.
+  --suspicion-multiplier <n>  Minimum suspicion timeout, in probe periods (scaled by
+                              log10 of the cluster size). Default 4.
+
   -h, --help                  Show this help.
 
 Environment: STATECRAFT_<OPTION> (e.g. STATECRAFT_PORT=9000) sets any option not given as a flag.
 
-Admin HTTP on the same port: GET /health, GET /metrics.
+Admin HTTP on the same port: GET /health, GET /metrics, GET /cluster. Peers connect to
+ws://host:port/peer. With --join, "ready" is printed once the node has joined and serves.
 SIGTERM or SIGINT stops the node cleanly: it stops admitting events, lets the shards finish
 what they accepted, delivers the last egress records and exits 0.
 `;
@@ -49,7 +70,32 @@ function integer(name: string, text: string | undefined): number | undefined {
   return Number(text);
 }
 
-const optionNames = ['functions', 'port', 'host', 'shards', 'key-groups', 'value-bytes-max', 'id-bytes-max', 'ring-bytes', 'egress-retain', 'backlog-max'] as const;
+const optionNames = [
+  'functions',
+  'port',
+  'host',
+  'shards',
+  'key-groups',
+  'value-bytes-max',
+  'id-bytes-max',
+  'ring-bytes',
+  'egress-retain',
+  'backlog-max',
+  'join',
+  'node-id',
+  'data-dir',
+  'advertise',
+  'probe-interval',
+  'probe-timeout',
+  'indirect-probes',
+  'suspicion-multiplier',
+] as const;
+
+function hostPort(name: string, text: string): string {
+  const match = /^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):(\d{1,5})$/.exec(text.trim());
+  if (!match || Number(match[2]) < 1 || Number(match[2]) > 65535) fail(`--${name} takes host:port (like 127.0.0.1:8080), got "${text}"`);
+  return text.trim();
+}
 
 function fromEnvironment(name: string): string | undefined {
   return process.env[`STATECRAFT_${name.toUpperCase().replace(/-/g, '_')}`];
@@ -70,6 +116,14 @@ async function main(): Promise<void> {
         'ring-bytes': { type: 'string' },
         'egress-retain': { type: 'string' },
         'backlog-max': { type: 'string' },
+        join: { type: 'string', multiple: true },
+        'node-id': { type: 'string' },
+        'data-dir': { type: 'string' },
+        advertise: { type: 'string' },
+        'probe-interval': { type: 'string' },
+        'probe-timeout': { type: 'string' },
+        'indirect-probes': { type: 'string' },
+        'suspicion-multiplier': { type: 'string' },
         help: { type: 'boolean', short: 'h' },
       },
       strict: true,
@@ -83,8 +137,33 @@ async function main(): Promise<void> {
     process.stdout.write(HELP);
     return;
   }
-  const get = (name: (typeof optionNames)[number]): string | undefined =>
+  const get = (name: Exclude<(typeof optionNames)[number], 'functions' | 'join'>): string | undefined =>
     (values[name] as string | undefined) ?? fromEnvironment(name);
+  const seeds = (values.join ?? (fromEnvironment('join') ? [fromEnvironment('join')!] : []))
+    .flatMap((entry) => entry.split(','))
+    .map((entry) => entry.trim())
+    .filter((entry) => entry.length > 0)
+    .map((entry) => hostPort('join', entry));
+  const advertiseFlag = get('advertise');
+  if (advertiseFlag !== undefined) hostPort('advertise', advertiseFlag);
+  const tuning: MembershipTuning = {};
+  const probeInterval = integer('probe-interval', get('probe-interval'));
+  const probeTimeout = integer('probe-timeout', get('probe-timeout'));
+  const indirectProbes = integer('indirect-probes', get('indirect-probes'));
+  const suspicionMultiplier = integer('suspicion-multiplier', get('suspicion-multiplier'));
+  if (probeInterval !== undefined) tuning.probeIntervalMs = probeInterval < 10 ? fail('--probe-interval must be at least 10 ms') : probeInterval;
+  if (probeTimeout !== undefined) tuning.probeTimeoutMs = probeTimeout < 1 ? fail('--probe-timeout must be at least 1 ms') : probeTimeout;
+  if (indirectProbes !== undefined) tuning.indirectProbes = indirectProbes;
+  if (suspicionMultiplier !== undefined) tuning.suspicionMultiplier = suspicionMultiplier < 1 ? fail('--suspicion-multiplier must be at least 1') : suspicionMultiplier;
+  if ((tuning.probeTimeoutMs ?? 100) >= (tuning.probeIntervalMs ?? 200)) fail('--probe-timeout must be shorter than --probe-interval');
+
+  let identity: NodeIdentity;
+  try {
+    identity = openNodeIdentity(get('data-dir') ?? 'data/node', get('node-id'));
+  } catch (error) {
+    if (error instanceof StatecraftError) fail(error.message);
+    throw error;
+  }
   const functions = (values.functions ?? (fromEnvironment('functions') ? [fromEnvironment('functions')!] : []))
     .flatMap((entry) => entry.split(','))
     .map((entry) => entry.trim())
@@ -104,14 +183,34 @@ async function main(): Promise<void> {
       ringBytes: integer('ring-bytes', get('ring-bytes')),
       egressRetainRecords: integer('egress-retain', get('egress-retain')),
       backlogMax: integer('backlog-max', get('backlog-max')),
+      nodeId: identity.nodeId,
     });
   } catch (error) {
+    identity.release();
     if (error instanceof StatecraftError) fail(error.message);
     if ((error as NodeJS.ErrnoException).code === 'EADDRINUSE') fail(`port ${get('port') ?? 8080} is in use; choose another with --port (0 lets the OS choose)`);
     throw error;
   }
+  const advertise = advertiseFlag ?? `${node.host.includes(':') ? `[${node.host}]` : node.host}:${node.port}`;
+  const log = (line: string) => process.stderr.write(line + '\n');
+  const cluster = new ClusterNode({
+    node,
+    nodeId: node.nodeId,
+    address: advertise,
+    seeds,
+    tuning,
+    log,
+    onRefused: (reason) => {
+      process.stderr.write(`statecraft: this node cannot join the cluster: ${reason}\n`);
+      identity.release();
+      process.exit(2);
+    },
+  });
+  if (seeds.length > 0) process.stderr.write(`statecraft: joining through ${seeds.join(', ')} as ${node.nodeId} (${advertise})\n`);
+  await cluster.whenServing();
   process.stdout.write(
-    `statecraft node ready ${node.url} (node ${node.nodeId}, ${node.shards} shards, ${node.keyGroups} key groups, functions: ${node.functions.join(', ')})\n`,
+    `statecraft node ready ${node.url} (node ${node.nodeId}, ${node.shards} shards, ${node.keyGroups} key groups, ` +
+      `${seeds.length > 0 ? `joined through ${seeds.join(',')}` : 'cluster of one until others join'}, functions: ${node.functions.join(', ')})\n`,
   );
 
   let stopping = false;
@@ -122,8 +221,12 @@ async function main(): Promise<void> {
     }
     stopping = true;
     process.stderr.write(`statecraft: ${signal} received, stopping\n`);
-    node.close().then(
+    cluster
+      .leave()
+      .then(() => node.close())
+      .then(
       () => {
+        identity.release();
         process.stderr.write('statecraft: stopped\n');
         process.exit(0);
       },

@@ -1,2 +1,3 @@
 /** Running nodes from code: `import { startNode } from 'statecraft/node'`. */
 export { startNode, type NodeOptions, type NodeMetrics, type StatecraftNode } from './node.js';
+export type { ClusterHooks, ClusterPort } from './cluster-port.js';

@@ -10,7 +10,7 @@ import { Worker } from 'node:worker_threads';
 import { ID_BYTES_MAX_DEFAULT, ID_BYTES_WIRE_MAX } from '../lib/address.js';
 import { CloseCode, type Limits } from '../lib/client-protocol.js';
 import { ValidationError, StatecraftError } from '../lib/errors.js';
-import { EnvelopeDecoder, EnvelopeKind, invokeLengthMax, writeInvoke } from '../lib/envelope.js';
+import { EnvelopeDecoder, EnvelopeKind, invokeLengthMax, readKeyGroup, writeInvoke } from '../lib/envelope.js';
 import { KEY_GROUPS_DEFAULT, KEY_GROUPS_MAX, KEY_GROUP_HASH, keyGroupOf } from '../lib/key-group.js';
 import { checkValueSize, toTypedValue } from '../lib/typed-value.js';
 import { validateAddress, type Address } from '../lib/address.js';
@@ -23,6 +23,7 @@ import { Metric, ThreadMetrics, createMetricsBuffer, type MetricName } from './m
 import { recordBytesMax } from './spsc-ring.js';
 import type { RecordVisitor } from './spsc-ring.js';
 import type { MainToShard, ShardToMain, ShardWorkerData } from './shard-worker.js';
+import type { ClusterHooks, ClusterPort } from './cluster-port.js';
 
 export interface NodeOptions {
   /** ES modules exporting function definitions (paths, file URLs or package names). */
@@ -47,6 +48,8 @@ export interface NodeOptions {
   egressRetainBytes?: number;
   /** Shard queue length (messages accepted but not yet processed) above which client events wait. Default 100,000. */
   backlogMax?: number;
+  /** This node's id (stable across restarts when the cluster layer keeps it). Default: a random UUID. */
+  nodeId?: string;
   /** Where notices go. Default: stderr. */
   log?: (line: string) => void;
   /** Called when a shard dies (a runtime bug): the node cannot go on. Default: log and exit with code 70. */
@@ -79,6 +82,11 @@ export interface StatecraftNode {
    * process runs with --expose-gc.
    */
   shardHeapBytes(): Promise<number[]>;
+  /**
+   * Plugs a cluster layer in (see cluster-port.ts); at most once. Until its hooks own key groups with
+   * `setOwnership`, the node owns all of them.
+   */
+  attachCluster(hooks: ClusterHooks): ClusterPort;
   /** Stops admitting events, lets the shards finish what they have, closes clients and threads. */
   close(): Promise<void>;
 }
@@ -142,6 +150,7 @@ export async function startNode(options: NodeOptions): Promise<StatecraftNode> {
     functions: new Set(functionNames),
     egress: new EgressHub({ recordsMax: egressRetainRecords, bytesMax: egressRetainBytes }),
     backlogMax,
+    nodeId: options.nodeId ?? randomUUID(),
     log,
     onFatal: options.onFatal ?? ((error) => {
       log(`statecraft: fatal: ${error.message}`);
@@ -171,6 +180,7 @@ interface MainThreadConfig {
   functions: ReadonlySet<string>;
   egress: EgressHub;
   backlogMax: number;
+  nodeId: string;
   log: (line: string) => void;
   onFatal: (error: Error) => void;
 }
@@ -180,8 +190,9 @@ const SHUTDOWN_GRACE_MS = 10_000;
 const OVERFLOW_BYTES_MAX = 16 * MiB;
 
 class MainThread implements RecordVisitor {
-  readonly nodeId = randomUUID();
+  readonly nodeId: string;
   readonly egressLogId = randomUUID();
+  private cluster: ClusterHooks | null = null;
   private readonly outbox: Outbox;
   private readonly inbox: Inbox;
   private readonly stats: ThreadStats;
@@ -202,6 +213,7 @@ class MainThread implements RecordVisitor {
   private ingressWritten = 0;
 
   constructor(private readonly config: MainThreadConfig) {
+    this.nodeId = config.nodeId;
     this.outbox = new Outbox(config.layout, MAIN_THREAD);
     this.inbox = new Inbox(config.layout, MAIN_THREAD, this);
     this.stats = new ThreadStats(config.layout);
@@ -256,7 +268,9 @@ class MainThread implements RecordVisitor {
         socket.end('HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\n\r\n');
         return;
       }
-      gateway.handleUpgrade(request, socket, head);
+      const path = (request.url ?? '/').split('?')[0];
+      if (path === '/' || path === '') gateway.handleUpgrade(request, socket, head);
+      else if (!this.cluster?.upgrade(request, socket, head)) socket.end('HTTP/1.1 404 Not Found\r\nConnection: close\r\n\r\n');
     });
     this.server = server;
     await new Promise<void>((resolve, reject) => {
@@ -286,8 +300,53 @@ class MainThread implements RecordVisitor {
       metrics: () => this.currentMetrics(),
       shardOf: (keyGroup) => this.config.routing[keyGroup]!,
       shardHeapBytes: () => this.shardHeapBytes(),
+      attachCluster: (hooks) => this.attachCluster(hooks),
       close: () => this.close(),
     };
+  }
+
+  private attachCluster(hooks: ClusterHooks): ClusterPort {
+    if (this.cluster !== null) throw new StatecraftError('SC_ERR_INVALID_OPTION', 'a cluster layer is attached to this node already');
+    this.cluster = hooks;
+    const routing = this.config.routing;
+    const shards = this.workers.length;
+    return {
+      setOwnership: (owned) => {
+        // Shards read this table for every message they route; a plain store per key group suffices
+        // (a message routed by the old entry reaches the main thread, which forwards it again).
+        for (let keyGroup = 0; keyGroup < routing.length; keyGroup++) routing[keyGroup] = owned(keyGroup) ? 1 + (keyGroup % shards) : MAIN_THREAD;
+      },
+      deliver: (bytes, offset, length) => this.deliverFromPeer(bytes, offset, length),
+      flush: () => this.flushOutbox(),
+      recheckAdmission: () => this.inbox.wake(),
+      log: (line) => this.config.log(line),
+    };
+  }
+
+  /** Routes an invoke envelope to its key group's shard, or to the cluster layer when another node owns it. */
+  private routeInvoke(bytes: Uint8Array, offset: number, length: number, keyGroup: number): void {
+    const to = this.config.routing[keyGroup]!;
+    if (to === MAIN_THREAD) {
+      this.cluster!.forward(bytes, offset, length, keyGroup);
+      return;
+    }
+    this.outbox.writeBytes(to, bytes, offset, length);
+    // Everything the main thread writes to a shard counts: shards count what they receive from it.
+    this.ingressWritten = (this.ingressWritten + 1) | 0;
+  }
+
+  private deliverFromPeer(bytes: Uint8Array, offset: number, length: number): void {
+    const kind = bytes[offset];
+    if (kind === EnvelopeKind.Invoke) {
+      const keyGroup = readKeyGroup(bytes, offset);
+      if (keyGroup >= this.config.keyGroups) throw new StatecraftError('SC_ERR_MALFORMED_FRAME', `envelope for key group ${keyGroup}, but the cluster has ${this.config.keyGroups}`);
+      this.routeInvoke(bytes, offset, length, keyGroup);
+    } else if (kind === EnvelopeKind.Egress) {
+      this.config.egress.append(this.decoder.readEgressName(bytes, offset, length), bytes, offset, length);
+      this.pumpEgress();
+    } else {
+      throw new StatecraftError('SC_ERR_MALFORMED_FRAME', `envelope of unknown kind ${kind}`);
+    }
   }
 
   private shardHeapBytes(): Promise<number[]> {
@@ -325,14 +384,14 @@ class MainThread implements RecordVisitor {
   admits(): boolean {
     if (this.closing) return false;
     if (this.outbox.hasOverflow) return false;
+    if (this.cluster !== null && !this.cluster.admits()) return false;
     // Events still in the rings count as backlog too: the shards have not seen them yet.
     const inRings = (this.ingressWritten - this.stats.total(Stat.IngressReceived)) | 0;
     return this.stats.total(Stat.OverflowBytes) < OVERFLOW_BYTES_MAX && inRings + this.stats.total(Stat.Backlog) < this.config.backlogMax;
   }
 
   admit(bytes: Uint8Array, offset: number, length: number, keyGroup: number): void {
-    this.outbox.writeBytes(this.config.routing[keyGroup]!, bytes, offset, length);
-    this.ingressWritten = (this.ingressWritten + 1) | 0;
+    this.routeInvoke(bytes, offset, length, keyGroup);
   }
 
   flush(): void {
@@ -360,11 +419,19 @@ class MainThread implements RecordVisitor {
   // ---- main loop: egress records from shards ----
 
   visit(data: Uint8Array, offset: number, length: number): void {
-    if (data[offset] !== EnvelopeKind.Egress) {
-      this.config.log(`main: ignored an envelope of kind ${data[offset]} from a shard`);
+    const kind = data[offset];
+    if (kind === EnvelopeKind.Invoke) {
+      // A shard routed a message here: its key group belongs to another node (or just moved back to us).
+      this.routeInvoke(data, offset, length, readKeyGroup(data, offset));
       return;
     }
-    this.config.egress.append(this.decoder.readEgressName(data, offset, length), data, offset, length);
+    if (kind !== EnvelopeKind.Egress) {
+      this.config.log(`main: ignored an envelope of kind ${kind} from a shard`);
+      return;
+    }
+    const egress = this.decoder.readEgressName(data, offset, length);
+    this.config.egress.append(egress, data, offset, length);
+    this.cluster?.onEgress(egress, data, offset, length);
   }
 
   private async run(): Promise<void> {
@@ -393,13 +460,19 @@ class MainThread implements RecordVisitor {
     const typed = toTypedValue(value, type);
     checkValueSize(typed, this.config.limits.valueBytesMax);
     const keyGroup = keyGroupOf(target.id, this.config.keyGroups);
+    this.eventsAccepted++;
+    if (this.config.routing[keyGroup] === MAIN_THREAD) {
+      const bytes = new Uint8Array(invokeLengthMax(target.typename, target.id, null, null, typed));
+      const end = writeInvoke(bytes, 0, keyGroup, target.typename, target.id, null, null, typed);
+      this.cluster!.forward(bytes, 0, end, keyGroup);
+      return;
+    }
     const outbox = this.outbox;
     const offset = outbox.reserve(this.config.routing[keyGroup]!, invokeLengthMax(target.typename, target.id, null, null, typed));
     const end = writeInvoke(outbox.target, offset, keyGroup, target.typename, target.id, null, null, typed);
     outbox.commit(end - offset);
     this.flushOutbox();
     this.ingressWritten = (this.ingressWritten + 1) | 0;
-    this.eventsAccepted++;
   }
 
   private currentMetrics(): NodeMetrics {
@@ -414,6 +487,8 @@ class MainThread implements RecordVisitor {
 
   private serveHttp(request: IncomingMessage, response: ServerResponse): void {
     const path = (request.url ?? '/').split('?')[0];
+    // The cluster layer answers first: /cluster, and /health while the node is not serving.
+    if (this.cluster?.http(request, response)) return;
     if (request.method === 'GET' && path === '/health') {
       const body = JSON.stringify({ status: this.closing ? 'stopping' : 'ok', nodeId: this.nodeId });
       response.writeHead(this.closing ? 503 : 200, { 'content-type': 'application/json' }).end(body);
@@ -424,10 +499,11 @@ class MainThread implements RecordVisitor {
       const lines = Object.entries(metrics).map(([name, value]) => `statecraft_${snakeCase(name)} ${value}`);
       lines.push(`statecraft_key_groups ${this.config.keyGroups}`);
       lines.push(`# key group hash: ${KEY_GROUP_HASH}`);
+      if (this.cluster) lines.push(...this.cluster.metrics());
       response.writeHead(200, { 'content-type': 'text/plain; version=0.0.4' }).end(lines.join('\n') + '\n');
       return;
     }
-    response.writeHead(404, { 'content-type': 'application/json' }).end(JSON.stringify({ error: 'not found', paths: ['/health', '/metrics', 'ws:// (clients)'] }));
+    response.writeHead(404, { 'content-type': 'application/json' }).end(JSON.stringify({ error: 'not found', paths: ['/health', '/metrics', '/cluster', 'ws:// (clients)'] }));
   }
 
   /** True when no ring holds a record, no overflow queue holds one, and no shard has queued work. */
@@ -489,5 +565,5 @@ function ringsEmpty(layout: MailboxLayout): boolean {
 }
 
 function snakeCase(name: string): string {
-  return name.replace(/[A-Z]/g, (letter) => '_' + letter.toLowerCase());
+  return name.replace(/[A-Z]/g, (letter, index: number) => (index === 0 ? '' : '_') + letter.toLowerCase());
 }

@@ -81,7 +81,13 @@ export function killNodeProcesses(): void {
 /** Starts `node cluster/start.js` with `args`, on 127.0.0.1; resolves once it prints its ready line. */
 export async function startNodeProcess(args: string[], timeoutMs = 30_000): Promise<NodeProcess> {
   const { spawn } = await import('node:child_process');
-  const child = spawn(process.execPath, [startScript, '--host', '127.0.0.1', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+  // Each node gets its own data directory (they hold the node id and a lock), removed when it exits.
+  const { mkdtempSync, rmSync } = await import('node:fs');
+  const { tmpdir } = await import('node:os');
+  const ownDataDir = args.includes('--data-dir') ? null : mkdtempSync(`${tmpdir()}/statecraft-node-`);
+  const fullArgs = ['--host', '127.0.0.1', ...(ownDataDir ? ['--data-dir', ownDataDir] : []), ...args];
+  const child = spawn(process.execPath, [startScript, ...fullArgs], { stdio: ['ignore', 'pipe', 'pipe'] });
+  if (ownDataDir) child.once('exit', () => rmSync(ownDataDir, { recursive: true, force: true }));
   liveProcesses.add(child);
   let output = '';
   const exited = new Promise<number | string>((resolve) =>
@@ -105,4 +111,19 @@ export async function startNodeProcess(args: string[], timeoutMs = 30_000): Prom
     throw error;
   });
   return { child, url, port, output: () => output, exited, kill: (signal = 'SIGTERM') => void child.kill(signal) };
+}
+
+/** GET a node's /cluster (or another admin path) as JSON. */
+export async function adminJson<T = any>(port: number, path = '/cluster'): Promise<{ status: number; body: T }> {
+  const response = await fetch(`http://127.0.0.1:${port}${path}`);
+  return { status: response.status, body: (await response.json()) as T };
+}
+
+/** Starts `count` node processes: the first alone, the others joining it; resolves when all are ready. */
+export async function startClusterProcesses(count: number, args: string[], perNode: (index: number) => string[] = () => []): Promise<NodeProcess[]> {
+  const first = await startNodeProcess([...args, ...perNode(0), '--node-id', 'n1']);
+  const rest = await Promise.all(
+    Array.from({ length: count - 1 }, (_, index) => startNodeProcess([...args, ...perNode(index + 1), '--node-id', `n${index + 2}`, '--join', `127.0.0.1:${first.port}`])),
+  );
+  return [first, ...rest];
 }

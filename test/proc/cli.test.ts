@@ -2,6 +2,9 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { spawnSync } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { connect } from 'statecraft';
 import { fixture, killNodeProcesses, startNodeProcess, take, withTimeout } from '../helpers.js';
@@ -9,11 +12,13 @@ import { fixture, killNodeProcesses, startNodeProcess, take, withTimeout } from 
 const start = fileURLToPath(new URL('../../cluster/start.js', import.meta.url));
 const greeter = fileURLToPath(new URL('../../examples/greeter/functions.js', import.meta.url));
 
+const dataDir = mkdtempSync(join(tmpdir(), 'statecraft-cli-'));
 function run(args: string[]) {
-  return spawnSync(process.execPath, [start, ...args], { encoding: 'utf8', timeout: 30_000 });
+  return spawnSync(process.execPath, [start, '--data-dir', dataDir, ...args], { encoding: 'utf8', timeout: 30_000 });
 }
 
 test.after.each(killNodeProcesses);
+test.after(() => rmSync(dataDir, { recursive: true, force: true }));
 
 test('--help lists every option and exits 0', () => {
   const result = run(['--help']);

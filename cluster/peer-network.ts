@@ -1,0 +1,513 @@
+/**
+ * The peer transport: one WebSocket per pair of nodes, carrying membership gossip and batches of
+ * envelopes (see peer-protocol.ts for the frames).
+ *
+ * Envelopes to a peer are queued on its link, corked and sent as one frame per turn of the event loop
+ * (or sooner, at FRAME_BYTES_MAX). Every frame has a sequence number and stays in the link until the
+ * peer acknowledges it, so a connection that breaks loses nothing: the next connection (either side
+ * may dial) starts with RESUME, and the sender re-sends what the receiver did not apply. The receiver
+ * applies only the next sequence number: FIFO per pair of nodes, and each frame once.
+ *
+ * When both nodes dial each other at once, the connection dialled by the node with the smaller id wins.
+ * Gossip is not queued: it is sent when a connection is open, else dropped (the membership protocol
+ * expects loss). Links to members that are dead or left are closed; their unsent envelopes are handed
+ * back to be routed again by the current placement.
+ */
+import type { IncomingMessage } from 'node:http';
+import type { Duplex } from 'node:stream';
+import { randomUUID } from 'node:crypto';
+import { WebSocket, WebSocketServer, type RawData } from 'ws';
+import {
+  ENVELOPES_HEADER_BYTES,
+  PEER_PATH,
+  PEER_PROTOCOL_VERSION,
+  PeerClose,
+  PeerFrame,
+  PeerProtocolError,
+  decodeAck,
+  decodeControl,
+  encodeAck,
+  encodeControl,
+  encodeEnvelopes,
+  envelopesSeq,
+  readEnvelopes,
+  validateHello,
+  type PeerHello,
+  type PeerResume,
+} from './peer-protocol.js';
+
+const FRAME_BYTES_MAX = 256 * 1024;
+const SOCKET_BUFFERED_MAX = 8 * 1024 * 1024;
+const ACK_DELAY_MS = 10;
+const HEARTBEAT_MS = 2_000;
+const HELLO_TIMEOUT_MS = 5_000;
+const REDIAL_MIN_MS = 50;
+const REDIAL_MAX_MS = 2_000;
+const PAYLOAD_MAX = 64 * 1024 * 1024;
+
+export interface PeerNetworkOptions {
+  selfId: string;
+  /** host:port that peers dial to reach this node. */
+  selfAddress: string;
+  keyGroups: number;
+  /** An envelope from a peer (bytes valid during the call only). */
+  onEnvelope(bytes: Uint8Array, offset: number, length: number): void;
+  /** Called after a batch of `onEnvelope` calls. */
+  onEnvelopesDone(): void;
+  /** A gossip message from a peer. */
+  onGossip(fromAddress: string, message: unknown): void;
+  /** A peer refused this node (protocol version or key groups differ): it cannot be part of the cluster. */
+  onRefused(reason: string): void;
+  /** Queued bytes changed materially (admission control watches them). */
+  onBacklogChanged(): void;
+  log(line: string): void;
+}
+
+interface Connection {
+  socket: WebSocket;
+  dialedByUs: boolean;
+  peer: PeerHello | null;
+  /** Both HELLOs exchanged and the peer's RESUME applied: frames may flow. */
+  resumed: boolean;
+  alive: boolean;
+}
+
+class PeerLink {
+  address: string;
+  connection: Connection | null = null;
+  /** Envelopes not yet framed. */
+  private pending: Uint8Array[] = [];
+  private pendingBytes = 0;
+  /** Frames sent (or to be sent) and not acknowledged, in seq order. */
+  private readonly unacked: { seq: number; frame: Buffer }[] = [];
+  private unackedBytes = 0;
+  /** Index in `unacked` of the first frame not yet written to the current connection. */
+  private unsentIndex = 0;
+  private nextSeq = 1;
+  /** Receiving side: the peer instance we last received from, and its last applied seq. */
+  receivedInstance = '';
+  received = 0;
+  private ackTimer: NodeJS.Timeout | null = null;
+  private flushScheduled = false;
+  redialTimer: NodeJS.Timeout | null = null;
+  redialDelay = REDIAL_MIN_MS;
+  /** The membership says the peer is gone: stop dialling. */
+  retired = false;
+
+  constructor(
+    readonly network: PeerNetwork,
+    readonly peerId: string,
+    address: string,
+  ) {
+    this.address = address;
+  }
+
+  get queuedBytes(): number {
+    return this.pendingBytes + this.unackedBytes;
+  }
+
+  enqueue(bytes: Uint8Array, offset: number, length: number): void {
+    this.pending.push(bytes.slice(offset, offset + length));
+    this.pendingBytes += length;
+    if (this.pendingBytes >= FRAME_BYTES_MAX) this.frame();
+    else if (!this.flushScheduled) {
+      this.flushScheduled = true;
+      setImmediate(() => {
+        this.flushScheduled = false;
+        this.frame();
+      });
+    }
+  }
+
+  /** Seals pending envelopes into a numbered frame and sends what the socket takes. */
+  frame(): void {
+    if (this.pending.length > 0) {
+      const frame = encodeEnvelopes(this.nextSeq, this.pending, this.pendingBytes);
+      this.unacked.push({ seq: this.nextSeq++, frame });
+      this.unackedBytes += frame.length;
+      this.pending = [];
+      this.pendingBytes = 0;
+      this.network.backlogChanged();
+    }
+    this.pump();
+    if (this.connection === null) this.network.ensureDialing(this);
+  }
+
+  /** Writes unsent frames while the socket's buffer has room. */
+  pump(): void {
+    const connection = this.connection;
+    if (connection === null || !connection.resumed || connection.socket.readyState !== WebSocket.OPEN) return;
+    while (this.unsentIndex < this.unacked.length && connection.socket.bufferedAmount < SOCKET_BUFFERED_MAX) {
+      connection.socket.send(this.unacked[this.unsentIndex++]!.frame);
+    }
+    if (this.unsentIndex < this.unacked.length) setTimeout(() => this.pump(), 1);
+  }
+
+  acknowledge(seq: number): void {
+    let dropped = 0;
+    while (this.unacked.length > 0 && this.unacked[0]!.seq <= seq) {
+      this.unackedBytes -= this.unacked.shift()!.frame.length;
+      dropped++;
+    }
+    this.unsentIndex = Math.max(0, this.unsentIndex - dropped);
+    if (dropped > 0) this.network.backlogChanged();
+  }
+
+  /** The peer told us what it has: forget that, and send the rest again from the start. */
+  resume(received: number): void {
+    this.unsentIndex = 0;
+    this.acknowledge(received);
+    this.unsentIndex = 0;
+    this.connection!.resumed = true;
+    this.redialDelay = REDIAL_MIN_MS;
+    this.pump();
+  }
+
+  /** Applies an ENVELOPES frame if it is the next one; acknowledges soon after. */
+  applyEnvelopes(frame: Buffer): void {
+    const seq = envelopesSeq(frame);
+    if (seq <= this.received) return; // re-sent after a reconnect: applied already
+    if (seq !== this.received + 1) throw new PeerProtocolError(`ENVELOPES seq ${seq} after ${this.received}: frames were skipped`);
+    readEnvelopes(frame, (bytes, offset, length) => this.network.options.onEnvelope(bytes, offset, length));
+    this.received = seq;
+    this.network.options.onEnvelopesDone();
+    if (this.ackTimer === null) {
+      this.ackTimer = setTimeout(() => {
+        this.ackTimer = null;
+        const socket = this.connection?.socket;
+        if (socket?.readyState === WebSocket.OPEN) socket.send(encodeAck(this.received));
+      }, ACK_DELAY_MS);
+    }
+  }
+
+  /** Everything not yet acknowledged, as envelopes, and forgets it (the peer is gone for good). */
+  takeUndelivered(): Uint8Array[] {
+    const envelopes: Uint8Array[] = [];
+    for (const { frame } of this.unacked) readEnvelopes(frame, (bytes, offset, length) => envelopes.push(bytes.subarray(offset, offset + length)));
+    envelopes.push(...this.pending);
+    this.unacked.length = 0;
+    this.unackedBytes = 0;
+    this.unsentIndex = 0;
+    this.pending = [];
+    this.pendingBytes = 0;
+    return envelopes;
+  }
+
+  connectionLost(connection: Connection): void {
+    if (this.connection !== connection) return;
+    this.connection = null;
+    this.unsentIndex = 0;
+    if (this.ackTimer) clearTimeout(this.ackTimer);
+    this.ackTimer = null;
+    this.network.ensureDialing(this);
+  }
+
+  stop(): void {
+    if (this.ackTimer) clearTimeout(this.ackTimer);
+    if (this.redialTimer) clearTimeout(this.redialTimer);
+    this.ackTimer = this.redialTimer = null;
+  }
+}
+
+export class PeerNetwork {
+  readonly instance = randomUUID();
+  private readonly server = new WebSocketServer({ noServer: true, perMessageDeflate: false, maxPayload: PAYLOAD_MAX });
+  private readonly links = new Map<string, PeerLink>();
+  /** Connections not yet identified by a HELLO (dialled seeds, accepted sockets). */
+  private readonly anonymous = new Set<Connection>();
+  /** Seed dials by address, until their HELLO names them. */
+  private readonly seedDials = new Map<string, Connection>();
+  private readonly heartbeat: NodeJS.Timeout;
+  private closed = false;
+  private lastReportedBacklog = 0;
+  /** Peers whose HELLO we refused, with the reason (shown in /cluster). */
+  readonly refusals: string[] = [];
+
+  constructor(readonly options: PeerNetworkOptions) {
+    this.heartbeat = setInterval(() => this.beat(), HEARTBEAT_MS);
+    this.heartbeat.unref();
+  }
+
+  /** Bytes queued for peers and not yet acknowledged. */
+  get queuedBytes(): number {
+    let total = 0;
+    for (const link of this.links.values()) total += link.queuedBytes;
+    return total;
+  }
+
+  /** Takes an upgrade on the peer path. */
+  upgrade(request: IncomingMessage, socket: Duplex, head: Buffer): boolean {
+    if (this.closed || (request.url ?? '').split('?')[0] !== PEER_PATH) return false;
+    this.server.handleUpgrade(request, socket, head, (ws) => this.adopt(ws, false));
+    return true;
+  }
+
+  /** Queues an envelope for a peer (by node id, reachable at address). */
+  send(peerId: string, address: string, bytes: Uint8Array, offset: number, length: number): void {
+    this.link(peerId, address).enqueue(bytes, offset, length);
+  }
+
+  /** Sends a gossip message to an address if a connection to it is open; dials it otherwise. */
+  gossip(address: string, message: unknown): void {
+    if (this.closed) return;
+    const frame = encodeControl(PeerFrame.Gossip, message);
+    for (const link of this.links.values()) {
+      if (link.address !== address) continue;
+      const connection = link.connection;
+      if (connection?.peer && connection.socket.readyState === WebSocket.OPEN) connection.socket.send(frame);
+      else this.ensureDialing(link);
+      return;
+    }
+    // Not a known peer yet (a seed): dial the address and send once it answers.
+    let dial = this.seedDials.get(address);
+    if (dial === undefined) {
+      dial = this.dial(address);
+      this.seedDials.set(address, dial);
+    }
+    const pending = dial;
+    if (pending.socket.readyState === WebSocket.OPEN && pending.peer) pending.socket.send(frame);
+    else pending.socket.once('open', () => pending.socket.readyState === WebSocket.OPEN && pending.socket.send(frame));
+  }
+
+  /** The membership names a peer's address (it may change across restarts). */
+  learnAddress(peerId: string, address: string): void {
+    const link = this.links.get(peerId);
+    if (link) link.address = address;
+  }
+
+  /** The peer is dead or left: close its link and return its undelivered envelopes for re-routing. */
+  retire(peerId: string): Uint8Array[] {
+    const link = this.links.get(peerId);
+    if (link === undefined) return [];
+    link.retired = true;
+    link.stop();
+    this.links.delete(peerId);
+    link.connection?.socket.close(PeerClose.GoingAway, 'declared dead or left');
+    const undelivered = link.takeUndelivered();
+    this.backlogChanged();
+    return undelivered;
+  }
+
+  /** A retired peer came back (a new incarnation): talk to it again. */
+  revive(peerId: string): void {
+    const link = this.links.get(peerId);
+    if (link) link.retired = false;
+  }
+
+  connectedPeers(): string[] {
+    return [...this.links.values()].filter((link) => link.connection?.resumed).map((link) => link.peerId);
+  }
+
+  linkStats(): { peer: string; address: string; connected: boolean; queuedBytes: number; received: number }[] {
+    return [...this.links.values()].map((link) => ({
+      peer: link.peerId,
+      address: link.address,
+      connected: link.connection?.resumed === true,
+      queuedBytes: link.queuedBytes,
+      received: link.received,
+    }));
+  }
+
+  close(): void {
+    this.closed = true;
+    clearInterval(this.heartbeat);
+    for (const link of this.links.values()) {
+      link.stop();
+      link.connection?.socket.close(PeerClose.GoingAway, 'node shutting down');
+    }
+    for (const connection of this.anonymous) connection.socket.close(PeerClose.GoingAway, 'node shutting down');
+    this.server.close();
+  }
+
+  backlogChanged(): void {
+    const bytes = this.queuedBytes;
+    // Report crossings of 1 MiB steps, not every byte.
+    if (Math.abs(bytes - this.lastReportedBacklog) >= 1024 * 1024 || bytes === 0) {
+      this.lastReportedBacklog = bytes;
+      this.options.onBacklogChanged();
+    }
+  }
+
+  ensureDialing(link: PeerLink): void {
+    if (this.closed || link.retired || link.connection !== null || link.redialTimer !== null) return;
+    link.redialTimer = setTimeout(() => {
+      link.redialTimer = null;
+      if (this.closed || link.retired || link.connection !== null) return;
+      link.connection = this.dial(link.address, link);
+      link.redialDelay = Math.min(REDIAL_MAX_MS, link.redialDelay * 2);
+    }, link.redialDelay);
+    link.redialTimer.unref();
+  }
+
+  private link(peerId: string, address: string): PeerLink {
+    let link = this.links.get(peerId);
+    if (link === undefined) {
+      link = new PeerLink(this, peerId, address);
+      this.links.set(peerId, link);
+    }
+    return link;
+  }
+
+  private dial(address: string, link?: PeerLink): Connection {
+    const socket = new WebSocket(`ws://${address}${PEER_PATH}`, { perMessageDeflate: false, maxPayload: PAYLOAD_MAX, handshakeTimeout: HELLO_TIMEOUT_MS });
+    const connection = this.adopt(socket, true);
+    if (link) {
+      // Pre-bind to the link it is meant for; the HELLO confirms the peer's id.
+      (connection as Connection & { intended?: PeerLink }).intended = link;
+    }
+    return connection;
+  }
+
+  private adopt(socket: WebSocket, dialedByUs: boolean): Connection {
+    const connection: Connection = { socket, dialedByUs, peer: null, resumed: false, alive: true };
+    this.anonymous.add(connection);
+    const helloTimer = setTimeout(() => {
+      if (connection.peer === null) socket.terminate();
+    }, HELLO_TIMEOUT_MS);
+    const sendHello = () =>
+      socket.send(
+        encodeControl(PeerFrame.Hello, {
+          version: PEER_PROTOCOL_VERSION,
+          nodeId: this.options.selfId,
+          instance: this.instance,
+          address: this.options.selfAddress,
+          keyGroups: this.options.keyGroups,
+        } satisfies PeerHello),
+      );
+    if (dialedByUs) socket.once('open', sendHello);
+    else sendHello();
+    socket.on('pong', () => (connection.alive = true));
+    socket.on('message', (data: RawData, isBinary: boolean) => {
+      try {
+        if (!isBinary || !Buffer.isBuffer(data) || data.length === 0) throw new PeerProtocolError('peer frames are non-empty binary messages');
+        this.onFrame(connection, data);
+      } catch (error) {
+        if (error instanceof PeerProtocolError || (error as { code?: string }).code === 'SC_ERR_MALFORMED_FRAME') {
+          this.options.log(`peer: closing a connection${connection.peer ? ` from ${connection.peer.nodeId}` : ''}: ${(error as Error).message}`);
+          socket.close(PeerClose.Malformed, (error as Error).message.slice(0, 120));
+          socket.terminate();
+          return;
+        }
+        throw error;
+      }
+    });
+    socket.on('error', () => undefined); // 'close' follows; dial failures are retried
+    socket.on('close', (code, reason) => {
+      clearTimeout(helloTimer);
+      this.anonymous.delete(connection);
+      for (const [address, dial] of this.seedDials) if (dial === connection) this.seedDials.delete(address);
+      const intended = (connection as Connection & { intended?: PeerLink }).intended;
+      const link = connection.peer ? this.links.get(connection.peer.nodeId) : intended;
+      if (code === PeerClose.Refused) this.options.log(`peer: ${connection.peer?.nodeId ?? 'a peer'} refused this node: ${reason.toString()}`);
+      if (link) {
+        if (link.connection === connection) link.connectionLost(connection);
+        else if (intended === link && link.connection === null) this.ensureDialing(link);
+      }
+    });
+    return connection;
+  }
+
+  private onFrame(connection: Connection, data: Buffer): void {
+    const type = data[0];
+    if (connection.peer === null) {
+      if (type !== PeerFrame.Hello) {
+        if (type === PeerFrame.Refused) {
+          const { reason } = decodeControl<{ reason: string }>(data);
+          connection.socket.close(PeerClose.Normal);
+          this.options.onRefused(`refused by the node at ${connection.socket.url ?? 'a peer'}: ${reason}`);
+          return;
+        }
+        throw new PeerProtocolError('the first frame must be HELLO');
+      }
+      this.onHello(connection, validateHello(decodeControl(data)));
+      return;
+    }
+    const link = this.links.get(connection.peer.nodeId);
+    if (link === undefined || link.connection !== connection) return; // a connection that lost a tie-break
+    switch (type) {
+      case PeerFrame.Resume: {
+        const resume = decodeControl<PeerResume>(data);
+        if (typeof resume?.received !== 'number' || typeof resume.instance !== 'string') throw new PeerProtocolError('RESUME needs { instance, received }');
+        link.resume(resume.instance === this.instance ? resume.received : 0);
+        break;
+      }
+      case PeerFrame.Gossip:
+        this.options.onGossip(connection.peer.address, decodeControl(data));
+        break;
+      case PeerFrame.Envelopes:
+        if (!connection.resumed) throw new PeerProtocolError('ENVELOPES before RESUME');
+        link.applyEnvelopes(data);
+        break;
+      case PeerFrame.Ack:
+        link.acknowledge(decodeAck(data));
+        break;
+      case PeerFrame.Hello:
+        throw new PeerProtocolError('HELLO sent twice');
+      default:
+        throw new PeerProtocolError(`unknown frame type 0x${type!.toString(16)}`);
+    }
+  }
+
+  private onHello(connection: Connection, hello: PeerHello): void {
+    const refuse = (reason: string) => {
+      this.refusals.push(`${hello.nodeId} (${hello.address}): ${reason}`);
+      this.options.log(`peer: refused ${hello.nodeId} at ${hello.address}: ${reason}`);
+      connection.socket.send(encodeControl(PeerFrame.Refused, { reason }));
+      connection.socket.close(PeerClose.Refused, reason.slice(0, 120));
+    };
+    if (hello.version !== PEER_PROTOCOL_VERSION) {
+      return refuse(`peer protocol version ${hello.version} differs from this node's ${PEER_PROTOCOL_VERSION}: run the same Statecraft version on every node`);
+    }
+    if (hello.keyGroups !== this.options.keyGroups) {
+      return refuse(`it has ${hello.keyGroups} key groups and this cluster has ${this.options.keyGroups}: start it with --key-groups ${this.options.keyGroups}`);
+    }
+    if (hello.nodeId === this.options.selfId) {
+      if (hello.instance !== this.instance) return refuse(`its node id ${hello.nodeId} is this node's: give each node its own --node-id or --data-dir`);
+      connection.socket.close(PeerClose.Normal, 'dialled itself');
+      return;
+    }
+    connection.peer = hello;
+    this.anonymous.delete(connection);
+    const link = this.link(hello.nodeId, hello.address);
+    link.address = hello.address;
+    link.retired = false;
+    const current = link.connection;
+    if (current !== null && current !== connection && current.socket.readyState === WebSocket.OPEN && current.peer !== null) {
+      // Both dialled: keep the connection dialled by the smaller id, on both sides alike.
+      const currentDialer = current.dialedByUs ? this.options.selfId : hello.nodeId;
+      const newDialer = connection.dialedByUs ? this.options.selfId : hello.nodeId;
+      if (currentDialer <= newDialer) {
+        connection.socket.close(PeerClose.Duplicate, 'duplicate connection');
+        return;
+      }
+      current.socket.close(PeerClose.Duplicate, 'duplicate connection');
+    }
+    link.connection = connection;
+    if (link.redialTimer) {
+      clearTimeout(link.redialTimer);
+      link.redialTimer = null;
+    }
+    if (link.receivedInstance !== hello.instance) {
+      // A new process on the other side: its sequence numbers start again.
+      link.receivedInstance = hello.instance;
+      link.received = 0;
+    }
+    connection.socket.send(encodeControl(PeerFrame.Resume, { instance: hello.instance, received: link.received } satisfies PeerResume));
+    // Our gossip to this address may have been waiting for the HELLO: membership re-sends on its own.
+  }
+
+  private beat(): void {
+    const check = (connection: Connection) => {
+      if (!connection.alive) {
+        connection.socket.terminate();
+        return;
+      }
+      connection.alive = false;
+      if (connection.socket.readyState === WebSocket.OPEN) connection.socket.ping();
+    };
+    for (const link of this.links.values()) if (link.connection) check(link.connection);
+    for (const connection of this.anonymous) check(connection);
+  }
+}
+
+export { ENVELOPES_HEADER_BYTES };

@@ -1,0 +1,153 @@
+/**
+ * The peer protocol: binary WebSocket messages between two nodes, on the path `/peer` of each node's
+ * port. The first byte is the frame type; control frames carry a msgpack body (`useRecords: false`, so
+ * nodes of different builds decode each other).
+ *
+ *   0x01 HELLO     msgpack { version, nodeId, instance, address, keyGroups }     first frame, both ways
+ *   0x02 RESUME    msgpack { instance, received }      after the peer's HELLO: the last ENVELOPES seq
+ *                  this node received from that instance of the peer (0 if none); the peer drops what
+ *                  it covers and re-sends the rest, in order
+ *   0x03 GOSSIP    msgpack membership message
+ *   0x04 ENVELOPES [f64 seq][u32 count] then count × ([u32 length][envelope])   seq: consecutive from 1
+ *                  per sending instance and receiving node; a receiver applies seq = last + 1 only
+ *   0x05 ACK       [f64 seq]  every ENVELOPES frame up to seq was applied; the sender may forget them
+ *   0x06 REFUSED   msgpack { reason }   the peer will not talk to this node (protocol or key groups differ)
+ *
+ * A frame that breaks these rules closes the connection with code 4400 and a reason; the node stays up.
+ * `instance` is random per process start, so a restarted node starts its sequences afresh.
+ */
+import { Packr } from 'msgpackr';
+
+export const PEER_PROTOCOL_VERSION = 1;
+export const PEER_PATH = '/peer';
+
+export const PeerFrame = {
+  Hello: 0x01,
+  Resume: 0x02,
+  Gossip: 0x03,
+  Envelopes: 0x04,
+  Ack: 0x05,
+  Refused: 0x06,
+} as const;
+
+export const PeerClose = {
+  Normal: 1000,
+  GoingAway: 1001,
+  Malformed: 4400,
+  Duplicate: 4409,
+  Refused: 4426,
+} as const;
+
+export interface PeerHello {
+  version: number;
+  nodeId: string;
+  instance: string;
+  address: string;
+  keyGroups: number;
+}
+
+export interface PeerResume {
+  instance: string;
+  received: number;
+}
+
+export const ENVELOPES_HEADER_BYTES = 1 + 8 + 4;
+
+export class PeerProtocolError extends Error {
+  override readonly name = 'PeerProtocolError';
+}
+
+const packr = new Packr({ useRecords: false, moreTypes: false });
+
+export function encodeControl(type: number, body: unknown): Buffer {
+  const payload = packr.pack(body);
+  const frame = Buffer.allocUnsafe(1 + payload.length);
+  frame[0] = type;
+  payload.copy(frame, 1);
+  return frame;
+}
+
+export function decodeControl<T>(frame: Uint8Array): T {
+  try {
+    return packr.unpack(frame.subarray(1)) as T;
+  } catch (error) {
+    throw new PeerProtocolError(`frame 0x${frame[0]!.toString(16)} has a malformed body: ${(error as Error).message}`);
+  }
+}
+
+export function encodeAck(seq: number): Buffer {
+  const frame = Buffer.allocUnsafe(9);
+  frame[0] = PeerFrame.Ack;
+  frame.writeDoubleLE(seq, 1);
+  return frame;
+}
+
+export function decodeAck(frame: Uint8Array): number {
+  if (frame.length !== 9) throw new PeerProtocolError(`ACK frame of ${frame.length} bytes, expected 9`);
+  const seq = Buffer.from(frame.buffer, frame.byteOffset, frame.byteLength).readDoubleLE(1);
+  if (!Number.isSafeInteger(seq) || seq < 0) throw new PeerProtocolError(`ACK seq ${seq} is not a non-negative integer`);
+  return seq;
+}
+
+/** Builds an ENVELOPES frame from envelopes (each a complete envelope). */
+export function encodeEnvelopes(seq: number, envelopes: readonly Uint8Array[], bytes: number): Buffer {
+  const frame = Buffer.allocUnsafe(ENVELOPES_HEADER_BYTES + 4 * envelopes.length + bytes);
+  frame[0] = PeerFrame.Envelopes;
+  frame.writeDoubleLE(seq, 1);
+  frame.writeUInt32LE(envelopes.length, 9);
+  let cursor = ENVELOPES_HEADER_BYTES;
+  for (const envelope of envelopes) {
+    frame.writeUInt32LE(envelope.length, cursor);
+    frame.set(envelope, cursor + 4);
+    cursor += 4 + envelope.length;
+  }
+  return frame;
+}
+
+export function envelopesSeq(frame: Uint8Array): number {
+  if (frame.length < ENVELOPES_HEADER_BYTES) throw new PeerProtocolError('ENVELOPES frame shorter than its header');
+  const seq = Buffer.from(frame.buffer, frame.byteOffset, frame.byteLength).readDoubleLE(1);
+  if (!Number.isSafeInteger(seq) || seq < 1) throw new PeerProtocolError(`ENVELOPES seq ${seq} is not a positive integer`);
+  return seq;
+}
+
+/**
+ * Checks an ENVELOPES frame's structure completely, then calls `visit` for each envelope, so a
+ * malformed frame is refused whole rather than half applied.
+ */
+export function readEnvelopes(frame: Uint8Array, visit: (bytes: Uint8Array, offset: number, length: number) => void, envelopeBytesMin = 8): void {
+  const view = new DataView(frame.buffer, frame.byteOffset, frame.byteLength);
+  const count = view.getUint32(9, true);
+  let cursor = ENVELOPES_HEADER_BYTES;
+  for (let index = 0; index < count; index++) {
+    if (cursor + 4 > frame.length) throw new PeerProtocolError(`ENVELOPES frame ends before envelope ${index} of ${count}`);
+    const length = view.getUint32(cursor, true);
+    if (length < envelopeBytesMin || cursor + 4 + length > frame.length) throw new PeerProtocolError(`envelope ${index} has a bad length ${length}`);
+    cursor += 4 + length;
+  }
+  if (cursor !== frame.length) throw new PeerProtocolError(`ENVELOPES frame has ${frame.length - cursor} bytes after its last envelope`);
+  cursor = ENVELOPES_HEADER_BYTES;
+  for (let index = 0; index < count; index++) {
+    const length = view.getUint32(cursor, true);
+    visit(frame, cursor + 4, length);
+    cursor += 4 + length;
+  }
+}
+
+export function validateHello(hello: unknown): PeerHello {
+  const value = hello as Partial<PeerHello> | null;
+  if (
+    value === null ||
+    typeof value !== 'object' ||
+    typeof value.version !== 'number' ||
+    typeof value.nodeId !== 'string' ||
+    value.nodeId.length === 0 ||
+    value.nodeId.length > 256 ||
+    typeof value.instance !== 'string' ||
+    typeof value.address !== 'string' ||
+    typeof value.keyGroups !== 'number'
+  ) {
+    throw new PeerProtocolError('HELLO needs { version, nodeId, instance, address, keyGroups }');
+  }
+  return value as PeerHello;
+}

@@ -1,0 +1,181 @@
+// Several real node processes on 127.0.0.1 forming one cluster: membership, placement, messages
+// across nodes, egress through any node, failures (SIGKILL, SIGSTOP) and a peer that sends garbage.
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import { WebSocket } from 'ws';
+import { connect, type Client } from 'statecraft';
+import { adminJson, eventually, fixture, killNodeProcesses, sleep, startClusterProcesses, startNodeProcess, take, withTimeout, type NodeProcess } from '../helpers.js';
+import { counted } from '../fixtures/functions.js';
+
+interface Status {
+  nodeId: string;
+  serving: boolean;
+  epoch: number;
+  viewId: string;
+  keyGroups: number;
+  view: string[];
+  members: { id: string; state: string; incarnation: number; keyGroups: number }[];
+}
+
+const functions = fixture('functions');
+// Faster failure detection than the defaults, so the test runs quickly; the defaults are measured by the benchmark.
+const args = ['--functions', functions, '--port', '0', '--shards', '1', '--key-groups', '128', '--probe-interval', '100', '--probe-timeout', '40'];
+let nodes: NodeProcess[] = [];
+const clients: Client[] = [];
+
+test.after.each(async () => {
+  for (const client of clients.splice(0)) await client.close({ timeoutMs: 1000 }).catch(() => undefined);
+  killNodeProcesses();
+});
+
+async function statuses(of: NodeProcess[]): Promise<Status[]> {
+  return Promise.all(of.map(async (node) => (await adminJson<Status>(node.port)).body));
+}
+
+/** Waits until every node in `of` is serving with the same view of exactly `expected` members. */
+async function converged(of: NodeProcess[], expected: number, timeoutMs = 15_000): Promise<Status[]> {
+  let last: Status[] = [];
+  await eventually(
+    async () => {
+      last = await statuses(of);
+      return last.every((status) => status.serving && status.view.length === expected && status.viewId === last[0]!.viewId);
+    },
+    `views converge on ${expected} members`,
+    timeoutMs,
+  ).catch((error) => {
+    throw new Error(`${(error as Error).message}: ${JSON.stringify(last.map((status) => ({ node: status.nodeId, view: status.view, serving: status.serving })))}`);
+  });
+  return last;
+}
+
+async function client(node: NodeProcess): Promise<Client> {
+  const created = await connect(node.url);
+  clients.push(created);
+  return created;
+}
+
+test('three nodes converge, and every key group has exactly one owner', async () => {
+  nodes = await startClusterProcesses(3, args);
+  const views = await converged(nodes, 3);
+  for (const status of views) {
+    assert.equal(status.view, ['n1', 'n2', 'n3']);
+    const owned = status.members.map((member) => member.keyGroups);
+    assert.is(owned.reduce((sum, count) => sum + count, 0), 128, `${status.nodeId} sees ${owned}`);
+    assert.ok(owned.every((count) => count > 0), `every member owns some key groups: ${owned}`);
+    assert.equal(owned, views[0]!.members.map((member) => member.keyGroups), 'all nodes compute the same placement');
+  }
+});
+
+test('events to 1,000 addresses through one node are each processed exactly once, and egress reaches a subscriber on another node', async () => {
+  nodes = await startClusterProcesses(3, args);
+  await converged(nodes, 3);
+  const sender = await client(nodes[0]!);
+  const watcher = await client(nodes[2]!);
+  const counts = watcher.subscribe('counts', { type: counted });
+  await sleep(100); // the subscription reaches node 3 before the first record is emitted
+  await Promise.all(Array.from({ length: 1000 }, (_, index) => sender.send({ typename: 'test/counter', id: `a${index}` }, 1)));
+  const records = await take(counts, 1000, 20_000);
+  const byId = new Map(records.map((record) => [record.value.id, record.value.count]));
+  assert.is(byId.size, 1000, 'each address reported once');
+  assert.ok([...byId.values()].every((count) => count === 1), 'each event applied once');
+  // The addresses were spread: every node ran some of them.
+  const invocations = await Promise.all(
+    nodes.map(async (node) => Number(/statecraft_invocations (\d+)/.exec(await (await fetch(`http://127.0.0.1:${node.port}/metrics`)).text())![1])),
+  );
+  assert.ok(invocations.every((count) => count > 100), `invocations per node: ${invocations}`);
+  assert.is(invocations.reduce((sum, count) => sum + count, 0), 1000);
+});
+
+test('functions message each other across nodes by address: every hop of 100 relays happens once', async () => {
+  nodes = await startClusterProcesses(3, args);
+  await converged(nodes, 3);
+  const sender = await client(nodes[1]!);
+  const done = sender.subscribe<string>('relay-done');
+  await sleep(100);
+  // 100 relay chains of 20 hops each, over ids r0..r999 spread on all nodes.
+  await Promise.all(Array.from({ length: 100 }, (_, index) => sender.send({ typename: 'test/relay', id: `r${index * 10}` }, 20)));
+  const finished = await take(done, 100, 20_000);
+  assert.is(finished.length, 100);
+  const invocations = await Promise.all(
+    nodes.map(async (node) => Number(/statecraft_invocations (\d+)/.exec(await (await fetch(`http://127.0.0.1:${node.port}/metrics`)).text())![1])),
+  );
+  assert.is(invocations.reduce((sum, count) => sum + count, 0), 100 * 21, `invocations per node: ${invocations}`);
+});
+
+test('SIGKILL of a node: the survivors agree on a new view and keep serving every address', async () => {
+  nodes = await startClusterProcesses(3, args);
+  await converged(nodes, 3);
+  const killedAt = performance.now();
+  nodes[2]!.kill('SIGKILL');
+  const survivors = nodes.slice(0, 2);
+  const views = await converged(survivors, 2, 15_000);
+  const detectionMs = performance.now() - killedAt;
+  assert.equal(views[0]!.view, ['n1', 'n2']);
+  assert.ok(views.every((status) => status.members.find((member) => member.id === 'n3')?.state === 'dead'));
+  console.log(`  new view ${Math.round(detectionMs)} ms after SIGKILL (probe interval 100 ms)`);
+  const sender = await client(nodes[0]!);
+  const counts = sender.subscribe('counts', { type: counted });
+  await sleep(100);
+  await Promise.all(Array.from({ length: 300 }, (_, index) => sender.send({ typename: 'test/counter', id: `k${index}` }, 1)));
+  const records = await take(counts, 300, 20_000);
+  assert.is(new Set(records.map((record) => record.value.id)).size, 300);
+});
+
+test('a node paused with SIGSTOP is declared dead, and rejoins with a higher incarnation after SIGCONT', async () => {
+  nodes = await startClusterProcesses(3, args);
+  const before = await converged(nodes, 3);
+  const incarnationBefore = before[0]!.members.find((member) => member.id === 'n3')!.incarnation;
+  nodes[2]!.kill('SIGSTOP');
+  await eventually(
+    async () => (await statuses(nodes.slice(0, 2))).every((status) => status.members.find((member) => member.id === 'n3')?.state === 'dead'),
+    'n3 declared dead',
+    15_000,
+  );
+  nodes[2]!.kill('SIGCONT');
+  const after = await converged(nodes, 3, 20_000);
+  const incarnationAfter = after[0]!.members.find((member) => member.id === 'n3')!.incarnation;
+  assert.ok(incarnationAfter > incarnationBefore, `incarnation ${incarnationBefore} → ${incarnationAfter}`);
+});
+
+test('a peer sending garbage is disconnected; the node keeps serving', async () => {
+  nodes = await startClusterProcesses(2, args);
+  await converged(nodes, 2);
+  const closes: number[] = [];
+  for (const garbage of [Buffer.from([0x04, 1, 2, 3]), Buffer.from('not a frame'), Buffer.from([0x01, 0xc1, 0xc1])]) {
+    const socket = new WebSocket(`ws://127.0.0.1:${nodes[0]!.port}/peer`);
+    await new Promise((resolve, reject) => socket.once('open', resolve).once('error', reject));
+    socket.send(garbage);
+    closes.push(await withTimeout(new Promise<number>((resolve) => socket.once('close', (code) => resolve(code))), 5000, 'the node closes the garbage connection'));
+  }
+  assert.equal(closes, [4400, 4400, 4400]);
+  // A text frame and a cut mid-frame do not hurt either.
+  const cut = new WebSocket(`ws://127.0.0.1:${nodes[0]!.port}/peer`);
+  await new Promise((resolve) => cut.once('open', resolve));
+  (cut as unknown as { _socket: import('node:net').Socket })._socket.write(Buffer.from([0x82, 0x7e, 0x10, 0x00, 0x04]));
+  cut.terminate();
+  const [status] = await statuses([nodes[0]!]);
+  assert.ok(status!.serving);
+  await converged(nodes, 2);
+  const sender = await client(nodes[0]!);
+  const counts = sender.subscribe('counts', { type: counted });
+  await sleep(50);
+  await sender.send({ typename: 'test/counter', id: 'after-garbage' }, 1);
+  assert.is((await take(counts, 1))[0]!.value.count, 1);
+});
+
+test('a node with a different key-group count is refused at join, with a clear error on both sides', async () => {
+  nodes = await startClusterProcesses(1, args);
+  const oddArgs = ['--functions', functions, '--port', '0', '--shards', '1', '--key-groups', '256', '--node-id', 'odd'];
+  const refused = startNodeProcess([...oddArgs, '--join', `127.0.0.1:${nodes[0]!.port}`], 15_000);
+  const error = await refused.then(
+    () => null,
+    (failure: Error) => failure,
+  );
+  assert.ok(error, 'the odd node never became ready');
+  assert.match(error!.message, /256 key groups.*128/, error!.message);
+  await eventually(() => /refused odd/.test(nodes[0]!.output()), 'the seed logs the refusal');
+  const [status] = await statuses(nodes);
+  assert.equal(status!.view, ['n1']);
+});
+
+test.run();
