@@ -67,7 +67,11 @@ if (mode === 'throughput') {
     void (async () => {
       for await (const record of echo) onReceipt(record.value);
     })();
-    const addresses: Address[] = Array.from({ length: 1000 }, (_, index) => ({ typename: 'bench/echo', id: `e${index}` }));
+    // BENCH_ECHO_IDS_FILE: the ids to send to (one per line), e.g. only ids another node owns.
+    const ids = process.env.BENCH_ECHO_IDS_FILE
+      ? (await import('node:fs')).readFileSync(process.env.BENCH_ECHO_IDS_FILE, 'utf8').split('\n').filter(Boolean)
+      : Array.from({ length: 1000 }, (_, index) => `e${index}`);
+    const addresses: Address[] = ids.map((id) => ({ typename: 'bench/echo', id }));
     sendOne = (index) => void client.send(addresses[index % addresses.length]!, performance.now(), Types.double);
   } else {
     // Baseline: the same pacing over a bare `ws` socket to an echo server (c is its URL).

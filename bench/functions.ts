@@ -51,3 +51,16 @@ export const echo = defineFunction({
   },
 });
 
+
+const RANDOM_IDS = Number(process.env.BENCH_RANDOM_IDS ?? 100_000);
+
+/**
+ * bench/random-hop: each invocation sends one message to a uniformly random address of the same type
+ * (ids r0..r<BENCH_RANDOM_IDS>): in a cluster of n nodes, (n-1)/n of the hops cross nodes.
+ */
+export const randomHop = defineFunction({
+  typename: 'bench/random-hop',
+  fn(context, message) {
+    context.send({ typename: 'bench/random-hop', id: `r${Math.floor(Math.random() * RANDOM_IDS)}` }, message.asInt() + 1, Types.int);
+  },
+});

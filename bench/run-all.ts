@@ -13,6 +13,9 @@ const benchmarks: { name: string; script: string; nodeFlags: string[] }[] = [
   { name: 'client-ingress', script: 'client-ingress.js', nodeFlags: [] },
   { name: 'client-latency', script: 'client-latency.js', nodeFlags: [] },
   { name: 'memory', script: 'memory.js', nodeFlags: ['--expose-gc'] },
+  { name: 'cluster-throughput', script: 'cluster-throughput.js', nodeFlags: [] },
+  { name: 'cluster-latency', script: 'cluster-latency.js', nodeFlags: [] },
+  { name: 'cluster-failover', script: 'cluster-failover.js', nodeFlags: [] },
 ];
 
 const { values } = parseArgs({ options: { only: { type: 'string' } } });

@@ -202,21 +202,23 @@ export class ClusterNode implements ClusterHooks {
   /** Recomputes the agreed view, whether this node serves, and the placement. */
   private updateView(): void {
     const states = new Map(this.membership.members().map((member) => [member.id, member.state]));
-    const reachable = (id: string) => id === this.options.nodeId || states.get(id) === 'alive' || states.get(id) === 'suspect';
+    // Suspects count as unreachable here: a majority must be positively alive to shrink the view.
+    const reachable = (id: string) => id === this.options.nodeId || states.get(id) === 'alive';
     states.delete(this.options.nodeId); // this node is in its own view while it runs
     for (const [id, state] of states) {
       if ((state === 'alive' || state === 'suspect') && !this.view.has(id)) this.view.add(id);
       if (state === 'left') this.view.delete(id);
     }
     // Members declared dead leave the view only while this node reaches a majority of it.
-    const dead = [...this.view].filter((id) => !reachable(id));
-    const reachableCount = this.view.size - dead.length;
+    const dead = [...this.view].filter((id) => id !== this.options.nodeId && (states.get(id) ?? 'dead') === 'dead');
+    const reachableCount = [...this.view].filter(reachable).length;
     if (dead.length > 0 && reachableCount * 2 > this.view.size) for (const id of dead) this.view.delete(id);
     for (const [id, state] of states) {
       if (state === 'dead' || state === 'left') for (const envelope of this.network.retire(id)) this.reroute(envelope);
     }
     this.updateServing();
-    const placement = computePlacement([...this.view].filter(reachable), this.keyGroups);
+    // Suspects keep their key groups until they are declared dead: suspicion is often wrong.
+    const placement = computePlacement([...this.view].filter((id) => reachable(id) || states.get(id) === 'suspect'), this.keyGroups);
     if (placement.viewId !== this.placement.viewId) {
       this.placement = placement;
       this.epoch++;
@@ -232,7 +234,7 @@ export class ClusterNode implements ClusterHooks {
 
   private updateServing(): void {
     const states = new Map(this.membership.members().map((member) => [member.id, member.state]));
-    const reachableCount = [...this.view].filter((id) => id === this.options.nodeId || states.get(id) === 'alive' || states.get(id) === 'suspect').length;
+    const reachableCount = [...this.view].filter((id) => id === this.options.nodeId || states.get(id) === 'alive').length;
     const wasServing = this.serving;
     if (!this.joined) {
       this.serving = false;

@@ -137,6 +137,40 @@ test('a node paused with SIGSTOP is declared dead, and rejoins with a higher inc
   assert.ok(incarnationAfter > incarnationBefore, `incarnation ${incarnationBefore} → ${incarnationAfter}`);
 });
 
+test('SIGTERM leaves gracefully: the others mark the node left, never dead, and take over its key groups', async () => {
+  nodes = await startClusterProcesses(3, args);
+  await converged(nodes, 3);
+  nodes[1]!.kill('SIGTERM');
+  assert.is(await nodes[1]!.exited, 0);
+  const views = await converged([nodes[0]!, nodes[2]!], 2);
+  for (const status of views) {
+    assert.is(status.members.find((member) => member.id === 'n2')?.state, 'left');
+    assert.is(status.members.reduce((sum, member) => sum + member.keyGroups, 0), 128);
+  }
+});
+
+test('a node that cannot reach a majority of its view stops admitting events, says why, and resumes', async () => {
+  nodes = await startClusterProcesses(3, args);
+  await converged(nodes, 3);
+  nodes[1]!.kill('SIGSTOP');
+  nodes[2]!.kill('SIGSTOP');
+  await eventually(async () => (await adminJson(nodes[0]!.port, '/health')).status === 503, 'n1 stops serving', 15_000);
+  const [status] = await statuses([nodes[0]!]);
+  assert.not.ok(status!.serving);
+  assert.ok(status!.view.length >= 2 && status!.view.includes('n1'), `the minority never shrinks its view to itself: ${status!.view}`);
+  assert.match((await adminJson<{ reason: string }>(nodes[0]!.port, '/health')).body.reason, /not a majority/);
+  // A client's events wait instead of being applied by a minority.
+  const sender = await client(nodes[0]!);
+  let accepted = false;
+  const pending = sender.send({ typename: 'test/counter', id: 'minority' }, 1).then(() => (accepted = true));
+  await sleep(500);
+  assert.not.ok(accepted, 'no event is accepted without a majority');
+  nodes[1]!.kill('SIGCONT');
+  nodes[2]!.kill('SIGCONT');
+  await converged(nodes, 3, 20_000);
+  await withTimeout(pending, 10_000, 'the waiting event is accepted once the majority is back');
+});
+
 test('a peer sending garbage is disconnected; the node keeps serving', async () => {
   nodes = await startClusterProcesses(2, args);
   await converged(nodes, 2);

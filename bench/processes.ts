@@ -1,0 +1,77 @@
+/** Starting node processes (cluster/start.js) for the cluster benchmarks, and reading their metrics. */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const startScript = fileURLToPath(new URL('../cluster/start.js', import.meta.url));
+const functionsModule = fileURLToPath(new URL('./functions.js', import.meta.url));
+
+export interface BenchNode {
+  readonly id: string;
+  readonly url: string;
+  readonly port: number;
+  readonly child: ChildProcess;
+  output(): string;
+  stop(signal?: NodeJS.Signals): Promise<void>;
+}
+
+export async function startBenchNode(id: string, args: string[]): Promise<BenchNode> {
+  const dataDir = mkdtempSync(join(tmpdir(), 'statecraft-bench-'));
+  const child = spawn(process.execPath, [startScript, '--functions', functionsModule, '--port', '0', '--host', '127.0.0.1', '--node-id', id, '--data-dir', dataDir, ...args], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let output = '';
+  child.stderr!.on('data', (chunk: Buffer) => (output += chunk.toString()));
+  const exited = new Promise<void>((resolve) =>
+    child.once('exit', () => {
+      rmSync(dataDir, { recursive: true, force: true });
+      resolve();
+    }),
+  );
+  process.once('exit', () => child.kill('SIGKILL'));
+  const ready = await new Promise<{ url: string; port: number }>((resolve, reject) => {
+    child.stdout!.on('data', (chunk: Buffer) => {
+      output += chunk.toString();
+      const match = /ready (ws:\/\/[^\s]+:(\d+))/.exec(output);
+      if (match) resolve({ url: match[1]!, port: Number(match[2]) });
+    });
+    void exited.then(() => reject(new Error(`node ${id} exited before ready:\n${output}`)));
+  });
+  return {
+    id,
+    ...ready,
+    child,
+    output: () => output,
+    stop: async (signal = 'SIGTERM') => {
+      if (child.exitCode === null && child.signalCode === null) child.kill(signal);
+      await exited;
+    },
+  };
+}
+
+/** n nodes: the first alone, the rest joining it; resolves when every one is ready (joined). */
+export async function startBenchCluster(count: number, args: string[]): Promise<BenchNode[]> {
+  const first = await startBenchNode('b1', args);
+  const rest = await Promise.all(Array.from({ length: count - 1 }, (_, index) => startBenchNode(`b${index + 2}`, [...args, '--join', `127.0.0.1:${first.port}`])));
+  const nodes = [first, ...rest];
+  // Every node sees every other before the measurement starts.
+  for (;;) {
+    const views = await Promise.all(nodes.map(async (node) => ((await (await fetch(`http://127.0.0.1:${node.port}/cluster`)).json()) as { view: string[]; serving: boolean })));
+    if (views.every((view) => view.serving && view.view.length === count)) return nodes;
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+}
+
+/** One counter from a node's /metrics. */
+export async function metric(node: BenchNode, name: string): Promise<number> {
+  const text = await (await fetch(`http://127.0.0.1:${node.port}/metrics`)).text();
+  const match = new RegExp(`^statecraft_${name} (\\d+(?:\\.\\d+)?)$`, 'm').exec(text);
+  if (!match) throw new Error(`node ${node.id} reports no statecraft_${name}`);
+  return Number(match[1]);
+}
+
+export async function totalMetric(nodes: readonly BenchNode[], name: string): Promise<number> {
+  return (await Promise.all(nodes.map((node) => metric(node, name)))).reduce((sum, value) => sum + value, 0);
+}
