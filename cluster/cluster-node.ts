@@ -9,6 +9,7 @@
  * admitting client events and says so on /health and /cluster until the majority is back.
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import { EnvelopeKind } from '../lib/envelope.js';
 import type { ClusterHooks, ClusterPort, StatecraftNode } from '../node/index.js';
 import { Membership, type Action, type Member, type MembershipConfig } from './membership.js';
 import { PeerNetwork } from './peer-network.js';
@@ -269,7 +270,10 @@ export class ClusterNode implements ClusterHooks {
     return this.membership.members().find((member) => member.id === id)?.address ?? '';
   }
 
+  /** An envelope that was queued for a peer now gone: invokes go to their key group's new owner. */
   private reroute(envelope: Uint8Array): void {
+    // Egress records were copies for that peer's subscribers; this node has its own.
+    if (envelope[0] !== EnvelopeKind.Invoke) return;
     this.port.deliver(envelope, 0, envelope.length);
     this.port.flush();
   }
@@ -321,14 +325,25 @@ export class ClusterNode implements ClusterHooks {
     return new Promise((resolve) => this.servingWaiters.push(resolve));
   }
 
-  /** Leaves gracefully: tells the peers, then closes the links. */
+  /**
+   * Leaves gracefully: tells the peers, and gives the news a moment to spread. The links stay open, so
+   * the node can still finish and forward what it has (close the node next, then `close()` this).
+   */
   async leave(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
     this.apply(this.membership.leave(this.now()));
     if (this.tickTimer) clearTimeout(this.tickTimer);
     await new Promise((resolve) => setTimeout(resolve, this.view.size > 1 ? LEAVE_GOSSIP_MS : 0));
+  }
+
+  /** Acknowledges what the peers sent, waits briefly for its own frames' acknowledgements, and closes the links. */
+  async close(): Promise<void> {
+    this.closed = true;
+    if (this.tickTimer) clearTimeout(this.tickTimer);
     if (this.heldTimer) clearTimeout(this.heldTimer);
+    if (this.held.length > 0) this.options.log(`cluster: ${this.held.length} held messages dropped at shutdown`);
+    await this.network.drain(1000);
     this.network.close();
   }
 }

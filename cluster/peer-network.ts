@@ -85,8 +85,8 @@ class PeerLink {
   private unsentIndex = 0;
   private nextSeq = 1;
   /** Receiving side: the peer instance we last received from, and its last applied seq. */
-  receivedInstance = '';
-  received = 0;
+  receivedInstance: string;
+  received: number;
   private ackTimer: NodeJS.Timeout | null = null;
   private flushScheduled = false;
   redialTimer: NodeJS.Timeout | null = null;
@@ -100,6 +100,10 @@ class PeerLink {
     address: string,
   ) {
     this.address = address;
+    // What we applied from this peer outlives the link (a retired peer may still re-send on a new one).
+    const received = network.receivedFrom.get(peerId);
+    this.receivedInstance = received?.instance ?? '';
+    this.received = received?.seq ?? 0;
   }
 
   get queuedBytes(): number {
@@ -170,6 +174,7 @@ class PeerLink {
     if (seq !== this.received + 1) throw new PeerProtocolError(`ENVELOPES seq ${seq} after ${this.received}: frames were skipped`);
     readEnvelopes(frame, (bytes, offset, length) => this.network.options.onEnvelope(bytes, offset, length));
     this.received = seq;
+    this.network.receivedFrom.set(this.peerId, { instance: this.receivedInstance, seq });
     this.network.options.onEnvelopesDone();
     if (this.ackTimer === null) {
       this.ackTimer = setTimeout(() => {
@@ -178,6 +183,13 @@ class PeerLink {
         if (socket?.readyState === WebSocket.OPEN) socket.send(encodeAck(this.received));
       }, ACK_DELAY_MS);
     }
+  }
+
+  acknowledgeNow(): void {
+    if (this.ackTimer) clearTimeout(this.ackTimer);
+    this.ackTimer = null;
+    const socket = this.connection?.socket;
+    if (socket?.readyState === WebSocket.OPEN && this.received > 0) socket.send(encodeAck(this.received));
   }
 
   /** Everything not yet acknowledged, as envelopes, and forgets it (the peer is gone for good). */
@@ -213,6 +225,8 @@ export class PeerNetwork {
   readonly instance = randomUUID();
   private readonly server = new WebSocketServer({ noServer: true, perMessageDeflate: false, maxPayload: PAYLOAD_MAX });
   private readonly links = new Map<string, PeerLink>();
+  /** Per peer node: the instance we last received from and the last seq applied (kept across links). */
+  readonly receivedFrom = new Map<string, { instance: string; seq: number }>();
   /** Connections not yet identified by a HELLO (dialled seeds, accepted sockets). */
   private readonly anonymous = new Set<Connection>();
   /** Seed dials by address, until their HELLO names them. */
@@ -306,6 +320,19 @@ export class PeerNetwork {
       queuedBytes: link.queuedBytes,
       received: link.received,
     }));
+  }
+
+  /**
+   * Before closing: acknowledges every frame received (so no peer re-routes what this node applied), and
+   * waits up to `timeoutMs` for the peers to acknowledge this node's frames.
+   */
+  async drain(timeoutMs: number): Promise<void> {
+    for (const link of this.links.values()) link.acknowledgeNow();
+    const deadline = performance.now() + timeoutMs;
+    while (this.queuedBytes > 0 && performance.now() < deadline && this.connectedPeers().length > 0) {
+      for (const link of this.links.values()) link.frame();
+      await new Promise((resolve) => setTimeout(resolve, 10));
+    }
   }
 
   close(): void {
@@ -491,6 +518,7 @@ export class PeerNetwork {
       // A new process on the other side: its sequence numbers start again.
       link.receivedInstance = hello.instance;
       link.received = 0;
+      this.receivedFrom.set(hello.nodeId, { instance: hello.instance, seq: 0 });
     }
     connection.socket.send(encodeControl(PeerFrame.Resume, { instance: hello.instance, received: link.received } satisfies PeerResume));
     // Our gossip to this address may have been waiting for the HELLO: membership re-sends on its own.

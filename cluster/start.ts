@@ -224,6 +224,7 @@ async function main(): Promise<void> {
     cluster
       .leave()
       .then(() => node.close())
+      .then(() => cluster.close())
       .then(
       () => {
         identity.release();

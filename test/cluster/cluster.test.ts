@@ -171,6 +171,24 @@ test('a node that cannot reach a majority of its view stops admitting events, sa
   await withTimeout(pending, 10_000, 'the waiting event is accepted once the majority is back');
 });
 
+test('a client given several nodes fails over when its node leaves, and its events keep landing', async () => {
+  nodes = await startClusterProcesses(3, args);
+  await converged(nodes, 3);
+  const sender = await connect([nodes[1]!.url, nodes[0]!.url, nodes[2]!.url], { reconnect: { delayMs: 50, delayMaxMs: 200 } });
+  clients.push(sender);
+  assert.is(sender.nodeId, 'n2');
+  const watcher = await client(nodes[0]!);
+  const counts = watcher.subscribe('counts', { type: counted });
+  await sleep(100);
+  await Promise.all(Array.from({ length: 100 }, (_, index) => sender.send({ typename: 'test/counter', id: `f${index}` }, 1)));
+  nodes[1]!.kill('SIGTERM');
+  await nodes[1]!.exited;
+  await Promise.all(Array.from({ length: 100 }, (_, index) => sender.send({ typename: 'test/counter', id: `g${index}` }, 1)));
+  assert.ok(sender.nodeId === 'n1' || sender.nodeId === 'n3', `reconnected to ${sender.nodeId}`);
+  const records = await take(counts, 200, 20_000);
+  assert.is(new Set(records.map((record) => record.value.id)).size, 200);
+});
+
 test('a peer sending garbage is disconnected; the node keeps serving', async () => {
   nodes = await startClusterProcesses(2, args);
   await converged(nodes, 2);
