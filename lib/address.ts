@@ -16,18 +16,18 @@ export const ID_BYTES_WIRE_MAX = 0xffff;
 const TYPENAME_PATTERN = /^[A-Za-z0-9][A-Za-z0-9_.-]*\/[A-Za-z0-9][A-Za-z0-9_.-]*$/;
 const EGRESS_PATTERN = /^[A-Za-z0-9][A-Za-z0-9_.\/-]{0,127}$/;
 
-/** Bytes a string takes in UTF-8, without encoding it. */
+/** Bytes a string takes in UTF-8 (as TextEncoder writes it), without encoding it. */
 export function utf8Length(text: string): number {
   let bytes = text.length;
   for (let index = 0; index < text.length; index++) {
     const code = text.charCodeAt(index);
     if (code < 0x80) continue;
     if (code < 0x800) bytes += 1;
-    else if (code >= 0xd800 && code <= 0xdbff && index + 1 < text.length) {
+    else if (code >= 0xd800 && code <= 0xdbff && index + 1 < text.length && (text.charCodeAt(index + 1) & 0xfc00) === 0xdc00) {
       // surrogate pair: 4 bytes for 2 UTF-16 units
       bytes += 2;
       index++;
-    } else bytes += 2;
+    } else bytes += 2; // 3 bytes, also for a lone surrogate: the encoder writes U+FFFD in its place
   }
   return bytes;
 }

@@ -14,7 +14,10 @@
  *
  *   node → client
  *     0x81 WELCOME      msgpack { version, nodeId, egressLogId, lastSeq, keyGroups, limits, functions }
- *                       lastSeq: the last event this node accepted from the producer (0 if none)
+ *                       lastSeq: the last event this node has seen from the producer, accepted or
+ *                       rejected (0 if none). A client re-sends every event it has no ACK for, with
+ *                       its original seq; the node admits none twice and answers a re-sent rejected
+ *                       event with its REJECTED entry again.
  *     0x82 ACK          [f64 lastSeq]   every event up to lastSeq was accepted, except rejected ones
  *     0x83 REJECTED     msgpack { rejections: [[seq, code, message], ...] }   sent before the ACK covering them
  *     0x84 RECORDS      [u32 subscription][f64 firstId][u32 count] then count × ([u32 length][egress envelope]);

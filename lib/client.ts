@@ -10,7 +10,9 @@
  * `send` resolves once the node has accepted the event (validated it and queued it for its shard).
  * At most `window` events are in flight at a time; the rest wait in the client, at most `queueMax`.
  * When the connection drops the client reconnects (to the next URL when given several), tells the node
- * its producer id, learns which events the node already has, and re-sends the others in order.
+ * its producer id, and re-sends, in order and each with its own sequence number, every event it had no
+ * ACK for. The node does not admit again what it already has, and answers again the rejections the lost
+ * connection may have swallowed: so an event is never taken for accepted when the node rejected it.
  */
 import { randomUUID } from 'node:crypto';
 import WebSocket from 'ws';
@@ -30,6 +32,7 @@ import {
 } from './client-protocol.js';
 import { ConnectionError, ProtocolError, StatecraftError, UnknownFunctionTypeError, ValidationError, type ErrorCode } from './errors.js';
 import { EnvelopeDecoder, invokeLengthMax, writeInvoke, type EgressEnvelope } from './envelope.js';
+import { truncateUtf8 } from './utf8.js';
 import { checkValueSize, toTypedValue } from './typed-value.js';
 import { decodeKnown, primitiveType, type Type } from './types.js';
 import { DEAD_LETTER_TYPENAME } from './function.js';
@@ -68,6 +71,11 @@ export interface SubscribeOptions<T = unknown> {
   bufferMax?: number;
   /** Called when the node no longer had records this subscriber needed (it lagged past the node's retention). */
   onGap?: (fromId: number, toId: number) => void;
+  /**
+   * Called with a ProtocolError (SC_ERR_MALFORMED_FRAME) for a record this client cannot decode; the
+   * record is skipped and the subscription goes on. Default: a process warning.
+   */
+  onError?: (error: StatecraftError, recordId: number) => void;
 }
 
 /** One record of an egress, as a subscriber receives it. */
@@ -163,6 +171,8 @@ class PendingEvent {
 
 const FRAME_EVENTS_MAX = 8192;
 const FRAME_BYTES_MAX = 1024 * 1024;
+/** Longest WebSocket close reason: a close frame's payload is at most 125 bytes, 2 of them the code. */
+const CLOSE_REASON_BYTES_MAX = 123;
 
 function rejectionError(code: ErrorCode, message: string): StatecraftError {
   if (code === 'SC_ERR_UNKNOWN_FUNCTION_TYPE') return new StatecraftError(code, message);
@@ -203,10 +213,21 @@ class SubscriptionImpl<T = unknown> implements Subscription<T> {
     let cursor = RECORDS_HEADER_BYTES;
     for (let index = 0; index < count; index++) {
       const length = frame.readUInt32LE(cursor);
+      if (cursor + 4 + length > frame.length) throw new ProtocolError('SC_ERR_MALFORMED_FRAME', `RECORDS frame ends inside record ${index} of ${count}`);
       const id = firstId + index;
-      const envelope = decoder.decodeEgress(frame, cursor + 4, length);
-      cursor += 4 + length;
+      const start = cursor + 4;
+      cursor = start + length;
       if (this.lastId !== undefined && id <= this.lastId) continue; // already delivered before a reconnect
+      let envelope: EgressEnvelope;
+      try {
+        envelope = decoder.decodeEgress(frame, start, length);
+      } catch (error) {
+        // One record this client cannot read (a bug on either side) must not end the connection: after
+        // a reconnect the node would send it again, and the client would close again, for good.
+        this.lastId = id;
+        this.undecodable(id, error);
+        continue;
+      }
       this.lastId = id;
       const record = new EgressRecord<T>(id, envelope, this.options.type);
       if (this.waiter !== null) {
@@ -222,7 +243,26 @@ class SubscriptionImpl<T = unknown> implements Subscription<T> {
   }
 
   gap(from: number, to: number): void {
-    this.options.onGap?.(from, to);
+    try {
+      this.options.onGap?.(from, to);
+    } catch (error) {
+      process.emitWarning(`statecraft: the onGap callback of the subscription to "${this.egress}" threw: ${String((error as Error)?.message ?? error)}`);
+    }
+  }
+
+  private undecodable(id: number, cause: unknown): void {
+    const error = new ProtocolError(
+      'SC_ERR_MALFORMED_FRAME',
+      `egress record ${id} of "${this.egress}" cannot be decoded (${String((cause as Error)?.message ?? cause)}); it was skipped. Check that client and node run the same Statecraft version.`,
+      { cause },
+    );
+    const onError = this.options.onError;
+    try {
+      if (onError !== undefined) return onError(error, id);
+    } catch {
+      // fall through: report it the default way
+    }
+    process.emitWarning(error);
   }
 
   next(): Promise<IteratorResult<EgressRecord<T>>> {
@@ -388,6 +428,12 @@ class StatecraftClient implements Client {
   }
 
   private adopt(socket: WebSocket, welcome: Welcome): void {
+    if (this.state !== 'connecting' && this.state !== 'reconnecting') {
+      // close() ran while this attempt was in flight: the client stays closed.
+      socket.on('error', () => undefined);
+      socket.terminate();
+      return;
+    }
     this.socket = socket;
     this.welcome = welcome;
     this.limits = welcome.limits;
@@ -398,9 +444,11 @@ class StatecraftClient implements Client {
     socket.on('close', (code, reason) => this.socketOnClose(socket, code, reason.toString()));
     socket.on('error', () => undefined); // 'close' follows
 
-    // Events the node already has (accepted before the connection dropped) are done; re-send the rest.
-    this.settleAcknowledged(welcome.lastSeq);
-    const unacknowledged = this.inFlight.slice(this.inFlightHead).filter((event) => !event.settled);
+    // Re-send every event without an ACK, each with its own sequence number, rejected ones too (the
+    // numbers stay consecutive). welcome.lastSeq cannot settle any of them: it covers rejected events
+    // as well as accepted ones, and the REJECTED frame may have been lost with the connection. The node
+    // skips what it already has, and answers again what it rejected.
+    const unacknowledged = this.inFlight.slice(this.inFlightHead);
     this.inFlight = [];
     this.inFlightHead = 0;
     if (unacknowledged.length > 0) {
@@ -450,6 +498,8 @@ class StatecraftClient implements Client {
     while (this.waitingHead < this.waiting.length && this.inFlight.length - this.inFlightHead < this.window) {
       const event = this.waiting[this.waitingHead]!;
       this.waiting[this.waitingHead++] = undefined as unknown as PendingEvent;
+      // A frame numbers its events firstSeq + index: never put a gap inside one.
+      if (this.frame.length > 0 && event.seq !== this.frame[this.frame.length - 1]!.seq + 1) this.flushFrame();
       this.inFlight.push(event);
       this.frame.push(event);
       this.frameBytes += event.bytes.length + 4;
@@ -497,8 +547,8 @@ class StatecraftClient implements Client {
         case Frame.Rejected: {
           const { rejections } = decodeControl<{ rejections: [number, ErrorCode, string][] }>(data);
           for (const [seq, code, message] of rejections) {
-            const event = this.inFlight[this.inFlightHead + (seq - (this.inFlight[this.inFlightHead]?.seq ?? seq))];
-            if (event !== undefined && event.seq === seq && !event.settled) {
+            const event = this.inFlightEvent(seq);
+            if (event !== undefined && !event.settled) {
               event.settled = true;
               event.reject(rejectionError(code, message));
             }
@@ -524,8 +574,26 @@ class StatecraftClient implements Client {
           throw new ProtocolError('SC_ERR_MALFORMED_FRAME', `unknown frame type 0x${data[0]?.toString(16)}`);
       }
     } catch (error) {
-      this.socket?.close(CloseCode.MalformedFrame, (error as Error).message.slice(0, 120));
+      this.socket?.close(CloseCode.MalformedFrame, truncateUtf8(String((error as Error)?.message ?? error), CLOSE_REASON_BYTES_MAX));
     }
+  }
+
+  /** The in-flight event with sequence number `seq`, if any (in-flight events are sorted by it). */
+  private inFlightEvent(seq: number): PendingEvent | undefined {
+    const inFlight = this.inFlight;
+    let low = this.inFlightHead;
+    let high = inFlight.length - 1;
+    if (low > high) return undefined;
+    const guess = low + (seq - inFlight[low]!.seq); // exact while the numbers are consecutive
+    if (guess >= low && guess <= high && inFlight[guess]!.seq === seq) return inFlight[guess];
+    while (low <= high) {
+      const middle = (low + high) >>> 1;
+      const found = inFlight[middle]!.seq;
+      if (found === seq) return inFlight[middle];
+      if (found < seq) low = middle + 1;
+      else high = middle - 1;
+    }
+    return undefined;
   }
 
   private settleAcknowledged(lastSeq: number): void {
@@ -588,7 +656,7 @@ class StatecraftClient implements Client {
   private fail(error: Error): void {
     this.state = 'closed';
     for (const event of this.inFlight.slice(this.inFlightHead)) if (!event.settled) event.reject(error);
-    for (const event of this.waiting.slice(this.waitingHead)) event.reject(error);
+    for (const event of this.waiting.slice(this.waitingHead)) if (!event.settled) event.reject(error); // re-sends may be settled
     this.inFlight = [];
     this.inFlightHead = 0;
     this.waiting = [];

@@ -264,11 +264,16 @@ const boolType = new PrimitiveType<boolean>(
   },
 );
 
+/** Strings up to this many UTF-16 units get the 3-bytes-per-unit bound; longer ones are measured. */
+const STRING_BOUND_CHEAP_MAX = 16;
+
 const stringType = new PrimitiveType<string>(
   'io.statefun.types/string',
   isString,
   'a string',
-  (value) => 1 + 5 + value.length * 3,
+  // 3 bytes per UTF-16 unit is a cheap bound for short strings only: for long ones it would triple the
+  // room reserved in a ring, and a value within valueBytesMax could be refused as too large for it.
+  (value) => 1 + 5 + (value.length <= STRING_BOUND_CHEAP_MAX ? value.length * 3 : utf8Length(value)),
   (target, offset, value) => {
     if (value.length === 0) return offset;
     target[offset] = 0x0a; // field 1, length-delimited
@@ -292,13 +297,22 @@ const stringType = new PrimitiveType<string>(
   (source, offset, length) => {
     if (length === 0) return '';
     if (source[offset] === 0x0a && length >= 2 && source[offset + 1]! < 0x80 && source[offset + 1] === length - 2) {
-      return readUtf8(source, offset + 2, length - 2);
+      return readString(source, offset + 2, length - 2);
     }
     const field = findField1(source, offset, length, WIRE_LENGTH_DELIMITED, 'io.statefun.types/string');
     if (field === null) return '';
-    return readUtf8(source, field.offset, field.length);
+    return readString(source, field.offset, field.length);
   },
 );
+
+/** UTF-8 from an untrusted value: invalid bytes are the value's fault (a ValidationError), not a crash. */
+function readString(source: Uint8Array, offset: number, length: number): string {
+  try {
+    return readUtf8(source, offset, length);
+  } catch {
+    throw malformed('io.statefun.types/string', 'its bytes are not valid UTF-8; encode strings as UTF-8');
+  }
+}
 
 /** A type whose values are kept as serialised bytes (so a handler never mutates stored state by accident). */
 class SerializedType<T> implements Type<T> {

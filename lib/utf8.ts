@@ -46,6 +46,23 @@ export function decodeUtf8(bytes: Uint8Array): string {
 }
 
 /**
+ * `text` cut to at most `maxBytes` bytes of UTF-8, on a character boundary, ending with `suffix` when it
+ * was cut. For limits counted in bytes (WebSocket close reasons: 123): slicing UTF-16 units or bytes
+ * can split a character, and a split character encodes longer than the limit.
+ */
+export function truncateUtf8(text: string, maxBytes: number, suffix = '…'): string {
+  if (text.length * 3 <= maxBytes) return text;
+  // Each UTF-16 unit encodes to at least one byte, so this prefix decides whether the text fits, and any
+  // cut below maxBytes falls before its last unit (which may be half of a surrogate pair).
+  const head = text.length > maxBytes ? text.slice(0, maxBytes + 1) : text;
+  const bytes = encoder.encode(head);
+  if (head === text && bytes.length <= maxBytes) return text;
+  let cut = Math.max(0, maxBytes - encoder.encode(suffix).length);
+  while (cut > 0 && (bytes[cut]! & 0xc0) === 0x80) cut--; // back off continuation bytes
+  return decoder.decode(bytes.subarray(0, cut)) + suffix;
+}
+
+/**
  * Decodes short, frequently repeated strings (type names) to one shared string instance, so decoding a
  * known name allocates nothing and later Map lookups hit a string whose hash is already computed.
  * Bounded: at most `entriesMax` names are kept.

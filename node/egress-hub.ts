@@ -10,6 +10,7 @@
  * those bytes. Retention is bounded by record count and by bytes (whole chunks are dropped).
  */
 import { Frame, RECORDS_HEADER_BYTES } from '../lib/client-protocol.js';
+import { ProtocolError } from '../lib/errors.js';
 
 export interface EgressSink {
   /** True when the connection has room for more records now. */
@@ -155,6 +156,10 @@ export class EgressHub {
    * starts after.
    */
   subscribe(sink: EgressSink, subscriptionId: number, egress: string, after?: number): number {
+    // RECORDS frames carry the id as a u32: checked here, not where a frame is written (too late to refuse).
+    if (!Number.isInteger(subscriptionId) || subscriptionId < 0 || subscriptionId > 0xffff_ffff) {
+      throw new ProtocolError('SC_ERR_MALFORMED_FRAME', `subscription id ${subscriptionId} is not an integer from 0 to 4294967295`);
+    }
     const log = this.log(egress);
     const cursor = after === undefined ? log.nextId : after < 0 ? log.firstId : Math.min(after + 1, log.nextId);
     let bySink = this.subscriptions.get(sink);

@@ -8,6 +8,14 @@
  * While the node is over its admission limits (full rings, long shard queues) the gateway stops
  * reading from client sockets, so TCP and the clients' in-flight windows push back; no frame that was
  * read is ever dropped.
+ *
+ * A client re-sends, after a reconnect, every event it has no answer for, with its original sequence
+ * number, including events this node already took (its REJECTED and ACK frames may have been lost with
+ * the connection). Such an event is not admitted again; validation is deterministic, so if it fails
+ * validation now it was rejected then, and the rejection is sent again.
+ *
+ * No client input may take the node down: an error that is not a protocol error closes that one
+ * connection with 1011 and is logged.
  */
 import type { IncomingMessage } from 'node:http';
 import type { Duplex } from 'node:stream';
@@ -28,6 +36,7 @@ import {
 } from '../lib/client-protocol.js';
 import { ProtocolError, ValidationError, type ErrorCode } from '../lib/errors.js';
 import { EnvelopeDecoder, writeKeyGroup } from '../lib/envelope.js';
+import { truncateUtf8 } from '../lib/utf8.js';
 import { keyGroupOf } from '../lib/key-group.js';
 import type { Message } from '../lib/message.js';
 import { validateEgressName } from '../lib/address.js';
@@ -57,6 +66,9 @@ const SUBSCRIBER_BUFFERED_BYTES_MAX = 4 * 1024 * 1024;
 const PRODUCERS_REMEMBERED_MAX = 100_000;
 const PRODUCER_ID_LENGTH_MAX = 128;
 const ADMISSION_RECHECK_MS = 1;
+/** Longest WebSocket close reason: a close frame's payload is at most 125 bytes, 2 of them the code. */
+const CLOSE_REASON_BYTES_MAX = 123;
+const SUBSCRIPTION_ID_MAX = 0xffff_ffff; // RECORDS frames carry it as a u32
 
 type Rejection = [number, ErrorCode, string];
 
@@ -124,7 +136,10 @@ class ClientConnection implements EgressSink {
           break;
         case Frame.Subscribe: {
           const body = decodeControl<Subscribe>(data);
-          if (!Number.isSafeInteger(body?.subscription)) throw new ProtocolError('SC_ERR_MALFORMED_FRAME', 'SUBSCRIBE needs an integer subscription');
+          const subscription = body?.subscription;
+          if (!Number.isSafeInteger(subscription) || subscription < 0 || subscription > SUBSCRIPTION_ID_MAX) {
+            throw new ProtocolError('SC_ERR_MALFORMED_FRAME', `SUBSCRIBE needs a subscription id from 0 to ${SUBSCRIPTION_ID_MAX}, got ${String(subscription)}`);
+          }
           if (body.after !== undefined && body.after !== null && !Number.isSafeInteger(body.after)) {
             throw new ProtocolError('SC_ERR_MALFORMED_FRAME', 'SUBSCRIBE after must be an integer');
           }
@@ -158,7 +173,10 @@ class ClientConnection implements EgressSink {
         this.close(error.code === 'SC_ERR_PROTOCOL_VERSION' ? CloseCode.ProtocolVersion : CloseCode.MalformedFrame, error.message);
         return;
       }
-      throw error;
+      // A bug of ours that this input reached: it costs this connection, never the node.
+      const text = describeError(error);
+      this.gateway.host.log(`gateway: closing a client connection after an internal error (please report it): ${text}`);
+      this.close(CloseCode.InternalError, `internal error: ${text}`);
     }
   }
 
@@ -194,6 +212,8 @@ class ClientConnection implements EgressSink {
     const firstSeq = view.getFloat64(1, true);
     const count = view.getUint32(9, true);
     if (!Number.isSafeInteger(firstSeq) || firstSeq < 1) throw new ProtocolError('SC_ERR_MALFORMED_FRAME', `EVENTS firstSeq ${firstSeq} is not a positive integer`);
+    // Every event takes at least its 4-byte length: a larger count is a lie (and would size the arrays below).
+    if (count > (data.length - EVENTS_HEADER_BYTES) / 4) throw new ProtocolError('SC_ERR_MALFORMED_FRAME', `EVENTS frame of ${data.length} bytes cannot hold ${count} events`);
     const gateway = this.gateway;
     const host = gateway.host;
     const decoder = gateway.decoder;
@@ -226,13 +246,20 @@ class ClientConnection implements EgressSink {
     let lastSeq = gateway.lastSeq(producerId);
     const rejections: Rejection[] = [];
     let accepted = 0;
+    let rejected = 0;
     for (let index = 0; index < count; index++) {
       const seq = firstSeq + index;
-      if (seq <= lastSeq) continue; // a re-send of an event this node already has
       const message = messages[index]!;
       const rejection = message instanceof ValidationError ? message : this.validate(message, valueLengths[index]!);
+      if (seq <= lastSeq) {
+        // A re-send of an event this node already has: admitted then if it is valid now, else rejected
+        // then, and the client may not have seen that rejection: answer it again (not counted again).
+        if (rejection !== null) rejections.push([seq, rejection.code, rejection.message]);
+        continue;
+      }
       if (rejection !== null) {
         rejections.push([seq, rejection.code, rejection.message]);
+        rejected++;
       } else {
         const keyGroup = keyGroupOf((message as Message).targetId, host.keyGroups);
         writeKeyGroup(data, offsets[index]!, keyGroup);
@@ -242,7 +269,7 @@ class ClientConnection implements EgressSink {
       lastSeq = seq;
     }
     gateway.setLastSeq(producerId, lastSeq);
-    host.countEvents(accepted, rejections.length);
+    host.countEvents(accepted, rejected);
     if (rejections.length > 0) this.send(encodeControl(Frame.Rejected, { rejections }));
     this.send(encodeAck(Math.max(lastSeq, firstSeq + count - 1)));
     // Publish after answering: the events are already in the rings (accepted), and waking a parked
@@ -297,9 +324,11 @@ class ClientConnection implements EgressSink {
   }
 
   close(code: number, reason: string): void {
-    // A close reason must fit in a control frame (123 bytes).
-    const bytes = Buffer.from(reason);
-    this.socket.close(code, bytes.length <= 123 ? reason : bytes.subarray(0, 120).toString() + '…');
+    try {
+      this.socket.close(code, truncateUtf8(reason, CLOSE_REASON_BYTES_MAX));
+    } catch {
+      this.socket.terminate(); // never expected; the connection must end either way
+    }
   }
 
   private send(bytes: Uint8Array): void {
@@ -399,5 +428,14 @@ export class Gateway {
     );
     await Promise.all(closed);
     await new Promise<void>((resolve) => this.server.close(() => resolve()));
+  }
+}
+
+/** An error's text for a log line, whatever was thrown. */
+function describeError(error: unknown): string {
+  try {
+    return error instanceof Error ? `${error.name}: ${error.message}` : String(error);
+  } catch {
+    return 'an error that cannot be turned into text';
   }
 }

@@ -8,6 +8,9 @@
  * Each instance handles one message at a time, in arrival order. A synchronous handler runs to the end
  * inside the turn and leaves no trace in the busy table; an async one marks its instance busy, and the
  * messages that arrive meanwhile wait in that instance's queue while other instances go on.
+ *
+ * Whatever a handler throws (or whatever goes wrong applying its effects) becomes a dead letter and its
+ * instance goes on with its next message: nothing a handler does may stop the shard or wedge an address.
  */
 import { formatAddress } from '../lib/address.js';
 import { StatecraftError, UnknownFunctionTypeError } from '../lib/errors.js';
@@ -16,7 +19,7 @@ import { DEAD_LETTERS_EGRESS, DEAD_LETTER_TYPENAME, type DeadLetter, type Functi
 import { keyGroupOf } from '../lib/key-group.js';
 import { Message } from '../lib/message.js';
 import { TypedValue } from '../lib/typed-value.js';
-import { encodeUtf8 } from '../lib/utf8.js';
+import { encodeUtf8, truncateUtf8 } from '../lib/utf8.js';
 import { AddressQueue, FunctionRuntime } from './function-runtime.js';
 import { EffectKind, Invocation, type InvocationLimits } from './invocation.js';
 import { Inbox, MAIN_THREAD, Outbox, Stat, ThreadStats, type MailboxLayout } from './mailbox.js';
@@ -57,13 +60,54 @@ const TIMERS_PER_TURN = 4096;
 const SWEEP_INTERVAL_MS = 1000;
 const SWEEP_KEY_GROUPS_PER_TICK = 64;
 const NOTICE_INTERVAL_MS = 5000;
+/** Node fires a longer setTimeout after 1 ms instead: longer delays are armed in steps. */
+const TIMER_DELAY_MAX_MS = 2 ** 31 - 1;
+/** Dead letters carry at most this much of the error's message (a handler may throw megabytes). */
+const DEAD_LETTER_REASON_BYTES_MAX = 4096;
+const DEAD_LETTER_NAME_BYTES_MAX = 256;
+/** A smaller cut, when ids make the dead letter too long for a ring record even so. */
+const DEAD_LETTER_SHORT_BYTES_MAX = 256;
+const NOTICE_REASON_BYTES_MAX = 500;
 
 function yieldToEventLoop(): Promise<void> {
   return new Promise((resolve) => setImmediate(resolve));
 }
 
+/**
+ * The timer queue's key for a sender's cancellation token. Ids and tokens may hold any character, so
+ * the id's length is part of the key: a plain separator would let ("a\0b", "c") and ("a", "b\0c") collide.
+ * Type names cannot hold \0.
+ */
 function tokenKey(typename: string, id: string, token: string): string {
-  return `${typename}\u0000${id}\u0000${token}`;
+  return `${typename}\u0000${id.length}\u0000${id}${token}`;
+}
+
+/** True when `value` is a thenable; reading `then` runs handler code (a getter), so it may throw. */
+function isThenable(value: unknown): value is PromiseLike<unknown> {
+  return (typeof value === 'object' || typeof value === 'function') && value !== null && typeof (value as PromiseLike<unknown>).then === 'function';
+}
+
+/** What a dead letter says about a thrown value. Never throws, whatever the handler threw (a null-prototype object, a hostile Proxy). */
+function describeThrown(thrown: unknown): { code: string; name: string; message: string } {
+  let code = 'SC_ERR_HANDLER';
+  let name = 'Error';
+  let message: string;
+  try {
+    if (thrown instanceof StatecraftError && typeof thrown.code === 'string') code = thrown.code;
+    if (thrown instanceof Error) {
+      name = String(thrown.name);
+      message = String(thrown.message);
+    } else {
+      message = String(thrown);
+    }
+  } catch {
+    message = `the handler threw ${typeof thrown === 'object' ? 'an object' : `a ${typeof thrown}`} that cannot be turned into a string; throw an Error instead`;
+  }
+  return {
+    code,
+    name: truncateUtf8(name, DEAD_LETTER_NAME_BYTES_MAX),
+    message: truncateUtf8(message, DEAD_LETTER_REASON_BYTES_MAX, `… [truncated: the message had ${message.length} characters]`),
+  };
 }
 
 export class Shard implements RecordVisitor {
@@ -95,6 +139,8 @@ export class Shard implements RecordVisitor {
   private stopping = false;
   private timerHandle: NodeJS.Timeout | null = null;
   private timerDueMs = Infinity;
+  /** Sweeps expired state while the loop is parked (turns sweep too, but an idle shard has no turns). */
+  private sweepTimer: NodeJS.Timeout | null = null;
   private sweepCursor = 0;
   private lastSweepMs = 0;
   private lastNoticeMs = 0;
@@ -132,6 +178,10 @@ export class Shard implements RecordVisitor {
 
   /** Runs turns until `stop()`; parks when idle. */
   async run(): Promise<void> {
+    if ([...this.functions.values()].some((runtime) => runtime.layout.hasExpiry)) {
+      this.sweepTimer = setInterval(this.sweepWhileIdle, SWEEP_INTERVAL_MS);
+      this.sweepTimer.unref();
+    }
     while (!this.stopping) {
       const worked = this.turn();
       if (worked > 0) {
@@ -144,6 +194,7 @@ export class Shard implements RecordVisitor {
       this.parked = false;
     }
     if (this.timerHandle) clearTimeout(this.timerHandle);
+    if (this.sweepTimer) clearInterval(this.sweepTimer);
     this.outbox.flush();
   }
 
@@ -200,19 +251,21 @@ export class Shard implements RecordVisitor {
     this.start(runtime, message, null);
   }
 
-  /** Starts an invocation; returns true when it went async (its instance stays busy). */
+  /** Starts an invocation; returns true when it went async (its instance stays busy). Never throws. */
   private start(runtime: FunctionRuntime, message: Message, queue: AddressQueue | null): boolean {
     const invocation = new Invocation(runtime, message, this.loadRecord, this.limits, this.nowMs);
     this.counters.invocations++;
     let result: unknown;
+    let async: boolean;
     try {
       result = runtime.definition.fn(invocation, message);
+      async = isThenable(result);
     } catch (error) {
       this.fail(invocation, error);
       return false;
     }
-    if (result === undefined || result === null || typeof (result as PromiseLike<void>).then !== 'function') {
-      this.commit(invocation);
+    if (!async) {
+      this.settle(invocation, undefined, false);
       return false;
     }
     if (queue === null) {
@@ -221,18 +274,19 @@ export class Shard implements RecordVisitor {
     }
     this.inFlight++;
     const busyQueue = queue;
-    (result as PromiseLike<void>).then(
+    // Promise.resolve: a hand-made thenable may throw from then(), or call both callbacks, or twice.
+    Promise.resolve(result as PromiseLike<unknown>).then(
       () => this.finishAsync(invocation, busyQueue, undefined, false),
       (error: unknown) => this.finishAsync(invocation, busyQueue, error, true),
     );
     return true;
   }
 
+  /** Ends an async invocation and starts the next message its instance has waiting. Never throws. */
   private finishAsync(invocation: Invocation, queue: AddressQueue, error: unknown, failed: boolean): void {
     this.inFlight--;
     this.nowMs = Date.now();
-    if (failed) this.fail(invocation, error);
-    else this.commit(invocation);
+    this.settle(invocation, error, failed);
     const runtime = invocation.runtime;
     const id = invocation.message.targetId;
     while (queue.length > 0) {
@@ -249,6 +303,22 @@ export class Shard implements RecordVisitor {
 
   private readonly loadRecord = (invocation: Invocation): unknown =>
     this.store.get(invocation.message.keyGroup, invocation.runtime.index, invocation.message.targetId);
+
+  /**
+   * Commits a successful invocation, or dead-letters a failed one. Never throws: should committing fail
+   * (a runtime bug), that error becomes the dead letter; effects applied before it stay applied.
+   */
+  private settle(invocation: Invocation, error: unknown, failed: boolean): void {
+    if (!failed) {
+      try {
+        this.commit(invocation);
+        return;
+      } catch (commitError) {
+        error = commitError;
+      }
+    }
+    this.fail(invocation, error);
+  }
 
   /** Applies a successful invocation: state first, then its messages in the order the handler sent them. */
   private commit(invocation: Invocation): void {
@@ -298,21 +368,37 @@ export class Shard implements RecordVisitor {
     this.deadLetter(invocation.message, error);
   }
 
+  /** Reports a message that could not be handled on the dead-letter egress. Never throws. */
   private deadLetter(message: Message, error: unknown): void {
     this.counters.deadLetters++;
-    const failure = error instanceof Error ? error : new Error(String(error));
+    const thrown = describeThrown(error);
     const record: DeadLetter = {
       address: { typename: message.targetTypename, id: message.targetId },
       caller: message.callerTypename === null ? null : { typename: message.callerTypename, id: message.callerId! },
       messageType: message.valueTypeName,
-      code: failure instanceof StatecraftError ? failure.code : 'SC_ERR_HANDLER',
-      error: failure.name,
-      reason: failure.message,
+      code: thrown.code,
+      error: thrown.name,
+      reason: thrown.message,
       at: new Date(this.nowMs).toISOString(),
     };
-    const value = new TypedValue(DEAD_LETTER_TYPENAME, undefined, encodeUtf8(JSON.stringify(record)));
-    this.emitEgress(DEAD_LETTERS_EGRESS, message.targetTypename, message.targetId, message.keyGroup, value);
-    this.notice(`dead letter for ${formatAddress(record.address)}: ${record.code}: ${record.reason} (subscribe to egress "${DEAD_LETTERS_EGRESS}" for all of them)`);
+    const address = formatAddress(record.address);
+    try {
+      let value = new TypedValue(DEAD_LETTER_TYPENAME, undefined, encodeUtf8(JSON.stringify(record)));
+      if (egressLengthMax(DEAD_LETTERS_EGRESS, message.targetTypename, message.targetId, value) > this.outbox.recordBytesMax) {
+        // Long ids (escaped in JSON) on top of the reason: shorten both so the record fits a ring.
+        record.address = { typename: record.address.typename, id: truncateUtf8(record.address.id, DEAD_LETTER_SHORT_BYTES_MAX) };
+        if (record.caller !== null) record.caller = { typename: record.caller.typename, id: truncateUtf8(record.caller.id, DEAD_LETTER_SHORT_BYTES_MAX) };
+        record.reason = truncateUtf8(record.reason, DEAD_LETTER_SHORT_BYTES_MAX);
+        value = new TypedValue(DEAD_LETTER_TYPENAME, undefined, encodeUtf8(JSON.stringify(record)));
+      }
+      this.emitEgress(DEAD_LETTERS_EGRESS, message.targetTypename, message.targetId, message.keyGroup, value);
+    } catch (emitError) {
+      this.notice(`shard ${this.thread}: could not emit the dead letter for ${truncateUtf8(address, NOTICE_REASON_BYTES_MAX)} (${describeThrown(emitError).message}); this is a bug, please report it`);
+      return;
+    }
+    this.notice(
+      `dead letter for ${truncateUtf8(address, NOTICE_REASON_BYTES_MAX)}: ${record.code}: ${truncateUtf8(record.reason, NOTICE_REASON_BYTES_MAX)} (subscribe to egress "${DEAD_LETTERS_EGRESS}" for all of them)`,
+    );
   }
 
   /** Sends a message to the shard that owns its key group (this one: next turn, without encoding). */
@@ -382,14 +468,25 @@ export class Shard implements RecordVisitor {
     this.timerHandle = null;
     this.timerDueMs = next;
     if (next === Infinity) return;
+    // +1: a Node timer may fire a little before Date.now() reaches `next`. A delay beyond what Node
+    // accepts fires early, finds nothing due, and is armed again for the rest.
+    const delayMs = Math.min(TIMER_DELAY_MAX_MS, Math.max(0, next - Date.now()) + 1);
     this.timerHandle = setTimeout(() => {
       this.timerHandle = null;
       this.timerDueMs = Infinity;
       if (this.parked) this.inbox.wake();
       else this.armTimer();
-    }, Math.max(0, next - Date.now()) + 1); // +1: a Node timer may fire a little before Date.now() reaches `next`
+    }, delayMs);
     this.timerHandle.unref();
   }
+
+  private readonly sweepWhileIdle = (): void => {
+    // Timers never run inside a turn (turns are synchronous); a busy shard sweeps in its turns already.
+    if (this.stopping || Date.now() - this.lastSweepMs < SWEEP_INTERVAL_MS) return;
+    this.nowMs = Date.now();
+    this.sweep();
+    this.flush(); // publishes the instance count
+  };
 
   private sweep(): void {
     this.lastSweepMs = this.nowMs;
@@ -410,6 +507,9 @@ export class Shard implements RecordVisitor {
 
   private flush(): void {
     this.outbox.flush();
+    // Records left in an overflow queue wait for the next flush; a loop parked without a timeout
+    // (an async handler finished while it was idle) would never come back to it: wake it to retry.
+    if (this.parked && this.outbox.hasOverflow) this.inbox.wake();
     const backlog = this.queued + this.inFlight + (this.local.length - this.localHead);
     this.stats.set(this.thread, Stat.Backlog, backlog);
     this.stats.set(this.thread, Stat.IngressReceived, this.ingressReceived);

@@ -4,8 +4,13 @@
  * Entries are grouped in buckets by due millisecond; a binary min-heap orders the distinct due times.
  * Scheduling into an existing bucket is O(1), a new due time O(log buckets); entries due in the same
  * millisecond fire in the order they were scheduled. Cancellation marks the entry (O(1)) and the pop
- * skips it. Millions of entries cost one small object each.
+ * skips it; when cancelled entries outnumber pending ones the queue drops them all at once (amortised
+ * O(1) per cancel), so cancelled timers do not stay in memory until they would have been due.
+ * Millions of entries cost one small object each.
  */
+
+/** Below this many cancelled entries, compacting is not worth a pass over the queue. */
+const COMPACT_CANCELLED_MIN = 1024;
 
 export class TimerEntry<T> {
   cancelled = false;
@@ -22,10 +27,17 @@ export class TimerQueue<T> {
   private readonly heap: number[] = [];
   private readonly byToken = new Map<string, TimerEntry<T> | TimerEntry<T>[]>();
   private live = 0;
+  /** Cancelled entries still held in buckets. */
+  private cancelledHeld = 0;
 
   /** Pending (not cancelled, not fired) entries. */
   get size(): number {
     return this.live;
+  }
+
+  /** Entries held in memory, pending or cancelled (for tests and diagnostics). */
+  get held(): number {
+    return this.live + this.cancelledHeld;
   }
 
   schedule(dueMs: number, payload: T, tokenKey: string | null = null): TimerEntry<T> {
@@ -62,7 +74,23 @@ export class TimerQueue<T> {
         cancelled++;
       }
     }
+    this.cancelledHeld += cancelled;
+    if (this.cancelledHeld >= COMPACT_CANCELLED_MIN && this.cancelledHeld > this.live) this.compact();
     return cancelled;
+  }
+
+  /** Drops every cancelled entry, and the buckets (and due times) left empty. */
+  private compact(): void {
+    for (const [due, bucket] of this.buckets) {
+      const kept = bucket.filter((entry) => !entry.cancelled);
+      if (kept.length === 0) this.buckets.delete(due);
+      else if (kept.length !== bucket.length) this.buckets.set(due, kept);
+    }
+    // A sorted array is a valid min-heap.
+    const dues = [...this.buckets.keys()].sort((a, b) => a - b);
+    this.heap.length = 0;
+    for (const due of dues) this.heap.push(due);
+    this.cancelledHeld = 0;
   }
 
   /** The earliest due time of a bucket (may hold only cancelled entries), or Infinity. */
@@ -79,7 +107,10 @@ export class TimerQueue<T> {
       let taken = 0;
       while (taken < bucket.length && due.length < limit) {
         const entry = bucket[taken++]!;
-        if (entry.cancelled) continue;
+        if (entry.cancelled) {
+          this.cancelledHeld--;
+          continue;
+        }
         entry.cancelled = true; // fired: a later cancel finds nothing pending
         this.live--;
         if (entry.tokenKey !== null) this.forgetToken(entry);

@@ -1,0 +1,631 @@
+// Hostile input, hostile handlers and lost frames: none of it may take a node down, wedge an address,
+// lose records, or make a client misreport an event. Real nodes with real shard threads and sockets; a
+// fake node (a bare WebSocket server) where the test must control exactly what the client receives.
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import { createServer, type IncomingMessage } from 'node:http';
+import { connect as netConnect, createServer as createNetServer, type Socket } from 'node:net';
+import type { Duplex } from 'node:stream';
+import WebSocket, { WebSocketServer } from 'ws';
+import { connect, Types, type Client, type DeadLetter, type StatecraftError } from 'statecraft';
+import { utf8Length } from '../../lib/address.js';
+import {
+  CloseCode,
+  EVENTS_HEADER_BYTES,
+  Frame,
+  PROTOCOL_VERSION,
+  RECORDS_HEADER_BYTES,
+  decodeAck,
+  decodeControl,
+  encodeAck,
+  encodeControl,
+  type Welcome,
+} from '../../lib/client-protocol.js';
+import { EnvelopeDecoder, egressLengthMax, invokeLengthMax, writeEgress, writeInvoke } from '../../lib/envelope.js';
+import { keyGroupOf } from '../../lib/key-group.js';
+import { TypedValue, toTypedValue } from '../../lib/typed-value.js';
+import { truncateUtf8 } from '../../lib/utf8.js';
+import { EgressHub } from '../../node/egress-hub.js';
+import { Gateway, type GatewayHost } from '../../node/gateway.js';
+import { TimerQueue } from '../../node/timer-queue.js';
+import { eventually, fixture, sleep, startTestNode, take, withTimeout, type TestNode } from '../helpers.js';
+
+let node: TestNode;
+let client: Client;
+
+test.before(async () => {
+  node = await startTestNode({ functions: [fixture('functions'), fixture('hostile')], shards: 2 });
+  client = await connect(node.url);
+});
+
+test.after(async () => {
+  await client?.close();
+  await node?.close();
+});
+
+// ---- helpers ----
+
+/** A string value whose bytes are not UTF-8 (the protobuf wrapper of the single byte 0xff). */
+const notUtf8 = new TypedValue('io.statefun.types/string', undefined, Uint8Array.from([0x0a, 0x01, 0xff]));
+/** Lets the real client send those bytes: a custom type under the primitive's name sends them as they are. */
+const rawStringBytes = Types.custom<Uint8Array>('io.statefun.types/string', (bytes) => bytes, (bytes) => bytes);
+
+function envelope(typename: string, id: string, value: TypedValue): Uint8Array {
+  const buffer = new Uint8Array(invokeLengthMax(typename, id, null, null, value));
+  return buffer.slice(0, writeInvoke(buffer, 0, 0, typename, id, null, null, value));
+}
+
+function eventsFrame(firstSeq: number, envelopes: Uint8Array[]): Buffer {
+  const frame = Buffer.alloc(EVENTS_HEADER_BYTES + envelopes.reduce((sum, bytes) => sum + 4 + bytes.length, 0));
+  frame[0] = Frame.Events;
+  frame.writeDoubleLE(firstSeq, 1);
+  frame.writeUInt32LE(envelopes.length, 9);
+  let cursor = EVENTS_HEADER_BYTES;
+  for (const bytes of envelopes) {
+    frame.writeUInt32LE(bytes.length, cursor);
+    frame.set(bytes, cursor + 4);
+    cursor += 4 + bytes.length;
+  }
+  return frame;
+}
+
+/** The string values of an EVENTS frame, with the sequence number the node gives each. */
+function parseEvents(data: Buffer): { firstSeq: number; values: string[] } {
+  const decoder = new EnvelopeDecoder();
+  const firstSeq = data.readDoubleLE(1);
+  const values: string[] = [];
+  let cursor = EVENTS_HEADER_BYTES;
+  for (let index = 0; index < data.readUInt32LE(9); index++) {
+    const length = data.readUInt32LE(cursor);
+    values.push(decoder.decodeInvoke(data, cursor + 4, length).asString());
+    cursor += 4 + length;
+  }
+  return { firstSeq, values };
+}
+
+function egressEnvelope(egress: string, value: TypedValue): Uint8Array {
+  const buffer = new Uint8Array(egressLengthMax(egress, 'test/sink', 'x', value));
+  return buffer.slice(0, writeEgress(buffer, 0, 0, egress, 'test/sink', 'x', value));
+}
+
+function recordsFrame(subscription: number, firstId: number, envelopes: Uint8Array[]): Buffer {
+  const frame = Buffer.alloc(RECORDS_HEADER_BYTES + envelopes.reduce((sum, bytes) => sum + 4 + bytes.length, 0));
+  frame[0] = Frame.Records;
+  frame.writeUInt32LE(subscription, 1);
+  frame.writeDoubleLE(firstId, 5);
+  frame.writeUInt32LE(envelopes.length, 13);
+  let cursor = RECORDS_HEADER_BYTES;
+  for (const bytes of envelopes) {
+    frame.writeUInt32LE(bytes.length, cursor);
+    frame.set(bytes, cursor + 4);
+    cursor += 4 + bytes.length;
+  }
+  return frame;
+}
+
+interface RawConnection {
+  socket: WebSocket;
+  welcome: Welcome;
+  frames: Buffer[];
+  closed: Promise<[number, string]>;
+}
+
+/** A raw protocol connection, for frames the real client would never send. */
+async function rawConnection(url: string): Promise<RawConnection> {
+  const socket = new WebSocket(url, { perMessageDeflate: false });
+  const frames: Buffer[] = [];
+  const closed = new Promise<[number, string]>((resolve) => socket.once('close', (code, reason) => resolve([code, reason.toString()])));
+  socket.on('message', (data: Buffer) => frames.push(data));
+  await new Promise((resolve, reject) => {
+    socket.once('open', resolve);
+    socket.once('error', reject);
+  });
+  socket.send(encodeControl(Frame.Hello, { version: PROTOCOL_VERSION, producerId: `raw-${Math.random()}`, client: 'test' }));
+  await eventually(() => frames.length > 0, 'WELCOME');
+  return { socket, welcome: decodeControl<Welcome>(frames.shift()!), frames, closed };
+}
+
+/** Reads an egress from its oldest record until `count` records match. */
+async function recordsOf<T = unknown>(egress: string, match: (value: T) => boolean, count: number, timeoutMs = 10_000): Promise<T[]> {
+  const subscription = client.subscribe<T>(egress, { from: 'earliest' });
+  const found: T[] = [];
+  try {
+    const deadline = Date.now() + timeoutMs;
+    while (found.length < count) {
+      const [record] = await take(subscription, 1, Math.max(1, deadline - Date.now())).catch((error: Error) => {
+        throw new Error(`${error.message}; matched so far: ${JSON.stringify(found)}`);
+      });
+      if (match(record!.value)) found.push(record!.value);
+    }
+    return found;
+  } finally {
+    subscription.close();
+  }
+}
+
+type SinkRecord = { id: string; value: unknown };
+
+async function nodeStillServes(target: TestNode = node): Promise<void> {
+  const check = await connect(target.url);
+  const id = `alive-${Math.random()}`;
+  const sink = check.subscribe<SinkRecord>('sink');
+  await sleep(20); // let SUBSCRIBE reach the node before the record exists
+  await check.send({ typename: 'test/sink', id }, 'alive');
+  for (;;) {
+    const [record] = await take(sink, 1);
+    if (record!.value.id === id) break;
+  }
+  await check.close();
+}
+
+function welcomeFrame(lastSeq = 0): Uint8Array {
+  return encodeControl(Frame.Welcome, {
+    version: PROTOCOL_VERSION,
+    nodeId: 'fake',
+    egressLogId: 'fake-log',
+    lastSeq,
+    keyGroups: 16,
+    limits: { valueBytesMax: 1024 * 1024, idBytesMax: 1024, frameBytesMax: 16 * 1024 * 1024 },
+    functions: ['test/sink'],
+  } satisfies Welcome);
+}
+
+/** A bare WebSocket server standing in for a node; `onConnection` gets each socket and its number (from 1). */
+async function fakeNode(onConnection: (socket: WebSocket, connection: number) => void): Promise<{ url: string; close(): Promise<void> }> {
+  const server = new WebSocketServer({ port: 0, host: '127.0.0.1' });
+  let connections = 0;
+  server.on('connection', (socket) => onConnection(socket, ++connections));
+  await new Promise((resolve) => server.once('listening', resolve));
+  const { port } = server.address() as { port: number };
+  return {
+    url: `ws://127.0.0.1:${port}`,
+    close: async () => {
+      for (const socket of server.clients) socket.terminate();
+      await new Promise((resolve) => server.close(resolve));
+    },
+  };
+}
+
+/** A TCP proxy to `port` that can swallow what the node sends on open connections, and cut them. */
+async function tcpProxy(port: number): Promise<{ url: string; swallow(): void; cut(): void; close(): Promise<void> }> {
+  let swallowing = false;
+  const sockets = new Set<Socket>();
+  const server = createNetServer((downstream) => {
+    const upstream = netConnect(port, '127.0.0.1');
+    sockets.add(downstream).add(upstream);
+    downstream.on('data', (data) => upstream.write(data));
+    upstream.on('data', (data) => {
+      if (!swallowing) downstream.write(data);
+    });
+    const end = () => {
+      downstream.destroy();
+      upstream.destroy();
+      sockets.delete(downstream);
+      sockets.delete(upstream);
+    };
+    for (const socket of [downstream, upstream]) {
+      socket.on('close', end);
+      socket.on('error', () => undefined);
+    }
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port: proxyPort } = server.address() as { port: number };
+  return {
+    url: `ws://127.0.0.1:${proxyPort}`,
+    swallow: () => (swallowing = true),
+    cut: () => {
+      swallowing = false; // for the connections that come next
+      for (const socket of sockets) socket.destroy();
+    },
+    close: () => new Promise((resolve) => server.close(() => resolve())),
+  };
+}
+
+// ---- 1. malformed client input ----
+
+test('EVENTS with a string value that is not UTF-8: that event is rejected, the others in the frame accepted', async () => {
+  const raw = await rawConnection(node.url);
+  raw.socket.send(
+    eventsFrame(1, [
+      envelope('test/sink', 'utf8-a', toTypedValue('a')),
+      envelope('test/sink', 'utf8-b', notUtf8),
+      envelope('test/sink', 'utf8-c', toTypedValue('c')),
+    ]),
+  );
+  await eventually(() => raw.frames.length >= 2, 'REJECTED and ACK');
+  const rejections = decodeControl<{ rejections: [number, string, string][] }>(raw.frames[0]!).rejections;
+  assert.equal(rejections.map(([seq, code]) => [seq, code]), [[2, 'SC_ERR_INVALID_VALUE']]);
+  assert.match(rejections[0]![2], /not valid UTF-8/);
+  assert.is(decodeAck(raw.frames[1]!), 3);
+  const accepted = await recordsOf<SinkRecord>('sink', (record) => record.id.startsWith('utf8-'), 2);
+  assert.equal(accepted.map((record) => [record.id, record.value]).sort(), [['utf8-a', 'a'], ['utf8-c', 'c']]);
+  assert.is(raw.socket.readyState, WebSocket.OPEN, 'the connection goes on');
+  raw.socket.close();
+});
+
+test('SUBSCRIBE with a subscription id outside 0..2^32-1: closed with 4400, the node stays up', async () => {
+  await client.send({ typename: 'test/sink', id: 'subscribe-bounds' }, 'a record to send'); // so the log has one to write
+  await recordsOf<SinkRecord>('sink', (record) => record.id === 'subscribe-bounds', 1);
+  for (const subscription of [-1, 5e9, 2 ** 32, 1.5]) {
+    const raw = await rawConnection(node.url);
+    raw.socket.send(encodeControl(Frame.Subscribe, { subscription, egress: 'sink', after: -1 }));
+    const [code, reason] = await withTimeout(raw.closed, 5000, `close after subscription ${subscription}`);
+    assert.is(code, CloseCode.MalformedFrame, String(subscription));
+    assert.match(reason, /subscription id from 0 to 4294967295/);
+  }
+  // The largest id is fine.
+  const raw = await rawConnection(node.url);
+  raw.socket.send(encodeControl(Frame.Subscribe, { subscription: 2 ** 32 - 1, egress: 'sink', after: -1 }));
+  await eventually(() => raw.frames.some((frame) => frame[0] === Frame.Records), 'records for subscription 2^32-1');
+  const records = raw.frames.find((frame) => frame[0] === Frame.Records)!;
+  assert.is(records.readUInt32LE(1), 2 ** 32 - 1);
+  raw.socket.close();
+  await nodeStillServes();
+});
+
+test('a close reason of multi-byte characters is cut on a character boundary within 123 bytes', async () => {
+  const raw = await rawConnection(node.url);
+  raw.socket.send(encodeControl(Frame.Subscribe, { subscription: 1, egress: '€'.repeat(40) }));
+  const [code, reason] = await withTimeout(raw.closed, 5000, 'close after a bad egress name');
+  assert.is(code, CloseCode.MalformedFrame);
+  assert.ok(Buffer.byteLength(reason) <= 123, `${Buffer.byteLength(reason)} bytes`);
+  assert.ok(reason.endsWith('…') && !reason.includes('\ufffd'), reason);
+  await nodeStillServes();
+});
+
+test('truncateUtf8: within the byte limit, on a character boundary, marked when cut', () => {
+  assert.is(truncateUtf8('short', 123), 'short');
+  assert.is(truncateUtf8('€'.repeat(41), 123), '€'.repeat(41), 'exactly 123 bytes fits');
+  for (const text of ['€'.repeat(42), '😀'.repeat(40), 'a' + '😀'.repeat(40), 'x'.repeat(1000) + 'é', '\ud800'.repeat(60)]) {
+    for (const limit of [0, 1, 4, 5, 6, 7, 50, 123]) {
+      const cut = truncateUtf8(text, limit);
+      assert.ok(Buffer.byteLength(cut) <= Math.max(limit, 3), `${limit}: ${Buffer.byteLength(cut)} bytes`);
+      assert.ok(cut.endsWith('…'), 'marked');
+      assert.ok(!/\ufffd/.test(cut.slice(0, -1)) || text.startsWith('\ud800'), 'no split character');
+    }
+  }
+  assert.is(truncateUtf8('x'.repeat(10), 8, '~'), 'xxxxxxx~');
+});
+
+test('an internal error while handling a frame closes that connection with 1011 and is logged; the process goes on', async () => {
+  const logs: string[] = [];
+  const host: GatewayHost = {
+    nodeId: 'fake',
+    egressLogId: 'fake-log',
+    keyGroups: 16,
+    limits: { valueBytesMax: 1024, idBytesMax: 64, frameBytesMax: 1024 * 1024 },
+    functions: new Set(['test/sink']),
+    egress: new EgressHub({ recordsMax: 100, bytesMax: 1024 * 1024 }),
+    admits: () => true,
+    admit: () => {
+      throw new Error('the disk is on fire');
+    },
+    flush: () => undefined,
+    countEvents: () => undefined,
+    log: (line) => logs.push(line),
+  };
+  const gateway = new Gateway(host, () => undefined);
+  const server = createServer();
+  server.on('upgrade', (request: IncomingMessage, socket: Duplex, head: Buffer) => gateway.handleUpgrade(request, socket, head));
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const url = `ws://127.0.0.1:${(server.address() as { port: number }).port}`;
+  try {
+    const raw = await rawConnection(url);
+    raw.socket.send(eventsFrame(1, [envelope('test/sink', 'x', toTypedValue('v'))]));
+    const [code, reason] = await withTimeout(raw.closed, 5000, 'close after an internal error');
+    assert.is(code, CloseCode.InternalError);
+    assert.match(reason, /the disk is on fire/);
+    assert.ok(logs.some((line) => /internal error.*the disk is on fire/.test(line)), logs.join('\n'));
+    // Other connections are not affected.
+    const other = await rawConnection(url);
+    assert.is(other.welcome.nodeId, 'fake');
+    other.socket.close();
+  } finally {
+    await gateway.close(CloseCode.GoingAway, 'test over');
+    await new Promise((resolve) => server.close(resolve));
+  }
+});
+
+// ---- 2. handlers that throw the unexpected ----
+
+test('handlers throwing huge errors, unprintable values, hostile proxies or bad thenables: dead letters, and each address goes on', async () => {
+  const cases: [typename: string, id: string, op: string, reason: RegExp][] = [
+    ['hostile/throw', 's-huge', 'huge', /^x{100,}… \[truncated: the message had 3145728 characters\]$/],
+    ['hostile/throw', 's-null', 'null-proto', /cannot be turned into a string; throw an Error instead/],
+    ['hostile/throw', 's-proxy', 'hostile-getter', /cannot be turned into a string/],
+    ['hostile/throw', 's-thenable', 'bad-thenable', /^then getter$/],
+    ['hostile/async-throw', 'a-huge', 'huge', /truncated: the message had 3145728 characters/],
+    ['hostile/async-throw', 'a-null', 'null-proto', /cannot be turned into a string/],
+    ['hostile/async-throw', 'a-proxy', 'hostile-getter', /cannot be turned into a string/],
+  ];
+  for (const [typename, id, op] of cases) {
+    await client.send({ typename, id }, op);
+    await client.send({ typename, id }, 'after');
+  }
+  const letters = await recordsOf<DeadLetter>('dead-letters', (letter) => letter.address.typename.startsWith('hostile/'), cases.length);
+  for (const [typename, id, , reason] of cases) {
+    const letter = letters.find((candidate) => candidate.address.id === id);
+    assert.ok(letter, `a dead letter for ${id}`);
+    assert.is(letter!.address.typename, typename);
+    assert.is(letter!.code, 'SC_ERR_HANDLER');
+    assert.match(letter!.reason, reason, id);
+    assert.ok(Buffer.byteLength(letter!.reason) <= 4096, `${id}: reason of ${Buffer.byteLength(letter!.reason)} bytes`);
+  }
+  // The message after each failure was handled: no address is wedged, no shard died.
+  const after = await recordsOf<string>('hostile', (text) => text.endsWith(' after'), cases.length);
+  assert.equal(after.sort(), cases.map(([, id]) => `ok ${id} after`).sort());
+  await nodeStillServes();
+});
+
+test('a string value just under valueBytesMax (1 MiB) fits its ring: it is delivered, the shard lives', async () => {
+  const big = client.subscribe<string>('big');
+  await sleep(20);
+  await client.send({ typename: 'hostile/big', id: 'big' }, 900 * 1024);
+  const [record] = await take(big, 1);
+  assert.is(record!.value.length, 900 * 1024);
+  big.close();
+});
+
+// ---- 3. overflow while parked ----
+
+test('an async handler that overfills a ring while its shard is parked: every record still arrives', async () => {
+  // The smallest rings (64 KiB): thousands of egress records at once cannot all fit.
+  const small = await startTestNode({ functions: [fixture('functions'), fixture('hostile')], shards: 2, ringBytes: 64 * 1024, valueBytesMax: 16 });
+  const smallClient = await connect(small.url);
+  try {
+    const fanout = smallClient.subscribe<number>('fanout', { from: 'earliest' });
+    const count = 5000;
+    await smallClient.send({ typename: 'hostile/fanout', id: 'f' }, count);
+    const records = await take(fanout, count, 10_000);
+    assert.equal(records.map((record) => record.value), Array.from({ length: count }, (_, index) => index));
+    await eventually(() => small.metrics().overflowBytes === 0, 'overflow queues drained');
+  } finally {
+    await smallClient.close();
+    await small.close();
+  }
+});
+
+// ---- 4. lone surrogates ----
+
+test('utf8Length counts a lone surrogate as the 3 bytes of U+FFFD, as the encoder writes it', () => {
+  for (const text of ['\ud800', '\udc00', 'a\ud800b', '\ud800é', '\ud800\ud800\udc00', '😀', '\udc00\ud800', 'x'.repeat(50) + '\ud800é', '€😀\udfff']) {
+    assert.is(utf8Length(text), Buffer.byteLength(text), JSON.stringify(text));
+  }
+  const text = 'x'.repeat(50) + '\ud800é';
+  assert.is(Types.string.deserialize(Types.string.serialize(text)), 'x'.repeat(50) + '\ufffdé');
+});
+
+test('a string with a lone surrogate reaches another shard and the client as U+FFFD; the client goes on', async () => {
+  const own = await connect(node.url);
+  try {
+    const shardOf = (id: string) => node.shardOf(keyGroupOf(id, node.keyGroups));
+    let other = 'lone-0';
+    for (let index = 1; shardOf(other) === shardOf('lone-src'); index++) other = `lone-${index}`;
+    const lone = own.subscribe<string>('lone', { from: 'earliest' });
+    await own.send({ typename: 'hostile/lone', id: 'lone-src' }, other);
+    const expected = 'x'.repeat(50) + '\ufffdé';
+    const [record] = await take(lone, 1);
+    assert.is(record!.value, expected);
+    const [delivered] = await recordsOf<SinkRecord>('sink', (candidate) => candidate.id === other, 1);
+    assert.is(delivered!.value, expected, 'the message to the other shard was decodable');
+    assert.ok(own.nodeId !== null, 'still connected');
+    await own.send({ typename: 'test/sink', id: 'lone-after' }, 'still usable');
+  } finally {
+    await own.close();
+  }
+});
+
+test('an egress record the client cannot decode is skipped and reported; the subscription and connection go on', async () => {
+  const fake = await fakeNode((socket) => {
+    socket.on('message', (data: Buffer) => {
+      if (data[0] === Frame.Hello) socket.send(welcomeFrame());
+      if (data[0] !== Frame.Subscribe) return;
+      const { subscription } = decodeControl<{ subscription: number }>(data);
+      socket.send(encodeControl(Frame.Subscribed, { subscription, after: 0 }));
+      socket.send(recordsFrame(subscription, 1, [egressEnvelope('fake', toTypedValue('one')), egressEnvelope('fake', notUtf8), egressEnvelope('fake', toTypedValue('three'))]));
+    });
+  });
+  const errors: [number, string][] = [];
+  const own = await connect(fake.url, { reconnect: false });
+  try {
+    const subscription = own.subscribe<string>('fake', { onError: (error, id) => errors.push([id, error.code]) });
+    const records = await take(subscription, 2, 5000);
+    assert.equal(records.map((record) => [record.id, record.value]), [[1, 'one'], [3, 'three']]);
+    assert.equal(errors, [[2, 'SC_ERR_MALFORMED_FRAME']]);
+    await sleep(50);
+    assert.is(own.nodeId, 'fake', 'still connected');
+  } finally {
+    await own.close({ timeoutMs: 10 });
+    await fake.close();
+  }
+});
+
+// ---- 5, 9, 11: timers and expiry on a one-shard node ----
+
+test('timers and expiry (one shard)', async () => {
+  // keyGroups 64: one sweep tick covers every key group.
+  const single = await startTestNode({ functions: [fixture('functions'), fixture('hostile')], shards: 1, keyGroups: 64 });
+  const own = await connect(single.url);
+  try {
+    await farTimerDoesNotSpin(single, own);
+    await cancellationKeysDoNotCollide(own);
+    await expiredStateIsSweptWhileIdle(single, own);
+  } finally {
+    await own.close();
+    await single.close();
+  }
+});
+
+/** 5: a delay Node's setTimeout cannot take (over 2^31-1 ms) must not turn into a 1 ms wake-up loop. */
+async function farTimerDoesNotSpin(single: TestNode, own: Client): Promise<void> {
+  const warnings: string[] = [];
+  const write = process.stderr.write;
+  // A shard's warnings reach this thread's stderr: Node says "TimeoutOverflowWarning" for each too-long timer.
+  process.stderr.write = ((chunk: string | Uint8Array, ...rest: unknown[]) => {
+    if (String(chunk).includes('TimeoutOverflowWarning')) warnings.push(String(chunk));
+    return (write as (...args: unknown[]) => boolean).call(process.stderr, chunk, ...rest);
+  }) as typeof process.stderr.write;
+  try {
+    await own.send({ typename: 'test/delayer', id: 'far' }, { op: 'schedule', delayMs: 3e9, tag: 'far' }, Types.json());
+    await eventually(() => single.metrics().DelayedPending === 1, 'the far timer to be scheduled');
+    await sleep(100);
+    const before = process.cpuUsage();
+    await sleep(1000);
+    const used = process.cpuUsage(before);
+    const cpuMs = (used.user + used.system) / 1000;
+    assert.equal(warnings, [], 'no timer was set beyond 2^31-1 ms');
+    assert.ok(cpuMs < 200, `an idle node with one far timer used ${cpuMs} ms of CPU in 1 s`);
+    assert.is(single.metrics().DelayedPending, 1, 'the timer is still pending');
+  } finally {
+    process.stderr.write = write;
+  }
+}
+
+/** 9: ("a\0b", token "c") and ("a", token "b\0c") are different senders' tokens. */
+async function cancellationKeysDoNotCollide(own: Client): Promise<void> {
+  const timer = own.subscribe<SinkRecord>('sink');
+  await sleep(20);
+  await own.send({ typename: 'hostile/timers', id: 'a' }, { op: 'schedule', delayMs: 300, tag: 'from a', token: 'b\u0000c' }, Types.json());
+  await own.send({ typename: 'hostile/timers', id: 'a\u0000b' }, { op: 'cancel', token: 'c' }, Types.json());
+  const [record] = await take(timer, 1, 5000);
+  assert.equal([record!.value.id, record!.value.value], ['timer', 'from a']);
+  timer.close();
+}
+
+/** 11: expired state leaves memory while the shard has nothing else to do. */
+async function expiredStateIsSweptWhileIdle(single: TestNode, own: Client): Promise<void> {
+  const before = single.metrics().Instances;
+  const ids = Array.from({ length: 20 }, (_, index) => `ttl-${index}`);
+  await Promise.all(ids.map((id) => own.send({ typename: 'test/ttl', id }, 'write')));
+  await eventually(() => single.metrics().Instances === before + ids.length, 'instances with state');
+  // Values expire 400 ms after the write; no message arrives after that.
+  await eventually(() => single.metrics().Instances === before, `expired instances swept (still ${single.metrics().Instances - before})`, 4000);
+}
+
+// ---- 8. cancelled timers ----
+
+test('timer queue: cancelled entries leave memory long before they would be due; the rest fire in order', () => {
+  const queue = new TimerQueue<number>();
+  const far = Date.now() + 1e10;
+  for (let index = 0; index < 10_000; index++) queue.schedule(far + (index % 100), index, `t${index}`);
+  for (let index = 0; index < 10_000; index++) if (index % 4 !== 0) queue.cancel(`t${index}`);
+  assert.is(queue.size, 2500);
+  assert.ok(queue.held <= 2 * queue.size + 1024, `holds ${queue.held} entries for ${queue.size} pending`);
+  const expected = Array.from({ length: 10_000 }, (_, index) => index)
+    .filter((index) => index % 4 === 0)
+    .sort((a, b) => (a % 100) - (b % 100) || a - b);
+  assert.equal(queue.popDue(far + 100), expected);
+  assert.is(queue.held, 0);
+
+  for (let index = 0; index < 10_000; index++) queue.schedule(far + index, index, `u${index}`);
+  for (let index = 0; index < 10_000; index++) queue.cancel(`u${index}`);
+  assert.is(queue.size, 0);
+  assert.ok(queue.held < 1024, `holds ${queue.held} cancelled entries`);
+});
+
+// ---- 6, 7: the client across reconnects ----
+
+test('close() while a reconnect attempt waits for its WELCOME: the client stays closed', async () => {
+  let first: WebSocket | null = null;
+  let held: WebSocket | null = null;
+  let heldClosed = false;
+  const fake = await fakeNode((socket, connection) => {
+    socket.on('message', (data: Buffer) => {
+      if (data[0] !== Frame.Hello) return;
+      if (connection === 1) {
+        first = socket;
+        socket.send(welcomeFrame());
+      } else if (held === null) {
+        held = socket;
+        socket.once('close', () => (heldClosed = true));
+      }
+    });
+  });
+  let own: Client | undefined;
+  try {
+    own = await connect(fake.url, { reconnect: { delayMs: 10, delayMaxMs: 20 } });
+    first!.terminate();
+    await eventually(() => held !== null, 'a reconnect attempt to say HELLO');
+    await own.close();
+    held!.send(welcomeFrame()); // the attempt succeeds after close()
+    await eventually(() => heldClosed, 'the client to drop the connection it no longer wants', 3000);
+    const closed = own;
+    assert.is(closed.nodeId, null);
+    assert.throws(
+      () => closed.send({ typename: 'test/sink', id: 'x' }, 'after close'),
+      (error: unknown) => (error as StatecraftError).code === 'SC_ERR_CLIENT_CLOSED',
+    );
+  } finally {
+    await own?.close({ timeoutMs: 10 });
+    await fake.close();
+  }
+});
+
+test('reconnect: each event keeps its sequence number, also after a rejected one', async () => {
+  const numbered: string[][] = [[], [], []];
+  const fake = await fakeNode((socket, connection) => {
+    socket.on('message', (data: Buffer) => {
+      if (data[0] === Frame.Hello) return socket.send(welcomeFrame(0));
+      if (data[0] !== Frame.Events) return;
+      const { firstSeq, values } = parseEvents(data);
+      numbered[Math.min(connection, 2)]!.push(...values.map((value, index) => `${value}:${firstSeq + index}`));
+      if (connection === 1) {
+        // Reject the second event, then lose the connection before any ACK.
+        socket.send(encodeControl(Frame.Rejected, { rejections: [[2, 'SC_ERR_INVALID_VALUE', 'e2 is not wanted']] }));
+        setTimeout(() => socket.terminate(), 20);
+      } else {
+        socket.send(encodeAck(firstSeq + values.length - 1));
+      }
+    });
+  });
+  const own = await connect(fake.url, { reconnect: { delayMs: 10, delayMaxMs: 20 } });
+  try {
+    const outcomes = ['e1', 'e2', 'e3'].map((value) =>
+      own.send({ typename: 'test/sink', id: 'r' }, value).then(
+        () => 'accepted',
+        (error: StatecraftError) => error.code,
+      ),
+    );
+    assert.equal(await withTimeout(Promise.all(outcomes), 5000, 'every send to settle'), ['accepted', 'SC_ERR_INVALID_VALUE', 'accepted']);
+    assert.equal(numbered[1], ['e1:1', 'e2:2', 'e3:3']);
+    const again = new Map(numbered[2]!.map((entry) => [entry.split(':')[0], entry]));
+    assert.is(again.get('e1'), 'e1:1');
+    assert.is(again.get('e3'), 'e3:3', `re-sent as ${JSON.stringify(numbered[2])}`);
+  } finally {
+    await own.close({ timeoutMs: 10 });
+    await fake.close();
+  }
+});
+
+test('reconnect after the REJECTED frame was lost: the rejected event still rejects, the others resolve once', async () => {
+  const proxy = await tcpProxy(Number(new URL(node.url).port));
+  const own = await connect(proxy.url, { reconnect: { delayMs: 20, delayMaxMs: 50 } });
+  try {
+    const before = node.metrics();
+    proxy.swallow(); // the node's answers (REJECTED, ACK) never reach the client
+    const outcomes = [
+      own.send({ typename: 'test/sink', id: 'lost-1' }, 'e1'),
+      own.send({ typename: 'test/sink', id: 'lost-2' }, Uint8Array.from([0x0a, 0x01, 0xff]), rawStringBytes),
+      own.send({ typename: 'test/sink', id: 'lost-3' }, 'e3'),
+    ].map((sent) =>
+      sent.then(
+        () => 'accepted',
+        (error: StatecraftError) => error.code,
+      ),
+    );
+    await eventually(() => node.metrics().EventsRejected === before.EventsRejected + 1 && node.metrics().EventsAccepted === before.EventsAccepted + 2, 'the node to take all three');
+    proxy.cut();
+    assert.equal(await withTimeout(Promise.all(outcomes), 10_000, 'every send to settle after the reconnect'), ['accepted', 'SC_ERR_INVALID_VALUE', 'accepted']);
+    assert.ok(own.nodeId !== null, 'reconnected');
+    const delivered = await recordsOf<SinkRecord>('sink', (record) => record.id.startsWith('lost-'), 2);
+    assert.equal(delivered.map((record) => record.id).sort(), ['lost-1', 'lost-3']);
+    await sleep(200);
+    assert.is(node.metrics().EventsAccepted, before.EventsAccepted + 2, 'nothing admitted twice');
+    assert.is(node.metrics().EventsRejected, before.EventsRejected + 1, 'a re-answered rejection is not counted again');
+  } finally {
+    await own.close({ timeoutMs: 10 });
+    await proxy.close();
+  }
+});
+
+test.run();
