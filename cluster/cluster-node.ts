@@ -9,7 +9,8 @@
  * admitting client events and says so on /health and /cluster until the majority is back.
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { EnvelopeKind } from '../lib/envelope.js';
+import { EnvelopeKind, readKeyGroup } from '../lib/envelope.js';
+import { decodeExport, handoverBody, handoverEnvelope } from '../node/handover.js';
 import type { ClusterHooks, ClusterPort, StatecraftNode } from '../node/index.js';
 import { Membership, type Action, type Member, type MembershipConfig } from './membership.js';
 import { PeerNetwork } from './peer-network.js';
@@ -20,6 +21,17 @@ const PEER_BACKLOG_BYTES_MAX = 64 * 1024 * 1024;
 /** How long a message waits before going back to a peer that sent it to us as its owner (views differ). */
 const BOUNCE_HOLD_MS = 20;
 const LEAVE_GOSSIP_MS = 300;
+/** A member that left keeps its link this long, so its hand-overs and last messages get through. */
+const LEFT_RETIRE_MS = 10_000;
+/** How long key groups wait for a hand-over from a member that left before starting afresh. */
+const HANDOVER_FROM_LEFT_WAIT_MS = 15_000;
+const HANDOVER_CHECK_MS = 250;
+
+/** A key group on the move, as this node sees it. */
+type Moving =
+  | { state: 'releasing'; since: number }
+  | { state: 'awaiting'; from: string; since: number }
+  | { state: 'adopting'; since: number };
 
 export type MembershipTuning = Partial<Omit<MembershipConfig, 'selfId' | 'selfAddress' | 'keyGroups' | 'random'>>;
 
@@ -48,6 +60,8 @@ export interface ClusterStatus {
   members: (Member & { keyGroups: number; inView: boolean; connected: boolean })[];
   peers: ReturnType<PeerNetwork['linkStats']>;
   refusals: string[];
+  /** Key groups this node adopted and released, and the longest pause one of them saw. */
+  handovers: { adopted: number; released: number; instances: number; lastPauseMs: number; maxPauseMs: number; totalPauseMs: number; keyGroupsMoving: number };
 }
 
 export class ClusterNode implements ClusterHooks {
@@ -68,6 +82,18 @@ export class ClusterNode implements ClusterHooks {
   private deliveringFrom: string | null = null;
   private held: { bytes: Uint8Array; keyGroup: number }[] = [];
   private heldTimer: NodeJS.Timeout | null = null;
+  /** Key groups in a hand-over, and the messages that wait for each to land. */
+  private readonly moving = new Map<number, Moving>();
+  private readonly heldByKeyGroup = new Map<number, Uint8Array[]>();
+  private heldByKeyGroupCount = 0;
+  /** Hand-overs that arrived while views disagreed about their owner; retried on the next view. */
+  private pendingHandovers: Uint8Array[] = [];
+  private readonly handoverCheck: NodeJS.Timeout;
+  private readonly retireTimers = new Map<string, NodeJS.Timeout>();
+  /** Hand-overs this node adopted: how long their key groups were stopped (old owner's freeze to adoption here). */
+  private readonly handovers = { adopted: 0, released: 0, instances: 0, lastPauseMs: 0, maxPauseMs: 0, totalPauseMs: 0 };
+  private releasesInFlight = 0;
+  private releasesDone: (() => void)[] = [];
   private readonly started = performance.now();
   private servingWaiters: (() => void)[] = [];
 
@@ -78,11 +104,15 @@ export class ClusterNode implements ClusterHooks {
     this.placement = computePlacement(this.view, this.keyGroups);
     const seeds = options.seeds.filter((seed) => seed !== address);
     this.joined = seeds.length === 0;
+    this.ownsNothingYet = !this.joined;
     this.network = new PeerNetwork({
       selfId: nodeId,
       selfAddress: address,
       keyGroups: this.keyGroups,
-      onEnvelope: (bytes, offset, length) => this.port.deliver(bytes, offset, length),
+      onEnvelope: (bytes, offset, length) => {
+        if (bytes[offset] === EnvelopeKind.Handover) this.onHandover(bytes.slice(offset, offset + length));
+        else this.port.deliver(bytes, offset, length);
+      },
       onEnvelopesDone: () => this.port.flush(),
       onGossip: (from, message) => this.apply(this.membership.receive(this.now(), from, message as never)),
       onBacklogChanged: () => this.port.recheckAdmission(),
@@ -99,6 +129,8 @@ export class ClusterNode implements ClusterHooks {
     });
     this.port = node.attachCluster(this);
     this.port.setOwnership(() => this.joined);
+    this.handoverCheck = setInterval(() => this.checkAwaiting(), HANDOVER_CHECK_MS);
+    this.handoverCheck.unref();
     this.updateServing();
     this.apply(this.membership.start(this.now(), seeds));
   }
@@ -110,6 +142,14 @@ export class ClusterNode implements ClusterHooks {
   // ---- ClusterHooks ----
 
   forward(bytes: Uint8Array, offset: number, length: number, keyGroup: number): void {
+    if (this.moving.has(keyGroup)) {
+      // Its hand-over is under way: the message goes after it, in order.
+      let held = this.heldByKeyGroup.get(keyGroup);
+      if (held === undefined) this.heldByKeyGroup.set(keyGroup, (held = []));
+      held.push(bytes.slice(offset, offset + length));
+      this.heldByKeyGroupCount++;
+      return;
+    }
     const owner = this.placement.members[this.placement.owners[keyGroup]!]!;
     if (owner === this.options.nodeId || !this.joined) {
       // Not part of a cluster yet, or the routing table lags the placement: keep it until it is settled.
@@ -164,7 +204,12 @@ export class ClusterNode implements ClusterHooks {
       `statecraft_cluster_members_dead ${count('dead')}`,
       `statecraft_cluster_key_groups_owned ${ownedCounts(this.placement)[this.options.nodeId] ?? 0}`,
       `statecraft_peer_queued_bytes ${this.network.queuedBytes}`,
-      `statecraft_messages_held ${this.held.length}`,
+      `statecraft_messages_held ${this.held.length + this.heldByKeyGroupCount}`,
+      `statecraft_key_groups_moving ${this.moving.size}`,
+      `statecraft_handovers_adopted ${this.handovers.adopted}`,
+      `statecraft_handovers_released ${this.handovers.released}`,
+      `statecraft_handover_pause_max_ms ${this.handovers.maxPauseMs}`,
+      `statecraft_handover_pause_last_ms ${this.handovers.lastPauseMs}`,
     ];
   }
 
@@ -215,22 +260,206 @@ export class ClusterNode implements ClusterHooks {
     const reachableCount = [...this.view].filter(reachable).length;
     if (dead.length > 0 && reachableCount * 2 > this.view.size) for (const id of dead) this.view.delete(id);
     for (const [id, state] of states) {
-      if (state === 'dead' || state === 'left') for (const envelope of this.network.retire(id)) this.reroute(envelope);
+      if (state === 'dead') this.retire(id);
+      else if (state === 'left' && !this.retireTimers.has(id)) {
+        // A member that left is still handing its key groups over: close its link a little later.
+        this.retireTimers.set(id, setTimeout(() => this.retire(id), LEFT_RETIRE_MS).unref());
+      } else if (state === 'alive' && this.retireTimers.has(id)) {
+        clearTimeout(this.retireTimers.get(id));
+        this.retireTimers.delete(id);
+      }
     }
     this.updateServing();
     // Suspects keep their key groups until they are declared dead: suspicion is often wrong.
     const placement = computePlacement([...this.view].filter((id) => reachable(id) || states.get(id) === 'suspect'), this.keyGroups);
     if (placement.viewId !== this.placement.viewId) {
+      // A node that just joined takes its key groups over from the owners they had without it.
+      const others = placement.members.filter((id) => id !== this.options.nodeId);
+      const previous = this.ownsNothingYet && others.length > 0 ? computePlacement(others, this.keyGroups) : this.placement;
+      if (others.length > 0) this.ownsNothingYet = false;
       this.placement = placement;
       this.epoch++;
-      const self = placement.members.indexOf(this.options.nodeId);
-      this.port.setOwnership((keyGroup) => this.joined && placement.owners[keyGroup] === self);
+      this.applyPlacement(previous, placement);
       const counts = ownedCounts(placement);
       this.options.log(
         `cluster: epoch ${this.epoch}, view ${placement.viewId}: ${placement.members.map((id) => `${id} (${counts[id]} key groups)`).join(', ')}`,
       );
       this.releaseHeld();
+      this.retryPendingHandovers();
     }
+    this.checkAwaiting();
+  }
+
+  /** A node that joins through seeds owns nothing until its first view with them. */
+  private ownsNothingYet = false;
+
+  private retire(id: string): void {
+    clearTimeout(this.retireTimers.get(id));
+    this.retireTimers.delete(id);
+    for (const envelope of this.network.retire(id)) this.reroute(envelope);
+  }
+
+  // ---- hand-over ----
+
+  /**
+   * Moves key groups whose owner changed between two placements: releases the ones this node gives
+   * up (they go to their new owner with their state, timers and queued messages), and holds messages
+   * for the ones it gains until their hand-over lands. A key group whose old owner is gone (dead)
+   * starts afresh: its state went with that node.
+   */
+  private applyPlacement(previous: Placement, next: Placement): void {
+    const self = this.options.nodeId;
+    const states = new Map(this.membership.members().map((member) => [member.id, member.state]));
+    const outgoing: number[] = [];
+    const now = performance.now();
+    for (let keyGroup = 0; keyGroup < this.keyGroups; keyGroup++) {
+      const was = previous.members[previous.owners[keyGroup]!]!;
+      const owner = next.members[next.owners[keyGroup]!]!;
+      const moving = this.moving.get(keyGroup);
+      if (was === self && owner !== self) {
+        if (moving === undefined) outgoing.push(keyGroup);
+        else if (moving.state === 'awaiting') {
+          // It never reached us: whatever waits for it goes to the new owner, and so will its hand-over.
+          this.moving.delete(keyGroup);
+          this.flushHeld(keyGroup);
+        }
+      } else if (was !== self && owner === self) {
+        const from = states.get(was);
+        if (moving === undefined && this.joined && (from === 'alive' || from === 'suspect' || from === 'left')) {
+          this.moving.set(keyGroup, { state: 'awaiting', from: was, since: now });
+        }
+      } else if (owner !== self && moving?.state === 'awaiting') {
+        this.moving.delete(keyGroup);
+        this.flushHeld(keyGroup);
+      }
+    }
+    for (const keyGroup of outgoing) this.moving.set(keyGroup, { state: 'releasing', since: now });
+    this.port.setOwnership((keyGroup) => {
+      const moving = this.moving.get(keyGroup);
+      if (moving !== undefined) return moving.state === 'adopting' ? null : false;
+      return this.joined && next.members[next.owners[keyGroup]!] === self;
+    });
+    if (outgoing.length > 0) this.release(outgoing);
+  }
+
+  private release(keyGroups: number[]): void {
+    this.releasesInFlight++;
+    this.port.releaseKeyGroups(keyGroups).then(
+      (exports) => {
+        for (const { keyGroup, bytes } of exports) this.sendHandover(keyGroup, bytes);
+        this.handovers.released += exports.length;
+        if (--this.releasesInFlight === 0) for (const done of this.releasesDone.splice(0)) done();
+      },
+      (error: Error) => {
+        this.options.log(`cluster: releasing ${keyGroups.length} key groups failed: ${error.message}`);
+        if (--this.releasesInFlight === 0) for (const done of this.releasesDone.splice(0)) done();
+      },
+    );
+  }
+
+  /** Sends an exported key group to its owner now (or adopts it back, if the placement returned it here). */
+  private sendHandover(keyGroup: number, body: Uint8Array): void {
+    const owner = this.placement.members[this.placement.owners[keyGroup]!]!;
+    if (owner === this.options.nodeId) {
+      this.adopt(keyGroup, body);
+      return;
+    }
+    this.moving.delete(keyGroup);
+    this.network.send(owner, this.addressOf(owner), handoverEnvelope(keyGroup, body), 0, body.length + 8);
+    // What waited for the release follows the hand-over on the same link, so it arrives after it.
+    this.flushHeld(keyGroup);
+  }
+
+  /** A hand-over from a peer: adopt it if this node owns the key group now, else pass it on. */
+  private onHandover(envelope: Uint8Array): void {
+    const keyGroup = readKeyGroup(envelope, 0);
+    if (keyGroup >= this.keyGroups) {
+      this.options.log(`cluster: dropped a hand-over for key group ${keyGroup}: the cluster has ${this.keyGroups}`);
+      return;
+    }
+    const owner = this.placement.members[this.placement.owners[keyGroup]!]!;
+    const moving = this.moving.get(keyGroup);
+    if (owner !== this.options.nodeId || moving?.state === 'releasing' || moving?.state === 'adopting' || !this.joined) {
+      if (owner === this.deliveringFrom || owner === this.options.nodeId || !this.joined) {
+        // Views disagree for a moment (or we are busy with it): keep it until the next view or retry.
+        this.pendingHandovers.push(envelope);
+        return;
+      }
+      this.network.send(owner, this.addressOf(owner), envelope, 0, envelope.length);
+      return;
+    }
+    this.adopt(keyGroup, handoverBody(envelope, 0, envelope.length));
+  }
+
+  private adopt(keyGroup: number, body: Uint8Array): void {
+    this.moving.set(keyGroup, { state: 'adopting', since: performance.now() });
+    let frozenAt = Date.now();
+    try {
+      frozenAt = decodeExport(body).frozenAt;
+    } catch (error) {
+      this.options.log(`cluster: a hand-over for key group ${keyGroup} is malformed (${(error as Error).message}): dropped`);
+      this.moving.delete(keyGroup);
+      this.port.setOwnership((group) => (group === keyGroup ? true : null));
+      this.flushHeld(keyGroup);
+      return;
+    }
+    this.port.adoptKeyGroups([{ keyGroup, bytes: body }]).then(
+      (instances) => {
+        const pause = Math.max(0, Date.now() - frozenAt);
+        this.handovers.adopted++;
+        this.handovers.instances += instances;
+        this.handovers.lastPauseMs = pause;
+        this.handovers.maxPauseMs = Math.max(this.handovers.maxPauseMs, pause);
+        this.handovers.totalPauseMs += pause;
+        this.moving.delete(keyGroup);
+        if (this.placement.members[this.placement.owners[keyGroup]!] !== this.options.nodeId) {
+          // The placement moved on while it was being adopted: pass it on.
+          this.moving.set(keyGroup, { state: 'releasing', since: performance.now() });
+          this.release([keyGroup]);
+        }
+        this.flushHeld(keyGroup);
+      },
+      (error: Error) => {
+        this.options.log(`cluster: adopting key group ${keyGroup} failed: ${error.message}`);
+        this.moving.delete(keyGroup);
+        this.flushHeld(keyGroup);
+      },
+    );
+  }
+
+  /** Delivers what waited for a key group's hand-over, in order, by the routing table as it is now. */
+  private flushHeld(keyGroup: number): void {
+    const held = this.heldByKeyGroup.get(keyGroup);
+    if (held === undefined) return;
+    this.heldByKeyGroup.delete(keyGroup);
+    this.heldByKeyGroupCount -= held.length;
+    for (const bytes of held) this.port.deliver(bytes, 0, bytes.length);
+    this.port.flush();
+  }
+
+  private retryPendingHandovers(): void {
+    const pending = this.pendingHandovers;
+    this.pendingHandovers = [];
+    for (const envelope of pending) this.onHandover(envelope);
+  }
+
+  /** Key groups awaited from a member that died (or left long ago without handing them over) start afresh. */
+  private checkAwaiting(): void {
+    if (this.pendingHandovers.length > 0) this.retryPendingHandovers();
+    const states = new Map(this.membership.members().map((member) => [member.id, member.state]));
+    const now = performance.now();
+    const claimed: number[] = [];
+    for (const [keyGroup, moving] of this.moving) {
+      if (moving.state !== 'awaiting') continue;
+      const from = states.get(moving.from);
+      if (from === 'dead' || from === undefined || (from === 'left' && now - moving.since > HANDOVER_FROM_LEFT_WAIT_MS)) claimed.push(keyGroup);
+    }
+    if (claimed.length === 0) return;
+    this.options.log(`cluster: ${claimed.length} key groups were not handed over (their owner is gone): they start afresh here`);
+    const set = new Set(claimed);
+    for (const keyGroup of claimed) this.moving.delete(keyGroup);
+    this.port.setOwnership((keyGroup) => (set.has(keyGroup) ? true : null));
+    for (const keyGroup of claimed) this.flushHeld(keyGroup);
   }
 
   private updateServing(): void {
@@ -270,8 +499,12 @@ export class ClusterNode implements ClusterHooks {
     return this.membership.members().find((member) => member.id === id)?.address ?? '';
   }
 
-  /** An envelope that was queued for a peer now gone: invokes go to their key group's new owner. */
+  /** An envelope that was queued for a peer now gone: invokes and hand-overs go to their key group's new owner. */
   private reroute(envelope: Uint8Array): void {
+    if (envelope[0] === EnvelopeKind.Handover) {
+      this.onHandover(envelope.slice());
+      return;
+    }
     // Egress records were copies for that peer's subscribers; this node has its own.
     if (envelope[0] !== EnvelopeKind.Invoke) return;
     this.port.deliver(envelope, 0, envelope.length);
@@ -316,6 +549,7 @@ export class ClusterNode implements ClusterHooks {
         .sort((a, b) => a.id.localeCompare(b.id)),
       peers: this.network.linkStats(),
       refusals: this.network.refusals,
+      handovers: { ...this.handovers, keyGroupsMoving: this.moving.size },
     };
   }
 
@@ -334,6 +568,17 @@ export class ClusterNode implements ClusterHooks {
     this.closed = true;
     this.apply(this.membership.leave(this.now()));
     if (this.tickTimer) clearTimeout(this.tickTimer);
+    const states = new Map(this.membership.members().map((member) => [member.id, member.state]));
+    const others = [...this.view].filter((id) => id !== this.options.nodeId && (states.get(id) === 'alive' || states.get(id) === 'suspect'));
+    if (others.length > 0) {
+      // Hand every key group over to its owner in the view without this node, then wait for the
+      // releases to finish; the links carry the hand-overs (close() waits for their acknowledgement).
+      const previous = this.placement;
+      this.placement = computePlacement(others, this.keyGroups);
+      this.applyPlacement(previous, this.placement);
+      if (this.releasesInFlight > 0) await new Promise<void>((resolve) => this.releasesDone.push(resolve));
+      this.options.log(`cluster: handed ${this.handovers.released} key groups over to ${others.join(', ')}`);
+    }
     await new Promise((resolve) => setTimeout(resolve, this.view.size > 1 ? LEAVE_GOSSIP_MS : 0));
   }
 
@@ -343,7 +588,9 @@ export class ClusterNode implements ClusterHooks {
     if (this.tickTimer) clearTimeout(this.tickTimer);
     if (this.heldTimer) clearTimeout(this.heldTimer);
     if (this.held.length > 0) this.options.log(`cluster: ${this.held.length} held messages dropped at shutdown`);
-    await this.network.drain(1000);
+    clearInterval(this.handoverCheck);
+    for (const timer of this.retireTimers.values()) clearTimeout(timer);
+    await this.network.drain(5000);
     this.network.close();
   }
 }

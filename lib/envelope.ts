@@ -2,7 +2,9 @@
  * The envelope: how one message is laid out in bytes, in shard rings, peer frames and client frames.
  *
  *   offset  size  field
- *   0       1     kind            1 = invoke (a message to a function), 2 = egress record
+ *   0       1     kind            1 = invoke (a message to a function), 2 = egress record,
+ *                                 3 = hand-over (a key group's state, timers and queued messages,
+ *                                 moving between nodes; body: msgpack, see node/handover.ts)
  *   1       1     flags           invoke: bit 0 = has caller
  *   2       2     channel         reserved for the source channel (0)
  *   4       4     key group       u32 little-endian: keyGroupOf(target id), or the source's for egress
@@ -27,6 +29,7 @@ export const ENVELOPE_HEADER_BYTES = 8;
 export const EnvelopeKind = {
   Invoke: 1,
   Egress: 2,
+  Handover: 3,
 } as const;
 
 const FLAG_HAS_CALLER = 1;

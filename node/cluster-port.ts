@@ -26,9 +26,22 @@ export interface ClusterHooks {
 }
 
 export interface ClusterPort {
-  /** Which key groups this node owns from now on (true = owned). Others route to `forward`. */
-  setOwnership(owned: (keyGroup: number) => boolean): void;
-  /** An envelope from a peer: invoke → the owning local shard (or `forward` if not ours); egress → local subscribers. */
+  /**
+   * Which key groups this node owns from now on: true = owned (routed to its shard), false = routed to
+   * `forward`, null = leave as it is (a key group in the middle of a hand-over).
+   */
+  setOwnership(owned: (keyGroup: number) => boolean | null): void;
+  /**
+   * Hands key groups out: routes them to `forward` at once, then has their shards export them (state,
+   * timers, queued messages; see handover.ts). Resolves with one body per key group.
+   */
+  releaseKeyGroups(keyGroups: readonly number[]): Promise<{ keyGroup: number; bytes: Uint8Array }[]>;
+  /** Takes handed-over key groups in; resolves once their shard owns them (routing included). */
+  adoptKeyGroups(bodies: readonly { keyGroup: number; bytes: Uint8Array }[]): Promise<number>;
+  /**
+   * An envelope from a peer: invoke → the owning local shard (or `forward` if not ours); egress → local
+   * subscribers. (Hand-over envelopes are the cluster layer's: give their bodies to `adoptKeyGroups`.)
+   */
   deliver(bytes: Uint8Array, offset: number, length: number): void;
   /** Publishes what `deliver` wrote to the shard rings (call once per batch). */
   flush(): void;

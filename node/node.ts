@@ -314,13 +314,59 @@ class MainThread implements RecordVisitor {
       setOwnership: (owned) => {
         // Shards read this table for every message they route; a plain store per key group suffices
         // (a message routed by the old entry reaches the main thread, which forwards it again).
-        for (let keyGroup = 0; keyGroup < routing.length; keyGroup++) routing[keyGroup] = owned(keyGroup) ? 1 + (keyGroup % shards) : MAIN_THREAD;
+        for (let keyGroup = 0; keyGroup < routing.length; keyGroup++) {
+          const own = owned(keyGroup);
+          if (own !== null) Atomics.store(routing, keyGroup, own ? 1 + (keyGroup % shards) : MAIN_THREAD);
+        }
+      },
+      releaseKeyGroups: async (keyGroups) => {
+        const byShard = new Map<number, number[]>();
+        for (const keyGroup of keyGroups) {
+          const shard = 1 + (keyGroup % shards);
+          Atomics.store(routing, keyGroup, MAIN_THREAD);
+          byShard.set(shard, [...(byShard.get(shard) ?? []), keyGroup]);
+        }
+        const replies = await Promise.all(
+          [...byShard].map(([shard, groups]) => this.askShard(shard, { type: 'release', request: 0, keyGroups: groups }, 'released')),
+        );
+        return replies.flatMap((reply) => (reply as Extract<ShardToMain, { type: 'released' }>).exports);
+      },
+      adoptKeyGroups: async (bodies) => {
+        const byShard = new Map<number, Uint8Array[]>();
+        for (const { keyGroup, bytes } of bodies) {
+          const shard = 1 + (keyGroup % shards);
+          byShard.set(shard, [...(byShard.get(shard) ?? []), bytes]);
+        }
+        const replies = await Promise.all([...byShard].map(([shard, list]) => this.askShard(shard, { type: 'adopt', request: 0, bodies: list }, 'adopted')));
+        let instances = 0;
+        for (const reply of replies as Extract<ShardToMain, { type: 'adopted' }>[]) {
+          if (reply.error) throw new StatecraftError('SC_ERR_MALFORMED_FRAME', `a hand-over could not be imported: ${reply.error}`);
+          instances += reply.instances;
+        }
+        return instances;
       },
       deliver: (bytes, offset, length) => this.deliverFromPeer(bytes, offset, length),
       flush: () => this.flushOutbox(),
       recheckAdmission: () => this.inbox.wake(),
       log: (line) => this.config.log(line),
     };
+  }
+
+  private requests = 0;
+
+  /** Posts a request to a shard and resolves with its answer of the given type (matched by request number). */
+  private askShard(shard: number, message: MainToShard & { request: number }, answer: 'released' | 'adopted'): Promise<ShardToMain> {
+    const worker = this.workers[shard - 1]!;
+    const request = ++this.requests;
+    return new Promise((resolve) => {
+      const onMessage = (reply: ShardToMain) => {
+        if (reply.type !== answer || reply.request !== request) return;
+        worker.off('message', onMessage);
+        resolve(reply);
+      };
+      worker.on('message', onMessage);
+      worker.postMessage({ ...message, request });
+    });
   }
 
   /** Routes an invoke envelope to its key group's shard, or to the cluster layer when another node owns it. */

@@ -24,9 +24,17 @@ export type ShardToMain =
   | { type: 'failed'; message: string }
   | { type: 'log'; line: string }
   | { type: 'heap'; usedBytes: number; collected: boolean }
+  | { type: 'released'; request: number; exports: { keyGroup: number; bytes: Uint8Array }[] }
+  | { type: 'adopted'; request: number; instances: number; error?: string }
   | { type: 'stopped' };
 
-export type MainToShard = { type: 'stop' } | { type: 'heap' };
+export type MainToShard =
+  | { type: 'stop' }
+  | { type: 'heap' }
+  /** Export these key groups (their routing points elsewhere already). */
+  | { type: 'release'; request: number; keyGroups: number[] }
+  /** Import handed-over key groups (bodies as node/handover.ts encodes them). */
+  | { type: 'adopt'; request: number; bodies: Uint8Array[] };
 
 const port = parentPort!;
 const data = workerData as ShardWorkerData;
@@ -51,6 +59,19 @@ try {
   // This listener also keeps the thread alive while the loop is parked on Atomics.waitAsync.
   port.on('message', (message: MainToShard) => {
     if (message.type === 'stop') shard.stop();
+    else if (message.type === 'release') {
+      void shard.release(message.keyGroups).then((exports) =>
+        port.postMessage({ type: 'released', request: message.request, exports } satisfies ShardToMain),
+      );
+    } else if (message.type === 'adopt') {
+      let reply: ShardToMain;
+      try {
+        reply = { type: 'adopted', request: message.request, instances: shard.adopt(message.bodies) };
+      } catch (error) {
+        reply = { type: 'adopted', request: message.request, instances: 0, error: (error as Error).message };
+      }
+      port.postMessage(reply);
+    }
     else if (message.type === 'heap') {
       // A full collection first when the process runs with --expose-gc, so the figure is live data only.
       const gc = (globalThis as { gc?: () => void }).gc;

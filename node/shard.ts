@@ -14,7 +14,7 @@
  */
 import { formatAddress } from '../lib/address.js';
 import { StatecraftError, UnknownFunctionTypeError } from '../lib/errors.js';
-import { EnvelopeDecoder, EnvelopeKind, egressLengthMax, invokeLengthMax, writeEgress, writeInvoke } from '../lib/envelope.js';
+import { EnvelopeDecoder, EnvelopeKind, egressLengthMax, invokeLengthMax, readKeyGroup, writeEgress, writeInvoke } from '../lib/envelope.js';
 import { DEAD_LETTERS_EGRESS, DEAD_LETTER_TYPENAME, type DeadLetter, type FunctionDefinition } from '../lib/function.js';
 import { keyGroupOf } from '../lib/key-group.js';
 import { Message } from '../lib/message.js';
@@ -27,6 +27,8 @@ import { Metric, ThreadMetrics } from './metrics.js';
 import type { RecordVisitor } from './spsc-ring.js';
 import { StateStore } from './state-store.js';
 import { TimerQueue } from './timer-queue.js';
+import { HANDOVER_VERSION, decodeExport, encodeExport, type ExportedTimer, type KeyGroupExport } from './handover.js';
+import { primitiveType } from '../lib/types.js';
 
 export interface ShardConfig {
   readonly thread: number;
@@ -139,6 +141,11 @@ export class Shard implements RecordVisitor {
   private stopping = false;
   private timerHandle: NodeJS.Timeout | null = null;
   private timerDueMs = Infinity;
+  /** Async invocations running, per key group (a key group is exported only when it has none). */
+  private readonly runningByKeyGroup = new Map<number, number>();
+  /** Key groups being released (exported for a hand-over), and what waits for their invocations. */
+  private readonly releasing = new Set<number>();
+  private releaseWaiters: (() => void)[] = [];
   /** Sweeps expired state while the loop is parked (turns sweep too, but an idle shard has no turns). */
   private sweepTimer: NodeJS.Timeout | null = null;
   private sweepCursor = 0;
@@ -221,6 +228,13 @@ export class Shard implements RecordVisitor {
     if (source === MAIN_THREAD) this.ingressReceived = (this.ingressReceived + 1) | 0;
     const kind = data[offset];
     if (kind === EnvelopeKind.Invoke) {
+      const owner = this.routing[readKeyGroup(data, offset)];
+      if (owner !== this.thread && owner !== undefined) {
+        // Its key group moved (handed over, or to another node) while the message was on its way.
+        this.outbox.writeBytes(owner, data, offset, length);
+        this.scheduleFlush();
+        return;
+      }
       let message: Message;
       try {
         message = this.decoder.decodeInvoke(data, offset, length);
@@ -273,6 +287,7 @@ export class Shard implements RecordVisitor {
       runtime.busy.set(message.targetId, queue);
     }
     this.inFlight++;
+    this.runningByKeyGroup.set(message.keyGroup, (this.runningByKeyGroup.get(message.keyGroup) ?? 0) + 1);
     const busyQueue = queue;
     // Promise.resolve: a hand-made thenable may throw from then(), or call both callbacks, or twice.
     Promise.resolve(result as PromiseLike<unknown>).then(
@@ -289,6 +304,24 @@ export class Shard implements RecordVisitor {
     this.settle(invocation, error, failed);
     const runtime = invocation.runtime;
     const id = invocation.message.targetId;
+    const keyGroup = invocation.message.keyGroup;
+    const running = (this.runningByKeyGroup.get(keyGroup) ?? 1) - 1;
+    if (running === 0) this.runningByKeyGroup.delete(keyGroup);
+    else this.runningByKeyGroup.set(keyGroup, running);
+    if (this.routing[keyGroup] !== this.thread) {
+      // The key group is leaving this shard: its waiting messages go with it (a release exports them),
+      // or, if nothing releases it, on to its new owner.
+      if (!this.releasing.has(keyGroup)) {
+        while (queue.length > 0) {
+          this.forward(queue.shift());
+          this.queued--;
+        }
+        runtime.busy.delete(id);
+      }
+      if (running === 0) for (const wake of this.releaseWaiters.splice(0)) wake();
+      this.scheduleFlush();
+      return;
+    }
     while (queue.length > 0) {
       const next = queue.shift();
       this.queued--;
@@ -426,6 +459,129 @@ export class Shard implements RecordVisitor {
     this.scheduleFlush();
   }
 
+  /** Sends a decoded message on to its key group's current owner. */
+  private forward(message: Message): void {
+    const to = this.routing[message.keyGroup]!;
+    if (to === this.thread) {
+      this.local.push(message);
+      return;
+    }
+    const value = new TypedValue(message.valueTypeName, message.decoded, message.bytes);
+    const outbox = this.outbox;
+    const offset = outbox.reserve(to, invokeLengthMax(message.targetTypename, message.targetId, message.callerTypename, message.callerId, value));
+    const end = writeInvoke(outbox.target, offset, message.keyGroup, message.targetTypename, message.targetId, message.callerTypename, message.callerId, value);
+    outbox.commit(end - offset);
+    this.scheduleFlush();
+  }
+
+  /**
+   * Exports key groups for a hand-over: the caller has pointed their routing elsewhere already, so new
+   * messages for them no longer reach this shard's instances. Waits for their running invocations, then
+   * takes their state, the delayed messages their instances scheduled, and the messages queued for
+   * them (those that waited behind an invocation first, then those sent from this shard and not yet
+   * delivered), and forgets them.
+   */
+  async release(keyGroups: readonly number[]): Promise<{ keyGroup: number; bytes: Uint8Array }[]> {
+    const frozenAt = Date.now();
+    const wanted = new Set(keyGroups);
+    for (const keyGroup of wanted) this.releasing.add(keyGroup);
+    while ([...wanted].some((keyGroup) => this.runningByKeyGroup.has(keyGroup))) {
+      await new Promise<void>((resolve) => this.releaseWaiters.push(resolve));
+    }
+    const exports = new Map<number, KeyGroupExport>();
+    const exportOf = (keyGroup: number) => {
+      let entry = exports.get(keyGroup);
+      if (entry === undefined) {
+        entry = { v: HANDOVER_VERSION, keyGroup, frozenAt, state: [], timers: [], queued: [] };
+        exports.set(keyGroup, entry);
+      }
+      return entry;
+    };
+    for (const keyGroup of wanted) exportOf(keyGroup);
+    for (const entry of this.timers.extract((delayed) => wanted.has(delayed.senderKeyGroup))) {
+      const delayed = entry.payload;
+      const bytes = delayed.value.bytes ?? primitiveType(delayed.value.typename)!.serialize(delayed.value.value as never);
+      exportOf(delayed.senderKeyGroup).timers.push([
+        entry.dueMs,
+        entry.tokenKey,
+        delayed.targetTypename,
+        delayed.targetId,
+        delayed.callerTypename,
+        delayed.callerId,
+        delayed.value.typename,
+        bytes,
+      ] satisfies ExportedTimer);
+    }
+    this.armTimer();
+    for (const runtime of this.functions.values()) {
+      for (const [id, queue] of runtime.busy) {
+        const keyGroup = keyGroupOf(id, this.keyGroups);
+        if (!wanted.has(keyGroup)) continue;
+        while (queue.length > 0) {
+          exportOf(keyGroup).queued.push(this.encodeMessage(queue.shift()));
+          this.queued--;
+        }
+        runtime.busy.delete(id);
+      }
+    }
+    const keep: Message[] = [];
+    for (let index = this.localHead; index < this.local.length; index++) {
+      const message = this.local[index]!;
+      if (wanted.has(message.keyGroup)) exportOf(message.keyGroup).queued.push(this.encodeMessage(message));
+      else keep.push(message);
+    }
+    this.local = keep;
+    this.localHead = 0;
+    for (const keyGroup of wanted) {
+      const tables = this.store.takeKeyGroup(keyGroup);
+      if (tables === undefined) continue;
+      const state = exportOf(keyGroup).state;
+      for (const runtime of this.functions.values()) {
+        const table = tables[runtime.index];
+        if (table !== undefined && table.size > 0) state.push([runtime.typename, [...table]]);
+      }
+    }
+    for (const keyGroup of wanted) this.releasing.delete(keyGroup);
+    this.flush();
+    return [...exports.values()].map((entry) => ({ keyGroup: entry.keyGroup, bytes: encodeExport(entry) }));
+  }
+
+  /** Imports handed-over key groups: this shard owns them from now on. Returns how many instances came. */
+  adopt(bodies: readonly Uint8Array[]): number {
+    this.nowMs = Date.now();
+    let instances = 0;
+    for (const body of bodies) {
+      const handed = decodeExport(body);
+      Atomics.store(this.routing, handed.keyGroup, this.thread);
+      for (const [typename, entries] of handed.state) {
+        const runtime = this.functions.get(typename);
+        if (runtime === undefined) {
+          this.notice(`shard ${this.thread}: a hand-over carried state of ${typename}, which this node does not run: dropped ${entries.length} instances. Run the same functions on every node.`);
+          continue;
+        }
+        for (const [id, record] of entries) this.store.set(handed.keyGroup, runtime.index, id, record);
+        instances += entries.length;
+      }
+      for (const [dueMs, key, targetTypename, targetId, callerTypename, callerId, valueTypename, bytes] of handed.timers) {
+        const primitive = primitiveType(valueTypename);
+        const value = primitive ? new TypedValue(valueTypename, primitive.deserialize(bytes), null) : new TypedValue(valueTypename, undefined, bytes);
+        this.timers.schedule(dueMs, new DelayedMessage(targetTypename, targetId, callerTypename, callerId, value, handed.keyGroup), key);
+      }
+      for (const envelope of handed.queued) this.deliver(this.decoder.decodeInvoke(envelope, 0, envelope.length));
+    }
+    this.armTimer();
+    this.flush();
+    if (this.parked) this.inbox.wake();
+    return instances;
+  }
+
+  private encodeMessage(message: Message): Uint8Array {
+    const value = new TypedValue(message.valueTypeName, message.decoded, message.bytes);
+    const bytes = new Uint8Array(invokeLengthMax(message.targetTypename, message.targetId, message.callerTypename, message.callerId, value));
+    const end = writeInvoke(bytes, 0, message.keyGroup, message.targetTypename, message.targetId, message.callerTypename, message.callerId, value);
+    return bytes.subarray(0, end);
+  }
+
   private drainLocal(): number {
     const available = this.local.length - this.localHead;
     if (available === 0) return 0;
@@ -433,7 +589,8 @@ export class Shard implements RecordVisitor {
     for (let index = 0; index < count; index++) {
       const message = this.local[this.localHead]!;
       this.local[this.localHead++] = undefined as unknown as Message;
-      this.deliver(message);
+      if (this.routing[message.keyGroup] === this.thread) this.deliver(message);
+      else this.forward(message);
     }
     if (this.localHead === this.local.length) {
       this.local = [];

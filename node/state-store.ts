@@ -158,6 +158,15 @@ export class StateStore {
     this.size += table.size - before;
   }
 
+  /** Removes and returns a key group's records: per function index, id → record (undefined if none). */
+  takeKeyGroup(keyGroup: number): Map<string, unknown>[] | undefined {
+    const tables = this.groups[keyGroup];
+    if (tables === undefined) return undefined;
+    this.groups[keyGroup] = undefined;
+    for (const table of tables) this.size -= table.size;
+    return tables;
+  }
+
   /**
    * Drops expired values in key groups [from, from + count) (wrapping); returns the number of
    * instances removed. Called a few key groups at a time, so a sweep never stalls the shard.

@@ -126,6 +126,24 @@ export class TimerQueue<T> {
     return due;
   }
 
+  /** Removes and returns the pending entries whose payload matches (a key group handed over). */
+  extract(matches: (payload: T) => boolean): TimerEntry<T>[] {
+    const taken: TimerEntry<T>[] = [];
+    for (const bucket of this.buckets.values()) {
+      for (const entry of bucket) {
+        if (entry.cancelled || !matches(entry.payload)) continue;
+        // Marked like a cancelled entry (the pop and compaction drop it), without counting as one.
+        entry.cancelled = true;
+        this.live--;
+        this.cancelledHeld++;
+        if (entry.tokenKey !== null) this.forgetToken(entry);
+        taken.push(entry);
+      }
+    }
+    if (this.cancelledHeld >= COMPACT_CANCELLED_MIN && this.cancelledHeld > this.live) this.compact();
+    return taken;
+  }
+
   /** Every pending entry, in no particular order (for snapshots and hand-over). */
   *pending(): IterableIterator<TimerEntry<T>> {
     for (const bucket of this.buckets.values()) {

@@ -189,6 +189,46 @@ test('a client given several nodes fails over when its node leaves, and its even
   assert.is(new Set(records.map((record) => record.value.id)).size, 200);
 });
 
+test('a node joins and another leaves under steady load: state moves with its key groups, every counter ends exactly right', async () => {
+  nodes = await startClusterProcesses(3, args);
+  await converged(nodes, 3);
+  const sender = await client(nodes[0]!);
+  const watcher = await client(nodes[0]!);
+  const counts = watcher.subscribe('counts', { type: counted, bufferMax: 100_000 });
+  const seen = new Map<string, number[]>();
+  let received = 0;
+  void (async () => {
+    for await (const record of counts) {
+      const list = seen.get(record.value.id) ?? [];
+      list.push(record.value.count);
+      seen.set(record.value.id, list);
+      received++;
+    }
+  })();
+  await sleep(100);
+  const ids = Array.from({ length: 500 }, (_, index) => `m${index}`);
+  const rounds = 30;
+  let joiner: NodeProcess | null = null;
+  for (let round = 1; round <= rounds; round++) {
+    await Promise.all(ids.map((id) => sender.send({ typename: 'test/counter', id }, 1)));
+    if (round === 8) joiner = await startNodeProcess([...args, '--node-id', 'n4', '--join', `127.0.0.1:${nodes[0]!.port}`]);
+    if (round === 18) nodes[1]!.kill('SIGTERM');
+    await sleep(20);
+  }
+  assert.is(await nodes[1]!.exited, 0);
+  await eventually(() => received >= ids.length * rounds, `all ${ids.length * rounds} counts (got ${received})`, 30_000);
+  await sleep(300); // nothing more may come
+  const wrong = ids.filter((id) => JSON.stringify(seen.get(id)) !== JSON.stringify(Array.from({ length: rounds }, (_, index) => index + 1)));
+  assert.equal(wrong.slice(0, 5).map((id) => [id, seen.get(id)]), [], `${wrong.length} counters went wrong`);
+  assert.is(received, ids.length * rounds);
+  const survivors = [nodes[0]!, nodes[2]!, joiner!];
+  const views = await converged(survivors, 3);
+  const adopted = views.reduce((sum, status) => sum + (status as unknown as { handovers: { adopted: number } }).handovers.adopted, 0);
+  assert.ok(adopted > 0, 'key groups were handed over');
+  const pauses = views.map((status) => (status as unknown as { handovers: { maxPauseMs: number } }).handovers.maxPauseMs);
+  console.log(`  hand-overs adopted: ${adopted}; longest pause per node: ${pauses.join(', ')} ms`);
+});
+
 test('a peer sending garbage is disconnected; the node keeps serving', async () => {
   nodes = await startClusterProcesses(2, args);
   await converged(nodes, 2);
