@@ -16,6 +16,7 @@ const benchmarks: { name: string; script: string; nodeFlags: string[] }[] = [
   { name: 'cluster-throughput', script: 'cluster-throughput.js', nodeFlags: [] },
   { name: 'cluster-latency', script: 'cluster-latency.js', nodeFlags: [] },
   { name: 'cluster-failover', script: 'cluster-failover.js', nodeFlags: [] },
+  { name: 'cluster-handover', script: 'cluster-handover.js', nodeFlags: [] },
 ];
 
 const { values } = parseArgs({ options: { only: { type: 'string' } } });
