@@ -8,6 +8,12 @@ import { fileURLToPath } from 'node:url';
 const startScript = fileURLToPath(new URL('../cluster/start.js', import.meta.url));
 const functionsModule = fileURLToPath(new URL('./functions.js', import.meta.url));
 
+/** Node processes still running: killed if the benchmark exits early. */
+const live = new Set<ChildProcess>();
+process.once('exit', () => {
+  for (const child of live) child.kill('SIGKILL');
+});
+
 export interface BenchNode {
   readonly id: string;
   readonly url: string;
@@ -30,7 +36,8 @@ export async function startBenchNode(id: string, args: string[]): Promise<BenchN
       resolve();
     }),
   );
-  process.once('exit', () => child.kill('SIGKILL'));
+  live.add(child);
+  child.once('exit', () => live.delete(child));
   const ready = await new Promise<{ url: string; port: number }>((resolve, reject) => {
     child.stdout!.on('data', (chunk: Buffer) => {
       output += chunk.toString();
