@@ -24,7 +24,10 @@ export type ErrorCode =
   | 'SC_ERR_CONNECT_FAILED'
   | 'SC_ERR_NODE_SHUTTING_DOWN'
   | 'SC_ERR_EGRESS_GAP'
-  | 'SC_ERR_MODULE_LOAD';
+  | 'SC_ERR_MODULE_LOAD'
+  | 'SC_ERR_STORE_CORRUPT'
+  | 'SC_ERR_STORE_UNAVAILABLE'
+  | 'SC_ERR_STORE_FAILED';
 
 export class StatecraftError extends Error {
   readonly code: ErrorCode;
