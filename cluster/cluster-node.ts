@@ -26,6 +26,9 @@ const LEFT_RETIRE_MS = 10_000;
 /** How long key groups wait for a hand-over from a member that left before starting afresh. */
 const HANDOVER_FROM_LEFT_WAIT_MS = 15_000;
 const HANDOVER_CHECK_MS = 250;
+const PENDING_HANDOVERS_MAX = 4096;
+/** How long a hung invocation may hold up a graceful leave before the node goes anyway. */
+const LEAVE_RELEASE_WAIT_MS = 30_000;
 
 /** A key group on the move, as this node sees it. */
 type Moving =
@@ -86,8 +89,12 @@ export class ClusterNode implements ClusterHooks {
   private readonly moving = new Map<number, Moving>();
   private readonly heldByKeyGroup = new Map<number, Uint8Array[]>();
   private heldByKeyGroupCount = 0;
+  /** Bytes of held messages (they count towards admission control, like bytes queued for peers). */
+  private heldBytes = 0;
   /** Hand-overs that arrived while views disagreed about their owner; retried on the next view. */
   private pendingHandovers: Uint8Array[] = [];
+  /** Key groups started afresh because their owner died: a hand-over that turns up later is still adopted. */
+  private readonly claimedAfresh = new Set<number>();
   private readonly handoverCheck: NodeJS.Timeout;
   private readonly retireTimers = new Map<string, NodeJS.Timeout>();
   /** Hand-overs this node adopted: how long their key groups were stopped (old owner's freeze to adoption here). */
@@ -109,9 +116,15 @@ export class ClusterNode implements ClusterHooks {
       selfId: nodeId,
       selfAddress: address,
       keyGroups: this.keyGroups,
-      onEnvelope: (bytes, offset, length) => {
-        if (bytes[offset] === EnvelopeKind.Handover) this.onHandover(bytes.slice(offset, offset + length));
-        else this.port.deliver(bytes, offset, length);
+      valueBytesMax: node.limits.valueBytesMax,
+      onEnvelope: (bytes, offset, length, fromPeer) => {
+        this.deliveringFrom = fromPeer;
+        try {
+          if (bytes[offset] === EnvelopeKind.Handover) this.onHandover(bytes.slice(offset, offset + length));
+          else this.port.deliver(bytes, offset, length);
+        } finally {
+          this.deliveringFrom = null;
+        }
       },
       onEnvelopesDone: () => this.port.flush(),
       onGossip: (from, message) => this.apply(this.membership.receive(this.now(), from, message as never)),
@@ -148,10 +161,11 @@ export class ClusterNode implements ClusterHooks {
       if (held === undefined) this.heldByKeyGroup.set(keyGroup, (held = []));
       held.push(bytes.slice(offset, offset + length));
       this.heldByKeyGroupCount++;
+      this.heldBytes += length;
       return;
     }
     const owner = this.placement.members[this.placement.owners[keyGroup]!]!;
-    if (owner === this.options.nodeId || !this.joined) {
+    if (owner === this.options.nodeId || !this.joined || !this.serving) {
       // Not part of a cluster yet, or the routing table lags the placement: keep it until it is settled.
       this.hold(bytes.slice(offset, offset + length), keyGroup);
       return;
@@ -166,13 +180,13 @@ export class ClusterNode implements ClusterHooks {
   }
 
   onEgress(_egress: string, bytes: Uint8Array, offset: number, length: number): void {
-    for (const peer of this.view) {
+    for (const peer of this.placement.members) {
       if (peer !== this.options.nodeId) this.network.send(peer, this.addressOf(peer), bytes, offset, length);
     }
   }
 
   admits(): boolean {
-    return this.serving && this.network.queuedBytes < PEER_BACKLOG_BYTES_MAX;
+    return this.serving && this.network.queuedBytes + this.heldBytes < PEER_BACKLOG_BYTES_MAX;
   }
 
   http(request: IncomingMessage, response: ServerResponse): boolean {
@@ -251,28 +265,28 @@ export class ClusterNode implements ClusterHooks {
     // Suspects count as unreachable here: a majority must be positively alive to shrink the view.
     const reachable = (id: string) => id === this.options.nodeId || states.get(id) === 'alive';
     states.delete(this.options.nodeId); // this node is in its own view while it runs
+    // A node without a majority does not grow its view with newcomers (it could vote itself one).
+    const mayGrow = this.serving || this.view.size === 1 || !this.joinedView;
     for (const [id, state] of states) {
-      if ((state === 'alive' || state === 'suspect') && !this.view.has(id)) this.view.add(id);
+      if ((state === 'alive' || state === 'suspect') && !this.view.has(id) && mayGrow) this.view.add(id);
       if (state === 'left') this.view.delete(id);
     }
     // Members declared dead leave the view only while this node reaches a majority of it.
     const dead = [...this.view].filter((id) => id !== this.options.nodeId && (states.get(id) ?? 'dead') === 'dead');
     const reachableCount = [...this.view].filter(reachable).length;
     if (dead.length > 0 && reachableCount * 2 > this.view.size) for (const id of dead) this.view.delete(id);
-    for (const [id, state] of states) {
-      if (state === 'dead') this.retire(id);
-      else if (state === 'left' && !this.retireTimers.has(id)) {
-        // A member that left is still handing its key groups over: close its link a little later.
-        this.retireTimers.set(id, setTimeout(() => this.retire(id), LEFT_RETIRE_MS).unref());
-      } else if (state === 'alive' && this.retireTimers.has(id)) {
-        clearTimeout(this.retireTimers.get(id));
-        this.retireTimers.delete(id);
-      }
-    }
+    const wasServing = this.serving;
     this.updateServing();
+    if (!this.serving && this.joined) {
+      // No majority: process nothing until it is back (messages wait), and keep the placement as it
+      // was, dead members included, so this node claims no key group it did not own.
+      if (wasServing) this.port.setOwnership((keyGroup) => (this.moving.get(keyGroup)?.state === 'adopting' ? null : false));
+      return;
+    }
     // Suspects keep their key groups until they are declared dead: suspicion is often wrong.
     const placement = computePlacement([...this.view].filter((id) => reachable(id) || states.get(id) === 'suspect'), this.keyGroups);
-    if (placement.viewId !== this.placement.viewId) {
+    if (placement.viewId !== this.placement.viewId || (!wasServing && this.serving)) {
+      this.joinedView ||= placement.members.length > 1;
       // A node that just joined takes its key groups over from the owners they had without it.
       const others = placement.members.filter((id) => id !== this.options.nodeId);
       const previous = this.ownsNothingYet && others.length > 0 ? computePlacement(others, this.keyGroups) : this.placement;
@@ -287,8 +301,22 @@ export class ClusterNode implements ClusterHooks {
       this.releaseHeld();
       this.retryPendingHandovers();
     }
+    // Links to members that are gone close only now, so what they still held goes by the new placement.
+    for (const [id, state] of states) {
+      if (state === 'dead') this.retire(id);
+      else if (state === 'left' && !this.retireTimers.has(id)) {
+        // A member that left is still handing its key groups over: close its link a little later.
+        this.retireTimers.set(id, setTimeout(() => this.retire(id), LEFT_RETIRE_MS).unref());
+      } else if (state === 'alive' && this.retireTimers.has(id)) {
+        clearTimeout(this.retireTimers.get(id));
+        this.retireTimers.delete(id);
+      }
+    }
     this.checkAwaiting();
   }
+
+  /** Whether this node has had a view with other members (so it is no longer bootstrapping). */
+  private joinedView = false;
 
   /** A node that joins through seeds owns nothing until its first view with them. */
   private ownsNothingYet = false;
@@ -343,6 +371,11 @@ export class ClusterNode implements ClusterHooks {
   }
 
   private release(keyGroups: number[]): void {
+    // One request per key group: an invocation that never ends holds up its own key group only.
+    if (keyGroups.length > 1) {
+      for (const keyGroup of keyGroups) this.release([keyGroup]);
+      return;
+    }
     this.releasesInFlight++;
     this.port.releaseKeyGroups(keyGroups).then(
       (exports) => {
@@ -351,7 +384,11 @@ export class ClusterNode implements ClusterHooks {
         if (--this.releasesInFlight === 0) for (const done of this.releasesDone.splice(0)) done();
       },
       (error: Error) => {
-        this.options.log(`cluster: releasing ${keyGroups.length} key groups failed: ${error.message}`);
+        this.options.log(`cluster: releasing key group ${keyGroups[0]} failed (${error.message}): it stays here`);
+        for (const keyGroup of keyGroups) {
+          this.moving.delete(keyGroup);
+          this.flushHeld(keyGroup);
+        }
         if (--this.releasesInFlight === 0) for (const done of this.releasesDone.splice(0)) done();
       },
     );
@@ -379,15 +416,22 @@ export class ClusterNode implements ClusterHooks {
     }
     const owner = this.placement.members[this.placement.owners[keyGroup]!]!;
     const moving = this.moving.get(keyGroup);
-    if (owner !== this.options.nodeId || moving?.state === 'releasing' || moving?.state === 'adopting' || !this.joined) {
-      if (owner === this.deliveringFrom || owner === this.options.nodeId || !this.joined) {
+    if (owner !== this.options.nodeId || moving?.state === 'releasing' || moving?.state === 'adopting' || !this.joined || !this.serving) {
+      if (owner === this.deliveringFrom || owner === this.options.nodeId || !this.joined || !this.serving) {
         // Views disagree for a moment (or we are busy with it): keep it until the next view or retry.
-        this.pendingHandovers.push(envelope);
+        if (this.pendingHandovers.length < PENDING_HANDOVERS_MAX) this.pendingHandovers.push(envelope);
+        else this.options.log(`cluster: dropped a hand-over for key group ${keyGroup}: ${PENDING_HANDOVERS_MAX} are waiting already`);
         return;
       }
       this.network.send(owner, this.addressOf(owner), envelope, 0, envelope.length);
       return;
     }
+    if (moving?.state !== 'awaiting' && !this.claimedAfresh.has(keyGroup)) {
+      // We own it and expected nothing: adopting would overwrite live state with an older copy.
+      this.options.log(`cluster: ignored a late hand-over of key group ${keyGroup} (this node owns it and was not waiting for it)`);
+      return;
+    }
+    this.claimedAfresh.delete(keyGroup);
     this.adopt(keyGroup, handoverBody(envelope, 0, envelope.length));
   }
 
@@ -395,7 +439,9 @@ export class ClusterNode implements ClusterHooks {
     this.moving.set(keyGroup, { state: 'adopting', since: performance.now() });
     let frozenAt = Date.now();
     try {
-      frozenAt = decodeExport(body).frozenAt;
+      const decoded = decodeExport(body);
+      if (decoded.keyGroup !== keyGroup) throw new Error(`its body is for key group ${decoded.keyGroup}`);
+      frozenAt = decoded.frozenAt;
     } catch (error) {
       this.options.log(`cluster: a hand-over for key group ${keyGroup} is malformed (${(error as Error).message}): dropped`);
       this.moving.delete(keyGroup);
@@ -420,8 +466,9 @@ export class ClusterNode implements ClusterHooks {
         this.flushHeld(keyGroup);
       },
       (error: Error) => {
-        this.options.log(`cluster: adopting key group ${keyGroup} failed: ${error.message}`);
+        this.options.log(`cluster: adopting key group ${keyGroup} failed (${error.message}): it starts afresh here`);
         this.moving.delete(keyGroup);
+        this.port.setOwnership((group) => (group === keyGroup ? this.placement.members[this.placement.owners[group]!] === this.options.nodeId : null));
         this.flushHeld(keyGroup);
       },
     );
@@ -433,6 +480,7 @@ export class ClusterNode implements ClusterHooks {
     if (held === undefined) return;
     this.heldByKeyGroup.delete(keyGroup);
     this.heldByKeyGroupCount -= held.length;
+    for (const bytes of held) this.heldBytes -= bytes.length;
     for (const bytes of held) this.port.deliver(bytes, 0, bytes.length);
     this.port.flush();
   }
@@ -457,7 +505,10 @@ export class ClusterNode implements ClusterHooks {
     if (claimed.length === 0) return;
     this.options.log(`cluster: ${claimed.length} key groups were not handed over (their owner is gone): they start afresh here`);
     const set = new Set(claimed);
-    for (const keyGroup of claimed) this.moving.delete(keyGroup);
+    for (const keyGroup of claimed) {
+      this.moving.delete(keyGroup);
+      this.claimedAfresh.add(keyGroup);
+    }
     this.port.setOwnership((keyGroup) => (set.has(keyGroup) ? true : null));
     for (const keyGroup of claimed) this.flushHeld(keyGroup);
   }
@@ -502,7 +553,8 @@ export class ClusterNode implements ClusterHooks {
   /** An envelope that was queued for a peer now gone: invokes and hand-overs go to their key group's new owner. */
   private reroute(envelope: Uint8Array): void {
     if (envelope[0] === EnvelopeKind.Handover) {
-      this.onHandover(envelope.slice());
+      // Our own hand-over never reached its owner: send it where the placement says now.
+      this.sendHandover(readKeyGroup(envelope, 0), handoverBody(envelope, 0, envelope.length));
       return;
     }
     // Egress records were copies for that peer's subscribers; this node has its own.
@@ -519,7 +571,7 @@ export class ClusterNode implements ClusterHooks {
   private releaseHeld(): void {
     if (this.heldTimer) clearTimeout(this.heldTimer);
     this.heldTimer = null;
-    if (!this.joined) {
+    if (!this.joined || !this.serving) {
       if (this.held.length > 0) this.heldTimer = setTimeout(() => this.releaseHeld(), BOUNCE_HOLD_MS);
       return;
     }
@@ -571,12 +623,21 @@ export class ClusterNode implements ClusterHooks {
     const states = new Map(this.membership.members().map((member) => [member.id, member.state]));
     const others = [...this.view].filter((id) => id !== this.options.nodeId && (states.get(id) === 'alive' || states.get(id) === 'suspect'));
     if (others.length > 0) {
+      // Adoptions under way finish first (their key groups are then released like the rest).
+      const deadline = performance.now() + LEAVE_RELEASE_WAIT_MS;
+      while ([...this.moving.values()].some((moving) => moving.state === 'adopting') && performance.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 10));
       // Hand every key group over to its owner in the view without this node, then wait for the
       // releases to finish; the links carry the hand-overs (close() waits for their acknowledgement).
       const previous = this.placement;
       this.placement = computePlacement(others, this.keyGroups);
       this.applyPlacement(previous, this.placement);
-      if (this.releasesInFlight > 0) await new Promise<void>((resolve) => this.releasesDone.push(resolve));
+      if (this.releasesInFlight > 0) {
+        const finished = await Promise.race([
+          new Promise<boolean>((resolve) => this.releasesDone.push(() => resolve(true))),
+          new Promise<boolean>((resolve) => setTimeout(() => resolve(false), Math.max(0, deadline - performance.now())).unref()),
+        ]);
+        if (!finished) this.options.log(`cluster: ${this.releasesInFlight} key groups could not be handed over in time (an invocation did not finish): their state is lost`);
+      }
       this.options.log(`cluster: handed ${this.handovers.released} key groups over to ${others.join(', ')}`);
     }
     await new Promise((resolve) => setTimeout(resolve, this.view.size > 1 ? LEAVE_GOSSIP_MS : 0));
@@ -587,7 +648,9 @@ export class ClusterNode implements ClusterHooks {
     this.closed = true;
     if (this.tickTimer) clearTimeout(this.tickTimer);
     if (this.heldTimer) clearTimeout(this.heldTimer);
-    if (this.held.length > 0) this.options.log(`cluster: ${this.held.length} held messages dropped at shutdown`);
+    const waiting = this.held.length + this.heldByKeyGroupCount;
+    if (waiting > 0) this.options.log(`cluster: ${waiting} messages still waiting for a key group were dropped at shutdown`);
+    if (this.pendingHandovers.length > 0) this.options.log(`cluster: ${this.pendingHandovers.length} hand-overs found no owner before shutdown: dropped`);
     clearInterval(this.handoverCheck);
     for (const timer of this.retireTimers.values()) clearTimeout(timer);
     await this.network.drain(5000);

@@ -16,6 +16,7 @@
 import type { IncomingMessage } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { randomUUID } from 'node:crypto';
+import { truncateUtf8 } from '../lib/utf8.js';
 import { WebSocket, WebSocketServer, type RawData } from 'ws';
 import {
   ENVELOPES_HEADER_BYTES,
@@ -50,8 +51,9 @@ export interface PeerNetworkOptions {
   /** host:port that peers dial to reach this node. */
   selfAddress: string;
   keyGroups: number;
+  valueBytesMax: number;
   /** An envelope from a peer (bytes valid during the call only). */
-  onEnvelope(bytes: Uint8Array, offset: number, length: number): void;
+  onEnvelope(bytes: Uint8Array, offset: number, length: number, fromPeer: string): void;
   /** Called after a batch of `onEnvelope` calls. */
   onEnvelopesDone(): void;
   /** A gossip message from a peer. */
@@ -84,8 +86,13 @@ class PeerLink {
   /** Index in `unacked` of the first frame not yet written to the current connection. */
   private unsentIndex = 0;
   private nextSeq = 1;
-  /** Receiving side: the peer instance we last received from, and its last applied seq. */
-  receivedInstance: string;
+  /**
+   * This link's outgoing stream: sequence numbers count within it. A new link (after a retire, or in a
+   * new process) is a new stream, so a peer never confuses its numbers with an older stream's.
+   */
+  readonly streamId = randomUUID();
+  /** Receiving side: the peer's stream we last received from, and its last applied seq. */
+  receivedStream: string;
   received: number;
   private ackTimer: NodeJS.Timeout | null = null;
   private flushScheduled = false;
@@ -102,7 +109,7 @@ class PeerLink {
     this.address = address;
     // What we applied from this peer outlives the link (a retired peer may still re-send on a new one).
     const received = network.receivedFrom.get(peerId);
-    this.receivedInstance = received?.instance ?? '';
+    this.receivedStream = received?.stream ?? '';
     this.received = received?.seq ?? 0;
   }
 
@@ -157,10 +164,22 @@ class PeerLink {
     if (dropped > 0) this.network.backlogChanged();
   }
 
-  /** The peer told us what it has: forget that, and send the rest again from the start. */
-  resume(received: number): void {
+  /**
+   * The peer told us what it has of our stream: forget that, and send the rest again from the start.
+   * A peer that does not know our stream (it restarted, or this link is new) has none of it: our
+   * unacknowledged frames are numbered again from 1, as the start of the stream it now knows.
+   */
+  resume(knowsOurStream: boolean, received: number): void {
     this.unsentIndex = 0;
-    this.acknowledge(received);
+    if (knowsOurStream) this.acknowledge(received);
+    else {
+      let seq = 1;
+      for (const entry of this.unacked) {
+        entry.seq = seq++;
+        entry.frame.writeDoubleLE(entry.seq, 1);
+      }
+      this.nextSeq = seq;
+    }
     this.unsentIndex = 0;
     this.connection!.resumed = true;
     this.redialDelay = REDIAL_MIN_MS;
@@ -172,9 +191,9 @@ class PeerLink {
     const seq = envelopesSeq(frame);
     if (seq <= this.received) return; // re-sent after a reconnect: applied already
     if (seq !== this.received + 1) throw new PeerProtocolError(`ENVELOPES seq ${seq} after ${this.received}: frames were skipped`);
-    readEnvelopes(frame, (bytes, offset, length) => this.network.options.onEnvelope(bytes, offset, length));
+    readEnvelopes(frame, (bytes, offset, length) => this.network.options.onEnvelope(bytes, offset, length, this.peerId));
     this.received = seq;
-    this.network.receivedFrom.set(this.peerId, { instance: this.receivedInstance, seq });
+    this.network.receivedFrom.set(this.peerId, { stream: this.receivedStream, seq });
     this.network.options.onEnvelopesDone();
     if (this.ackTimer === null) {
       this.ackTimer = setTimeout(() => {
@@ -225,8 +244,8 @@ export class PeerNetwork {
   readonly instance = randomUUID();
   private readonly server = new WebSocketServer({ noServer: true, perMessageDeflate: false, maxPayload: PAYLOAD_MAX });
   private readonly links = new Map<string, PeerLink>();
-  /** Per peer node: the instance we last received from and the last seq applied (kept across links). */
-  readonly receivedFrom = new Map<string, { instance: string; seq: number }>();
+  /** Per peer node: the stream we last received from and the last seq applied (kept across links). */
+  readonly receivedFrom = new Map<string, { stream: string; seq: number }>();
   /** Connections not yet identified by a HELLO (dialled seeds, accepted sockets). */
   private readonly anonymous = new Set<Connection>();
   /** Seed dials by address, until their HELLO names them. */
@@ -339,6 +358,7 @@ export class PeerNetwork {
     this.closed = true;
     clearInterval(this.heartbeat);
     for (const link of this.links.values()) {
+      link.acknowledgeNow();
       link.stop();
       link.connection?.socket.close(PeerClose.GoingAway, 'node shutting down');
     }
@@ -399,6 +419,7 @@ export class PeerNetwork {
           instance: this.instance,
           address: this.options.selfAddress,
           keyGroups: this.options.keyGroups,
+          valueBytesMax: this.options.valueBytesMax,
         } satisfies PeerHello),
       );
     if (dialedByUs) socket.once('open', sendHello);
@@ -409,13 +430,15 @@ export class PeerNetwork {
         if (!isBinary || !Buffer.isBuffer(data) || data.length === 0) throw new PeerProtocolError('peer frames are non-empty binary messages');
         this.onFrame(connection, data);
       } catch (error) {
-        if (error instanceof PeerProtocolError || (error as { code?: string }).code === 'SC_ERR_MALFORMED_FRAME') {
-          this.options.log(`peer: closing a connection${connection.peer ? ` from ${connection.peer.nodeId}` : ''}: ${(error as Error).message}`);
-          socket.close(PeerClose.Malformed, (error as Error).message.slice(0, 120));
+        // Whatever a peer sends, the node stays up: the connection closes with the reason.
+        const message = error instanceof Error ? error.message : String(error);
+        const known = error instanceof PeerProtocolError || (error as { code?: string })?.code === 'SC_ERR_MALFORMED_FRAME';
+        this.options.log(`peer: closing a connection${connection.peer ? ` from ${connection.peer.nodeId}` : ''}: ${known ? '' : 'internal error: '}${message}`);
+        try {
+          socket.close(PeerClose.Malformed, truncateUtf8(message, 120));
+        } finally {
           socket.terminate();
-          return;
         }
-        throw error;
       }
     });
     socket.on('error', () => undefined); // 'close' follows; dial failures are retried
@@ -438,10 +461,12 @@ export class PeerNetwork {
     const type = data[0];
     if (connection.peer === null) {
       if (type !== PeerFrame.Hello) {
-        if (type === PeerFrame.Refused) {
-          const { reason } = decodeControl<{ reason: string }>(data);
+        if (type === PeerFrame.Refused && connection.dialedByUs) {
+          // Only the node we dialled can refuse us (an inbound socket could be anyone).
+          const body = decodeControl<{ reason?: unknown }>(data);
+          if (typeof body?.reason !== 'string') throw new PeerProtocolError('REFUSED needs { reason }');
           connection.socket.close(PeerClose.Normal);
-          this.options.onRefused(`refused by the node at ${connection.socket.url ?? 'a peer'}: ${reason}`);
+          this.options.onRefused(`refused by the node at ${connection.socket.url ?? 'a peer'}: ${body.reason}`);
           return;
         }
         throw new PeerProtocolError('the first frame must be HELLO');
@@ -454,8 +479,22 @@ export class PeerNetwork {
     switch (type) {
       case PeerFrame.Resume: {
         const resume = decodeControl<PeerResume>(data);
-        if (typeof resume?.received !== 'number' || typeof resume.instance !== 'string') throw new PeerProtocolError('RESUME needs { instance, received }');
-        link.resume(resume.instance === this.instance ? resume.received : 0);
+        if (
+          typeof resume?.stream !== 'string' ||
+          resume.stream.length === 0 ||
+          typeof resume.receivedStream !== 'string' ||
+          !Number.isSafeInteger(resume.received) ||
+          resume.received < 0
+        ) {
+          throw new PeerProtocolError('RESUME needs { stream, receivedStream, received }');
+        }
+        if (resume.stream !== link.receivedStream) {
+          // A stream we have not received from: its numbers start at 1.
+          link.receivedStream = resume.stream;
+          link.received = 0;
+          this.receivedFrom.set(connection.peer.nodeId, { stream: resume.stream, seq: 0 });
+        }
+        link.resume(resume.receivedStream === link.streamId, resume.received);
         break;
       }
       case PeerFrame.Gossip:
@@ -478,6 +517,7 @@ export class PeerNetwork {
   private onHello(connection: Connection, hello: PeerHello): void {
     const refuse = (reason: string) => {
       this.refusals.push(`${hello.nodeId} (${hello.address}): ${reason}`);
+      if (this.refusals.length > 20) this.refusals.shift();
       this.options.log(`peer: refused ${hello.nodeId} at ${hello.address}: ${reason}`);
       connection.socket.send(encodeControl(PeerFrame.Refused, { reason }));
       connection.socket.close(PeerClose.Refused, reason.slice(0, 120));
@@ -487,6 +527,9 @@ export class PeerNetwork {
     }
     if (hello.keyGroups !== this.options.keyGroups) {
       return refuse(`it has ${hello.keyGroups} key groups and this cluster has ${this.options.keyGroups}: start it with --key-groups ${this.options.keyGroups}`);
+    }
+    if (hello.valueBytesMax !== this.options.valueBytesMax) {
+      return refuse(`it takes values of up to ${hello.valueBytesMax} bytes and this cluster ${this.options.valueBytesMax}: start it with --value-bytes-max ${this.options.valueBytesMax}`);
     }
     if (hello.nodeId === this.options.selfId) {
       if (hello.instance !== this.instance) return refuse(`its node id ${hello.nodeId} is this node's: give each node its own --node-id or --data-dir`);
@@ -514,13 +557,9 @@ export class PeerNetwork {
       clearTimeout(link.redialTimer);
       link.redialTimer = null;
     }
-    if (link.receivedInstance !== hello.instance) {
-      // A new process on the other side: its sequence numbers start again.
-      link.receivedInstance = hello.instance;
-      link.received = 0;
-      this.receivedFrom.set(hello.nodeId, { instance: hello.instance, seq: 0 });
-    }
-    connection.socket.send(encodeControl(PeerFrame.Resume, { instance: hello.instance, received: link.received } satisfies PeerResume));
+    connection.socket.send(
+      encodeControl(PeerFrame.Resume, { stream: link.streamId, receivedStream: link.receivedStream, received: link.received } satisfies PeerResume),
+    );
     // Our gossip to this address may have been waiting for the HELLO: membership re-sends on its own.
   }
 

@@ -3,13 +3,15 @@
  * port. The first byte is the frame type; control frames carry a msgpack body (`useRecords: false`, so
  * nodes of different builds decode each other).
  *
- *   0x01 HELLO     msgpack { version, nodeId, instance, address, keyGroups }     first frame, both ways
- *   0x02 RESUME    msgpack { instance, received }      after the peer's HELLO: the last ENVELOPES seq
- *                  this node received from that instance of the peer (0 if none); the peer drops what
- *                  it covers and re-sends the rest, in order
+ *   0x01 HELLO     msgpack { version, nodeId, instance, address, keyGroups, valueBytesMax }   first frame, both ways
+ *   0x02 RESUME    msgpack { stream, receivedStream, received }   after the peer's HELLO: this node's
+ *                  outgoing stream id, and the last ENVELOPES seq it applied of the peer's stream
+ *                  `receivedStream`. The peer drops what that covers and re-sends the rest, in order;
+ *                  if it does not know that stream (it restarted, or its link is new), it numbers
+ *                  its unacknowledged frames again from 1, as a new stream.
  *   0x03 GOSSIP    msgpack membership message
  *   0x04 ENVELOPES [f64 seq][u32 count] then count × ([u32 length][envelope])   seq: consecutive from 1
- *                  per sending instance and receiving node; a receiver applies seq = last + 1 only
+ *                  within the sender's stream; a receiver applies seq = last + 1 only
  *   0x05 ACK       [f64 seq]  every ENVELOPES frame up to seq was applied; the sender may forget them
  *   0x06 REFUSED   msgpack { reason }   the peer will not talk to this node (protocol or key groups differ)
  *
@@ -44,10 +46,15 @@ export interface PeerHello {
   instance: string;
   address: string;
   keyGroups: number;
+  /** Every node of a cluster must take the same values (an envelope must fit every node's rings). */
+  valueBytesMax: number;
 }
 
 export interface PeerResume {
-  instance: string;
+  /** The sender's outgoing stream on this link (its ENVELOPES seq numbers count within it). */
+  stream: string;
+  /** The stream of the receiver's that the sender last received from, and the last seq it applied. */
+  receivedStream: string;
   received: number;
 }
 
@@ -145,9 +152,10 @@ export function validateHello(hello: unknown): PeerHello {
     value.nodeId.length > 256 ||
     typeof value.instance !== 'string' ||
     typeof value.address !== 'string' ||
-    typeof value.keyGroups !== 'number'
+    typeof value.keyGroups !== 'number' ||
+    typeof value.valueBytesMax !== 'number'
   ) {
-    throw new PeerProtocolError('HELLO needs { version, nodeId, instance, address, keyGroups }');
+    throw new PeerProtocolError('HELLO needs { version, nodeId, instance, address, keyGroups, valueBytesMax }');
   }
   return value as PeerHello;
 }

@@ -69,6 +69,8 @@ export interface StatecraftNode {
   readonly nodeId: string;
   readonly shards: number;
   readonly keyGroups: number;
+  /** Largest value and id this node accepts (every node of a cluster must agree). */
+  readonly limits: { readonly valueBytesMax: number; readonly idBytesMax: number };
   /** Function types this node runs. */
   readonly functions: readonly string[];
   /** Sends an event from inside this process, as a client would (no acknowledgement). */
@@ -295,6 +297,7 @@ class MainThread implements RecordVisitor {
       nodeId: this.nodeId,
       shards,
       keyGroups: this.config.keyGroups,
+      limits: { valueBytesMax: this.config.limits.valueBytesMax, idBytesMax: this.config.limits.idBytesMax },
       functions: functionNames,
       send: (target, value, type) => this.sendLocal(target, value, type),
       metrics: () => this.currentMetrics(),
@@ -343,6 +346,8 @@ class MainThread implements RecordVisitor {
           if (reply.error) throw new StatecraftError('SC_ERR_MALFORMED_FRAME', `a hand-over could not be imported: ${reply.error}`);
           instances += reply.instances;
         }
+        // Routing points at the shards only now: the caller delivers what waited right after this.
+        for (const { keyGroup } of bodies) Atomics.store(routing, keyGroup, 1 + (keyGroup % shards));
         return instances;
       },
       deliver: (bytes, offset, length) => this.deliverFromPeer(bytes, offset, length),
@@ -382,6 +387,11 @@ class MainThread implements RecordVisitor {
   }
 
   private deliverFromPeer(bytes: Uint8Array, offset: number, length: number): void {
+    if (length > this.outbox.recordBytesMax) {
+      // Only a peer with other limits sends this (HELLO compares them); it cannot enter a ring here.
+      this.config.log(`main: dropped an envelope of ${length} bytes from a peer: larger than this node's rings take (${this.outbox.recordBytesMax})`);
+      return;
+    }
     const kind = bytes[offset];
     if (kind === EnvelopeKind.Invoke) {
       const keyGroup = readKeyGroup(bytes, offset);

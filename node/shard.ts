@@ -145,6 +145,12 @@ export class Shard implements RecordVisitor {
   private readonly runningByKeyGroup = new Map<number, number>();
   /** Key groups being released (exported for a hand-over), and what waits for their invocations. */
   private readonly releasing = new Set<number>();
+  /** While a release drains the input rings: the key groups whose messages go into the export. */
+  private capturing: ReadonlySet<number> | null = null;
+  /** Captured envelopes and their key groups, alternating. */
+  private captured: (Uint8Array | number)[] = [];
+  /** Key groups adopted before the routing table points here. */
+  private readonly adopted = new Set<number>();
   private releaseWaiters: (() => void)[] = [];
   /** Sweeps expired state while the loop is parked (turns sweep too, but an idle shard has no turns). */
   private sweepTimer: NodeJS.Timeout | null = null;
@@ -228,8 +234,15 @@ export class Shard implements RecordVisitor {
     if (source === MAIN_THREAD) this.ingressReceived = (this.ingressReceived + 1) | 0;
     const kind = data[offset];
     if (kind === EnvelopeKind.Invoke) {
-      const owner = this.routing[readKeyGroup(data, offset)];
-      if (owner !== this.thread && owner !== undefined) {
+      const keyGroup = readKeyGroup(data, offset);
+      const owner = this.routing[keyGroup];
+      if (this.capturing !== null && this.capturing.has(keyGroup)) {
+        // Sent before its key group started moving: it goes with the hand-over, ahead of what waits.
+        this.captured.push(data.slice(offset, offset + length));
+        this.captured.push(keyGroup);
+        return;
+      }
+      if (owner !== this.thread && owner !== undefined && !this.ownsAdopted(keyGroup)) {
         // Its key group moved (handed over, or to another node) while the message was on its way.
         this.outbox.writeBytes(owner, data, offset, length);
         this.scheduleFlush();
@@ -308,7 +321,7 @@ export class Shard implements RecordVisitor {
     const running = (this.runningByKeyGroup.get(keyGroup) ?? 1) - 1;
     if (running === 0) this.runningByKeyGroup.delete(keyGroup);
     else this.runningByKeyGroup.set(keyGroup, running);
-    if (this.routing[keyGroup] !== this.thread) {
+    if (this.routing[keyGroup] !== this.thread && !this.ownsAdopted(keyGroup)) {
       // The key group is leaving this shard: its waiting messages go with it (a release exports them),
       // or, if nothing releases it, on to its new owner.
       if (!this.releasing.has(keyGroup)) {
@@ -459,10 +472,21 @@ export class Shard implements RecordVisitor {
     this.scheduleFlush();
   }
 
+  /** True for a key group adopted here whose routing does not point here yet. */
+  private ownsAdopted(keyGroup: number): boolean {
+    if (this.adopted.size === 0 || !this.adopted.has(keyGroup)) return false;
+    if (this.routing[keyGroup] === this.thread) {
+      this.adopted.delete(keyGroup); // the routing caught up
+      return true;
+    }
+    // Routing elsewhere after an adoption means a release moved it on (release clears it below).
+    return !this.releasing.has(keyGroup);
+  }
+
   /** Sends a decoded message on to its key group's current owner. */
   private forward(message: Message): void {
     const to = this.routing[message.keyGroup]!;
-    if (to === this.thread) {
+    if (to === this.thread || this.ownsAdopted(message.keyGroup)) {
       this.local.push(message);
       return;
     }
@@ -484,7 +508,10 @@ export class Shard implements RecordVisitor {
   async release(keyGroups: readonly number[]): Promise<{ keyGroup: number; bytes: Uint8Array }[]> {
     const frozenAt = Date.now();
     const wanted = new Set(keyGroups);
-    for (const keyGroup of wanted) this.releasing.add(keyGroup);
+    for (const keyGroup of wanted) {
+      this.releasing.add(keyGroup);
+      this.adopted.delete(keyGroup);
+    }
     while ([...wanted].some((keyGroup) => this.runningByKeyGroup.has(keyGroup))) {
       await new Promise<void>((resolve) => this.releaseWaiters.push(resolve));
     }
@@ -524,6 +551,17 @@ export class Shard implements RecordVisitor {
         runtime.busy.delete(id);
       }
     }
+    // Messages already in the input rings were sent before the routing changed: older than anything
+    // that now waits for the hand-over elsewhere, so they go in the export, after the queued ones.
+    this.nowMs = Date.now();
+    this.capturing = wanted;
+    this.captured = [];
+    for (let rounds = 0; rounds < 1000 && this.inbox.poll(RECORDS_PER_RING_PER_TURN) > 0; rounds++);
+    this.capturing = null;
+    for (let index = 0; index < this.captured.length; index += 2) {
+      exportOf(this.captured[index + 1] as number).queued.push(this.captured[index] as Uint8Array);
+    }
+    this.captured = [];
     const keep: Message[] = [];
     for (let index = this.localHead; index < this.local.length; index++) {
       const message = this.local[index]!;
@@ -552,7 +590,12 @@ export class Shard implements RecordVisitor {
     let instances = 0;
     for (const body of bodies) {
       const handed = decodeExport(body);
-      Atomics.store(this.routing, handed.keyGroup, this.thread);
+      if (!Number.isInteger(handed.keyGroup) || handed.keyGroup < 0 || handed.keyGroup >= this.keyGroups) {
+        throw new Error(`a hand-over for key group ${handed.keyGroup}, but there are ${this.keyGroups}`);
+      }
+      // The main thread points the routing here once every shard has adopted; until then this shard
+      // treats the key group as its own, so what it imported is not sent away again.
+      this.adopted.add(handed.keyGroup);
       for (const [typename, entries] of handed.state) {
         const runtime = this.functions.get(typename);
         if (runtime === undefined) {
@@ -589,7 +632,7 @@ export class Shard implements RecordVisitor {
     for (let index = 0; index < count; index++) {
       const message = this.local[this.localHead]!;
       this.local[this.localHead++] = undefined as unknown as Message;
-      if (this.routing[message.keyGroup] === this.thread) this.deliver(message);
+      if (this.routing[message.keyGroup] === this.thread || this.ownsAdopted(message.keyGroup)) this.deliver(message);
       else this.forward(message);
     }
     if (this.localHead === this.local.length) {
