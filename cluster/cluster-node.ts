@@ -650,7 +650,9 @@ export class ClusterNode implements ClusterHooks {
     if (this.heldTimer) clearTimeout(this.heldTimer);
     const waiting = this.held.length + this.heldByKeyGroupCount;
     if (waiting > 0) this.options.log(`cluster: ${waiting} messages still waiting for a key group were dropped at shutdown`);
-    if (this.pendingHandovers.length > 0) this.options.log(`cluster: ${this.pendingHandovers.length} hand-overs found no owner before shutdown: dropped`);
+    if (this.pendingHandovers.length > 0) {
+      this.options.log(`cluster: ${this.pendingHandovers.length} hand-overs found no owner before shutdown (are all nodes stopping?): dropped`);
+    }
     clearInterval(this.handoverCheck);
     for (const timer of this.retireTimers.values()) clearTimeout(timer);
     await this.network.drain(5000);
