@@ -25,7 +25,9 @@ export interface BenchNode {
 
 export async function startBenchNode(id: string, args: string[]): Promise<BenchNode> {
   const dataDir = mkdtempSync(join(tmpdir(), 'statecraft-bench-'));
-  const child = spawn(process.execPath, [startScript, '--functions', functionsModule, '--port', '0', '--host', '127.0.0.1', '--node-id', id, '--data-dir', dataDir, ...args], {
+  // BENCH_NODE_FLAGS: extra flags for node itself, e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof".
+  const nodeFlags = process.env.BENCH_NODE_FLAGS?.split(' ').filter(Boolean) ?? [];
+  const child = spawn(process.execPath, [...nodeFlags, startScript, '--functions', functionsModule, '--port', '0', '--host', '127.0.0.1', '--node-id', id, '--data-dir', dataDir, ...args], {
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let output = '';
