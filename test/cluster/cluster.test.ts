@@ -6,6 +6,8 @@ import { WebSocket } from 'ws';
 import { connect, type Client } from 'statecraft';
 import { adminJson, eventually, fixture, killNodeProcesses, sleep, startClusterProcesses, startNodeProcess, take, withTimeout, type NodeProcess } from '../helpers.js';
 import { counted } from '../fixtures/functions.js';
+import { computePlacement } from '../../cluster/placement.js';
+import { keyGroupOf } from 'statecraft';
 
 interface Status {
   nodeId: string;
@@ -152,9 +154,22 @@ test('SIGTERM leaves gracefully: the others mark the node left, never dead, and 
 test('a node that cannot reach a majority of its view stops admitting events, says why, and resumes', async () => {
   nodes = await startClusterProcesses(3, args);
   await converged(nodes, 3);
+  // A delayed message of an instance on n1 (id t4 is n1's in this placement) falls due while n1 has
+  // no majority: n1 must hold it, not process it.
+  const placement = computePlacement(['n1', 'n2', 'n3'], 128);
+  const timerId = ['t0', 't1', 't2', 't3', 't4', 't5', 't6', 't7', 't8', 't9'].find((id) => placement.members[placement.owners[keyGroupOf(id, 128)]!] === 'n1')!;
+  const watcher = await client(nodes[0]!);
+  const fired: number[] = [];
+  void (async () => {
+    for await (const record of watcher.subscribe<{ at: number }>('self-timer')) fired.push(record.value.at);
+  })();
+  await sleep(100);
+  await watcher.send({ typename: 'test/self-timer', id: timerId }, 2500);
   nodes[1]!.kill('SIGSTOP');
   nodes[2]!.kill('SIGSTOP');
   await eventually(async () => (await adminJson(nodes[0]!.port, '/health')).status === 503, 'n1 stops serving', 15_000);
+  await sleep(3000);
+  assert.equal(fired, [], 'the minority processed a delayed message');
   const [status] = await statuses([nodes[0]!]);
   assert.not.ok(status!.serving);
   assert.ok(status!.view.length >= 2 && status!.view.includes('n1'), `the minority never shrinks its view to itself: ${status!.view}`);
@@ -169,6 +184,7 @@ test('a node that cannot reach a majority of its view stops admitting events, sa
   nodes[2]!.kill('SIGCONT');
   await converged(nodes, 3, 20_000);
   await withTimeout(pending, 10_000, 'the waiting event is accepted once the majority is back');
+  await eventually(() => fired.length === 1, 'the held delayed message is processed once the majority is back');
 });
 
 test('a client given several nodes fails over when its node leaves, and its events keep landing', async () => {
