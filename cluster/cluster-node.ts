@@ -250,6 +250,7 @@ export class ClusterNode implements ClusterHooks {
   }
 
   private onMemberChanged(member: Member, previous: string | null): void {
+    this.addresses.set(member.id, member.address);
     if (member.id === this.options.nodeId) return;
     this.options.log(`cluster: ${member.id} (${member.address}) is ${member.state}${previous ? ` (was ${previous})` : ''}, incarnation ${member.incarnation}`);
     this.network.learnAddress(member.id, member.address);
@@ -546,8 +547,11 @@ export class ClusterNode implements ClusterHooks {
 
   // ---- routing helpers ----
 
+  /** Addresses by member id, refreshed on every membership change (looked up for every forward). */
+  private addresses = new Map<string, string>();
+
   private addressOf(id: string): string {
-    return this.membership.members().find((member) => member.id === id)?.address ?? '';
+    return this.addresses.get(id) ?? '';
   }
 
   /** An envelope that was queued for a peer now gone: invokes and hand-overs go to their key group's new owner. */

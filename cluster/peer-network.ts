@@ -29,7 +29,7 @@ import {
   decodeControl,
   encodeAck,
   encodeControl,
-  encodeEnvelopes,
+  writeEnvelopesHeader,
   envelopesSeq,
   readEnvelopes,
   validateHello,
@@ -38,6 +38,7 @@ import {
 } from './peer-protocol.js';
 
 const FRAME_BYTES_MAX = 256 * 1024;
+const FRAME_BUILD_INITIAL_BYTES = 16 * 1024;
 const SOCKET_BUFFERED_MAX = 8 * 1024 * 1024;
 const ACK_DELAY_MS = 10;
 const HEARTBEAT_MS = 2_000;
@@ -78,7 +79,13 @@ class PeerLink {
   address: string;
   connection: Connection | null = null;
   /** Envelopes not yet framed. */
-  private pending: Uint8Array[] = [];
+  /**
+   * The next frame, being built: its header is written when it is sealed, the envelopes go straight
+   * in (one copy from the caller's bytes, no per-envelope allocation).
+   */
+  private building: Buffer | null = null;
+  private buildingUsed = 0;
+  private buildingCount = 0;
   private pendingBytes = 0;
   /** Frames sent (or to be sent) and not acknowledged, in seq order. */
   private readonly unacked: { seq: number; frame: Buffer }[] = [];
@@ -118,7 +125,18 @@ class PeerLink {
   }
 
   enqueue(bytes: Uint8Array, offset: number, length: number): void {
-    this.pending.push(bytes.slice(offset, offset + length));
+    const needed = this.buildingUsed + 4 + length;
+    if (this.building === null || needed > this.building.length) {
+      const grown = Buffer.allocUnsafe(Math.max(FRAME_BUILD_INITIAL_BYTES, 2 * needed, ENVELOPES_HEADER_BYTES + 4 + length));
+      if (this.building !== null) this.building.copy(grown, 0, 0, this.buildingUsed);
+      else this.buildingUsed = ENVELOPES_HEADER_BYTES;
+      this.building = grown;
+    }
+    const building = this.building;
+    building.writeUInt32LE(length, this.buildingUsed);
+    building.set(bytes.subarray(offset, offset + length), this.buildingUsed + 4);
+    this.buildingUsed += 4 + length;
+    this.buildingCount++;
     this.pendingBytes += length;
     if (this.pendingBytes >= FRAME_BYTES_MAX) this.frame();
     else if (!this.flushScheduled) {
@@ -132,16 +150,23 @@ class PeerLink {
 
   /** Seals pending envelopes into a numbered frame and sends what the socket takes. */
   frame(): void {
-    if (this.pending.length > 0) {
-      const frame = encodeEnvelopes(this.nextSeq, this.pending, this.pendingBytes);
-      this.unacked.push({ seq: this.nextSeq++, frame });
-      this.unackedBytes += frame.length;
-      this.pending = [];
-      this.pendingBytes = 0;
-      this.network.backlogChanged();
-    }
+    this.seal();
     this.pump();
     if (this.connection === null) this.network.ensureDialing(this);
+  }
+
+  /** Turns the frame being built into a numbered frame waiting to be sent and acknowledged. */
+  private seal(): void {
+    if (this.building === null || this.buildingCount === 0) return;
+    const frame = this.building.subarray(0, this.buildingUsed);
+    writeEnvelopesHeader(frame, this.nextSeq, this.buildingCount);
+    this.unacked.push({ seq: this.nextSeq++, frame });
+    this.unackedBytes += frame.length;
+    this.building = null;
+    this.buildingUsed = 0;
+    this.buildingCount = 0;
+    this.pendingBytes = 0;
+    this.network.backlogChanged();
   }
 
   /** Writes unsent frames while the socket's buffer has room. */
@@ -213,14 +238,12 @@ class PeerLink {
 
   /** Everything not yet acknowledged, as envelopes, and forgets it (the peer is gone for good). */
   takeUndelivered(): Uint8Array[] {
+    this.seal();
     const envelopes: Uint8Array[] = [];
     for (const { frame } of this.unacked) readEnvelopes(frame, (bytes, offset, length) => envelopes.push(bytes.subarray(offset, offset + length)));
-    envelopes.push(...this.pending);
     this.unacked.length = 0;
     this.unackedBytes = 0;
     this.unsentIndex = 0;
-    this.pending = [];
-    this.pendingBytes = 0;
     return envelopes;
   }
 

@@ -96,6 +96,13 @@ export function decodeAck(frame: Uint8Array): number {
   return seq;
 }
 
+/** Writes an ENVELOPES frame's header into a frame whose envelopes are in place after it. */
+export function writeEnvelopesHeader(frame: Buffer, seq: number, count: number): void {
+  frame[0] = PeerFrame.Envelopes;
+  frame.writeDoubleLE(seq, 1);
+  frame.writeUInt32LE(count, 9);
+}
+
 /** Builds an ENVELOPES frame from envelopes (each a complete envelope). */
 export function encodeEnvelopes(seq: number, envelopes: readonly Uint8Array[], bytes: number): Buffer {
   const frame = Buffer.allocUnsafe(ENVELOPES_HEADER_BYTES + 4 * envelopes.length + bytes);

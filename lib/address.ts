@@ -32,10 +32,16 @@ export function utf8Length(text: string): number {
   return bytes;
 }
 
+/** Type names seen valid: a program uses a handful, and every send checks one (the regex is costly). */
+const validTypenames = new Set<string>();
+const VALID_TYPENAMES_CACHED_MAX = 1024;
+
 export function isTypename(typename: unknown): typename is string {
-  return (
-    typeof typename === 'string' && typename.length <= TYPENAME_BYTES_MAX && TYPENAME_PATTERN.test(typename)
-  );
+  if (typeof typename !== 'string') return false;
+  if (validTypenames.has(typename)) return true;
+  if (typename.length > TYPENAME_BYTES_MAX || !TYPENAME_PATTERN.test(typename)) return false;
+  if (validTypenames.size < VALID_TYPENAMES_CACHED_MAX) validTypenames.add(typename);
+  return true;
 }
 
 /** Throws a `ValidationError` unless `typename` has the form `namespace/name`. */
