@@ -27,6 +27,8 @@ const LEFT_RETIRE_MS = 10_000;
 const HANDOVER_FROM_LEFT_WAIT_MS = 15_000;
 const HANDOVER_CHECK_MS = 250;
 const PENDING_HANDOVERS_MAX = 4096;
+/** How long a key group started afresh (its owner died) still adopts a hand-over that turns up. */
+const CLAIMED_AFRESH_ADOPT_MS = 10_000;
 /** How long a hung invocation may hold up a graceful leave before the node goes anyway. */
 const LEAVE_RELEASE_WAIT_MS = 30_000;
 
@@ -94,7 +96,7 @@ export class ClusterNode implements ClusterHooks {
   /** Hand-overs that arrived while views disagreed about their owner; retried on the next view. */
   private pendingHandovers: Uint8Array[] = [];
   /** Key groups started afresh because their owner died: a hand-over that turns up later is still adopted. */
-  private readonly claimedAfresh = new Set<number>();
+  private readonly claimedAfresh = new Map<number, number>();
   private readonly handoverCheck: NodeJS.Timeout;
   private readonly retireTimers = new Map<string, NodeJS.Timeout>();
   /** Hand-overs this node adopted: how long their key groups were stopped (old owner's freeze to adoption here). */
@@ -122,6 +124,9 @@ export class ClusterNode implements ClusterHooks {
         try {
           if (bytes[offset] === EnvelopeKind.Handover) this.onHandover(bytes.slice(offset, offset + length));
           else this.port.deliver(bytes, offset, length);
+        } catch (error) {
+          // One bad envelope is dropped, not the frame: a frame half applied would be re-sent for ever.
+          this.logBadEnvelope(fromPeer, error);
         } finally {
           this.deliveringFrom = null;
         }
@@ -278,6 +283,10 @@ export class ClusterNode implements ClusterHooks {
     if (dead.length > 0 && reachableCount * 2 > this.view.size) for (const id of dead) this.view.delete(id);
     const wasServing = this.serving;
     this.updateServing();
+    if (this.serving && !mayGrow) {
+      // The majority is back: newcomers seen meanwhile join the view now.
+      for (const [id, state] of states) if ((state === 'alive' || state === 'suspect') && !this.view.has(id)) this.view.add(id);
+    }
     if (!this.serving && this.joined) {
       // No majority: process nothing until it is back (messages wait), and keep the placement as it
       // was, dead members included, so this node claims no key group it did not own.
@@ -356,13 +365,20 @@ export class ClusterNode implements ClusterHooks {
         const from = states.get(was);
         if (moving === undefined && this.joined && (from === 'alive' || from === 'suspect' || from === 'left')) {
           this.moving.set(keyGroup, { state: 'awaiting', from: was, since: now });
+        } else if (moving === undefined) {
+          // Its owner is gone: it starts afresh, but a hand-over still on its way (re-routed by a
+          // third node) is adopted for a while.
+          this.claimedAfresh.set(keyGroup, now + CLAIMED_AFRESH_ADOPT_MS);
         }
       } else if (owner !== self && moving?.state === 'awaiting') {
         this.moving.delete(keyGroup);
         this.flushHeld(keyGroup);
       }
     }
-    for (const keyGroup of outgoing) this.moving.set(keyGroup, { state: 'releasing', since: now });
+    for (const keyGroup of outgoing) {
+      this.moving.set(keyGroup, { state: 'releasing', since: now });
+      this.claimedAfresh.delete(keyGroup);
+    }
     this.port.setOwnership((keyGroup) => {
       const moving = this.moving.get(keyGroup);
       if (moving !== undefined) return moving.state === 'adopting' ? null : false;
@@ -427,7 +443,8 @@ export class ClusterNode implements ClusterHooks {
       this.network.send(owner, this.addressOf(owner), envelope, 0, envelope.length);
       return;
     }
-    if (moving?.state !== 'awaiting' && !this.claimedAfresh.has(keyGroup)) {
+    const claimedUntil = this.claimedAfresh.get(keyGroup);
+    if (moving?.state !== 'awaiting' && !(claimedUntil !== undefined && claimedUntil > performance.now())) {
       // We own it and expected nothing: adopting would overwrite live state with an older copy.
       this.options.log(`cluster: ignored a late hand-over of key group ${keyGroup} (this node owns it and was not waiting for it)`);
       return;
@@ -459,6 +476,8 @@ export class ClusterNode implements ClusterHooks {
         this.handovers.maxPauseMs = Math.max(this.handovers.maxPauseMs, pause);
         this.handovers.totalPauseMs += pause;
         this.moving.delete(keyGroup);
+        // Without a majority it is held like every other key group until the majority is back.
+        if (!this.serving) this.port.setOwnership((group) => (group === keyGroup ? false : null));
         if (this.placement.members[this.placement.owners[keyGroup]!] !== this.options.nodeId) {
           // The placement moved on while it was being adopted: pass it on.
           this.moving.set(keyGroup, { state: 'releasing', since: performance.now() });
@@ -469,7 +488,7 @@ export class ClusterNode implements ClusterHooks {
       (error: Error) => {
         this.options.log(`cluster: adopting key group ${keyGroup} failed (${error.message}): it starts afresh here`);
         this.moving.delete(keyGroup);
-        this.port.setOwnership((group) => (group === keyGroup ? this.placement.members[this.placement.owners[group]!] === this.options.nodeId : null));
+        this.port.setOwnership((group) => (group === keyGroup ? this.serving && this.placement.members[this.placement.owners[group]!] === this.options.nodeId : null));
         this.flushHeld(keyGroup);
       },
     );
@@ -494,6 +513,8 @@ export class ClusterNode implements ClusterHooks {
 
   /** Key groups awaited from a member that died (or left long ago without handing them over) start afresh. */
   private checkAwaiting(): void {
+    // Without a majority, nothing is claimed (the majority side may own it).
+    if (!this.serving) return;
     if (this.pendingHandovers.length > 0) this.retryPendingHandovers();
     const states = new Map(this.membership.members().map((member) => [member.id, member.state]));
     const now = performance.now();
@@ -508,7 +529,7 @@ export class ClusterNode implements ClusterHooks {
     const set = new Set(claimed);
     for (const keyGroup of claimed) {
       this.moving.delete(keyGroup);
-      this.claimedAfresh.add(keyGroup);
+      this.claimedAfresh.set(keyGroup, performance.now() + CLAIMED_AFRESH_ADOPT_MS);
     }
     this.port.setOwnership((keyGroup) => (set.has(keyGroup) ? true : null));
     for (const keyGroup of claimed) this.flushHeld(keyGroup);
@@ -547,6 +568,18 @@ export class ClusterNode implements ClusterHooks {
 
   // ---- routing helpers ----
 
+  private lastBadEnvelopeLog = 0;
+  private badEnvelopes = 0;
+
+  private logBadEnvelope(fromPeer: string, error: unknown): void {
+    this.badEnvelopes++;
+    const now = performance.now();
+    if (now - this.lastBadEnvelopeLog < 5000) return;
+    this.lastBadEnvelopeLog = now;
+    this.options.log(`cluster: dropped ${this.badEnvelopes} malformed envelope(s) from ${fromPeer}: ${(error as Error)?.message ?? String(error)}`);
+    this.badEnvelopes = 0;
+  }
+
   /** Addresses by member id, refreshed on every membership change (looked up for every forward). */
   private addresses = new Map<string, string>();
 
@@ -569,6 +602,7 @@ export class ClusterNode implements ClusterHooks {
 
   private hold(bytes: Uint8Array, keyGroup: number): void {
     this.held.push({ bytes, keyGroup });
+    this.heldBytes += bytes.length;
     if (this.heldTimer === null) this.heldTimer = setTimeout(() => this.releaseHeld(), BOUNCE_HOLD_MS);
   }
 
@@ -581,6 +615,7 @@ export class ClusterNode implements ClusterHooks {
     }
     const held = this.held;
     this.held = [];
+    for (const { bytes } of held) this.heldBytes -= bytes.length;
     for (const { bytes } of held) this.port.deliver(bytes, 0, bytes.length);
     this.port.flush();
   }

@@ -223,8 +223,8 @@ class PeerLink {
     if (this.ackTimer === null) {
       this.ackTimer = setTimeout(() => {
         this.ackTimer = null;
-        const socket = this.connection?.socket;
-        if (socket?.readyState === WebSocket.OPEN) socket.send(encodeAck(this.received));
+        const connection = this.connection;
+        if (connection?.resumed && connection.socket.readyState === WebSocket.OPEN) connection.socket.send(encodeAck(this.received));
       }, ACK_DELAY_MS);
     }
   }
@@ -232,8 +232,8 @@ class PeerLink {
   acknowledgeNow(): void {
     if (this.ackTimer) clearTimeout(this.ackTimer);
     this.ackTimer = null;
-    const socket = this.connection?.socket;
-    if (socket?.readyState === WebSocket.OPEN && this.received > 0) socket.send(encodeAck(this.received));
+    const connection = this.connection;
+    if (connection?.resumed && connection.socket.readyState === WebSocket.OPEN && this.received > 0) connection.socket.send(encodeAck(this.received));
   }
 
   /** Everything not yet acknowledged, as envelopes, and forgets it (the peer is gone for good). */
@@ -245,6 +245,12 @@ class PeerLink {
     this.unackedBytes = 0;
     this.unsentIndex = 0;
     return envelopes;
+  }
+
+  /** A new connection replaces the current one: an ACK planned for the old one is not sent. */
+  connectionSwitched(): void {
+    if (this.ackTimer) clearTimeout(this.ackTimer);
+    this.ackTimer = null;
   }
 
   connectionLost(connection: Connection): void {
@@ -317,7 +323,9 @@ export class PeerNetwork {
     // Not a known peer yet (a seed): dial the address and send once it answers.
     let dial = this.seedDials.get(address);
     if (dial === undefined) {
-      dial = this.dial(address);
+      const dialled = this.dial(address);
+      if (dialled === null) return;
+      dial = dialled;
       this.seedDials.set(address, dial);
     }
     const pending = dial;
@@ -405,6 +413,8 @@ export class PeerNetwork {
       if (this.closed || link.retired || link.connection !== null) return;
       link.connection = this.dial(link.address, link);
       link.redialDelay = Math.min(REDIAL_MAX_MS, link.redialDelay * 2);
+      // An address that cannot be dialled: try again later (the membership may learn a good one).
+      if (link.connection === null) this.ensureDialing(link);
     }, link.redialDelay);
     link.redialTimer.unref();
   }
@@ -418,8 +428,15 @@ export class PeerNetwork {
     return link;
   }
 
-  private dial(address: string, link?: PeerLink): Connection {
-    const socket = new WebSocket(`ws://${address}${PEER_PATH}`, { perMessageDeflate: false, maxPayload: PAYLOAD_MAX, handshakeTimeout: HELLO_TIMEOUT_MS });
+  /** Dials a peer; null when the address cannot even be dialled (malformed: from a bad HELLO or gossip). */
+  private dial(address: string, link?: PeerLink): Connection | null {
+    let socket: WebSocket;
+    try {
+      socket = new WebSocket(`ws://${address}${PEER_PATH}`, { perMessageDeflate: false, maxPayload: PAYLOAD_MAX, handshakeTimeout: HELLO_TIMEOUT_MS });
+    } catch (error) {
+      this.options.log(`peer: cannot dial ${JSON.stringify(address.slice(0, 100))}: ${(error as Error).message}`);
+      return null;
+    }
     const connection = this.adopt(socket, true);
     if (link) {
       // Pre-bind to the link it is meant for; the HELLO confirms the peer's id.
@@ -511,6 +528,7 @@ export class PeerNetwork {
         ) {
           throw new PeerProtocolError('RESUME needs { stream, receivedStream, received }');
         }
+        if (connection.resumed) throw new PeerProtocolError('RESUME sent twice on one connection');
         if (resume.stream !== link.receivedStream) {
           // A stream we have not received from: its numbers start at 1.
           link.receivedStream = resume.stream;
@@ -575,6 +593,7 @@ export class PeerNetwork {
       }
       current.socket.close(PeerClose.Duplicate, 'duplicate connection');
     }
+    link.connectionSwitched();
     link.connection = connection;
     if (link.redialTimer) {
       clearTimeout(link.redialTimer);

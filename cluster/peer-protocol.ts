@@ -148,6 +148,8 @@ export function readEnvelopes(frame: Uint8Array, visit: (bytes: Uint8Array, offs
   }
 }
 
+const HOST_PORT = /^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]{1,253}):\d{1,5}$/;
+
 export function validateHello(hello: unknown): PeerHello {
   const value = hello as Partial<PeerHello> | null;
   if (
@@ -163,6 +165,9 @@ export function validateHello(hello: unknown): PeerHello {
     typeof value.valueBytesMax !== 'number'
   ) {
     throw new PeerProtocolError('HELLO needs { version, nodeId, instance, address, keyGroups, valueBytesMax }');
+  }
+  if (!HOST_PORT.test(value.address) || Number(value.address.slice(value.address.lastIndexOf(':') + 1)) > 65535) {
+    throw new PeerProtocolError(`HELLO address ${JSON.stringify(value.address.slice(0, 100))} is not host:port`);
   }
   return value as PeerHello;
 }

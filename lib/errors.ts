@@ -27,7 +27,8 @@ export type ErrorCode =
   | 'SC_ERR_MODULE_LOAD'
   | 'SC_ERR_STORE_CORRUPT'
   | 'SC_ERR_STORE_UNAVAILABLE'
-  | 'SC_ERR_STORE_FAILED';
+  | 'SC_ERR_STORE_FAILED'
+  | 'SC_ERR_INTERNAL';
 
 export class StatecraftError extends Error {
   readonly code: ErrorCode;

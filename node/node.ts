@@ -332,6 +332,9 @@ class MainThread implements RecordVisitor {
         const replies = await Promise.all(
           [...byShard].map(([shard, groups]) => this.askShard(shard, { type: 'release', request: 0, keyGroups: groups }, 'released')),
         );
+        for (const reply of replies as Extract<ShardToMain, { type: 'released' }>[]) {
+          if (reply.error) throw new StatecraftError('SC_ERR_INTERNAL', `a shard could not export key groups: ${reply.error}`);
+        }
         return replies.flatMap((reply) => (reply as Extract<ShardToMain, { type: 'released' }>).exports);
       },
       adoptKeyGroups: async (bodies) => {

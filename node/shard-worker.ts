@@ -24,7 +24,7 @@ export type ShardToMain =
   | { type: 'failed'; message: string }
   | { type: 'log'; line: string }
   | { type: 'heap'; usedBytes: number; collected: boolean }
-  | { type: 'released'; request: number; exports: { keyGroup: number; bytes: Uint8Array }[] }
+  | { type: 'released'; request: number; exports: { keyGroup: number; bytes: Uint8Array }[]; error?: string }
   | { type: 'adopted'; request: number; instances: number; error?: string }
   | { type: 'stopped' };
 
@@ -60,8 +60,9 @@ try {
   port.on('message', (message: MainToShard) => {
     if (message.type === 'stop') shard.stop();
     else if (message.type === 'release') {
-      void shard.release(message.keyGroups).then((exports) =>
-        port.postMessage({ type: 'released', request: message.request, exports } satisfies ShardToMain),
+      shard.release(message.keyGroups).then(
+        (exports) => port.postMessage({ type: 'released', request: message.request, exports } satisfies ShardToMain),
+        (error: Error) => port.postMessage({ type: 'released', request: message.request, exports: [], error: error.message } satisfies ShardToMain),
       );
     } else if (message.type === 'adopt') {
       let reply: ShardToMain;

@@ -128,6 +128,17 @@ test('hostile frames on /peer close that connection only; a REFUSED from an inbo
     assert.ok(code === 4400 || code === 1006, `closed with ${code}`);
   }
   assert.equal(a.refused, [], 'an inbound socket cannot refuse this node');
+  // A HELLO naming an address that cannot be dialled is refused as malformed; nothing dials it later.
+  for (const address of ['h#x:1', 'host:123456', 'not an address']) {
+    const socket = new WebSocket(`ws://${a.address}/peer`);
+    await new Promise((resolve, reject) => socket.once('open', resolve).once('error', reject));
+    const { encodeControl } = await import('../../cluster/peer-protocol.js');
+    socket.send(encodeControl(0x01, { version: 1, nodeId: 'x', instance: 'i', address, keyGroups: 8, valueBytesMax: 1024 * 1024 }));
+    const code = await withTimeout(new Promise<number>((resolve) => socket.once('close', (closeCode) => resolve(closeCode))), 5000, 'closed');
+    assert.is(code, 4400, address);
+  }
+  a.net.gossip('h#x:1', { probe: true }); // a bad address from gossip: logged, not thrown
+  assert.ok(a.logs.some((line) => /cannot dial/.test(line)));
   // Still serving peers.
   const b = await peer('B');
   send(b, a, 'A', texts('ok', 3));
