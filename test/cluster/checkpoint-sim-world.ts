@@ -26,6 +26,7 @@
  *   always there; at the end, everything of checkpoints past the retain count is gone;
  * - liveness: once faults stop (the calm phase), every checkpoint started commits, also after a crash.
  */
+import { EventQueue } from './event-queue.js';
 import { BarrierTracker, type BarrierAction } from '../../node/barrier-tracker.js';
 import { CheckpointCoordinator, type AcknowledgedObjects, type CheckpointManifest, type CoordinatorAction } from '../../cluster/checkpoint-coordinator.js';
 import { createRandom } from './sim-network.js';
@@ -148,49 +149,6 @@ interface QueuedEvent {
   run: () => void;
 }
 
-/** A min-heap on (timeMs, order). */
-class EventQueue {
-  private readonly heap: QueuedEvent[] = [];
-  get size(): number {
-    return this.heap.length;
-  }
-  peek(): QueuedEvent | undefined {
-    return this.heap[0];
-  }
-  push(event: QueuedEvent): void {
-    const heap = this.heap;
-    heap.push(event);
-    let index = heap.length - 1;
-    while (index > 0) {
-      const parent = (index - 1) >> 1;
-      if (!earlier(heap[index]!, heap[parent]!)) break;
-      [heap[index], heap[parent]] = [heap[parent]!, heap[index]!];
-      index = parent;
-    }
-  }
-  pop(): QueuedEvent | undefined {
-    const heap = this.heap;
-    const top = heap[0];
-    const last = heap.pop();
-    if (heap.length > 0 && last !== undefined) {
-      heap[0] = last;
-      let index = 0;
-      for (;;) {
-        const left = index * 2 + 1;
-        const right = left + 1;
-        let smallest = index;
-        if (left < heap.length && earlier(heap[left]!, heap[smallest]!)) smallest = left;
-        if (right < heap.length && earlier(heap[right]!, heap[smallest]!)) smallest = right;
-        if (smallest === index) break;
-        [heap[index], heap[smallest]] = [heap[smallest]!, heap[index]!];
-        index = smallest;
-      }
-    }
-    return top;
-  }
-}
-
-const earlier = (a: QueuedEvent, b: QueuedEvent) => a.timeMs < b.timeMs || (a.timeMs === b.timeMs && a.order < b.order);
 
 function addTo(map: Map<number, number>, key: number, amount: number): void {
   map.set(key, (map.get(key) ?? 0) + amount);
@@ -209,7 +167,7 @@ function counterDifference(actual: Map<number, number>, expected: Map<number, nu
 export class CheckpointWorld {
   readonly stats: WorldStats;
   private readonly random: () => number;
-  private readonly queue = new EventQueue();
+  private readonly queue = new EventQueue<QueuedEvent>();
   private order = 0;
   nowMs = 0;
   /** Global event sequence: orders origins, applications and snapshots. */

@@ -6,6 +6,7 @@
  * Events (message deliveries and node ticks) sit in a binary heap ordered by (time, insertion order);
  * each node is ticked at its own `nextDeadline()`, recomputed after every event it handles.
  */
+import { EventQueue } from './event-queue.js';
 import { Membership, type Action, type Member, type MemberState, type MembershipConfig, type WireMessage } from '../../cluster/membership.js';
 
 /** sfc32: small, fast, good enough for simulation; seeded through splitmix32. */
@@ -69,51 +70,6 @@ type Event =
   | { kind: 'deliver'; timeMs: number; order: number; to: string; from: string; message: WireMessage }
   | { kind: 'tick'; timeMs: number; order: number; node: SimNode; generation: number };
 
-/** A min-heap on (timeMs, order). */
-class EventQueue {
-  private readonly heap: Event[] = [];
-  get size(): number {
-    return this.heap.length;
-  }
-  peek(): Event | undefined {
-    return this.heap[0];
-  }
-  push(event: Event): void {
-    const heap = this.heap;
-    heap.push(event);
-    let index = heap.length - 1;
-    while (index > 0) {
-      const parent = (index - 1) >> 1;
-      if (!before(heap[index]!, heap[parent]!)) break;
-      [heap[index], heap[parent]] = [heap[parent]!, heap[index]!];
-      index = parent;
-    }
-  }
-  pop(): Event | undefined {
-    const heap = this.heap;
-    const top = heap[0];
-    const last = heap.pop();
-    if (heap.length > 0 && last !== undefined) {
-      heap[0] = last;
-      let index = 0;
-      for (;;) {
-        const left = index * 2 + 1;
-        const right = left + 1;
-        let smallest = index;
-        if (left < heap.length && before(heap[left]!, heap[smallest]!)) smallest = left;
-        if (right < heap.length && before(heap[right]!, heap[smallest]!)) smallest = right;
-        if (smallest === index) break;
-        [heap[index], heap[smallest]] = [heap[smallest]!, heap[index]!];
-        index = smallest;
-      }
-    }
-    return top;
-  }
-}
-
-function before(a: Event, b: Event): boolean {
-  return a.timeMs < b.timeMs || (a.timeMs === b.timeMs && a.order < b.order);
-}
 
 /** Deep copy through plain objects, as an encode/decode round trip would (no shared references). */
 function copyMessage(message: WireMessage): WireMessage {
@@ -130,7 +86,7 @@ export class SimCluster {
   messagesSent = 0;
   /** What the wire does to a message; replace it to run real encoding. */
   transcode: (message: WireMessage) => WireMessage = copyMessage;
-  private readonly queue = new EventQueue();
+  private readonly queue = new EventQueue<Event>();
   private order = 0;
 
   constructor(
