@@ -18,7 +18,6 @@
  * A frame that breaks these rules closes the connection with code 4400 and a reason; the node stays up.
  * `instance` is random per process start, so a restarted node starts its sequences afresh.
  */
-import { Packr } from 'msgpackr';
 
 export const PEER_PROTOCOL_VERSION = 1;
 export const PEER_PATH = '/peer';
@@ -64,23 +63,9 @@ export class PeerProtocolError extends Error {
   override readonly name = 'PeerProtocolError';
 }
 
-const packr = new Packr({ useRecords: false, moreTypes: false });
-
-export function encodeControl(type: number, body: unknown): Buffer {
-  const payload = packr.pack(body);
-  const frame = Buffer.allocUnsafe(1 + payload.length);
-  frame[0] = type;
-  payload.copy(frame, 1);
-  return frame;
-}
-
-export function decodeControl<T>(frame: Uint8Array): T {
-  try {
-    return packr.unpack(frame.subarray(1)) as T;
-  } catch (error) {
-    throw new PeerProtocolError(`frame 0x${frame[0]!.toString(16)} has a malformed body: ${(error as Error).message}`);
-  }
-}
+// Control frames are built as the client protocol's are: a type byte, then a msgpack body
+// (`useRecords: false`). A malformed body is a ProtocolError (SC_ERR_MALFORMED_FRAME).
+export { encodeControl, decodeControl } from '../lib/client-protocol.js';
 
 export function encodeAck(seq: number): Buffer {
   const frame = Buffer.allocUnsafe(9);
