@@ -6,7 +6,9 @@
  *   client → node
  *     0x01 HELLO        msgpack { version, producerId, client }
  *     0x02 EVENTS       [f64 firstSeq][u32 count] then count × ([u32 length][invoke envelope]);
- *                       event i has sequence number firstSeq + i (per producer, from 1, no gaps)
+ *                       event i has sequence number firstSeq + i (per producer, from 1, no gaps).
+ *                       Each envelope also carries a producer mark (client session, seq per key
+ *                       group; see lib/envelope.ts) that its key group uses to apply it once.
  *     0x03 SUBSCRIBE    msgpack { subscription, egress, after }   after: id of the last record seen,
  *                       -1 for the oldest retained record, or omitted for new records only
  *     0x04 UNSUBSCRIBE  msgpack { subscription }

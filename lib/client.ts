@@ -35,6 +35,7 @@ import { EnvelopeDecoder, invokeLengthMax, writeInvoke, type EgressEnvelope } fr
 import { truncateUtf8 } from './utf8.js';
 import { checkValueSize, toTypedValue } from './typed-value.js';
 import { decodeKnown, primitiveType, type Type } from './types.js';
+import { keyGroupOf } from './key-group.js';
 import { DEAD_LETTER_TYPENAME } from './function.js';
 
 export interface ReconnectOptions {
@@ -312,6 +313,12 @@ type State = 'connecting' | 'open' | 'reconnecting' | 'closing' | 'closed';
 
 class StatecraftClient implements Client {
   readonly producerId: string;
+  /**
+   * This client instance's session: with a sequence number per key group it marks every event, so a
+   * key group applies an event once even when it is re-sent through another node after a reconnect.
+   */
+  private readonly session: string;
+  private readonly seqByKeyGroup = new Map<number, number>();
   private state: State = 'connecting';
   private socket: WebSocket | null = null;
   private welcome: Welcome | null = null;
@@ -346,6 +353,7 @@ class StatecraftClient implements Client {
     options: ConnectOptions,
   ) {
     this.producerId = options.producerId ?? randomUUID();
+    this.session = randomUUID().replace(/-/g, '').slice(0, 16);
     this.window = positive('window', options.window, 10_000);
     this.queueMax = positive('queueMax', options.queueMax, 1_000_000);
     this.connectTimeoutMs = positive('connectTimeoutMs', options.connectTimeoutMs, 10_000);
@@ -482,9 +490,12 @@ class StatecraftClient implements Client {
         new ConnectionError('SC_ERR_QUEUE_FULL', `${this.queueMax} events already wait to be sent; await send() or client.drained() before sending more.`),
       );
     }
-    const lengthMax = invokeLengthMax(target.typename, target.id, null, null, typed);
+    const keyGroup = keyGroupOf(target.id, this.welcome!.keyGroups);
+    const producer = { session: this.session, seq: (this.seqByKeyGroup.get(keyGroup) ?? 0) + 1 };
+    this.seqByKeyGroup.set(keyGroup, producer.seq);
+    const lengthMax = invokeLengthMax(target.typename, target.id, null, null, typed, producer);
     const buffer = lengthMax <= this.scratch.length ? this.scratch : new Uint8Array(lengthMax);
-    const end = writeInvoke(buffer, 0, 0, target.typename, target.id, null, null, typed);
+    const end = writeInvoke(buffer, 0, keyGroup, target.typename, target.id, null, null, typed, producer);
     const bytes = buffer.slice(0, end);
     return new Promise<void>((resolve, reject) => {
       this.waiting.push(new PendingEvent(this.nextSeq++, bytes, resolve, reject));

@@ -5,14 +5,17 @@
  *   0       1     kind            1 = invoke (a message to a function), 2 = egress record,
  *                                 3 = hand-over (a key group's state, timers and queued messages,
  *                                 moving between nodes; body: msgpack, see node/handover.ts)
- *   1       1     flags           invoke: bit 0 = has caller
+ *   1       1     flags           invoke: bit 0 = has caller, bit 1 = has a producer mark
  *   2       2     channel         reserved for the source channel (0)
  *   4       4     key group       u32 little-endian: keyGroupOf(target id), or the source's for egress
  *   8       ...   body            strings are UTF-8 with a length prefix (u8 for type and egress names,
  *                                 u16 for ids); the value is its type name (u8 length) and its bytes
  *                                 (u32 length) in that type's encoding
  *
- *   invoke body: target typename, target id, [caller typename, caller id], value typename, value bytes
+ *   invoke body: target typename, target id, [caller typename, caller id], [producer session (u8
+ *                length), producer seq (f64)], value typename, value bytes. A client event carries a
+ *                producer mark: its client session and a sequence number counted per (session, key
+ *                group), so the key group applies a re-sent event once, whichever node it came through.
  *   egress body: egress name, source typename, source id, value typename, value bytes
  *
  * A router reads the 8-byte header and moves the bytes; only the destination decodes the body.
@@ -33,6 +36,13 @@ export const EnvelopeKind = {
 } as const;
 
 const FLAG_HAS_CALLER = 1;
+const FLAG_HAS_PRODUCER = 2;
+
+/** A client event's producer mark: the client session and its sequence number within the key group. */
+export interface ProducerMark {
+  readonly session: string;
+  readonly seq: number;
+}
 
 function malformed(why: string): ProtocolError {
   return new ProtocolError('SC_ERR_MALFORMED_FRAME', `malformed envelope: ${why}`);
@@ -103,9 +113,11 @@ export function invokeLengthMax(
   callerTypename: string | null,
   callerId: string | null,
   value: TypedValue,
+  producer: ProducerMark | null = null,
 ): number {
   let length = ENVELOPE_HEADER_BYTES + 1 + 2 + 1 + 4 + 3 * (targetTypename.length + targetId.length + value.typename.length);
   if (callerTypename !== null) length += 1 + 2 + 3 * (callerTypename.length + callerId!.length);
+  if (producer !== null) length += 1 + 3 * producer.session.length + 8;
   return length + value.encodedLengthMax;
 }
 
@@ -119,13 +131,20 @@ export function writeInvoke(
   callerTypename: string | null,
   callerId: string | null,
   value: TypedValue,
+  producer: ProducerMark | null = null,
 ): number {
-  writeHeader(target, offset, EnvelopeKind.Invoke, callerTypename === null ? 0 : FLAG_HAS_CALLER, keyGroup);
+  const flags = (callerTypename === null ? 0 : FLAG_HAS_CALLER) | (producer === null ? 0 : FLAG_HAS_PRODUCER);
+  writeHeader(target, offset, EnvelopeKind.Invoke, flags, keyGroup);
   let cursor = writeShortString(target, offset + ENVELOPE_HEADER_BYTES, targetTypename);
   cursor = writeMediumString(target, cursor, targetId);
   if (callerTypename !== null) {
     cursor = writeShortString(target, cursor, callerTypename);
     cursor = writeMediumString(target, cursor, callerId!);
+  }
+  if (producer !== null) {
+    cursor = writeShortString(target, cursor, producer.session);
+    new DataView(target.buffer, target.byteOffset, target.byteLength).setFloat64(cursor, producer.seq, true);
+    cursor += 8;
   }
   return writeValue(target, cursor, value);
 }
@@ -199,6 +218,13 @@ class EnvelopeReader {
     }
   }
 
+  float64(what: string): number {
+    if (this.offset + 8 > this.end) throw malformed(`truncated before ${what}`);
+    const value = new DataView(this.source.buffer, this.source.byteOffset, this.source.byteLength).getFloat64(this.offset, true);
+    this.offset += 8;
+    return value;
+  }
+
   valueLength(): number {
     const offset = this.offset;
     if (offset + 4 > this.end) throw malformed('truncated before value length');
@@ -232,6 +258,13 @@ export class EnvelopeDecoder {
       callerTypename = reader.name('caller typename');
       callerId = reader.id('caller id');
     }
+    let producer: ProducerMark | null = null;
+    if ((flags & FLAG_HAS_PRODUCER) !== 0) {
+      const session = reader.name('producer session');
+      const seq = reader.float64('producer seq');
+      if (!Number.isSafeInteger(seq) || seq < 1) throw malformed(`producer seq ${seq} is not a positive integer`);
+      producer = { session, seq };
+    }
     const valueTypename = reader.name('value typename');
     const valueLength = reader.valueLength();
     this.lastValueLength = valueLength;
@@ -239,10 +272,10 @@ export class EnvelopeDecoder {
     const primitive = primitiveType(valueTypename);
     if (primitive !== undefined) {
       const decoded = primitive.readFrom(source, start, valueLength);
-      return new Message(keyGroup, targetTypename, targetId, callerTypename, callerId, valueTypename, decoded, null);
+      return new Message(keyGroup, targetTypename, targetId, callerTypename, callerId, valueTypename, decoded, null, producer);
     }
     const bytes = source.slice(start, start + valueLength);
-    return new Message(keyGroup, targetTypename, targetId, callerTypename, callerId, valueTypename, undefined, bytes);
+    return new Message(keyGroup, targetTypename, targetId, callerTypename, callerId, valueTypename, undefined, bytes, producer);
   }
 
   decodeEgress(source: Uint8Array, offset: number, length: number): EgressEnvelope {

@@ -1,4 +1,5 @@
 import { validateTypename, validateId, validateEgressName, type Address } from './address.js';
+import type { ProducerMark } from './envelope.js';
 import { ValidationError } from './errors.js';
 import { TypedValue, toTypedValue } from './typed-value.js';
 import { Types, decodeKnown, primitiveType, type Type } from './types.js';
@@ -21,6 +22,8 @@ export class Message {
     readonly decoded: unknown,
     /** @internal The serialised value for non-primitive types, else null. */
     readonly bytes: Uint8Array | null,
+    /** @internal A client event's producer mark (its session and per-key-group sequence), else null. */
+    readonly producer: ProducerMark | null = null,
   ) {}
 
   get targetAddress(): Address {

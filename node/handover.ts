@@ -7,7 +7,8 @@
  *   { v: 1, keyGroup, frozenAt,                    frozenAt: epoch ms when the old owner stopped it
  *     state:  [[typename, [[id, record], ...]], ...]   records as the state store keeps them
  *     timers: [[dueMs, tokenKey | null, targetTypename, targetId, callerTypename, callerId, valueTypename, valueBytes], ...]
- *     queued: [invokeEnvelope, ...] }             in the order they were to be delivered
+ *     queued: [invokeEnvelope, ...],              in the order they were to be delivered
+ *     marks:  [[session, seq], ...] }              producer marks (client events applied once)
  * Records hold JS primitives and byte arrays only, and deadlines in epoch ms, so they mean the same on
  * any node.
  */
@@ -25,6 +26,8 @@ export interface KeyGroupExport {
   state: [string, [string, unknown][]][];
   timers: ExportedTimer[];
   queued: Uint8Array[];
+  /** Producer marks: per client session, the last sequence number this key group applied. */
+  marks?: [string, number][];
 }
 
 const packr = new Packr({ useRecords: false, moreTypes: false });

@@ -18,6 +18,8 @@ export const Metric = {
   Backlog: 10,
   EventsAccepted: 11,
   EventsRejected: 12,
+  /** Client events a key group had applied already (re-sent after a reconnect): dropped. */
+  DuplicatesDropped: 13,
 } as const;
 export type MetricName = keyof typeof Metric;
 const METRICS_PER_THREAD = 16;

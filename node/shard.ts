@@ -70,6 +70,8 @@ const DEAD_LETTER_NAME_BYTES_MAX = 256;
 /** A smaller cut, when ids make the dead letter too long for a ring record even so. */
 const DEAD_LETTER_SHORT_BYTES_MAX = 256;
 const NOTICE_REASON_BYTES_MAX = 500;
+/** Client sessions remembered per key group (least recently used forgotten first). */
+const PRODUCER_MARKS_PER_KEY_GROUP_MAX = 10_000;
 
 function yieldToEventLoop(): Promise<void> {
   return new Promise((resolve) => setImmediate(resolve));
@@ -149,6 +151,8 @@ export class Shard implements RecordVisitor {
   private capturing: ReadonlySet<number> | null = null;
   /** Captured envelopes and their key groups, alternating. */
   private captured: (Uint8Array | number)[] = [];
+  /** Per key group: client session → last sequence number applied. */
+  private readonly producerMarks: (Map<string, number> | undefined)[] = [];
   /** Key groups adopted before the routing table points here. */
   private readonly adopted = new Set<number>();
   private releaseWaiters: (() => void)[] = [];
@@ -167,6 +171,7 @@ export class Shard implements RecordVisitor {
     delayedCancelled: 0,
     egress: 0,
     messagesIn: 0,
+    duplicates: 0,
   };
 
   constructor(config: ShardConfig) {
@@ -256,6 +261,7 @@ export class Shard implements RecordVisitor {
         return;
       }
       this.counters.messagesIn++;
+      if (message.producer !== null && !this.acceptProducerMark(message)) return;
       this.deliver(message);
       return;
     }
@@ -472,6 +478,26 @@ export class Shard implements RecordVisitor {
     this.scheduleFlush();
   }
 
+  /**
+   * A client event carries its session's sequence number for its key group: the key group remembers
+   * the last one it applied per session, and drops an event it has applied already (re-sent after a
+   * reconnect, possibly through another node). False for such a duplicate.
+   */
+  private acceptProducerMark(message: Message): boolean {
+    const producer = message.producer!;
+    let marks = this.producerMarks[message.keyGroup];
+    if (marks === undefined) this.producerMarks[message.keyGroup] = marks = new Map();
+    const last = marks.get(producer.session);
+    if (last !== undefined && producer.seq <= last) {
+      this.counters.duplicates++;
+      return false;
+    }
+    if (last !== undefined) marks.delete(producer.session); // re-inserted: the map stays in order of last use
+    marks.set(producer.session, producer.seq);
+    if (marks.size > PRODUCER_MARKS_PER_KEY_GROUP_MAX) marks.delete(marks.keys().next().value!);
+    return true;
+  }
+
   /** True for a key group adopted here whose routing does not point here yet. */
   private ownsAdopted(keyGroup: number): boolean {
     if (this.adopted.size === 0 || !this.adopted.has(keyGroup)) return false;
@@ -492,8 +518,8 @@ export class Shard implements RecordVisitor {
     }
     const value = new TypedValue(message.valueTypeName, message.decoded, message.bytes);
     const outbox = this.outbox;
-    const offset = outbox.reserve(to, invokeLengthMax(message.targetTypename, message.targetId, message.callerTypename, message.callerId, value));
-    const end = writeInvoke(outbox.target, offset, message.keyGroup, message.targetTypename, message.targetId, message.callerTypename, message.callerId, value);
+    const offset = outbox.reserve(to, invokeLengthMax(message.targetTypename, message.targetId, message.callerTypename, message.callerId, value, message.producer));
+    const end = writeInvoke(outbox.target, offset, message.keyGroup, message.targetTypename, message.targetId, message.callerTypename, message.callerId, value, message.producer);
     outbox.commit(end - offset);
     this.scheduleFlush();
   }
@@ -559,7 +585,11 @@ export class Shard implements RecordVisitor {
     for (let rounds = 0; rounds < 1000 && this.inbox.poll(RECORDS_PER_RING_PER_TURN) > 0; rounds++);
     this.capturing = null;
     for (let index = 0; index < this.captured.length; index += 2) {
-      exportOf(this.captured[index + 1] as number).queued.push(this.captured[index] as Uint8Array);
+      const bytes = this.captured[index] as Uint8Array;
+      const message = this.decoder.decodeInvoke(bytes, 0, bytes.length);
+      // Accepted here, on the key group's behalf: its marks travel with it.
+      if (message.producer !== null && !this.acceptProducerMark(message)) continue;
+      exportOf(this.captured[index + 1] as number).queued.push(bytes);
     }
     this.captured = [];
     const keep: Message[] = [];
@@ -571,6 +601,11 @@ export class Shard implements RecordVisitor {
     this.local = keep;
     this.localHead = 0;
     for (const keyGroup of wanted) {
+      const marks = this.producerMarks[keyGroup];
+      if (marks !== undefined) {
+        exportOf(keyGroup).marks = [...marks];
+        this.producerMarks[keyGroup] = undefined;
+      }
       const tables = this.store.takeKeyGroup(keyGroup);
       if (tables === undefined) continue;
       const state = exportOf(keyGroup).state;
@@ -610,6 +645,12 @@ export class Shard implements RecordVisitor {
         const value = primitive ? new TypedValue(valueTypename, primitive.deserialize(bytes), null) : new TypedValue(valueTypename, undefined, bytes);
         this.timers.schedule(dueMs, new DelayedMessage(targetTypename, targetId, callerTypename, callerId, value, handed.keyGroup), key);
       }
+      if (handed.marks !== undefined && handed.marks.length > 0) {
+        let marks = this.producerMarks[handed.keyGroup];
+        if (marks === undefined) this.producerMarks[handed.keyGroup] = marks = new Map();
+        for (const [session, seq] of handed.marks) if ((marks.get(session) ?? 0) < seq) marks.set(session, seq);
+      }
+      // Queued messages passed the producer check where they were accepted.
       for (const envelope of handed.queued) this.deliver(this.decoder.decodeInvoke(envelope, 0, envelope.length));
     }
     this.armTimer();
@@ -620,8 +661,8 @@ export class Shard implements RecordVisitor {
 
   private encodeMessage(message: Message): Uint8Array {
     const value = new TypedValue(message.valueTypeName, message.decoded, message.bytes);
-    const bytes = new Uint8Array(invokeLengthMax(message.targetTypename, message.targetId, message.callerTypename, message.callerId, value));
-    const end = writeInvoke(bytes, 0, message.keyGroup, message.targetTypename, message.targetId, message.callerTypename, message.callerId, value);
+    const bytes = new Uint8Array(invokeLengthMax(message.targetTypename, message.targetId, message.callerTypename, message.callerId, value, message.producer));
+    const end = writeInvoke(bytes, 0, message.keyGroup, message.targetTypename, message.targetId, message.callerTypename, message.callerId, value, message.producer);
     return bytes.subarray(0, end);
   }
 
@@ -729,6 +770,7 @@ export class Shard implements RecordVisitor {
     metrics.set(thread, Metric.DelayedPending, this.timers.size);
     metrics.set(thread, Metric.EgressRecords, counters.egress);
     metrics.set(thread, Metric.MessagesIn, counters.messagesIn);
+    metrics.set(thread, Metric.DuplicatesDropped, counters.duplicates);
     metrics.set(thread, Metric.Backlog, backlog);
     metrics.set(thread, Metric.Instances, this.store.size);
   }

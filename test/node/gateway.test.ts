@@ -180,6 +180,36 @@ test('events re-sent on a new connection are acknowledged but applied once', asy
   counts.close();
 });
 
+test('a client event re-sent on another connection is applied once: the key group remembers its session and sequence', async () => {
+  const counts = client.subscribe('counts', { type: counted });
+  const id = `marked-${Math.random()}`;
+  const typed = toTypedValue(1);
+  const producer = { session: 'session-a', seq: 1 };
+  const buffer = new Uint8Array(invokeLengthMax('test/counter', id, null, null, typed, producer));
+  const marked = buffer.slice(0, writeInvoke(buffer, 0, 0, 'test/counter', id, null, null, typed, producer));
+  const before = node.metrics().DuplicatesDropped;
+  // Two connections with different producer ids: the gateway's per-connection dedupe cannot see the
+  // repeat; the key group's producer marks do.
+  const first = await rawConnection();
+  const second = await rawConnection();
+  first.socket.send(eventsFrame(1, [marked]));
+  await eventually(() => first.frames.some((frame) => frame[0] === Frame.Ack), 'first ACK');
+  second.socket.send(eventsFrame(1, [marked]));
+  await eventually(() => second.frames.some((frame) => frame[0] === Frame.Ack), 'second ACK');
+  const [record] = await take(counts, 1);
+  assert.equal(record!.value, { id, count: 1 });
+  await eventually(() => node.metrics().DuplicatesDropped === before + 1, 'the repeat counted as a duplicate');
+  // The next sequence number of the session is applied.
+  const next = { session: 'session-a', seq: 2 };
+  const buffer2 = new Uint8Array(invokeLengthMax('test/counter', id, null, null, typed, next));
+  second.socket.send(eventsFrame(2, [buffer2.slice(0, writeInvoke(buffer2, 0, 0, 'test/counter', id, null, null, typed, next))]));
+  const [again] = await take(counts, 1);
+  assert.equal(again!.value, { id, count: 2 });
+  counts.close();
+  first.socket.close();
+  second.socket.close();
+});
+
 test('a full queue: the node stops admitting events until it drains, and loses none', async () => {
   // test/slow takes 5 ms per message and handles one at a time per address: 4 addresses, 200 events each.
   const slow = client.subscribe<{ id: string; count: number }>('slow', { type: Types.json() });
