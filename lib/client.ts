@@ -14,7 +14,7 @@
  * ACK for. The node does not admit again what it already has, and answers again the rejections the lost
  * connection may have swallowed: so an event is never taken for accepted when the node rejected it.
  */
-import { randomUUID } from 'node:crypto';
+import { randomBytes, randomUUID } from 'node:crypto';
 import WebSocket from 'ws';
 import { ID_BYTES_MAX_DEFAULT, validateAddress, validateEgressName, type Address } from './address.js';
 import {
@@ -353,7 +353,8 @@ class StatecraftClient implements Client {
     options: ConnectOptions,
   ) {
     this.producerId = options.producerId ?? randomUUID();
-    this.session = randomUUID().replace(/-/g, '').slice(0, 16);
+    // 96 random bits: sessions must not collide, or one client's events would pass for another's repeats.
+    this.session = randomBytes(12).toString('base64url');
     this.window = positive('window', options.window, 10_000);
     this.queueMax = positive('queueMax', options.queueMax, 1_000_000);
     this.connectTimeoutMs = positive('connectTimeoutMs', options.connectTimeoutMs, 10_000);

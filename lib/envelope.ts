@@ -36,6 +36,12 @@ export const EnvelopeKind = {
 } as const;
 
 const FLAG_HAS_CALLER = 1;
+/** Float64 through shared scratch (no allocation per event); the wire is little-endian. */
+const float64Scratch = new Float64Array(1);
+const float64Bytes = new Uint8Array(float64Scratch.buffer);
+const BIG_ENDIAN_HOST = new Uint8Array(new Uint16Array([1]).buffer)[0] === 0;
+let cachedSession = '';
+let cachedSessionBytes = new Uint8Array(0);
 const FLAG_HAS_PRODUCER = 2;
 
 /** A client event's producer mark: the client session and its sequence number within the key group. */
@@ -142,8 +148,18 @@ export function writeInvoke(
     cursor = writeMediumString(target, cursor, callerId!);
   }
   if (producer !== null) {
-    cursor = writeShortString(target, cursor, producer.session);
-    new DataView(target.buffer, target.byteOffset, target.byteLength).setFloat64(cursor, producer.seq, true);
+    // A client writes its one session into every event: encode it once.
+    if (producer.session !== cachedSession) {
+      cachedSession = producer.session;
+      cachedSessionBytes = new TextEncoder().encode(producer.session);
+      if (cachedSessionBytes.length > 0xff) throw malformed('producer session longer than 255 bytes');
+    }
+    target[cursor] = cachedSessionBytes.length;
+    for (let index = 0; index < cachedSessionBytes.length; index++) target[cursor + 1 + index] = cachedSessionBytes[index]!;
+    cursor += 1 + cachedSessionBytes.length;
+    float64Scratch[0] = producer.seq;
+    if (BIG_ENDIAN_HOST) float64Bytes.reverse();
+    for (let index = 0; index < 8; index++) target[cursor + index] = float64Bytes[index]!;
     cursor += 8;
   }
   return writeValue(target, cursor, value);
@@ -220,9 +236,11 @@ class EnvelopeReader {
 
   float64(what: string): number {
     if (this.offset + 8 > this.end) throw malformed(`truncated before ${what}`);
-    const value = new DataView(this.source.buffer, this.source.byteOffset, this.source.byteLength).getFloat64(this.offset, true);
+    // Through a scratch array: a DataView per read would allocate on every event.
+    for (let index = 0; index < 8; index++) float64Bytes[index] = this.source[this.offset + index]!;
+    if (BIG_ENDIAN_HOST) float64Bytes.reverse();
     this.offset += 8;
-    return value;
+    return float64Scratch[0]!;
   }
 
   valueLength(): number {
