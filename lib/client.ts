@@ -171,6 +171,8 @@ class PendingEvent {
 }
 
 const FRAME_EVENTS_MAX = 8192;
+/** Events are encoded into slabs of this size (a big value gets a slab of its own). */
+const SLAB_BYTES = 256 * 1024;
 const FRAME_BYTES_MAX = 1024 * 1024;
 /** Longest WebSocket close reason: a close frame's payload is at most 125 bytes, 2 of them the code. */
 const CLOSE_REASON_BYTES_MAX = 123;
@@ -341,7 +343,8 @@ class StatecraftClient implements Client {
   private urlIndex = 0;
   private reconnectAttempts = 0;
   private reconnectTimer: NodeJS.Timeout | null = null;
-  private readonly scratch = new Uint8Array(64 * 1024);
+  private slab = new Uint8Array(SLAB_BYTES);
+  private slabUsed = 0;
   private readonly decoder = new EnvelopeDecoder();
   private readonly window: number;
   private readonly queueMax: number;
@@ -495,9 +498,16 @@ class StatecraftClient implements Client {
     const producer = { session: this.session, seq: (this.seqByKeyGroup.get(keyGroup) ?? 0) + 1 };
     this.seqByKeyGroup.set(keyGroup, producer.seq);
     const lengthMax = invokeLengthMax(target.typename, target.id, null, null, typed, producer);
-    const buffer = lengthMax <= this.scratch.length ? this.scratch : new Uint8Array(lengthMax);
-    const end = writeInvoke(buffer, 0, keyGroup, target.typename, target.id, null, null, typed, producer);
-    const bytes = buffer.slice(0, end);
+    // Events are written into a slab and kept as views of it: a typed array of its own per event
+    // (over 64 bytes, V8 puts its store outside the heap) made the garbage collector the bottleneck.
+    if (this.slabUsed + lengthMax > this.slab.length) {
+      this.slab = new Uint8Array(Math.max(SLAB_BYTES, lengthMax));
+      this.slabUsed = 0;
+    }
+    const start = this.slabUsed;
+    const end = writeInvoke(this.slab, start, keyGroup, target.typename, target.id, null, null, typed, producer);
+    const bytes = this.slab.subarray(start, end);
+    this.slabUsed = (end + 7) & ~7;
     return new Promise<void>((resolve, reject) => {
       this.waiting.push(new PendingEvent(this.nextSeq++, bytes, resolve, reject));
       this.pump();
