@@ -127,3 +127,45 @@ export async function startClusterProcesses(count: number, args: string[], perNo
   );
   return [first, ...rest];
 }
+
+// ---- the client protocol by hand, for frames the real client would not send ----
+
+/** An invoke envelope as a client writes it, with an optional producer mark. */
+export async function clientEnvelope(typename: string, id: string, value: unknown, producer: { session: string; seq: number } | null = null): Promise<Uint8Array> {
+  const { invokeLengthMax, writeInvoke } = await import('../lib/envelope.js');
+  const { toTypedValue } = await import('../lib/typed-value.js');
+  const typed = toTypedValue(value);
+  const buffer = new Uint8Array(invokeLengthMax(typename, id, null, null, typed, producer));
+  return buffer.slice(0, writeInvoke(buffer, 0, 0, typename, id, null, null, typed, producer));
+}
+
+/** An EVENTS frame: events numbered firstSeq, firstSeq + 1, ... */
+export async function eventsFrame(firstSeq: number, envelopes: Uint8Array[]): Promise<Buffer> {
+  const { EVENTS_HEADER_BYTES, Frame } = await import('../lib/client-protocol.js');
+  const frame = Buffer.alloc(EVENTS_HEADER_BYTES + envelopes.reduce((sum, bytes) => sum + 4 + bytes.length, 0));
+  frame[0] = Frame.Events;
+  frame.writeDoubleLE(firstSeq, 1);
+  frame.writeUInt32LE(envelopes.length, 9);
+  let cursor = EVENTS_HEADER_BYTES;
+  for (const bytes of envelopes) {
+    frame.writeUInt32LE(bytes.length, cursor);
+    frame.set(bytes, cursor + 4);
+    cursor += 4 + bytes.length;
+  }
+  return frame;
+}
+
+/** A raw client connection after HELLO/WELCOME; `frames` collects what the node sends. */
+export async function rawClientConnection(url: string, producerId = `raw-${Math.random()}`) {
+  const { default: WebSocket } = await import('ws');
+  const { Frame, PROTOCOL_VERSION, decodeControl, encodeControl } = await import('../lib/client-protocol.js');
+  const socket = new WebSocket(url, { perMessageDeflate: false });
+  const frames: Buffer[] = [];
+  const closed = new Promise<[number, string]>((resolve) => socket.once('close', (code, reason) => resolve([code, reason.toString()])));
+  socket.on('message', (data: Buffer) => frames.push(data));
+  await new Promise((resolve, reject) => socket.once('open', resolve).once('error', reject));
+  socket.send(encodeControl(Frame.Hello, { version: PROTOCOL_VERSION, producerId, client: 'test' }));
+  await eventually(() => frames.length > 0, 'WELCOME');
+  const welcome = decodeControl<import('../lib/client-protocol.js').Welcome>(frames.shift()!);
+  return { socket, welcome, frames, closed };
+}

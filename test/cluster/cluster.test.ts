@@ -4,7 +4,7 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { WebSocket } from 'ws';
 import { connect, type Client } from 'statecraft';
-import { adminJson, eventually, fixture, killNodeProcesses, sleep, startClusterProcesses, startNodeProcess, take, withTimeout, type NodeProcess } from '../helpers.js';
+import { adminJson, clientEnvelope, eventually, eventsFrame, fixture, killNodeProcesses, rawClientConnection, sleep, startClusterProcesses, startNodeProcess, take, withTimeout, type NodeProcess } from '../helpers.js';
 import { counted } from '../fixtures/functions.js';
 import { computePlacement } from '../../cluster/placement.js';
 import { keyGroupOf } from 'statecraft';
@@ -243,6 +243,33 @@ test('a node joins and another leaves under steady load: state moves with its ke
   assert.ok(adopted > 0, 'key groups were handed over');
   const pauses = views.map((status) => (status as unknown as { handovers: { maxPauseMs: number } }).handovers.maxPauseMs);
   console.log(`  hand-overs adopted: ${adopted}; longest pause per node: ${pauses.join(', ')} ms`);
+});
+
+test('an event re-sent through another node is applied once: producer marks live in the key group', async () => {
+  nodes = await startClusterProcesses(3, args);
+  await converged(nodes, 3);
+  const watcher = await client(nodes[0]!);
+  const counts = watcher.subscribe('counts', { type: counted });
+  await sleep(100);
+  const ids = Array.from({ length: 20 }, (_, index) => `twice-${index}`);
+  const envelopes = await Promise.all(ids.map((id, index) => clientEnvelope('test/counter', id, 1, { session: 'session-x', seq: index + 1 })));
+  // The same events, as a client would re-send them after losing its node: through n2, then n3.
+  const throughTwo = await rawClientConnection(nodes[1]!.url);
+  const throughThree = await rawClientConnection(nodes[2]!.url);
+  throughTwo.socket.send(await eventsFrame(1, envelopes));
+  await eventually(() => throughTwo.frames.length > 0, 'n2 acknowledges');
+  throughThree.socket.send(await eventsFrame(1, envelopes));
+  await eventually(() => throughThree.frames.length > 0, 'n3 acknowledges');
+  const records = await take(counts, 20, 10_000);
+  assert.equal(new Set(records.map((record) => record.value.id)).size, 20);
+  assert.ok(records.every((record) => record.value.count === 1));
+  await sleep(500);
+  const duplicates = await Promise.all(
+    nodes.map(async (node) => Number(/statecraft_duplicates_dropped (\d+)/.exec(await (await fetch(`http://127.0.0.1:${node.port}/metrics`)).text())![1])),
+  );
+  assert.is(duplicates.reduce((sum, count) => sum + count, 0), 20, `duplicates dropped per node: ${duplicates}`);
+  throughTwo.socket.close();
+  throughThree.socket.close();
 });
 
 test('a peer sending garbage is disconnected; the node keeps serving', async () => {
