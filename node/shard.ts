@@ -70,7 +70,7 @@ const DEAD_LETTER_NAME_BYTES_MAX = 256;
 /** A smaller cut, when ids make the dead letter too long for a ring record even so. */
 const DEAD_LETTER_SHORT_BYTES_MAX = 256;
 const NOTICE_REASON_BYTES_MAX = 500;
-/** Client sessions remembered per key group (least recently used forgotten first). */
+/** Client sessions remembered per key group (the oldest first seen is forgotten first). */
 const PRODUCER_MARKS_PER_KEY_GROUP_MAX = 10_000;
 
 function yieldToEventLoop(): Promise<void> {
@@ -492,9 +492,9 @@ export class Shard implements RecordVisitor {
       this.counters.duplicates++;
       return false;
     }
-    if (last !== undefined) marks.delete(producer.session); // re-inserted: the map stays in order of last use
     marks.set(producer.session, producer.seq);
-    if (marks.size > PRODUCER_MARKS_PER_KEY_GROUP_MAX) marks.delete(marks.keys().next().value!);
+    // Past the bound the oldest session first seen is forgotten (its next event simply starts a new mark).
+    if (last === undefined && marks.size > PRODUCER_MARKS_PER_KEY_GROUP_MAX) marks.delete(marks.keys().next().value!);
     return true;
   }
 
