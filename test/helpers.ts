@@ -2,6 +2,7 @@
 import { fileURLToPath } from 'node:url';
 import type { Subscription, EgressRecord } from 'statecraft';
 import { startNode, type NodeOptions, type StatecraftNode } from 'statecraft/node';
+import { EVENTS_HEADER_BYTES, Frame } from '../lib/client-protocol.js';
 
 export function fixture(name: string): string {
   return fileURLToPath(new URL(`./fixtures/${name}.js`, import.meta.url));
@@ -140,8 +141,7 @@ export async function clientEnvelope(typename: string, id: string, value: unknow
 }
 
 /** An EVENTS frame: events numbered firstSeq, firstSeq + 1, ... */
-export async function eventsFrame(firstSeq: number, envelopes: Uint8Array[]): Promise<Buffer> {
-  const { EVENTS_HEADER_BYTES, Frame } = await import('../lib/client-protocol.js');
+export function eventsFrame(firstSeq: number, envelopes: Uint8Array[]): Buffer {
   const frame = Buffer.alloc(EVENTS_HEADER_BYTES + envelopes.reduce((sum, bytes) => sum + 4 + bytes.length, 0));
   frame[0] = Frame.Events;
   frame.writeDoubleLE(firstSeq, 1);

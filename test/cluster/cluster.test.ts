@@ -256,9 +256,9 @@ test('an event re-sent through another node is applied once: producer marks live
   // The same events, as a client would re-send them after losing its node: through n2, then n3.
   const throughTwo = await rawClientConnection(nodes[1]!.url);
   const throughThree = await rawClientConnection(nodes[2]!.url);
-  throughTwo.socket.send(await eventsFrame(1, envelopes));
+  throughTwo.socket.send(eventsFrame(1, envelopes));
   await eventually(() => throughTwo.frames.length > 0, 'n2 acknowledges');
-  throughThree.socket.send(await eventsFrame(1, envelopes));
+  throughThree.socket.send(eventsFrame(1, envelopes));
   await eventually(() => throughThree.frames.length > 0, 'n3 acknowledges');
   const records = await take(counts, 20, 10_000);
   assert.equal(new Set(records.map((record) => record.value.id)).size, 20);

@@ -4,11 +4,11 @@ import * as assert from 'uvu/assert';
 import { connect as netConnect } from 'node:net';
 import WebSocket from 'ws';
 import { connect, Types, type Client, type StatecraftError } from 'statecraft';
-import { CloseCode, EVENTS_HEADER_BYTES, Frame, PROTOCOL_VERSION, decodeAck, decodeControl, encodeControl, type Welcome } from '../../lib/client-protocol.js';
+import { CloseCode, Frame, PROTOCOL_VERSION, decodeAck, decodeControl, encodeControl, type Welcome } from '../../lib/client-protocol.js';
 import { invokeLengthMax, writeInvoke } from '../../lib/envelope.js';
 import { toTypedValue } from '../../lib/typed-value.js';
 import { counted } from '../fixtures/functions.js';
-import { eventually, fixture, startTestNode, take, withTimeout, type TestNode } from '../helpers.js';
+import { eventually, fixture, startTestNode, take, withTimeout, type TestNode, eventsFrame } from '../helpers.js';
 
 let node: TestNode;
 let client: Client;
@@ -29,20 +29,6 @@ function envelope(typename: string, id: string, value: unknown): Uint8Array {
   return buffer.slice(0, writeInvoke(buffer, 0, 0, typename, id, null, null, typed));
 }
 
-function eventsFrame(firstSeq: number, envelopes: Uint8Array[]): Buffer {
-  const size = EVENTS_HEADER_BYTES + envelopes.reduce((sum, bytes) => sum + 4 + bytes.length, 0);
-  const frame = Buffer.alloc(size);
-  frame[0] = Frame.Events;
-  frame.writeDoubleLE(firstSeq, 1);
-  frame.writeUInt32LE(envelopes.length, 9);
-  let cursor = EVENTS_HEADER_BYTES;
-  for (const bytes of envelopes) {
-    frame.writeUInt32LE(bytes.length, cursor);
-    frame.set(bytes, cursor + 4);
-    cursor += 4 + bytes.length;
-  }
-  return frame;
-}
 
 /** A raw protocol connection, for frames the real client would never send. */
 async function rawConnection(producerId = `raw-${Math.random()}`): Promise<{ socket: WebSocket; welcome: Welcome; frames: Buffer[]; closed: Promise<[number, string]> }> {

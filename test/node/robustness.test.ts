@@ -28,7 +28,7 @@ import { truncateUtf8 } from '../../lib/utf8.js';
 import { EgressHub } from '../../node/egress-hub.js';
 import { Gateway, type GatewayHost } from '../../node/gateway.js';
 import { TimerQueue } from '../../node/timer-queue.js';
-import { eventually, fixture, sleep, startTestNode, take, withTimeout, type TestNode } from '../helpers.js';
+import { eventually, fixture, sleep, startTestNode, take, withTimeout, type TestNode, eventsFrame } from '../helpers.js';
 
 let node: TestNode;
 let client: Client;
@@ -55,19 +55,6 @@ function envelope(typename: string, id: string, value: TypedValue): Uint8Array {
   return buffer.slice(0, writeInvoke(buffer, 0, 0, typename, id, null, null, value));
 }
 
-function eventsFrame(firstSeq: number, envelopes: Uint8Array[]): Buffer {
-  const frame = Buffer.alloc(EVENTS_HEADER_BYTES + envelopes.reduce((sum, bytes) => sum + 4 + bytes.length, 0));
-  frame[0] = Frame.Events;
-  frame.writeDoubleLE(firstSeq, 1);
-  frame.writeUInt32LE(envelopes.length, 9);
-  let cursor = EVENTS_HEADER_BYTES;
-  for (const bytes of envelopes) {
-    frame.writeUInt32LE(bytes.length, cursor);
-    frame.set(bytes, cursor + 4);
-    cursor += 4 + bytes.length;
-  }
-  return frame;
-}
 
 /** The string values of an EVENTS frame, with the sequence number the node gives each. */
 function parseEvents(data: Buffer): { firstSeq: number; values: string[] } {
