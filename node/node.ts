@@ -351,6 +351,11 @@ class MainThread implements RecordVisitor {
         }
         // Routing points at the shards only now: the caller delivers what waited right after this.
         for (const { keyGroup } of bodies) Atomics.store(routing, keyGroup, 1 + (keyGroup % shards));
+        // From here the routing table alone says who owns them (a later change must not be ignored).
+        for (const [shard] of byShard) {
+          const keyGroups = bodies.filter(({ keyGroup }) => 1 + (keyGroup % shards) === shard).map(({ keyGroup }) => keyGroup);
+          this.workers[shard - 1]!.postMessage({ type: 'adopt-settled', keyGroups } satisfies MainToShard);
+        }
         return instances;
       },
       deliver: (bytes, offset, length) => this.deliverFromPeer(bytes, offset, length),

@@ -34,7 +34,9 @@ export type MainToShard =
   /** Export these key groups (their routing points elsewhere already). */
   | { type: 'release'; request: number; keyGroups: number[] }
   /** Import handed-over key groups (bodies as node/handover.ts encodes them). */
-  | { type: 'adopt'; request: number; bodies: Uint8Array[] };
+  | { type: 'adopt'; request: number; bodies: Uint8Array[] }
+  /** The routing table points at the adopted key groups now: it alone decides from here. */
+  | { type: 'adopt-settled'; keyGroups: number[] };
 
 const port = parentPort!;
 const data = workerData as ShardWorkerData;
@@ -64,6 +66,8 @@ try {
         (exports) => port.postMessage({ type: 'released', request: message.request, exports } satisfies ShardToMain),
         (error: Error) => port.postMessage({ type: 'released', request: message.request, exports: [], error: error.message } satisfies ShardToMain),
       );
+    } else if (message.type === 'adopt-settled') {
+      shard.settleAdopted(message.keyGroups);
     } else if (message.type === 'adopt') {
       let reply: ShardToMain;
       try {

@@ -498,6 +498,11 @@ export class Shard implements RecordVisitor {
     return true;
   }
 
+  /** The main thread has pointed the routing at these adopted key groups: the table decides from now on. */
+  settleAdopted(keyGroups: readonly number[]): void {
+    for (const keyGroup of keyGroups) this.adopted.delete(keyGroup);
+  }
+
   /** True for a key group adopted here whose routing does not point here yet. */
   private ownsAdopted(keyGroup: number): boolean {
     if (this.adopted.size === 0 || !this.adopted.has(keyGroup)) return false;
