@@ -88,20 +88,6 @@ export function writeEnvelopesHeader(frame: Buffer, seq: number, count: number):
   frame.writeUInt32LE(count, 9);
 }
 
-/** Builds an ENVELOPES frame from envelopes (each a complete envelope). */
-export function encodeEnvelopes(seq: number, envelopes: readonly Uint8Array[], bytes: number): Buffer {
-  const frame = Buffer.allocUnsafe(ENVELOPES_HEADER_BYTES + 4 * envelopes.length + bytes);
-  frame[0] = PeerFrame.Envelopes;
-  frame.writeDoubleLE(seq, 1);
-  frame.writeUInt32LE(envelopes.length, 9);
-  let cursor = ENVELOPES_HEADER_BYTES;
-  for (const envelope of envelopes) {
-    frame.writeUInt32LE(envelope.length, cursor);
-    frame.set(envelope, cursor + 4);
-    cursor += 4 + envelope.length;
-  }
-  return frame;
-}
 
 export function envelopesSeq(frame: Uint8Array): number {
   if (frame.length < ENVELOPES_HEADER_BYTES) throw new PeerProtocolError('ENVELOPES frame shorter than its header');
