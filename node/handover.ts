@@ -8,7 +8,7 @@
  *     state:  [[typename, [[id, record], ...]], ...]   records as the state store keeps them
  *     timers: [[dueMs, tokenKey | null, targetTypename, targetId, callerTypename, callerId, valueTypename, valueBytes], ...]
  *     queued: [invokeEnvelope, ...],              in the order they were to be delivered
- *     marks:  [[session, seq], ...] }              producer marks (client events applied once)
+ *     marks:  [[session, highest, window], ...] }  producer marks (client events applied once)
  * Records hold JS primitives and byte arrays only, and deadlines in epoch ms, so they mean the same on
  * any node.
  */
@@ -26,8 +26,8 @@ export interface KeyGroupExport {
   state: [string, [string, unknown][]][];
   timers: ExportedTimer[];
   queued: Uint8Array[];
-  /** Producer marks: per client session, the last sequence number this key group applied. */
-  marks?: [string, number][];
+  /** Producer marks: per client session, the highest sequence applied and the window below it (64 bytes). */
+  marks?: [string, number, Uint8Array][];
 }
 
 const packr = new Packr({ useRecords: false, moreTypes: false });

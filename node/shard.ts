@@ -29,6 +29,7 @@ import { StateStore } from './state-store.js';
 import { TimerQueue } from './timer-queue.js';
 import { HANDOVER_VERSION, decodeExport, encodeExport, type ExportedTimer, type KeyGroupExport } from './handover.js';
 import { primitiveType } from '../lib/types.js';
+import { ProducerMark } from './producer-marks.js';
 
 export interface ShardConfig {
   readonly thread: number;
@@ -152,7 +153,7 @@ export class Shard implements RecordVisitor {
   /** Captured envelopes and their key groups, alternating. */
   private captured: (Uint8Array | number)[] = [];
   /** Per key group: client session → last sequence number applied. */
-  private readonly producerMarks: (Map<string, number> | undefined)[] = [];
+  private readonly producerMarks: (Map<string, ProducerMark> | undefined)[] = [];
   /** Key groups adopted before the routing table points here. */
   private readonly adopted = new Set<number>();
   private releaseWaiters: (() => void)[] = [];
@@ -487,15 +488,18 @@ export class Shard implements RecordVisitor {
     const producer = message.producer!;
     let marks = this.producerMarks[message.keyGroup];
     if (marks === undefined) this.producerMarks[message.keyGroup] = marks = new Map();
-    const last = marks.get(producer.session);
-    if (last !== undefined && producer.seq <= last) {
-      this.counters.duplicates++;
-      return false;
+    const mark = marks.get(producer.session);
+    if (mark === undefined) {
+      const fresh = new ProducerMark(0);
+      fresh.accept(producer.seq);
+      marks.set(producer.session, fresh);
+      // Past the bound the oldest session first seen is forgotten (its next event starts a new mark).
+      if (marks.size > PRODUCER_MARKS_PER_KEY_GROUP_MAX) marks.delete(marks.keys().next().value!);
+      return true;
     }
-    marks.set(producer.session, producer.seq);
-    // Past the bound the oldest session first seen is forgotten (its next event simply starts a new mark).
-    if (last === undefined && marks.size > PRODUCER_MARKS_PER_KEY_GROUP_MAX) marks.delete(marks.keys().next().value!);
-    return true;
+    if (mark.accept(producer.seq)) return true;
+    this.counters.duplicates++;
+    return false;
   }
 
   /** The main thread has pointed the routing at these adopted key groups: the table decides from now on. */
@@ -608,7 +612,7 @@ export class Shard implements RecordVisitor {
     for (const keyGroup of wanted) {
       const marks = this.producerMarks[keyGroup];
       if (marks !== undefined) {
-        exportOf(keyGroup).marks = [...marks];
+        exportOf(keyGroup).marks = [...marks].map(([session, mark]) => [session, mark.highest, new Uint8Array(mark.seen.buffer.slice(0))]);
         this.producerMarks[keyGroup] = undefined;
       }
       const tables = this.store.takeKeyGroup(keyGroup);
@@ -653,7 +657,12 @@ export class Shard implements RecordVisitor {
       if (handed.marks !== undefined && handed.marks.length > 0) {
         let marks = this.producerMarks[handed.keyGroup];
         if (marks === undefined) this.producerMarks[handed.keyGroup] = marks = new Map();
-        for (const [session, seq] of handed.marks) if ((marks.get(session) ?? 0) < seq) marks.set(session, seq);
+        for (const [session, highest, seen] of handed.marks) {
+          const incoming = new ProducerMark(highest, new Uint32Array(Uint8Array.from(seen).buffer));
+          const kept = marks.get(session);
+          if (kept === undefined) marks.set(session, incoming);
+          else kept.merge(incoming);
+        }
       }
       // Queued messages passed the producer check where they were accepted.
       for (const envelope of handed.queued) this.deliver(this.decoder.decodeInvoke(envelope, 0, envelope.length));
