@@ -6,35 +6,21 @@
  *
  *   node bench/client-latency.js [--shards 2] [--max-rate N] [--seconds 5]
  */
-import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { startNode, type StatecraftNode } from 'statecraft/node';
+import { startNode } from 'statecraft/node';
 import { WebSocketServer } from 'ws';
-import { format, quiet } from './harness.js';
+import { driveClient, format, quiet } from './harness.js';
 
 const { values } = parseArgs({ options: { shards: { type: 'string', default: '2' }, 'max-rate': { type: 'string' }, seconds: { type: 'string', default: '5' } } });
 const shards = Number(values.shards);
 const seconds = Number(values.seconds);
-const driverPath = fileURLToPath(new URL('./client-driver.js', import.meta.url));
 
-function drive(node: StatecraftNode, args: string[]): Promise<Record<string, number>> {
-  return new Promise((resolve, reject) => {
-    const driver = spawn(process.execPath, [driverPath, args[0]!, node.url, ...args.slice(1)], { stdio: ['ignore', 'pipe', 'inherit'] });
-    let output = '';
-    driver.stdout.on('data', (chunk: Buffer) => (output += chunk.toString()));
-    driver.once('exit', (code) => {
-      const last = output.trim().split('\n').map((line) => JSON.parse(line)).find((line) => line.done);
-      if (code !== 0 || !last) reject(new Error(`driver exited with ${code}: ${output}`));
-      else resolve(last);
-    });
-  });
-}
 
 const node = await startNode({ functions: [fileURLToPath(new URL('./functions.js', import.meta.url))], shards, port: 0, log: quiet() });
 let maxRate = Number(values['max-rate'] ?? 0);
 if (!maxRate) {
-  const throughput = await drive(node, ['throughput', '1500000']);
+  const throughput = await driveClient('throughput', node.url, ['1500000']);
   maxRate = throughput.accepted_per_s!;
 }
 console.log(`maximum client ingress rate (measured): ${format(maxRate)} events/s`);
@@ -52,8 +38,8 @@ const baselines: Record<string, Record<string, number>> = {};
 for (const load of [0.1, 0.5]) {
   const rate = Math.round(maxRate * load);
   const key = `${load * 100}%`;
-  baselines[key] = await drive(node, ['ws-echo', String(rate), String(seconds), echoUrl]);
-  results[key] = await drive(node, ['latency', String(rate), String(seconds)]);
+  baselines[key] = await driveClient('ws-echo', node.url, [String(rate), String(seconds), echoUrl]);
+  results[key] = await driveClient('latency', node.url, [String(rate), String(seconds)]);
   console.log(`${key} load (${format(rate)} events/s), send -> egress: ${describe(results[key]!)} (${results[key]!.received}/${results[key]!.sent} received)`);
   console.log(`${key} load, bare ws echo round trip (baseline):  ${describe(baselines[key]!)}`);
 }

@@ -6,34 +6,19 @@
  *
  *   node bench/cluster-latency.js [--nodes 3] [--seconds 5]
  */
-import { spawn } from 'node:child_process';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { keyGroupOf } from 'statecraft';
 import { computePlacement } from '../cluster/placement.js';
-import { format } from './harness.js';
+import { driveClient, format } from './harness.js';
 import { startBenchCluster, type BenchNode } from './processes.js';
 
 const { values } = parseArgs({ options: { nodes: { type: 'string', default: '3' }, seconds: { type: 'string', default: '5' } } });
 const nodeCount = Number(values.nodes);
 const seconds = Number(values.seconds);
-const driverPath = fileURLToPath(new URL('./client-driver.js', import.meta.url));
 
-function drive(url: string, args: string[], env: Record<string, string> = {}): Promise<Record<string, number>> {
-  return new Promise((resolve, reject) => {
-    const driver = spawn(process.execPath, [driverPath, args[0]!, url, ...args.slice(1)], { stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, ...env } });
-    let output = '';
-    driver.stdout.on('data', (chunk: Buffer) => (output += chunk.toString()));
-    driver.once('exit', (code) => {
-      const last = output.trim().split('\n').map((line) => JSON.parse(line)).find((line) => line.done);
-      if (code !== 0 || !last) reject(new Error(`driver exited with ${code}: ${output}`));
-      else resolve(last);
-    });
-  });
-}
 
 /** Ids of bench/echo addresses that `node` does not own in a cluster of `ids`. */
 function remoteIds(nodeIds: string[], self: string, count: number): string {
@@ -50,9 +35,9 @@ function remoteIds(nodeIds: string[], self: string, count: number): string {
 
 async function latencyAt10Percent(nodes: BenchNode[], env: Record<string, string>) {
   const entry = nodes[0]!;
-  const throughput = await drive(entry.url, ['throughput', '600000']);
+  const throughput = await driveClient('throughput', entry.url, ['600000']);
   const rate = Math.round(throughput.accepted_per_s! * 0.1);
-  return { max: throughput.accepted_per_s!, rate, result: await drive(entry.url, ['latency', String(rate), String(seconds)], env) };
+  return { max: throughput.accepted_per_s!, rate, result: await driveClient('latency', entry.url, [String(rate), String(seconds)], env) };
 }
 
 const describe = (result: Record<string, number>) =>

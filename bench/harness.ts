@@ -1,4 +1,25 @@
-/** Small helpers shared by the benchmarks: medians, rate sampling, reporting. */
+/** Small helpers shared by the benchmarks: medians, rate sampling, reporting, the client driver. */
+import { spawn } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+
+const driverPath = fileURLToPath(new URL('./client-driver.js', import.meta.url));
+
+/**
+ * Runs bench/client-driver.js (`mode`, against `url`, with `args`) in its own process; resolves with
+ * its final JSON line.
+ */
+export function driveClient(mode: string, url: string, args: string[], env: Record<string, string> = {}): Promise<Record<string, number>> {
+  return new Promise((resolve, reject) => {
+    const driver = spawn(process.execPath, [driverPath, mode, url, ...args], { stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, ...env } });
+    let output = '';
+    driver.stdout.on('data', (chunk: Buffer) => (output += chunk.toString()));
+    driver.once('exit', (code) => {
+      const last = output.trim().split('\n').map((line) => JSON.parse(line)).find((line) => line.done);
+      if (code !== 0 || !last) reject(new Error(`driver exited with ${code}: ${output}`));
+      else resolve(last);
+    });
+  });
+}
 
 export function median(values: readonly number[]): number {
   const sorted = [...values].sort((a, b) => a - b);

@@ -306,19 +306,8 @@ test('coordinator: placement disagreements fail the checkpoint; a new coordinato
 // ---------------------------------------------------------------------------------------------------
 // The simulation
 
-interface Totals {
-  seeds: number;
-  started: number;
-  committed: number;
-  failed: number;
-  superseded: number;
-  recordedMessages: number;
-  reusedObjects: number;
-  recoveries: number;
-  coordinators: number;
-  messages: number;
-  deletedKeys: number;
-}
+/** Sums over runs: the world's stats (less its size) and the number of seeds. */
+type Totals = Omit<WorldStats, 'processes' | 'keyGroups'> & { seeds: number };
 
 function forSeeds(name: string, first: number, count: number, options: (seed: number) => WorldOptions): Totals {
   const seeds = replaySeed === null ? Array.from({ length: Math.ceil(count * seedScale) }, (_, index) => first + index) : [replaySeed];
