@@ -9,12 +9,19 @@
  * admitting client events and says so on /health and /cluster until the majority is back.
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { EnvelopeKind, readKeyGroup } from '../lib/envelope.js';
+import { Packr } from 'msgpackr';
+import { BARRIER_BYTES, ENVELOPE_HEADER_BYTES, EnvelopeKind, readKeyGroup, writeBarrier } from '../lib/envelope.js';
 import { decodeExport, handoverBody, handoverEnvelope } from '../node/handover.js';
-import type { ClusterHooks, ClusterPort, StatecraftNode } from '../node/index.js';
+import type { CheckpointControl, ClusterHooks, ClusterPort, StatecraftNode } from '../node/index.js';
 import { Membership, type Action, type Member, type MembershipConfig } from './membership.js';
 import { PeerNetwork } from './peer-network.js';
 import { computePlacement, ownedCounts, type Placement } from './placement.js';
+
+const controlPackr = new Packr({ useRecords: false });
+/** Envelopes waiting for this node to reach their recovery epoch, at most. */
+const STASHED_MAX = 1_000_000;
+/** How long messages of a newer epoch may wait for their rollback order before this node asks for it. */
+const BEHIND_ASK_MS = 1_000;
 
 /** Bytes queued for peers above which client events wait. */
 const PEER_BACKLOG_BYTES_MAX = 64 * 1024 * 1024;
@@ -67,6 +74,9 @@ export interface ClusterStatus {
   refusals: string[];
   /** Key groups this node adopted and released, and the longest pause one of them saw. */
   handovers: { adopted: number; released: number; instances: number; lastPauseMs: number; maxPauseMs: number; totalPauseMs: number; keyGroupsMoving: number };
+  /** Recoveries from checkpoints (checkpoints on): the current epoch and whether one is under way. */
+  recovery: { epoch: number; recovering: boolean; awaiting: string | null; recoveries: number };
+  checkpoints: ReturnType<StatecraftNode['checkpointStatus']>;
 }
 
 export class ClusterNode implements ClusterHooks {
@@ -102,6 +112,21 @@ export class ClusterNode implements ClusterHooks {
   /** Hand-overs this node adopted: how long their key groups were stopped (old owner's freeze to adoption here). */
   private readonly handovers = { adopted: 0, released: 0, instances: 0, lastPauseMs: 0, maxPauseMs: 0, totalPauseMs: 0 };
   private releasesInFlight = 0;
+  // ---- recovery (checkpoints on) ----
+  /** Raised by every recovery; stamped on peer frames, so messages of an older epoch are dropped. */
+  private recoveryEpoch = 0;
+  /** A recovery is restoring this node's key groups: envelopes wait in `stashed`. */
+  private recovering = false;
+  /** A member died and the leader's rollback has not arrived yet: the reason, else null. */
+  private awaitingRollback: string | null = null;
+  /** Envelopes of a newer epoch (or any, while recovering), in arrival order. */
+  private stashed: { from: string; epoch: number; bytes: Uint8Array }[] = [];
+  private readonly peerInstances = new Map<string, string>();
+  private recoveries = 0;
+  /** The members of the last recovery (the leader re-sends it to a member that missed it). */
+  private lastRollbackMembers: string[] = [];
+  /** When this node first held a message of a newer epoch without its rollback (0: none). */
+  private behindSince = 0;
   private releasesDone: (() => void)[] = [];
   private readonly started = performance.now();
   private servingWaiters: (() => void)[] = [];
@@ -119,11 +144,15 @@ export class ClusterNode implements ClusterHooks {
       selfAddress: address,
       keyGroups: this.keyGroups,
       valueBytesMax: node.limits.valueBytesMax,
-      onEnvelope: (bytes, offset, length, fromPeer) => {
+      onPeerHello: (peer, instance, epoch) => this.onPeerHello(peer, instance, epoch),
+      onEnvelope: (bytes, offset, length, fromPeer, epoch) => {
+        if (this.port.checkpointing && !this.acceptEpoch(bytes, offset, length, fromPeer, epoch)) return;
         this.deliveringFrom = fromPeer;
         try {
-          if (bytes[offset] === EnvelopeKind.Handover) this.onHandover(bytes.slice(offset, offset + length));
-          else this.port.deliver(bytes, offset, length);
+          const kind = bytes[offset];
+          if (kind === EnvelopeKind.Handover) this.onHandover(bytes.slice(offset, offset + length));
+          else if (kind === EnvelopeKind.CheckpointControl) this.onCheckpointControl(fromPeer, bytes, offset, length);
+          else this.port.deliver(bytes, offset, length, fromPeer);
         } catch (error) {
           // One bad envelope is dropped, not the frame: a frame half applied would be re-sent for ever.
           this.logBadEnvelope(fromPeer, error);
@@ -190,8 +219,188 @@ export class ClusterNode implements ClusterHooks {
     }
   }
 
+  writeBarrier(checkpoint: number): void {
+    const barrier = new Uint8Array(BARRIER_BYTES);
+    writeBarrier(barrier, 0, checkpoint);
+    for (const peer of this.view) {
+      if (peer !== this.options.nodeId) this.network.send(peer, this.addressOf(peer), barrier, 0, BARRIER_BYTES);
+    }
+  }
+
+  checkpointBlocked(): string | null {
+    if (!this.serving) return `not serving: ${this.reason}`;
+    if (this.recovering) return 'this node is recovering';
+    if (this.awaitingRollback !== null) return this.awaitingRollback;
+    if (this.moving.size > 0) return `${this.moving.size} key groups are on the move`;
+    if (this.held.length + this.heldByKeyGroupCount > 0) return 'messages wait for their key group to settle';
+    return null;
+  }
+
+  sendCheckpointControl(peer: string, message: CheckpointControl): void {
+    const body = controlPackr.pack(message);
+    const envelope = new Uint8Array(ENVELOPE_HEADER_BYTES + body.length);
+    envelope[0] = EnvelopeKind.CheckpointControl;
+    envelope.set(body, ENVELOPE_HEADER_BYTES);
+    this.network.send(peer, this.addressOf(peer), envelope, 0, envelope.length);
+  }
+
+  private onCheckpointControl(from: string, bytes: Uint8Array, offset: number, length: number): void {
+    const message = controlPackr.unpack(bytes.subarray(offset + ENVELOPE_HEADER_BYTES, offset + length)) as CheckpointControl;
+    if (typeof message?.checkpoint !== 'number') throw new Error('malformed checkpoint control message');
+    if (message.type === 'rollback') {
+      if (!Array.isArray(message.members) || !message.members.every((member) => typeof member === 'string')) throw new Error('malformed rollback message');
+      this.startRollback(message.checkpoint, message.members, `${from} leads a recovery`);
+      return;
+    }
+    if (message.type === 'behind') {
+      // A member missed a recovery (it was declared dead, or the order was lost): send it again.
+      if (message.checkpoint < this.recoveryEpoch && this.lastRollbackMembers.length > 0) {
+        this.sendCheckpointControl(from, { type: 'rollback', checkpoint: this.recoveryEpoch, members: this.lastRollbackMembers });
+      }
+      return;
+    }
+    if (message.type === 'restarted') {
+      if (this.leaderId() === this.options.nodeId && !this.recovering) this.startRollback(this.recoveryEpoch + 1, this.placement.members, `${message.node} restarted (reported by ${from})`);
+      return;
+    }
+    if (!this.placement.members.includes(from)) return; // not a member of our view: nothing of it counts
+    this.port.onCheckpointControl(from, message);
+  }
+
+  // ---- recovery ----
+
+  /** The leader of the current placement: its smallest member id. */
+  private leaderId(): string {
+    return [...this.placement.members].sort()[0]!;
+  }
+
+  /**
+   * Fences peer envelopes by recovery epoch: older ones are dropped, newer ones (and all while this node
+   * restores) wait. A rollback order is taken whatever its epoch. True: deliver it now.
+   */
+  private acceptEpoch(bytes: Uint8Array, offset: number, length: number, from: string, epoch: number): boolean {
+    if (bytes[offset] === EnvelopeKind.CheckpointControl && epoch > this.recoveryEpoch) {
+      // Possibly the rollback that takes us to that epoch.
+      try {
+        const message = controlPackr.unpack(bytes.subarray(offset + ENVELOPE_HEADER_BYTES, offset + length)) as CheckpointControl;
+        if (message?.type === 'rollback') return true;
+      } catch {
+        return true; // malformed: let the usual path log it
+      }
+    }
+    if (epoch < this.recoveryEpoch) return false;
+    if (epoch > this.recoveryEpoch && !this.recovering) {
+      // Others are in a newer epoch. Its rollback order normally follows at once; if it does not, this
+      // node was left out of that recovery (declared dead meanwhile): ask the sender for it.
+      const now = performance.now();
+      if (this.behindSince === 0) this.behindSince = now;
+      else if (now - this.behindSince > BEHIND_ASK_MS) {
+        this.behindSince = now;
+        this.sendCheckpointControl(from, { type: 'behind', checkpoint: this.recoveryEpoch });
+      }
+    }
+    if (epoch > this.recoveryEpoch || this.recovering) {
+      if (this.stashed.length >= STASHED_MAX) {
+        this.options.log(`cluster: dropped a message from ${from} of recovery epoch ${epoch}: ${STASHED_MAX} wait already`);
+        return false;
+      }
+      this.stashed.push({ from, epoch, bytes: bytes.slice(offset, offset + length) });
+      return false;
+    }
+    return true;
+  }
+
+  private onPeerHello(peer: string, instance: string, epoch: number): void {
+    const previous = this.peerInstances.get(peer);
+    this.peerInstances.set(peer, instance);
+    if (!this.port.checkpointing) return;
+    if (this.ownsNothingYet && epoch > this.recoveryEpoch) {
+      // A node joining takes the cluster's epoch, so its frames count.
+      this.recoveryEpoch = epoch;
+      this.network.setEpoch(epoch);
+    }
+    if (previous !== undefined && previous !== instance && this.placement.members.includes(peer) && !this.ownsNothingYet) {
+      // The peer restarted within the failure detector's time: its key groups' state is gone.
+      const reason = `${peer} restarted`;
+      if (this.leaderId() === this.options.nodeId) this.startRollback(this.recoveryEpoch + 1, this.placement.members, reason);
+      else this.sendCheckpointControl(this.leaderId(), { type: 'restarted', checkpoint: 0, node: peer });
+    }
+  }
+
+  /**
+   * Recovery: the whole cluster goes back to the last committed checkpoint. Every node of `members`
+   * drops its state and in-flight work, takes the key groups the placement of `members` gives it and
+   * loads them from the store; what was sent before the recovery is dropped (epoch fencing), and
+   * clients re-send what was not committed. The leader orders it (its epoch is above every earlier one).
+   */
+  private startRollback(epoch: number, members: readonly string[], reason: string): void {
+    if (epoch <= this.recoveryEpoch || this.closed) return;
+    this.recoveryEpoch = epoch;
+    this.network.setEpoch(epoch);
+    this.recoveries++;
+    this.behindSince = 0;
+    this.lastRollbackMembers = [...members];
+    this.awaitingRollback = null;
+    this.recovering = true;
+    const placement = computePlacement(members, this.keyGroups);
+    if ([...members].sort()[0] === this.options.nodeId) {
+      for (const member of members) if (member !== this.options.nodeId) this.sendCheckpointControl(member, { type: 'rollback', checkpoint: epoch, members: [...members] });
+    }
+    this.options.log(`cluster: recovery ${epoch} (${reason}): every node restores the last committed checkpoint; view ${placement.viewId}`);
+    this.moving.clear();
+    this.heldByKeyGroup.clear();
+    this.heldByKeyGroupCount = 0;
+    this.held = [];
+    this.heldBytes = 0;
+    this.pendingHandovers = [];
+    this.claimedAfresh.clear();
+    this.stashed = this.stashed.filter((entry) => entry.epoch >= epoch);
+    this.placement = placement;
+    this.ownsNothingYet = false;
+    this.joined = true;
+    this.port.leadCheckpoints(null);
+    const self = this.options.nodeId;
+    this.port.rollBack((keyGroup) => placement.members[placement.owners[keyGroup]!] === self, epoch).then(
+      (result) => {
+        if (this.recoveryEpoch !== epoch || this.closed) return; // a newer recovery took over
+        this.recovering = false;
+        this.options.log(
+          `cluster: recovery ${epoch} done: ${result.checkpoint === 0 ? 'no checkpoint was committed yet, started empty' : `restored checkpoint ${result.checkpoint}`} (${result.instances} instances)`,
+        );
+        this.settleCheckpointing();
+        // The membership may have moved on while this node restored (before the stashed envelopes,
+        // so hand-overs among them find this node waiting for them).
+        this.updateView();
+        const stashed = this.stashed;
+        this.stashed = [];
+        for (const entry of stashed) {
+          if (entry.epoch !== epoch) {
+            if (entry.epoch > epoch) this.stashed.push(entry);
+            continue;
+          }
+          this.network.options.onEnvelope(entry.bytes, 0, entry.bytes.length, entry.from, entry.epoch);
+        }
+        this.port.flush();
+        this.releaseHeld();
+        this.port.recheckAdmission();
+      },
+      (error: Error) => {
+        this.options.log(`cluster: recovery ${epoch} failed: ${error.message}; this node cannot serve (restart it once the store is fixed)`);
+      },
+    );
+  }
+
+  /** Who coordinates checkpoints and which peers are checkpoint channels, from the current placement. */
+  private settleCheckpointing(): void {
+    if (!this.port.checkpointing || this.recovering) return;
+    const members = this.placement.members;
+    this.port.setCheckpointPeers(members.filter((id) => id !== this.options.nodeId));
+    const leads = this.serving && this.joined && this.awaitingRollback === null && this.leaderId() === this.options.nodeId;
+    this.port.leadCheckpoints(leads ? { participants: members, view: `${this.placement.viewId}/${this.recoveryEpoch}` } : null);
+  }
+
   admits(): boolean {
-    return this.serving && this.network.queuedBytes + this.heldBytes < PEER_BACKLOG_BYTES_MAX;
+    return this.serving && !this.recovering && this.awaitingRollback === null && this.network.queuedBytes + this.heldBytes < PEER_BACKLOG_BYTES_MAX;
   }
 
   http(request: IncomingMessage, response: ServerResponse): boolean {
@@ -259,6 +468,10 @@ export class ClusterNode implements ClusterHooks {
     if (member.id === this.options.nodeId) return;
     this.options.log(`cluster: ${member.id} (${member.address}) is ${member.state}${previous ? ` (was ${previous})` : ''}, incarnation ${member.incarnation}`);
     this.network.learnAddress(member.id, member.address);
+    if (member.state === 'alive' && this.port.checkpointing && this.recoveryEpoch > 0 && !this.lastRollbackMembers.includes(member.id) && this.leaderId() === this.options.nodeId) {
+      // Back after being left out of a recovery: it must drop what it has and join afresh.
+      this.sendCheckpointControl(member.id, { type: 'rollback', checkpoint: this.recoveryEpoch, members: this.lastRollbackMembers });
+    }
     if (member.state === 'alive' || member.state === 'suspect') {
       this.network.revive(member.id);
       if (member.state === 'alive' && !this.joined) this.joined = true;
@@ -300,16 +513,29 @@ export class ClusterNode implements ClusterHooks {
       // A node that just joined takes its key groups over from the owners they had without it.
       const others = placement.members.filter((id) => id !== this.options.nodeId);
       const previous = this.ownsNothingYet && others.length > 0 ? computePlacement(others, this.keyGroups) : this.placement;
+      const died = this.placement.members.filter((id) => !placement.members.includes(id) && (states.get(id) ?? 'dead') === 'dead');
       if (others.length > 0) this.ownsNothingYet = false;
       this.placement = placement;
       this.epoch++;
-      this.applyPlacement(previous, placement);
+      if (this.port.checkpointing && died.length > 0 && this.joinedView) {
+        // A member died with its key groups' state: the whole cluster goes back to the last checkpoint.
+        const reason = `${died.join(', ')} died`;
+        if (this.leaderId() === this.options.nodeId) this.startRollback(this.recoveryEpoch + 1, placement.members, reason);
+        else if (!this.recovering) {
+          this.awaitingRollback = `${reason}: waiting for the leader ${this.leaderId()} to start the recovery`;
+          this.port.leadCheckpoints(null);
+          this.port.setOwnership(() => false);
+        }
+      } else if (!this.recovering && this.awaitingRollback === null) {
+        this.applyPlacement(previous, placement);
+      }
       const counts = ownedCounts(placement);
       this.options.log(
         `cluster: epoch ${this.epoch}, view ${placement.viewId}: ${placement.members.map((id) => `${id} (${counts[id]} key groups)`).join(', ')}`,
       );
       this.releaseHeld();
       this.retryPendingHandovers();
+      this.settleCheckpointing();
     }
     // Links to members that are gone close only now, so what they still held goes by the new placement.
     for (const [id, state] of states) {
@@ -334,7 +560,10 @@ export class ClusterNode implements ClusterHooks {
   private retire(id: string): void {
     clearTimeout(this.retireTimers.get(id));
     this.retireTimers.delete(id);
-    for (const envelope of this.network.retire(id)) this.reroute(envelope);
+    const undelivered = this.network.retire(id);
+    // With checkpoints a dead member means a recovery: what was on its way to it belongs to the old epoch.
+    if (this.port.checkpointing && (this.recovering || this.awaitingRollback !== null || this.membership.members().find((member) => member.id === id)?.state === 'dead')) return;
+    for (const envelope of undelivered) this.reroute(envelope);
   }
 
   // ---- hand-over ----
@@ -394,9 +623,11 @@ export class ClusterNode implements ClusterHooks {
       return;
     }
     this.releasesInFlight++;
+    const epoch = this.recoveryEpoch;
     this.port.releaseKeyGroups(keyGroups).then(
       (exports) => {
-        for (const { keyGroup, bytes } of exports) this.sendHandover(keyGroup, bytes);
+        // A recovery since: the export is of state the recovery dropped.
+        if (epoch === this.recoveryEpoch) for (const { keyGroup, bytes } of exports) this.sendHandover(keyGroup, bytes);
         this.handovers.released += exports.length;
         if (--this.releasesInFlight === 0) for (const done of this.releasesDone.splice(0)) done();
       },
@@ -467,8 +698,10 @@ export class ClusterNode implements ClusterHooks {
       this.flushHeld(keyGroup);
       return;
     }
+    const epoch = this.recoveryEpoch;
     this.port.adoptKeyGroups([{ keyGroup, bytes: body }]).then(
       (instances) => {
+        if (epoch !== this.recoveryEpoch) return; // a recovery reset everything meanwhile
         const pause = Math.max(0, Date.now() - frozenAt);
         this.handovers.adopted++;
         this.handovers.instances += instances;
@@ -514,7 +747,7 @@ export class ClusterNode implements ClusterHooks {
   /** Key groups awaited from a member that died (or left long ago without handing them over) start afresh. */
   private checkAwaiting(): void {
     // Without a majority, nothing is claimed (the majority side may own it).
-    if (!this.serving) return;
+    if (!this.serving || this.recovering || this.awaitingRollback !== null) return;
     if (this.pendingHandovers.length > 0) this.retryPendingHandovers();
     const states = new Map(this.membership.members().map((member) => [member.id, member.state]));
     const now = performance.now();
@@ -609,7 +842,7 @@ export class ClusterNode implements ClusterHooks {
   private releaseHeld(): void {
     if (this.heldTimer) clearTimeout(this.heldTimer);
     this.heldTimer = null;
-    if (!this.joined || !this.serving) {
+    if (!this.joined || !this.serving || this.recovering || this.awaitingRollback !== null) {
       if (this.held.length > 0) this.heldTimer = setTimeout(() => this.releaseHeld(), BOUNCE_HOLD_MS);
       return;
     }
@@ -641,6 +874,8 @@ export class ClusterNode implements ClusterHooks {
       peers: this.network.linkStats(),
       refusals: this.network.refusals,
       handovers: { ...this.handovers, keyGroupsMoving: this.moving.size },
+      recovery: { epoch: this.recoveryEpoch, recovering: this.recovering, awaiting: this.awaitingRollback, recoveries: this.recoveries },
+      checkpoints: this.options.node.checkpointStatus(),
     };
   }
 

@@ -31,6 +31,7 @@ import {
   encodeControl,
   writeEnvelopesHeader,
   envelopesSeq,
+  envelopesEpoch,
   readEnvelopes,
   validateHello,
   type PeerHello,
@@ -54,7 +55,9 @@ export interface PeerNetworkOptions {
   keyGroups: number;
   valueBytesMax: number;
   /** An envelope from a peer (bytes valid during the call only). */
-  onEnvelope(bytes: Uint8Array, offset: number, length: number, fromPeer: string): void;
+  onEnvelope(bytes: Uint8Array, offset: number, length: number, fromPeer: string, epoch: number): void;
+  /** A peer's HELLO: its process instance (new after a restart) and recovery epoch. */
+  onPeerHello?(peerId: string, instance: string, epoch: number): void;
   /** Called after a batch of `onEnvelope` calls. */
   onEnvelopesDone(): void;
   /** A gossip message from a peer. */
@@ -159,7 +162,7 @@ class PeerLink {
   private seal(): void {
     if (this.building === null || this.buildingCount === 0) return;
     const frame = this.building.subarray(0, this.buildingUsed);
-    writeEnvelopesHeader(frame, this.nextSeq, this.buildingCount);
+    writeEnvelopesHeader(frame, this.nextSeq, this.buildingCount, this.network.epoch);
     this.unacked.push({ seq: this.nextSeq++, frame });
     this.unackedBytes += frame.length;
     this.building = null;
@@ -216,7 +219,8 @@ class PeerLink {
     const seq = envelopesSeq(frame);
     if (seq <= this.received) return; // re-sent after a reconnect: applied already
     if (seq !== this.received + 1) throw new PeerProtocolError(`ENVELOPES seq ${seq} after ${this.received}: frames were skipped`);
-    readEnvelopes(frame, (bytes, offset, length) => this.network.options.onEnvelope(bytes, offset, length, this.peerId));
+    const epoch = envelopesEpoch(frame);
+    readEnvelopes(frame, (bytes, offset, length) => this.network.options.onEnvelope(bytes, offset, length, this.peerId, epoch));
     this.received = seq;
     this.network.receivedFrom.set(this.peerId, { stream: this.receivedStream, seq });
     this.network.options.onEnvelopesDone();
@@ -247,6 +251,14 @@ class PeerLink {
     return envelopes;
   }
 
+  /** A recovery: envelopes queued and not yet framed belong to the old epoch and are dropped. */
+  dropUnframed(): void {
+    this.building = null;
+    this.buildingUsed = 0;
+    this.buildingCount = 0;
+    this.pendingBytes = 0;
+  }
+
   /** A new connection replaces the current one: an ACK planned for the old one is not sent. */
   connectionSwitched(): void {
     if (this.ackTimer) clearTimeout(this.ackTimer);
@@ -271,6 +283,8 @@ class PeerLink {
 
 export class PeerNetwork {
   readonly instance = randomUUID();
+  /** The recovery epoch stamped on frames sealed from now on. */
+  epoch = 0;
   private readonly server = new WebSocketServer({ noServer: true, perMessageDeflate: false, maxPayload: PAYLOAD_MAX });
   private readonly links = new Map<string, PeerLink>();
   /** Per peer node: the stream we last received from and the last seq applied (kept across links). */
@@ -288,6 +302,12 @@ export class PeerNetwork {
   constructor(readonly options: PeerNetworkOptions) {
     this.heartbeat = setInterval(() => this.beat(), HEARTBEAT_MS);
     this.heartbeat.unref();
+  }
+
+  /** Enters a recovery epoch: what was queued and not yet framed is dropped (frames already numbered keep their old epoch). */
+  setEpoch(epoch: number): void {
+    this.epoch = epoch;
+    for (const link of this.links.values()) link.dropUnframed();
   }
 
   /** Bytes queued for peers and not yet acknowledged. */
@@ -460,6 +480,7 @@ export class PeerNetwork {
           address: this.options.selfAddress,
           keyGroups: this.options.keyGroups,
           valueBytesMax: this.options.valueBytesMax,
+          epoch: this.epoch,
         } satisfies PeerHello),
       );
     if (dialedByUs) socket.once('open', sendHello);
@@ -579,6 +600,7 @@ export class PeerNetwork {
     }
     connection.peer = hello;
     this.anonymous.delete(connection);
+    this.options.onPeerHello?.(hello.nodeId, hello.instance, typeof hello.epoch === 'number' && Number.isSafeInteger(hello.epoch) && hello.epoch >= 0 ? hello.epoch : 0);
     const link = this.link(hello.nodeId, hello.address);
     link.address = hello.address;
     link.retired = false;

@@ -3,15 +3,17 @@
  * port. The first byte is the frame type; control frames carry a msgpack body (`useRecords: false`, so
  * nodes of different builds decode each other).
  *
- *   0x01 HELLO     msgpack { version, nodeId, instance, address, keyGroups, valueBytesMax }   first frame, both ways
+ *   0x01 HELLO     msgpack { version, nodeId, instance, address, keyGroups, valueBytesMax, epoch }   first frame, both ways
  *   0x02 RESUME    msgpack { stream, receivedStream, received }   after the peer's HELLO: this node's
  *                  outgoing stream id, and the last ENVELOPES seq it applied of the peer's stream
  *                  `receivedStream`. The peer drops what that covers and re-sends the rest, in order;
  *                  if it does not know that stream (it restarted, or its link is new), it numbers
  *                  its unacknowledged frames again from 1, as a new stream.
  *   0x03 GOSSIP    msgpack membership message
- *   0x04 ENVELOPES [f64 seq][u32 count] then count × ([u32 length][envelope])   seq: consecutive from 1
- *                  within the sender's stream; a receiver applies seq = last + 1 only
+ *   0x04 ENVELOPES [f64 seq][u32 count][u32 epoch] then count × ([u32 length][envelope])   seq:
+ *                  consecutive from 1 within the sender's stream; a receiver applies seq = last + 1
+ *                  only. epoch: the sender's recovery epoch when it queued the envelopes (a receiver
+ *                  drops envelopes of an older epoch and holds those of a newer one until it gets there)
  *   0x05 ACK       [f64 seq]  every ENVELOPES frame up to seq was applied; the sender may forget them
  *   0x06 REFUSED   msgpack { reason }   the peer will not talk to this node (protocol or key groups differ)
  *
@@ -47,6 +49,8 @@ export interface PeerHello {
   keyGroups: number;
   /** Every node of a cluster must take the same values (an envelope must fit every node's rings). */
   valueBytesMax: number;
+  /** The sender's recovery epoch (a node that joins takes the cluster's). */
+  epoch?: number;
 }
 
 export interface PeerResume {
@@ -57,7 +61,7 @@ export interface PeerResume {
   received: number;
 }
 
-export const ENVELOPES_HEADER_BYTES = 1 + 8 + 4;
+export const ENVELOPES_HEADER_BYTES = 1 + 8 + 4 + 4;
 
 export class PeerProtocolError extends Error {
   override readonly name = 'PeerProtocolError';
@@ -82,10 +86,15 @@ export function decodeAck(frame: Uint8Array): number {
 }
 
 /** Writes an ENVELOPES frame's header into a frame whose envelopes are in place after it. */
-export function writeEnvelopesHeader(frame: Buffer, seq: number, count: number): void {
+export function writeEnvelopesHeader(frame: Buffer, seq: number, count: number, epoch: number): void {
   frame[0] = PeerFrame.Envelopes;
   frame.writeDoubleLE(seq, 1);
   frame.writeUInt32LE(count, 9);
+  frame.writeUInt32LE(epoch, 13);
+}
+
+export function envelopesEpoch(frame: Uint8Array): number {
+  return Buffer.from(frame.buffer, frame.byteOffset, frame.byteLength).readUInt32LE(13);
 }
 
 

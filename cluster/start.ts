@@ -33,6 +33,20 @@ Options:
                               Default 10000.
   --backlog-max <n>           Queued messages per node above which client events wait. Default 100000.
 
+Exactly-once (checkpoints):
+  --checkpoint-store <url>    Where consistent checkpoints go: file://./dir (relative to the
+                              working directory), file:///abs/dir, or s3://bucket/prefix. Every
+                              node of a cluster must name the same store. "off": no checkpoints
+                              (state and unreleased egress of a crashed node are lost).
+                              Default file://./data/checkpoints.
+  --s3-endpoint <url>         S3-compatible server for s3:// stores (MinIO, s3rver), e.g.
+                              http://127.0.0.1:9000; path-style addressing. Credentials come from
+                              AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY or the AWS config files.
+  --s3-region <region>        Region for s3:// stores. Default AWS_REGION, else us-east-1.
+  --checkpoint-interval <ms>  How often the leader starts a checkpoint. Default 1000. Egress
+                              records and client confirmations wait for the next commit.
+  --checkpoint-retain <n>     Committed checkpoints kept in the store. Default 3.
+
 Cluster:
   --join <host:port,...>      Seed nodes to join (repeatable, or comma-separated). Without
                               seeds the node forms a cluster of one that others may join.
@@ -89,6 +103,11 @@ const optionNames = [
   'probe-timeout',
   'indirect-probes',
   'suspicion-multiplier',
+  'checkpoint-store',
+  's3-endpoint',
+  's3-region',
+  'checkpoint-interval',
+  'checkpoint-retain',
 ] as const;
 
 function hostPort(name: string, text: string): string {
@@ -124,6 +143,11 @@ async function main(): Promise<void> {
         'probe-timeout': { type: 'string' },
         'indirect-probes': { type: 'string' },
         'suspicion-multiplier': { type: 'string' },
+        'checkpoint-store': { type: 'string' },
+        's3-endpoint': { type: 'string' },
+        's3-region': { type: 'string' },
+        'checkpoint-interval': { type: 'string' },
+        'checkpoint-retain': { type: 'string' },
         help: { type: 'boolean', short: 'h' },
       },
       strict: true,
@@ -170,6 +194,16 @@ async function main(): Promise<void> {
     .filter((entry) => entry.length > 0);
   if (functions.length === 0) fail('--functions <module.js> is required: the ES module(s) exporting your function definitions');
 
+  const checkpointStore = get('checkpoint-store') ?? 'file://./data/checkpoints';
+  const checkpointInterval = integer('checkpoint-interval', get('checkpoint-interval'));
+  if (checkpointInterval !== undefined && checkpointInterval < 10) fail('--checkpoint-interval must be at least 10 ms');
+  const checkpointRetain = integer('checkpoint-retain', get('checkpoint-retain'));
+  if (checkpointRetain !== undefined && checkpointRetain < 1) fail('--checkpoint-retain must be at least 1');
+  const s3Endpoint = get('s3-endpoint');
+  if (s3Endpoint !== undefined && !/^https?:\/\/[^/\s]+/.test(s3Endpoint)) fail(`--s3-endpoint takes a URL like http://127.0.0.1:9000, got "${s3Endpoint}"`);
+  const checkpointsOff = checkpointStore === 'off' || checkpointStore === 'none';
+  if (checkpointsOff && (s3Endpoint !== undefined || checkpointInterval !== undefined)) fail('--checkpoint-store off turns checkpoints off; drop --s3-endpoint and --checkpoint-interval');
+
   let node: StatecraftNode;
   try {
     node = await startNode({
@@ -184,6 +218,19 @@ async function main(): Promise<void> {
       egressRetainRecords: integer('egress-retain', get('egress-retain')),
       backlogMax: integer('backlog-max', get('backlog-max')),
       nodeId: identity.nodeId,
+      ...(checkpointsOff
+        ? {}
+        : {
+            checkpoints: {
+              store: checkpointStore,
+              ...(s3Endpoint === undefined ? {} : { s3Endpoint }),
+              ...(get('s3-region') === undefined ? {} : { s3Region: get('s3-region')! }),
+              ...(checkpointInterval === undefined ? {} : { intervalMs: checkpointInterval }),
+              ...(checkpointRetain === undefined ? {} : { retain: checkpointRetain }),
+              // A node that joins gets its key groups by hand-over; the first node restores them all.
+              restore: seeds.length === 0,
+            },
+          }),
     });
   } catch (error) {
     identity.release();

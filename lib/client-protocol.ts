@@ -26,6 +26,9 @@
  *                       record i has id firstId + i (ids are consecutive per egress)
  *     0x85 GAP          msgpack { subscription, from, to }   records from..to are no longer retained
  *     0x86 SUBSCRIBED   msgpack { subscription, after }      the subscription starts after record `after`
+ *     0x87 COMMITTED    [f64 seq]   every event up to seq is covered by a committed checkpoint (sent only
+ *                       by a node with checkpoints on, WELCOME.durable): it takes effect exactly once,
+ *                       whatever fails from now on. Until then a client keeps the event to re-send it.
  *
  * A frame that breaks these rules closes the connection with code 4400 and a reason; a client of
  * another protocol version is closed with 4426. Both are final: the client does not reconnect.
@@ -47,6 +50,7 @@ export const Frame = {
   Records: 0x84,
   Gap: 0x85,
   Subscribed: 0x86,
+  Committed: 0x87,
 } as const;
 
 export const CloseCode = {
@@ -80,6 +84,8 @@ export interface Welcome {
   keyGroups: number;
   limits: Limits;
   functions: string[];
+  /** Checkpoints on: events are confirmed with COMMITTED once a committed checkpoint covers them. */
+  durable?: boolean;
 }
 
 export interface Subscribe {
@@ -108,9 +114,9 @@ export function decodeControl<T>(data: Uint8Array): T {
   }
 }
 
-export function encodeAck(lastSeq: number): Uint8Array {
+export function encodeAck(lastSeq: number, frame: number = Frame.Ack): Uint8Array {
   const bytes = new Uint8Array(9);
-  bytes[0] = Frame.Ack;
+  bytes[0] = frame;
   new DataView(bytes.buffer).setFloat64(1, lastSeq, true);
   return bytes;
 }

@@ -61,6 +61,13 @@ export interface ConnectOptions {
    * event twice when the client re-sends after a reconnect. Default: a random UUID.
    */
   producerId?: string;
+  /**
+   * When `send()` resolves, with a node that checkpoints: `'commit'` (default) once a committed
+   * checkpoint covers the event — it then takes effect exactly once whatever fails later; `'accept'`
+   * once the node has accepted it (faster; the client still keeps and re-sends it until it is committed).
+   * A node without checkpoints can only confirm acceptance.
+   */
+  confirm?: 'commit' | 'accept';
 }
 
 export interface SubscribeOptions<T = unknown> {
@@ -91,6 +98,14 @@ export class EgressRecord<T = unknown> {
 
   get egress(): string {
     return this.envelope.egress;
+  }
+
+  /**
+   * The record's stable id, `keyGroup:seq`, when the node checkpoints (else null): the same when a
+   * record is released again after a recovery, which the client drops as already delivered.
+   */
+  get recordId(): string | null {
+    return this.envelope.recordSeq === null ? null : `${this.envelope.keyGroup}:${this.envelope.recordSeq}`;
   }
 
   /** The instance that emitted the record. */
@@ -184,6 +199,8 @@ function rejectionError(code: ErrorCode, message: string): StatecraftError {
 
 class SubscriptionImpl<T = unknown> implements Subscription<T> {
   lastId: number | undefined;
+  /** Per source key group, the highest record seq delivered (stable ids: repeats after a recovery are dropped). */
+  private readonly delivered = new Map<number, number>();
   private buffer: EgressRecord<T>[] = [];
   private head = 0;
   private waiter: ((result: IteratorResult<EgressRecord<T>>) => void) | null = null;
@@ -232,6 +249,11 @@ class SubscriptionImpl<T = unknown> implements Subscription<T> {
         continue;
       }
       this.lastId = id;
+      if (envelope.recordSeq !== null) {
+        const seen = this.delivered.get(envelope.keyGroup);
+        if (seen !== undefined && envelope.recordSeq <= seen) continue; // released again after a recovery
+        this.delivered.set(envelope.keyGroup, envelope.recordSeq);
+      }
       const record = new EgressRecord<T>(id, envelope, this.options.type);
       if (this.waiter !== null) {
         const waiter = this.waiter;
@@ -330,6 +352,10 @@ class StatecraftClient implements Client {
   /** Sent, not yet acknowledged, in sequence order. */
   private inFlight: PendingEvent[] = [];
   private inFlightHead = 0;
+  /** Accepted by a node that checkpoints, not yet covered by a committed checkpoint (oldest first). */
+  private unconfirmed: PendingEvent[] = [];
+  private unconfirmedHead = 0;
+  private readonly confirm: 'commit' | 'accept';
   /** Not yet sent, in sequence order. */
   private waiting: PendingEvent[] = [];
   private waitingHead = 0;
@@ -359,6 +385,10 @@ class StatecraftClient implements Client {
     // 96 random bits: sessions must not collide, or one client's events would pass for another's repeats.
     this.session = randomBytes(12).toString('base64url');
     this.window = positive('window', options.window, 10_000);
+    if (options.confirm !== undefined && options.confirm !== 'commit' && options.confirm !== 'accept') {
+      throw new ValidationError('SC_ERR_INVALID_OPTION', `confirm must be 'commit' or 'accept', got ${JSON.stringify(options.confirm)}`);
+    }
+    this.confirm = options.confirm ?? 'commit';
     this.queueMax = positive('queueMax', options.queueMax, 1_000_000);
     this.connectTimeoutMs = positive('connectTimeoutMs', options.connectTimeoutMs, 10_000);
     const reconnect = options.reconnect ?? true;
@@ -377,7 +407,7 @@ class StatecraftClient implements Client {
   }
 
   get pending(): number {
-    return this.inFlight.length - this.inFlightHead + this.waiting.length - this.waitingHead;
+    return this.unconfirmed.length - this.unconfirmedHead + this.inFlight.length - this.inFlightHead + this.waiting.length - this.waitingHead;
   }
 
   /** Tries each URL once; resolves when one welcomes us. */
@@ -460,7 +490,12 @@ class StatecraftClient implements Client {
     // numbers stay consecutive). welcome.lastSeq cannot settle any of them: it covers rejected events
     // as well as accepted ones, and the REJECTED frame may have been lost with the connection. The node
     // skips what it already has, and answers again what it rejected.
-    const unacknowledged = this.inFlight.slice(this.inFlightHead);
+    // Accepted but not committed: the node that took them may have lost them (a crash, a recovery).
+    // They are older than anything in flight. A node that has them still skips them; marks in the key
+    // groups drop repeats that reach other nodes.
+    const unacknowledged = this.unconfirmed.slice(this.unconfirmedHead).concat(this.inFlight.slice(this.inFlightHead));
+    this.unconfirmed = [];
+    this.unconfirmedHead = 0;
     this.inFlight = [];
     this.inFlightHead = 0;
     if (unacknowledged.length > 0) {
@@ -566,6 +601,10 @@ class StatecraftClient implements Client {
           this.pump();
           this.checkDrained();
           break;
+        case Frame.Committed:
+          this.settleCommitted(decodeAck(data));
+          this.checkDrained();
+          break;
         case Frame.Rejected: {
           const { rejections } = decodeControl<{ rejections: [number, ErrorCode, string][] }>(data);
           for (const [seq, code, message] of rejections) {
@@ -619,10 +658,13 @@ class StatecraftClient implements Client {
   }
 
   private settleAcknowledged(lastSeq: number): void {
+    const durable = this.welcome?.durable === true;
     while (this.inFlightHead < this.inFlight.length && this.inFlight[this.inFlightHead]!.seq <= lastSeq) {
       const event = this.inFlight[this.inFlightHead]!;
       this.inFlight[this.inFlightHead++] = undefined as unknown as PendingEvent;
-      if (!event.settled) {
+      // Kept until committed (re-sent after a reconnect); a rejected one is settled already.
+      if (durable && !event.settled) this.unconfirmed.push(event);
+      if (!event.settled && (!durable || this.confirm === 'accept')) {
         event.settled = true;
         event.resolve();
       }
@@ -633,6 +675,25 @@ class StatecraftClient implements Client {
     } else if (this.inFlightHead > 4096 && this.inFlightHead * 2 > this.inFlight.length) {
       this.inFlight = this.inFlight.slice(this.inFlightHead);
       this.inFlightHead = 0;
+    }
+  }
+
+  /** COMMITTED: events up to `seq` are covered by a committed checkpoint. */
+  private settleCommitted(seq: number): void {
+    while (this.unconfirmedHead < this.unconfirmed.length && this.unconfirmed[this.unconfirmedHead]!.seq <= seq) {
+      const event = this.unconfirmed[this.unconfirmedHead]!;
+      this.unconfirmed[this.unconfirmedHead++] = undefined as unknown as PendingEvent;
+      if (!event.settled) {
+        event.settled = true;
+        event.resolve();
+      }
+    }
+    if (this.unconfirmedHead === this.unconfirmed.length) {
+      this.unconfirmed = [];
+      this.unconfirmedHead = 0;
+    } else if (this.unconfirmedHead > 4096 && this.unconfirmedHead * 2 > this.unconfirmed.length) {
+      this.unconfirmed = this.unconfirmed.slice(this.unconfirmedHead);
+      this.unconfirmedHead = 0;
     }
   }
 
@@ -677,7 +738,10 @@ class StatecraftClient implements Client {
   /** Ends the client: every pending event rejects with `error`, subscriptions end. */
   private fail(error: Error): void {
     this.state = 'closed';
+    for (const event of this.unconfirmed.slice(this.unconfirmedHead)) if (!event.settled) event.reject(error);
     for (const event of this.inFlight.slice(this.inFlightHead)) if (!event.settled) event.reject(error);
+    this.unconfirmed = [];
+    this.unconfirmedHead = 0;
     for (const event of this.waiting.slice(this.waitingHead)) if (!event.settled) event.reject(error); // re-sends may be settled
     this.inFlight = [];
     this.inFlightHead = 0;

@@ -4,8 +4,12 @@
  *   offset  size  field
  *   0       1     kind            1 = invoke (a message to a function), 2 = egress record,
  *                                 3 = hand-over (a key group's state, timers and queued messages,
- *                                 moving between nodes; body: msgpack, see node/handover.ts)
- *   1       1     flags           invoke: bit 0 = has caller, bit 1 = has a producer mark
+ *                                 moving between nodes; body: msgpack, see node/handover.ts),
+ *                                 4 = checkpoint barrier (header only: the checkpoint number sits
+ *                                 where the key group would; see docs/checkpoints.md),
+ *                                 5 = checkpoint control between nodes (msgpack body)
+ *   1       1     flags           invoke: bit 0 = has caller, bit 1 = has a producer mark;
+ *                                 egress: bit 0 = has a record sequence number
  *   2       2     channel         reserved for the source channel (0)
  *   4       4     key group       u32 little-endian: keyGroupOf(target id), or the source's for egress
  *   8       ...   body            strings are UTF-8 with a length prefix (u8 for type and egress names,
@@ -16,7 +20,8 @@
  *                length), producer seq (f64)], value typename, value bytes. A client event carries a
  *                producer mark: its client session and a sequence number counted per (session, key
  *                group), so the key group applies a re-sent event once, whichever node it came through.
- *   egress body: egress name, source typename, source id, value typename, value bytes
+ *   egress body: [record seq (f64), counted per source key group: with the key group, the record's
+ *                stable id], egress name, source typename, source id, value typename, value bytes
  *
  * A router reads the 8-byte header and moves the bytes; only the destination decodes the body.
  * All multi-byte integers are little-endian.
@@ -33,7 +38,26 @@ export const EnvelopeKind = {
   Invoke: 1,
   Egress: 2,
   Handover: 3,
+  Barrier: 4,
+  /** Checkpoint control between nodes (start, ack, outcome): msgpack body after the header. */
+  CheckpointControl: 5,
 } as const;
+
+/** Bytes of a barrier envelope (the header alone). */
+export const BARRIER_BYTES = 8;
+
+/** Writes barrier `checkpoint` (an integer from 1 to 2^32 - 1) at `offset`; returns the end offset. */
+export function writeBarrier(target: Uint8Array, offset: number, checkpoint: number): number {
+  writeHeader(target, offset, EnvelopeKind.Barrier, 0, checkpoint);
+  return offset + BARRIER_BYTES;
+}
+
+/** The checkpoint number of a barrier envelope. */
+export function readBarrier(source: Uint8Array, offset: number): number {
+  return readKeyGroup(source, offset);
+}
+
+const FLAG_HAS_RECORD_SEQ = 1;
 
 const FLAG_HAS_CALLER = 1;
 /** Float64 through shared scratch (no allocation per event); the wire is little-endian. */
@@ -167,7 +191,7 @@ export function writeInvoke(
 
 export function egressLengthMax(egress: string, sourceTypename: string, sourceId: string, value: TypedValue): number {
   return (
-    ENVELOPE_HEADER_BYTES + 1 + 1 + 2 + 1 + 4 +
+    ENVELOPE_HEADER_BYTES + 8 + 1 + 1 + 2 + 1 + 4 +
     3 * (egress.length + sourceTypename.length + sourceId.length + value.typename.length) +
     value.encodedLengthMax
   );
@@ -181,9 +205,17 @@ export function writeEgress(
   sourceTypename: string,
   sourceId: string,
   value: TypedValue,
+  recordSeq: number | null = null,
 ): number {
-  writeHeader(target, offset, EnvelopeKind.Egress, 0, keyGroup);
-  let cursor = writeShortString(target, offset + ENVELOPE_HEADER_BYTES, egress);
+  writeHeader(target, offset, EnvelopeKind.Egress, recordSeq === null ? 0 : FLAG_HAS_RECORD_SEQ, keyGroup);
+  let cursor = offset + ENVELOPE_HEADER_BYTES;
+  if (recordSeq !== null) {
+    float64Scratch[0] = recordSeq;
+    if (BIG_ENDIAN_HOST) float64Bytes.reverse();
+    for (let index = 0; index < 8; index++) target[cursor + index] = float64Bytes[index]!;
+    cursor += 8;
+  }
+  cursor = writeShortString(target, cursor, egress);
   cursor = writeShortString(target, cursor, sourceTypename);
   cursor = writeMediumString(target, cursor, sourceId);
   return writeValue(target, cursor, value);
@@ -301,6 +333,11 @@ export class EnvelopeDecoder {
     if (source[offset] !== EnvelopeKind.Egress) throw malformed(`kind ${source[offset]} is not egress`);
     const reader = this.reader;
     reader.reset(source, offset + ENVELOPE_HEADER_BYTES, offset + length);
+    let recordSeq: number | null = null;
+    if ((source[offset + 1]! & FLAG_HAS_RECORD_SEQ) !== 0) {
+      recordSeq = reader.float64('record seq');
+      if (!Number.isSafeInteger(recordSeq) || recordSeq < 0) throw malformed(`record seq ${recordSeq} is not an integer >= 0`);
+    }
     const egress = reader.name('egress name');
     const sourceTypename = reader.name('source typename');
     const sourceId = reader.id('source id');
@@ -310,6 +347,7 @@ export class EnvelopeDecoder {
     const primitive = primitiveType(valueTypename);
     return {
       keyGroup: readKeyGroup(source, offset),
+      recordSeq,
       egress,
       sourceTypename,
       sourceId,
@@ -322,7 +360,8 @@ export class EnvelopeDecoder {
   /** Only the egress name of an egress envelope (the main thread routes records by it, nothing more). */
   readEgressName(source: Uint8Array, offset: number, length: number): string {
     if (length < ENVELOPE_HEADER_BYTES || source[offset] !== EnvelopeKind.Egress) throw malformed('not an egress envelope');
-    this.reader.reset(source, offset + ENVELOPE_HEADER_BYTES, offset + length);
+    const seqBytes = (source[offset + 1]! & FLAG_HAS_RECORD_SEQ) !== 0 ? 8 : 0;
+    this.reader.reset(source, offset + ENVELOPE_HEADER_BYTES + seqBytes, offset + length);
     return this.reader.name('egress name');
   }
 }
@@ -330,6 +369,11 @@ export class EnvelopeDecoder {
 /** An egress record as it leaves a shard. */
 export interface EgressEnvelope {
   keyGroup: number;
+  /**
+   * Counted per source key group when the node checkpoints (null otherwise): (keyGroup, recordSeq) is
+   * the record's stable id, the same when a record is released again after a recovery.
+   */
+  recordSeq: number | null;
   egress: string;
   sourceTypename: string;
   sourceId: string;

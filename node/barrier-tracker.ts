@@ -173,6 +173,18 @@ export class BarrierTracker<Message, Channel = string> {
     return actions;
   }
 
+  /**
+   * A recovery: drops the open checkpoint without a word and starts over after `lastCheckpoint` (the
+   * restored one), every channel open again: numbers above it may be reused by the new coordinator.
+   */
+  reset(lastCheckpoint: number, inputs: Iterable<Channel> = [...this.inputs, ...this.closed]): void {
+    this.open = null;
+    this.newest = lastCheckpoint;
+    this.inputs.clear();
+    this.closed.clear();
+    for (const channel of inputs) this.inputs.add(channel);
+  }
+
   private begin(checkpoint: number, alignedChannel: Channel | null, actions: BarrierAction<Message, Channel>[]): void {
     if (this.open !== null) actions.push({ type: 'aborted', checkpoint: this.open.checkpoint, reason: 'superseded' });
     this.newest = checkpoint;

@@ -23,6 +23,32 @@ export interface ClusterHooks {
   upgrade(request: IncomingMessage, socket: Duplex, head: Buffer): boolean;
   /** Extra lines for GET /metrics (Prometheus text, without trailing newline). */
   metrics(): string[];
+  // ---- checkpoints (only called when the node checkpoints) ----
+  /** Writes barrier `checkpoint` on the link to every peer of the view, after what was sent before. */
+  writeBarrier(checkpoint: number): void;
+  /** Why this node cannot take a consistent snapshot now (key groups on the move, messages held), or null. */
+  checkpointBlocked(): string | null;
+  /** Sends a checkpoint control message (start, ack, outcome) to a peer. */
+  sendCheckpointControl(peer: string, message: CheckpointControl): void;
+}
+
+/** Checkpoint control between a node and the leader's coordinator (carried on the peer links). */
+export type CheckpointControl =
+  | { type: 'start'; checkpoint: number }
+  | { type: 'ack'; checkpoint: number; objects: [number, string | null][]; channels: string[] }
+  | { type: 'failed'; checkpoint: number; reason: string }
+  | { type: 'outcome'; checkpoint: number; committed: boolean }
+  /** Recovery (from the leader): every node of `members` restores the last committed checkpoint; `checkpoint` carries the new epoch. */
+  | { type: 'rollback'; checkpoint: number; members: string[] }
+  /** To the leader: `node` restarted (its state is gone), so the cluster must recover. */
+  | { type: 'restarted'; checkpoint: number; node: string }
+  /** To the leader: this node sees messages of a newer epoch than its own (`checkpoint`) and asked for that recovery. */
+  | { type: 'behind'; checkpoint: number };
+
+export interface RollBackResult {
+  /** The checkpoint restored (0: none was committed, the node starts empty). */
+  checkpoint: number;
+  instances: number;
 }
 
 export interface ClusterPort {
@@ -40,9 +66,26 @@ export interface ClusterPort {
   adoptKeyGroups(bodies: readonly { keyGroup: number; bytes: Uint8Array }[]): Promise<number>;
   /**
    * An envelope from a peer: invoke → the owning local shard (or `forward` if not ours); egress → local
-   * subscribers. (Hand-over envelopes are the cluster layer's: give their bodies to `adoptKeyGroups`.)
+   * subscribers; barrier → the checkpoint's channel from that peer. (Hand-over envelopes are the
+   * cluster layer's: give their bodies to `adoptKeyGroups`.) `fromPeer` is null for messages the
+   * cluster layer held and delivers later (not a channel of the snapshot).
    */
-  deliver(bytes: Uint8Array, offset: number, length: number): void;
+  deliver(bytes: Uint8Array, offset: number, length: number, fromPeer?: string | null): void;
+  /** True when the node checkpoints (then the calls below apply). */
+  readonly checkpointing: boolean;
+  /** The peers of the agreed view: their links are the main thread's checkpoint channels. */
+  setCheckpointPeers(peers: readonly string[]): void;
+  /** Runs the checkpoint coordinator here (this node leads `participants`), or stops it (null). */
+  leadCheckpoints(lead: { participants: readonly string[]; view: string } | null): void;
+  /** A checkpoint control message from a peer. */
+  onCheckpointControl(from: string, message: CheckpointControl): void;
+  /**
+   * Recovery: drops all state and in-flight work, then loads the key groups `owned` says are this
+   * node's from the last committed checkpoint (and replays the messages it recorded for them). Client
+   * connections are closed so clients re-send what was not committed. `generation` names this node's
+   * uploads from now on.
+   */
+  rollBack(owned: (keyGroup: number) => boolean, generation: number): Promise<RollBackResult>;
   /** Publishes what `deliver` wrote to the shard rings (call once per batch). */
   flush(): void;
   /** Wakes the node's loop so it re-checks admission (call when `admits()` may have turned true). */

@@ -9,6 +9,8 @@ import { StateLayout } from './state-store.js';
 
 /** Messages waiting for a busy instance, in arrival order. */
 export class AddressQueue {
+  /** The message whose async invocation is running (a checkpoint re-queues it: its effects come later). */
+  current: Message | null = null;
   private items: Message[] = [];
   private head = 0;
 
@@ -18,6 +20,11 @@ export class AddressQueue {
 
   push(message: Message): void {
     this.items.push(message);
+  }
+
+  /** The waiting messages, oldest first (a snapshot's copy). */
+  toArray(): Message[] {
+    return this.items.slice(this.head);
   }
 
   shift(): Message {

@@ -55,6 +55,8 @@ export interface GatewayHost {
   admit(bytes: Uint8Array, offset: number, length: number, keyGroup: number): void;
   /** Publishes what `admit` wrote. */
   flush(): void;
+  /** Checkpoints on: events are confirmed once committed (COMMITTED frames). */
+  readonly durable: boolean;
   /** Counts events for /metrics. */
   countEvents(accepted: number, rejected: number): void;
   log(line: string): void;
@@ -74,6 +76,7 @@ type Rejection = [number, ErrorCode, string];
 
 class ClientConnection implements EgressSink {
   producerId: string | null = null;
+  private abandoned = false;
   private blockedFrames: Buffer[] = [];
   private alive = true;
   private readonly helloTimer: NodeJS.Timeout;
@@ -94,7 +97,22 @@ class ClientConnection implements EgressSink {
     return this.blockedFrames.length > 0;
   }
 
+  confirmCommitted(seq: number): void {
+    this.send(encodeAck(seq, Frame.Committed));
+  }
+
+  /** Closes the connection and ignores whatever it still has or sends: nothing more of it is admitted. */
+  abandon(code: number, reason: string): void {
+    this.abandoned = true;
+    this.blockedFrames = [];
+    // A paused socket would never read the client's close reply: the close would hang for 30 s.
+    this.socket.resume();
+    this.close(code, reason);
+    setTimeout(() => this.socket.terminate(), 1000).unref();
+  }
+
   private socketOnMessage(data: RawData, isBinary: boolean): void {
+    if (this.abandoned) return;
     if (!isBinary || !Buffer.isBuffer(data)) {
       this.close(CloseCode.MalformedFrame, 'frames must be binary');
       return;
@@ -202,6 +220,7 @@ class ClientConnection implements EgressSink {
       keyGroups: host.keyGroups,
       limits: host.limits,
       functions: [...host.functions],
+      durable: host.durable,
     };
     this.send(encodeControl(Frame.Welcome, welcome));
   }
@@ -348,6 +367,10 @@ export class Gateway {
   private readonly connections = new Set<ClientConnection>();
   private readonly blocked = new Set<ClientConnection>();
   private readonly producers = new Map<string, number>();
+  /** Producers whose last seq moved since the last checkpoint mark. */
+  private readonly touched = new Set<string>();
+  /** Per checkpoint begun and not yet decided: each producer's last seq at its cut. */
+  private readonly marks = new Map<number, Map<string, number>>();
   private admissionTimer: NodeJS.Timeout | null = null;
   private readonly pingTimer: NodeJS.Timeout;
 
@@ -381,8 +404,50 @@ export class Gateway {
     // Re-insert so the Map's order is least recently used first, and forget the oldest beyond the bound.
     this.producers.delete(producerId);
     this.producers.set(producerId, seq);
+    if (this.host.durable) this.touched.add(producerId);
     if (this.producers.size > PRODUCERS_REMEMBERED_MAX) {
       this.producers.delete(this.producers.keys().next().value!);
+    }
+  }
+
+  /** Checkpoint c's cut on this node: the events accepted so far belong to c (or an earlier one). */
+  markCheckpoint(checkpoint: number): void {
+    if (this.touched.size === 0) return;
+    const mark = new Map<string, number>();
+    for (const producerId of this.touched) mark.set(producerId, this.producers.get(producerId) ?? 0);
+    this.touched.clear();
+    this.marks.set(checkpoint, mark);
+  }
+
+  /**
+   * Checkpoint c committed (every one before it is decided too): tells each producer's connections how far
+   * its events are durable. A failed checkpoint's events wait for the next commit, which covers them.
+   */
+  checkpointCommitted(checkpoint: number): void {
+    const durable = new Map<string, number>();
+    for (const [number, mark] of this.marks) {
+      if (number > checkpoint) continue;
+      for (const [producerId, seq] of mark) durable.set(producerId, Math.max(durable.get(producerId) ?? 0, seq));
+      this.marks.delete(number);
+    }
+    if (durable.size === 0) return;
+    for (const connection of this.connections) {
+      const seq = connection.producerId === null ? undefined : durable.get(connection.producerId);
+      if (seq !== undefined) connection.confirmCommitted(seq);
+    }
+  }
+
+  /**
+   * A recovery rolled the node back: what it accepted since the last commit is gone, so it forgets which
+   * events it has seen and closes every connection; clients reconnect and re-send what was not committed.
+   */
+  async rollBack(reason: string): Promise<void> {
+    this.producers.clear();
+    this.touched.clear();
+    this.marks.clear();
+    for (const connection of [...this.connections]) {
+      this.blocked.delete(connection);
+      connection.abandon(1012, reason);
     }
   }
 

@@ -8,7 +8,10 @@
  *     state:  [[typename, [[id, record], ...]], ...]   records as the state store keeps them
  *     timers: [[dueMs, tokenKey | null, targetTypename, targetId, callerTypename, callerId, valueTypename, valueBytes], ...]
  *     queued: [invokeEnvelope, ...],              in the order they were to be delivered
- *     marks:  [[session, highest, window], ...] }  producer marks (client events applied once)
+ *     marks:  [[session, highest, window], ...]    producer marks (client events applied once)
+ *     egress: [[seq, egressEnvelope], ...],        records not yet released (checkpoints on)
+ *     egressSeq }                                  the key group's next egress record seq
+ * A checkpoint object of a key group (node/checkpoint-format.ts) is the same body.
  * Records hold JS primitives and byte arrays only, and deadlines in epoch ms, so they mean the same on
  * any node.
  */
@@ -28,6 +31,10 @@ export interface KeyGroupExport {
   queued: Uint8Array[];
   /** Producer marks: per client session, the highest sequence applied and the window below it (64 bytes). */
   marks?: [string, number, Uint8Array][];
+  /** Egress records waiting for a checkpoint to commit: [seq, egress envelope]. */
+  egress?: [number, Uint8Array][];
+  /** The seq the key group's next egress record gets. */
+  egressSeq?: number;
 }
 
 const packr = new Packr({ useRecords: false, moreTypes: false });

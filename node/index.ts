@@ -1,6 +1,6 @@
 /** Running nodes from code: `import { startNode } from 'statecraft/node'`. */
-export { startNode, type NodeOptions, type NodeMetrics, type StatecraftNode } from './node.js';
-export type { ClusterHooks, ClusterPort } from './cluster-port.js';
+export { startNode, type NodeOptions, type NodeMetrics, type StatecraftNode, type CheckpointOptions } from './node.js';
+export type { ClusterHooks, ClusterPort, CheckpointControl, RollBackResult } from './cluster-port.js';
 export {
   openBlobStore,
   parseBlobStoreUrl,

@@ -192,6 +192,11 @@ export class Outbox {
     }
   }
 
+  /** A recovery: records still waiting in overflow queues were sent before it and are dropped. */
+  discardOverflow(): void {
+    for (let to = 0; to < this.overflows.length; to++) this.overflows[to] = new OverflowQueue();
+  }
+
   /** Bytes waiting in overflow queues (as of the last flush). */
   get overflowBytes(): number {
     return this.overflowBytesReported;

@@ -10,7 +10,7 @@ import { Worker } from 'node:worker_threads';
 import { ID_BYTES_MAX_DEFAULT, ID_BYTES_WIRE_MAX } from '../lib/address.js';
 import { CloseCode, type Limits } from '../lib/client-protocol.js';
 import { ValidationError, StatecraftError } from '../lib/errors.js';
-import { EnvelopeDecoder, EnvelopeKind, invokeLengthMax, readKeyGroup, writeInvoke } from '../lib/envelope.js';
+import { BARRIER_BYTES, EnvelopeDecoder, EnvelopeKind, invokeLengthMax, readBarrier, readKeyGroup, writeBarrier, writeInvoke } from '../lib/envelope.js';
 import { KEY_GROUPS_DEFAULT, KEY_GROUPS_MAX, KEY_GROUP_HASH, keyGroupOf } from '../lib/key-group.js';
 import { checkValueSize, toTypedValue } from '../lib/typed-value.js';
 import { validateAddress, type Address } from '../lib/address.js';
@@ -23,7 +23,33 @@ import { Metric, ThreadMetrics, createMetricsBuffer, type MetricName } from './m
 import { recordBytesMax } from './spsc-ring.js';
 import type { RecordVisitor } from './spsc-ring.js';
 import type { MainToShard, ShardToMain, ShardWorkerData } from './shard-worker.js';
-import type { ClusterHooks, ClusterPort } from './cluster-port.js';
+import type { CheckpointControl, ClusterHooks, ClusterPort, RollBackResult } from './cluster-port.js';
+import { BlobCorruptError, openBlobStore, type BlobStore } from './blob-store.js';
+import { CheckpointLeader, type CheckpointStats } from './checkpoint-leader.js';
+import { CheckpointParticipant } from './checkpoint-participant.js';
+import { decodeChannelObject, readCommittedManifests } from './checkpoint-format.js';
+import type { CheckpointManifest } from './checkpoint-coordinator.js';
+
+export interface CheckpointOptions {
+  /** `file://./dir`, `file:///abs/dir` or `s3://bucket/prefix`. */
+  store: string;
+  /** S3-compatible endpoint (MinIO, s3rver), path-style. */
+  s3Endpoint?: string;
+  s3Region?: string;
+  /** Default 1000. */
+  intervalMs?: number;
+  /** Committed checkpoints kept. Default 3. */
+  retain?: number;
+  /** A checkpoint not acknowledged by every node within this long fails. Default 10,000. */
+  ackTimeoutMs?: number;
+  /**
+   * Load every key group from the last committed checkpoint at start (default true). A node that
+   * joins a running cluster says false: its key groups come by hand-over.
+   */
+  restore?: boolean;
+  /** `file://` stores: fsync on every write (default true). */
+  fsync?: boolean;
+}
 
 export interface NodeOptions {
   /** ES modules exporting function definitions (paths, file URLs or package names). */
@@ -54,6 +80,11 @@ export interface NodeOptions {
   log?: (line: string) => void;
   /** Called when a shard dies (a runtime bug): the node cannot go on. Default: log and exit with code 70. */
   onFatal?: (error: Error) => void;
+  /**
+   * Exactly-once: consistent checkpoints to a blob store, egress released on commit, client events
+   * confirmed on commit, recovery from the last committed checkpoint. Off when absent.
+   */
+  checkpoints?: CheckpointOptions;
 }
 
 export interface NodeMetrics extends Record<MetricName, number> {
@@ -89,6 +120,8 @@ export interface StatecraftNode {
    * `setOwnership`, the node owns all of them.
    */
   attachCluster(hooks: ClusterHooks): ClusterPort;
+  /** Checkpoint figures (null when checkpoints are off). */
+  checkpointStatus(): { restored: number; leader: CheckpointStats | null; generation: number } | null;
   /** Stops admitting events, lets the shards finish what they have, closes clients and threads. */
   close(): Promise<void>;
 }
@@ -130,6 +163,26 @@ export async function startNode(options: NodeOptions): Promise<StatecraftNode> {
   const host = options.host ?? '127.0.0.1';
   const log = options.log ?? ((line: string) => process.stderr.write(line + '\n'));
 
+  let checkpoints: MainThreadConfig['checkpoints'] = null;
+  if (options.checkpoints !== undefined) {
+    const given = options.checkpoints;
+    const storeOptions = {
+      ...(given.s3Endpoint === undefined ? {} : { endpoint: given.s3Endpoint }),
+      ...(given.s3Region === undefined ? {} : { region: given.s3Region }),
+      ...(given.fsync === undefined ? {} : { fsync: given.fsync }),
+    };
+    const store = await openBlobStore(given.store, storeOptions);
+    await store.check();
+    checkpoints = {
+      store,
+      url: given.store,
+      storeOptions,
+      intervalMs: option('checkpoints.intervalMs', given.intervalMs, 1000, 10, 3_600_000),
+      retain: option('checkpoints.retain', given.retain, 3, 1, 1000),
+      ackTimeoutMs: option('checkpoints.ackTimeoutMs', given.ackTimeoutMs, 10_000, 100, 3_600_000),
+      restore: given.restore ?? true,
+    };
+  }
   const moduleUrls = options.functions.map((specifier) => resolveModuleUrl(specifier));
   // The main thread loads the modules too: to fail fast with a clear error and to know the types.
   const definitions = await loadFunctionModules(moduleUrls);
@@ -143,7 +196,12 @@ export async function startNode(options: NodeOptions): Promise<StatecraftNode> {
   const metricsBuffer = createMetricsBuffer(threads);
   const limits: Limits = { valueBytesMax, idBytesMax, frameBytesMax: Math.max(16 * MiB, 2 * envelopeBytesMax) };
 
+  const nodeId = options.nodeId ?? randomUUID();
+  // Names this process's uploads: a restarted node never overwrites objects of its previous life.
+  const uploadTag = `${nodeId.replace(/[^A-Za-z0-9_-]/g, '').slice(0, 12) || 'node'}-${randomUUID().slice(0, 8)}`;
   const runtime = new MainThread({
+    checkpoints,
+    uploadTag,
     layout,
     routing,
     metricsBuffer,
@@ -152,7 +210,7 @@ export async function startNode(options: NodeOptions): Promise<StatecraftNode> {
     functions: new Set(functionNames),
     egress: new EgressHub({ recordsMax: egressRetainRecords, bytesMax: egressRetainBytes }),
     backlogMax,
-    nodeId: options.nodeId ?? randomUUID(),
+    nodeId,
     log,
     onFatal: options.onFatal ?? ((error) => {
       log(`statecraft: fatal: ${error.message}`);
@@ -160,10 +218,20 @@ export async function startNode(options: NodeOptions): Promise<StatecraftNode> {
     }),
   });
   try {
-    await runtime.startShards(shards, { layout, routing: routingBuffer, metrics: metricsBuffer, keyGroups, limits: { valueBytesMax, idBytesMax }, moduleUrls });
+    await runtime.startShards(shards, {
+      layout,
+      routing: routingBuffer,
+      metrics: metricsBuffer,
+      keyGroups,
+      limits: { valueBytesMax, idBytesMax },
+      moduleUrls,
+      ...(checkpoints === null ? {} : { checkpoints: { url: checkpoints.url, store: checkpoints.storeOptions, tag: uploadTag } }),
+    });
+    await runtime.startCheckpoints();
     await runtime.listen(port, host);
   } catch (error) {
     await runtime.close();
+    await checkpoints?.store.close();
     throw error;
   }
   return runtime.handle(functionNames, shards);
@@ -174,6 +242,16 @@ function nextPowerOfTwo(value: number): number {
 }
 
 interface MainThreadConfig {
+  checkpoints: {
+    store: BlobStore;
+    url: string;
+    storeOptions: { endpoint?: string; region?: string; fsync?: boolean };
+    intervalMs: number;
+    retain: number;
+    ackTimeoutMs: number;
+    restore: boolean;
+  } | null;
+  uploadTag: string;
   layout: MailboxLayout;
   routing: Int32Array;
   metricsBuffer: SharedArrayBuffer;
@@ -213,6 +291,17 @@ class MainThread implements RecordVisitor {
   private eventsRejected = 0;
   /** Records written to shard rings (int32, wraps like the shards' IngressReceived). */
   private ingressWritten = 0;
+  // ---- checkpoints ----
+  private participant: CheckpointParticipant | null = null;
+  private leader: CheckpointLeader | null = null;
+  /** Which peer started each checkpoint (acks go back to it); absent: this node's own leader. */
+  private readonly startedBy = new Map<number, string>();
+  private generation = 0;
+  private restoredCheckpoint = 0;
+  /** Counts leadCheckpoints calls: a call that finds a later one made meanwhile gives way to it. */
+  private leadCalls = 0;
+  /** True while a recovery discards what arrives from the shards. */
+  private discarding = false;
 
   constructor(private readonly config: MainThreadConfig) {
     this.nodeId = config.nodeId;
@@ -242,6 +331,12 @@ class MainThread implements RecordVisitor {
               reject(new StatecraftError('SC_ERR_MODULE_LOAD', `shard ${thread} failed to start: ${message.message}`));
             } else if (message.type === 'log') {
               this.config.log(message.line);
+            } else if (message.type === 'released' || message.type === 'adopted' || message.type === 'restored') {
+              const reply = this.replies.get(message.request);
+              this.replies.delete(message.request);
+              reply?.(message);
+            } else if (message.type === 'checkpoint-part') {
+              this.participant?.onShardPart(thread, message.checkpoint, message.objects, message.channel, message.error);
             }
           });
           worker.on('error', (error) => {
@@ -259,6 +354,242 @@ class MainThread implements RecordVisitor {
     }
     await Promise.all(ready);
     this.loopDone = this.run();
+  }
+
+  /** Checkpoints on: restore (unless told not to) and, until a cluster takes over, lead them alone. */
+  async startCheckpoints(): Promise<void> {
+    const checkpoints = this.config.checkpoints;
+    if (checkpoints === null) return;
+    this.participant = new CheckpointParticipant(this.participantHost(), checkpoints.store, this.config.uploadTag, 0);
+    if (checkpoints.restore) {
+      const restored = await this.restoreFromStore(() => true);
+      if (restored.checkpoint > 0) this.config.log(`checkpoints: restored checkpoint ${restored.checkpoint} (${restored.instances} instances) from ${checkpoints.store.describe()}`);
+    }
+    this.setRouting(() => true);
+    // A node that joins a cluster waits for the cluster layer to say who coordinates.
+    if (checkpoints.restore) await this.leadCheckpoints({ participants: [this.nodeId], view: 'single' });
+  }
+
+  private participantHost(): import('./checkpoint-participant.js').ParticipantHost {
+    return {
+      shards: this.workers.length,
+      writeBarrierToShards: (checkpoint) => {
+        for (let thread = 1; thread <= this.workers.length; thread++) {
+          const offset = this.outbox.reserve(thread, BARRIER_BYTES);
+          this.outbox.commit(writeBarrier(this.outbox.target, offset, checkpoint) - offset);
+          this.ingressWritten = (this.ingressWritten + 1) | 0;
+        }
+        this.flushOutbox();
+      },
+      writeBarrierToPeers: (checkpoint) => this.cluster?.writeBarrier(checkpoint),
+      blocked: () => this.cluster?.checkpointBlocked() ?? null,
+      markEvents: (checkpoint) => this.gateway?.markCheckpoint(checkpoint),
+      acknowledge: (checkpoint, objects, channels) => {
+        const to = this.startedBy.get(checkpoint);
+        this.startedBy.delete(checkpoint);
+        if (to === undefined) this.leader?.acknowledged(this.nodeId, checkpoint, objects, channels);
+        else this.cluster?.sendCheckpointControl(to, { type: 'ack', checkpoint, objects: [...objects], channels });
+      },
+      failed: (checkpoint, reason) => {
+        const to = this.startedBy.get(checkpoint);
+        this.startedBy.delete(checkpoint);
+        if (to === undefined) this.leader?.uploadFailed(this.nodeId, checkpoint, reason);
+        else this.cluster?.sendCheckpointControl(to, { type: 'failed', checkpoint, reason });
+      },
+      log: (line) => this.config.log(line),
+    };
+  }
+
+  /** Runs the coordinator on this node for `lead.participants`, or stops it. */
+  private async leadCheckpoints(lead: { participants: readonly string[]; view: string } | null): Promise<void> {
+    const checkpoints = this.config.checkpoints;
+    if (checkpoints === null) return;
+    const call = ++this.leadCalls;
+    const previous = this.leader;
+    this.leader = null;
+    previous?.stop();
+    if (lead === null || this.closing) return;
+    let committed: CheckpointManifest[];
+    try {
+      committed = await readCommittedManifests(checkpoints.store, this.config.log);
+    } catch (error) {
+      this.config.log(`checkpoints: cannot read the last committed checkpoint (${(error as Error).message}); this node does not coordinate checkpoints until the next view`);
+      return;
+    }
+    if (call !== this.leadCalls || this.closing) return; // superseded while reading
+    this.leader = new CheckpointLeader({
+      store: checkpoints.store,
+      keyGroups: this.config.keyGroups,
+      intervalMs: checkpoints.intervalMs,
+      retain: checkpoints.retain,
+      ackTimeoutMs: checkpoints.ackTimeoutMs,
+      participants: lead.participants,
+      view: lead.view,
+      committed,
+      lastCheckpoint: Math.max(this.participant?.newestCheckpoint ?? 0, this.restoredCheckpoint),
+      start: (participant, checkpoint) => {
+        if (participant === this.nodeId) {
+          this.startedBy.delete(checkpoint);
+          this.participant?.start(checkpoint);
+        } else this.cluster?.sendCheckpointControl(participant, { type: 'start', checkpoint });
+      },
+      outcome: (participants, checkpoint, committedNow) => {
+        for (const participant of participants) {
+          if (participant === this.nodeId) this.checkpointOutcome(checkpoint, committedNow);
+          else this.cluster?.sendCheckpointControl(participant, { type: 'outcome', checkpoint, committed: committedNow });
+        }
+      },
+      log: (line) => this.config.log(line),
+    });
+  }
+
+  private checkpointOutcome(checkpoint: number, committed: boolean): void {
+    this.participant?.outcome(checkpoint, committed);
+    for (const worker of this.workers) worker.postMessage({ type: 'checkpoint-outcome', checkpoint, committed } satisfies MainToShard);
+    if (committed) this.gateway?.checkpointCommitted(checkpoint);
+  }
+
+  private onCheckpointControl(from: string, message: CheckpointControl): void {
+    switch (message.type) {
+      case 'start':
+        if (this.restoring) {
+          this.cluster?.sendCheckpointControl(from, { type: 'failed', checkpoint: message.checkpoint, reason: `${this.nodeId} is restoring a checkpoint` });
+          break;
+        }
+        this.startedBy.set(message.checkpoint, from);
+        this.participant?.start(message.checkpoint);
+        break;
+      case 'ack':
+        this.leader?.acknowledged(from, message.checkpoint, new Map(message.objects), message.channels);
+        break;
+      case 'failed':
+        this.leader?.uploadFailed(from, message.checkpoint, message.reason);
+        break;
+      case 'outcome':
+        this.checkpointOutcome(message.checkpoint, message.committed);
+        break;
+    }
+  }
+
+  /** Points each key group at its shard (owned) or at the main thread (another node's, or held). */
+  private setRouting(owned: (keyGroup: number) => boolean): void {
+    const routing = this.config.routing;
+    const shards = this.workers.length;
+    for (let keyGroup = 0; keyGroup < routing.length; keyGroup++) Atomics.store(routing, keyGroup, owned(keyGroup) ? 1 + (keyGroup % shards) : MAIN_THREAD);
+  }
+
+  private async askAllShards(make: (request: number) => MainToShard & { request: number }): Promise<Extract<ShardToMain, { type: 'restored' }>[]> {
+    return (await Promise.all(this.workers.map((_, index) => this.askShard(index + 1, make(0), 'restored')))) as Extract<ShardToMain, { type: 'restored' }>[];
+  }
+
+  /** Every thread of the node forgets everything (two phases: see Shard.reset). */
+  private async resetAll(): Promise<void> {
+    this.discarding = true;
+    this.outbox.discardOverflow();
+    await this.askAllShards(() => ({ type: 'reset', request: 0, phase: 1, generation: this.generation }));
+    this.inbox.poll(1 << 30);
+    await this.askAllShards(() => ({ type: 'reset', request: 0, phase: 2, generation: this.generation }));
+    this.inbox.poll(1 << 30);
+    this.discarding = false;
+  }
+
+  /**
+   * Loads the key groups `owned` selects from the newest committed checkpoint that can be read (a
+   * corrupt object makes it fall back to the one before), then replays the messages recorded in flight
+   * for them. Expects the shards empty; routing is left to the caller.
+   */
+  private async restoreFromStore(owned: (keyGroup: number) => boolean): Promise<RollBackResult> {
+    const store = this.config.checkpoints!.store;
+    const manifests = await readCommittedManifests(store, this.config.log);
+    const errors: string[] = [];
+    for (let index = manifests.length - 1; index >= 0; index--) {
+      const manifest = manifests[index]!;
+      try {
+        const result = await this.restoreManifest(manifest, owned);
+        this.restoredCheckpoint = manifest.checkpoint;
+        return result;
+      } catch (error) {
+        errors.push(`checkpoint ${manifest.checkpoint}: ${(error as Error).message}`);
+        this.config.log(`checkpoints: cannot restore checkpoint ${manifest.checkpoint} (${(error as Error).message})${index > 0 ? '; trying the one before' : ''}`);
+        await this.resetAll();
+      }
+    }
+    if (manifests.length > 0 || errors.length > 0) {
+      throw new BlobCorruptError(`no committed checkpoint in ${store.describe()} can be restored (${errors.join('; ')}); restore the store from a backup or point --checkpoint-store elsewhere`, 'LATEST', store.describe());
+    }
+    this.restoredCheckpoint = 0;
+    return { checkpoint: 0, instances: 0 };
+  }
+
+  private async restoreManifest(manifest: CheckpointManifest, owned: (keyGroup: number) => boolean): Promise<RollBackResult> {
+    if (manifest.keyGroups !== this.config.keyGroups) {
+      throw new StatecraftError('SC_ERR_INVALID_OPTION', `it was taken with ${manifest.keyGroups} key groups, this node has ${this.config.keyGroups}`);
+    }
+    const store = this.config.checkpoints!.store;
+    // Channel objects first: a corrupt one fails this checkpoint before any shard loads anything.
+    const recorded: Uint8Array[] = [];
+    for (const key of manifest.channels) {
+      const bytes = await store.get(key);
+      if (bytes === null) throw new Error(`its object ${key} is missing`);
+      for (const message of decodeChannelObject(bytes)) if (owned(readKeyGroup(message, 0))) recorded.push(message);
+    }
+    const shards = this.workers.length;
+    const keysByShard = new Map<number, string[]>();
+    const cleanByShard = new Map<number, number[]>();
+    for (let keyGroup = 0; keyGroup < manifest.keyGroups; keyGroup++) {
+      if (!owned(keyGroup)) continue;
+      const shard = 1 + (keyGroup % shards);
+      const key = manifest.objects[keyGroup]!;
+      if (key === '') cleanByShard.set(shard, [...(cleanByShard.get(shard) ?? []), keyGroup]);
+      else keysByShard.set(shard, [...(keysByShard.get(shard) ?? []), key]);
+    }
+    const replies = (await Promise.all(
+      this.workers.map((_, index) =>
+        this.askShard(index + 1, { type: 'restore', request: 0, checkpoint: manifest.checkpoint, keys: keysByShard.get(index + 1) ?? [], clean: cleanByShard.get(index + 1) ?? [] }, 'restored'),
+      ),
+    )) as Extract<ShardToMain, { type: 'restored' }>[];
+    let instances = 0;
+    for (const reply of replies) {
+      if (reply.error !== undefined) throw new Error(reply.error);
+      instances += reply.instances;
+    }
+    for (const message of recorded) this.outbox.writeBytes(1 + (readKeyGroup(message, 0) % shards), message, 0, message.length);
+    this.ingressWritten = (this.ingressWritten + recorded.length) | 0;
+    this.flushOutbox();
+    return { checkpoint: manifest.checkpoint, instances };
+  }
+
+  private restoring = false;
+  private rollBacks: Promise<unknown> = Promise.resolve();
+
+  /** Recovery in a cluster (see ClusterPort.rollBack); one at a time. */
+  private rollBack(owned: (keyGroup: number) => boolean, generation: number): Promise<RollBackResult> {
+    const next = this.rollBacks.then(() => this.rollBackNow(owned, generation));
+    this.rollBacks = next.catch(() => undefined);
+    return next;
+  }
+
+  private async rollBackNow(owned: (keyGroup: number) => boolean, generation: number): Promise<RollBackResult> {
+    this.restoring = true;
+    try {
+      return await this.rollBackSteps(owned, generation);
+    } finally {
+      this.restoring = false;
+    }
+  }
+
+  private async rollBackSteps(owned: (keyGroup: number) => boolean, generation: number): Promise<RollBackResult> {
+    this.generation = generation;
+    await this.leadCheckpoints(null);
+    this.startedBy.clear();
+    this.setRouting(() => false);
+    await this.gateway?.rollBack('the cluster is recovering from a failed node: reconnect and re-send what was not committed');
+    await this.resetAll();
+    this.participant!.reset(0, generation);
+    const result = await this.restoreFromStore(owned);
+    this.participant!.reset(result.checkpoint, generation);
+    this.setRouting(owned);
+    return result;
   }
 
   async listen(port: number, host: string): Promise<void> {
@@ -304,6 +635,8 @@ class MainThread implements RecordVisitor {
       shardOf: (keyGroup) => this.config.routing[keyGroup]!,
       shardHeapBytes: () => this.shardHeapBytes(),
       attachCluster: (hooks) => this.attachCluster(hooks),
+      checkpointStatus: () =>
+        this.config.checkpoints === null ? null : { restored: this.restoredCheckpoint, leader: this.leader === null ? null : { ...this.leader.stats }, generation: this.generation },
       close: () => this.close(),
     };
   }
@@ -358,8 +691,13 @@ class MainThread implements RecordVisitor {
         }
         return instances;
       },
-      deliver: (bytes, offset, length) => this.deliverFromPeer(bytes, offset, length),
+      deliver: (bytes, offset, length, fromPeer) => this.deliverFromPeer(bytes, offset, length, fromPeer ?? null),
       flush: () => this.flushOutbox(),
+      checkpointing: this.config.checkpoints !== null,
+      setCheckpointPeers: (peers) => this.participant?.setPeers(peers),
+      leadCheckpoints: (lead) => void this.leadCheckpoints(lead),
+      onCheckpointControl: (from, message) => this.onCheckpointControl(from, message),
+      rollBack: (owned, generation) => this.rollBack(owned, generation),
       recheckAdmission: () => this.inbox.wake(),
       log: (line) => this.config.log(line),
     };
@@ -367,17 +705,16 @@ class MainThread implements RecordVisitor {
 
   private requests = 0;
 
-  /** Posts a request to a shard and resolves with its answer of the given type (matched by request number). */
-  private askShard(shard: number, message: MainToShard & { request: number }, answer: 'released' | 'adopted'): Promise<ShardToMain> {
+  /** Answers shards owe, by request number. */
+  private readonly replies = new Map<number, (reply: ShardToMain) => void>();
+
+  /** Posts a request to a shard and resolves with its answer (matched by request number). */
+  private askShard(shard: number, message: MainToShard & { request: number }, answer: 'released' | 'adopted' | 'restored'): Promise<ShardToMain> {
+    void answer;
     const worker = this.workers[shard - 1]!;
     const request = ++this.requests;
     return new Promise((resolve) => {
-      const onMessage = (reply: ShardToMain) => {
-        if (reply.type !== answer || reply.request !== request) return;
-        worker.off('message', onMessage);
-        resolve(reply);
-      };
-      worker.on('message', onMessage);
+      this.replies.set(request, resolve);
       worker.postMessage({ ...message, request });
     });
   }
@@ -394,7 +731,7 @@ class MainThread implements RecordVisitor {
     this.ingressWritten = (this.ingressWritten + 1) | 0;
   }
 
-  private deliverFromPeer(bytes: Uint8Array, offset: number, length: number): void {
+  private deliverFromPeer(bytes: Uint8Array, offset: number, length: number, fromPeer: string | null): void {
     if (length > this.outbox.recordBytesMax) {
       // Only a peer with other limits sends this (HELLO compares them); it cannot enter a ring here.
       this.config.log(`main: dropped an envelope of ${length} bytes from a peer: larger than this node's rings take (${this.outbox.recordBytesMax})`);
@@ -404,7 +741,10 @@ class MainThread implements RecordVisitor {
     if (kind === EnvelopeKind.Invoke) {
       const keyGroup = readKeyGroup(bytes, offset);
       if (keyGroup >= this.config.keyGroups) throw new StatecraftError('SC_ERR_MALFORMED_FRAME', `envelope for key group ${keyGroup}, but the cluster has ${this.config.keyGroups}`);
+      if (fromPeer !== null && this.participant?.recording(`peer:${fromPeer}`)) this.participant.record(`peer:${fromPeer}`, bytes, offset, length);
       this.routeInvoke(bytes, offset, length, keyGroup);
+    } else if (kind === EnvelopeKind.Barrier) {
+      if (fromPeer !== null) this.participant?.onBarrier(`peer:${fromPeer}`, readBarrier(bytes, offset));
     } else if (kind === EnvelopeKind.Egress) {
       this.config.egress.append(this.decoder.readEgressName(bytes, offset, length), bytes, offset, length);
       this.pumpEgress();
@@ -444,6 +784,9 @@ class MainThread implements RecordVisitor {
   get egress(): EgressHub {
     return this.config.egress;
   }
+  get durable(): boolean {
+    return this.config.checkpoints !== null;
+  }
 
   admits(): boolean {
     if (this.closing) return false;
@@ -482,11 +825,17 @@ class MainThread implements RecordVisitor {
 
   // ---- main loop: egress records from shards ----
 
-  visit(data: Uint8Array, offset: number, length: number): void {
+  visit(data: Uint8Array, offset: number, length: number, source: number): void {
+    if (this.discarding) return;
     const kind = data[offset];
     if (kind === EnvelopeKind.Invoke) {
       // A shard routed a message here: its key group belongs to another node (or just moved back to us).
+      if (this.participant?.recording(source)) this.participant.record(source, data, offset, length);
       this.routeInvoke(data, offset, length, readKeyGroup(data, offset));
+      return;
+    }
+    if (kind === EnvelopeKind.Barrier) {
+      this.participant?.onBarrier(source, readBarrier(data, offset));
       return;
     }
     if (kind !== EnvelopeKind.Egress) {
@@ -584,6 +933,7 @@ class MainThread implements RecordVisitor {
 
   private async shutdown(): Promise<void> {
     this.closing = true;
+    this.leader?.stop();
     const server = this.server;
     const serverClosed = new Promise<void>((resolve) => (server ? server.close(() => resolve()) : resolve()));
     // Let accepted work finish: quiet twice in a row, a few milliseconds apart, or the grace period ends.
@@ -616,6 +966,7 @@ class MainThread implements RecordVisitor {
     );
     server?.closeAllConnections();
     await serverClosed;
+    await this.config.checkpoints?.store.close();
   }
 }
 

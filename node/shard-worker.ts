@@ -5,7 +5,9 @@
 import { parentPort, workerData } from 'node:worker_threads';
 import { getHeapStatistics } from 'node:v8';
 import { loadFunctionModules } from './function-loader.js';
-import { Shard } from './shard.js';
+import { Shard, type CheckpointPart } from './shard.js';
+import { openBlobStore, type BlobStore, type OpenBlobStoreOptions } from './blob-store.js';
+import { channelObjectKey, encodeChannelObject, keyGroupObjectKey } from './checkpoint-format.js';
 import type { MailboxLayout } from './mailbox.js';
 import type { InvocationLimits } from './invocation.js';
 
@@ -17,7 +19,12 @@ export interface ShardWorkerData {
   keyGroups: number;
   limits: InvocationLimits;
   moduleUrls: string[];
+  /** Checkpoints on: where objects go, and what names this node's uploads. */
+  checkpoints?: { url: string; store: OpenBlobStoreOptions; tag: string };
 }
+
+/** Objects uploaded at once per shard. */
+const UPLOADS_IN_FLIGHT = 16;
 
 export type ShardToMain =
   | { type: 'ready'; functions: string[] }
@@ -26,6 +33,9 @@ export type ShardToMain =
   | { type: 'heap'; usedBytes: number; collected: boolean }
   | { type: 'released'; request: number; exports: { keyGroup: number; bytes: Uint8Array }[]; error?: string }
   | { type: 'adopted'; request: number; instances: number; error?: string }
+  /** This shard's part of a checkpoint is uploaded: per owned key group its object key ('' empty, null unchanged). */
+  | { type: 'checkpoint-part'; checkpoint: number; objects: [number, string | null][]; channel: string | null; error: string | null }
+  | { type: 'restored'; request: number; instances: number; error?: string }
   | { type: 'stopped' };
 
 export type MainToShard =
@@ -36,7 +46,13 @@ export type MainToShard =
   /** Import handed-over key groups (bodies as node/handover.ts encodes them). */
   | { type: 'adopt'; request: number; bodies: Uint8Array[] }
   /** The routing table points at the adopted key groups now: it alone decides from here. */
-  | { type: 'adopt-settled'; keyGroups: number[] };
+  | { type: 'adopt-settled'; keyGroups: number[] }
+  /** The coordinator's decision on a checkpoint. */
+  | { type: 'checkpoint-outcome'; checkpoint: number; committed: boolean }
+  /** A recovery: forget everything; `generation` names this node's uploads from now on. */
+  | { type: 'reset'; request: number; phase: 1 | 2; generation: number }
+  /** Load these key-group objects of committed checkpoint `checkpoint`; `clean` had no object (empty). */
+  | { type: 'restore'; request: number; checkpoint: number; keys: string[]; clean: number[] };
 
 const port = parentPort!;
 const data = workerData as ShardWorkerData;
@@ -46,8 +62,48 @@ process.on('unhandledRejection', (reason) => {
   port.postMessage({ type: 'log', line: `shard ${data.thread}: unhandled rejection outside an invocation: ${String((reason as Error)?.stack ?? reason)}` } satisfies ShardToMain);
 });
 
+let store: BlobStore | null = null;
+let generation = 0;
+
+/** Uploads a shard's part and tells the main thread which objects hold it. */
+async function upload(part: CheckpointPart): Promise<void> {
+  const reply = (objects: [number, string | null][], channel: string | null, error: string | null) =>
+    port.postMessage({ type: 'checkpoint-part', checkpoint: part.checkpoint, objects, channel, error } satisfies ShardToMain);
+  if (part.error !== null) return reply([], null, part.error);
+  const tag = `${data.checkpoints!.tag}-t${data.thread}-g${generation}`;
+  const objects: [number, string | null][] = [];
+  const puts: [string, Uint8Array][] = [];
+  for (const [keyGroup, body] of part.keyGroups) {
+    if (body === null || body === '') objects.push([keyGroup, body]);
+    else {
+      const key = keyGroupObjectKey(part.checkpoint, keyGroup, tag);
+      objects.push([keyGroup, key]);
+      puts.push([key, body]);
+    }
+  }
+  let channel: string | null = null;
+  if (part.channel !== null) {
+    channel = channelObjectKey(part.checkpoint, tag);
+    puts.push([channel, encodeChannelObject(part.checkpoint, part.channel)]);
+  }
+  try {
+    let next = 0;
+    const worker = async () => {
+      while (next < puts.length) {
+        const [key, bytes] = puts[next++]!;
+        await store!.put(key, bytes);
+      }
+    };
+    await Promise.all(Array.from({ length: Math.min(UPLOADS_IN_FLIGHT, puts.length) }, worker));
+  } catch (error) {
+    return reply([], null, `upload failed: ${(error as Error).message}`);
+  }
+  reply(objects, channel, null);
+}
+
 try {
   const definitions = await loadFunctionModules(data.moduleUrls);
+  if (data.checkpoints !== undefined) store = await openBlobStore(data.checkpoints.url, data.checkpoints.store);
   const shard = new Shard({
     thread: data.thread,
     layout: data.layout,
@@ -57,6 +113,7 @@ try {
     limits: data.limits,
     definitions,
     log: (line) => port.postMessage({ type: 'log', line } satisfies ShardToMain),
+    ...(store === null ? {} : { onCheckpointPart: (part: CheckpointPart) => void upload(part) }),
   });
   // This listener also keeps the thread alive while the loop is parked on Atomics.waitAsync.
   port.on('message', (message: MainToShard) => {
@@ -77,7 +134,34 @@ try {
       }
       port.postMessage(reply);
     }
-    else if (message.type === 'heap') {
+    else if (message.type === 'checkpoint-outcome') shard.checkpointOutcome(message.checkpoint, message.committed);
+    else if (message.type === 'reset') {
+      generation = message.generation;
+      shard.reset(message.phase);
+      port.postMessage({ type: 'restored', request: message.request, instances: 0 } satisfies ShardToMain);
+    } else if (message.type === 'restore') {
+      void (async () => {
+        try {
+          const bodies: Uint8Array[] = [];
+          // Read a few at a time: each object is verified against its checksum.
+          for (let index = 0; index < message.keys.length; index += UPLOADS_IN_FLIGHT) {
+            const batch = await Promise.all(
+              message.keys.slice(index, index + UPLOADS_IN_FLIGHT).map(async (key) => {
+                const bytes = await store!.get(key);
+                if (bytes === null) throw new Error(`checkpoint object ${key} is missing`);
+                return bytes;
+              }),
+            );
+            bodies.push(...batch);
+          }
+          const instances = shard.restore(message.checkpoint, bodies);
+          shard.markRestored(message.clean);
+          port.postMessage({ type: 'restored', request: message.request, instances } satisfies ShardToMain);
+        } catch (error) {
+          port.postMessage({ type: 'restored', request: message.request, instances: 0, error: (error as Error).message } satisfies ShardToMain);
+        }
+      })();
+    } else if (message.type === 'heap') {
       // A full collection first when the process runs with --expose-gc, so the figure is live data only.
       const gc = (globalThis as { gc?: () => void }).gc;
       gc?.();
@@ -86,6 +170,7 @@ try {
   });
   port.postMessage({ type: 'ready', functions: definitions.map((definition) => definition.typename) } satisfies ShardToMain);
   await shard.run();
+  await store?.close();
   port.postMessage({ type: 'stopped' } satisfies ShardToMain);
   port.close();
 } catch (error) {

@@ -14,7 +14,7 @@
  */
 import { formatAddress } from '../lib/address.js';
 import { StatecraftError, UnknownFunctionTypeError } from '../lib/errors.js';
-import { EnvelopeDecoder, EnvelopeKind, egressLengthMax, invokeLengthMax, readKeyGroup, writeEgress, writeInvoke } from '../lib/envelope.js';
+import { BARRIER_BYTES, EnvelopeDecoder, EnvelopeKind, egressLengthMax, invokeLengthMax, readBarrier, readKeyGroup, writeBarrier, writeEgress, writeInvoke } from '../lib/envelope.js';
 import { DEAD_LETTERS_EGRESS, DEAD_LETTER_TYPENAME, type DeadLetter, type FunctionDefinition } from '../lib/function.js';
 import { keyGroupOf } from '../lib/key-group.js';
 import { Message } from '../lib/message.js';
@@ -30,6 +30,38 @@ import { TimerQueue } from './timer-queue.js';
 import { HANDOVER_VERSION, decodeExport, encodeExport, type ExportedTimer, type KeyGroupExport } from './handover.js';
 import { primitiveType } from '../lib/types.js';
 import { ProducerMark } from './producer-marks.js';
+import { BarrierTracker, type BarrierAction } from './barrier-tracker.js';
+
+/** An egress record held until the checkpoint it belongs to commits. */
+interface PendingEgress {
+  /** Stable per key group: with the key group, the record's id. */
+  seq: number;
+  /** The first checkpoint that covers it: released when that one (or a later one) commits. */
+  checkpoint: number;
+  /** The egress envelope, carrying `seq`. */
+  bytes: Uint8Array;
+}
+
+/** A shard's local snapshot of one checkpoint: taken at its first barrier, written once every input is aligned. */
+interface OpenSnapshot {
+  checkpoint: number;
+  /** Key groups this shard owned at the cut. */
+  owned: number[];
+  /** Key groups changed since their last committed object, captured at the cut. */
+  parts: Map<number, KeyGroupExport & { egress: [number, Uint8Array][]; egressSeq: number }>;
+  /** Why this shard's part cannot be used (a message in flight at the cut left with a moving key group). */
+  broken: string | null;
+}
+
+/** A shard's part of a checkpoint, ready for upload (see shard-worker.ts). */
+export interface CheckpointPart {
+  checkpoint: number;
+  /** Per owned key group: its new object, '' when it holds nothing, or null when unchanged. */
+  keyGroups: [number, Uint8Array | '' | null][];
+  /** Messages recorded in flight on this shard's input channels (null: none). */
+  channel: Uint8Array[] | null;
+  error: string | null;
+}
 
 export interface ShardConfig {
   readonly thread: number;
@@ -42,6 +74,11 @@ export interface ShardConfig {
   readonly definitions: readonly FunctionDefinition[];
   /** Called for errors that are not the handler's (a bug in the runtime), and for rate-limited notices. */
   readonly log?: (line: string) => void;
+  /**
+   * Checkpoints on: barriers are tracked, egress records wait for the checkpoint that covers them, and
+   * each completed local snapshot is handed here (encoded) for upload.
+   */
+  readonly onCheckpointPart?: (part: CheckpointPart) => void;
 }
 
 /** A message waiting in the timer queue. */
@@ -163,6 +200,22 @@ export class Shard implements RecordVisitor {
   private lastSweepMs = 0;
   private lastNoticeMs = 0;
   private suppressedNotices = 0;
+  // ---- checkpoints (docs/checkpoints.md) ----
+  private readonly tracker: BarrierTracker<Uint8Array, number> | null;
+  private readonly onCheckpointPart: ((part: CheckpointPart) => void) | null;
+  /** 1 for a key group changed since the last object of it a committed checkpoint holds. */
+  private readonly dirty: Uint8Array;
+  private snapshot: OpenSnapshot | null = null;
+  /** Checkpoints snapshotted here whose outcome is not known yet, with the key groups they took as changed. */
+  private readonly outcomePending = new Map<number, number[]>();
+  /** The newest checkpoint this shard took a snapshot for: egress emitted now belongs to the next one. */
+  private snapshotsTaken = 0;
+  private readonly pendingEgress: (PendingEgress[] | undefined)[] = [];
+  private readonly egressSeq: number[];
+  private pendingEgressCount = 0;
+  /** True while a recovery drains the input rings into nothing. */
+  private discarding = false;
+  private readonly threads: number;
   private readonly counters = {
     invocations: 0,
     failures: 0,
@@ -193,6 +246,14 @@ export class Shard implements RecordVisitor {
     this.routing = new Int32Array(config.routing);
     this.stats = new ThreadStats(config.layout);
     this.metrics = new ThreadMetrics(config.metrics, config.layout.threads);
+    this.onCheckpointPart = config.onCheckpointPart ?? null;
+    this.threads = config.layout.threads;
+    const inputs: number[] = [];
+    for (let thread = 0; thread < config.layout.threads; thread++) if (thread !== config.thread) inputs.push(thread);
+    this.tracker = this.onCheckpointPart === null ? null : new BarrierTracker<Uint8Array, number>({ inputs });
+    // Nothing is committed yet: the first checkpoint writes every key group.
+    this.dirty = new Uint8Array(config.keyGroups).fill(1);
+    this.egressSeq = new Array<number>(config.keyGroups).fill(0);
   }
 
   /** Runs turns until `stop()`; parks when idle. */
@@ -238,11 +299,15 @@ export class Shard implements RecordVisitor {
   /** A record from an input ring. */
   visit(data: Uint8Array, offset: number, length: number, source: number): void {
     if (source === MAIN_THREAD) this.ingressReceived = (this.ingressReceived + 1) | 0;
+    if (this.discarding) return;
     const kind = data[offset];
     if (kind === EnvelopeKind.Invoke) {
       const keyGroup = readKeyGroup(data, offset);
       const owner = this.routing[keyGroup];
+      // In flight at the cut of the open checkpoint: recorded as channel state (and processed as usual).
+      const recording = this.snapshot !== null && this.tracker!.isRecording(source);
       if (this.capturing !== null && this.capturing.has(keyGroup)) {
+        if (recording) this.snapshot!.broken = `key group ${keyGroup} was handed over during the checkpoint`;
         // Sent before its key group started moving: it goes with the hand-over, ahead of what waits.
         this.captured.push(data.slice(offset, offset + length));
         this.captured.push(keyGroup);
@@ -250,6 +315,7 @@ export class Shard implements RecordVisitor {
       }
       if (owner !== this.thread && owner !== undefined && !this.ownsAdopted(keyGroup)) {
         // Its key group moved (handed over, or to another node) while the message was on its way.
+        if (recording) this.tracker!.onMessage(source, data.slice(offset, offset + length));
         this.outbox.writeBytes(owner, data, offset, length);
         this.scheduleFlush();
         return;
@@ -263,7 +329,13 @@ export class Shard implements RecordVisitor {
       }
       this.counters.messagesIn++;
       if (message.producer !== null && !this.acceptProducerMark(message)) return;
+      // Recorded only once accepted: a repeat dropped here must not come back with a restore.
+      if (recording) this.tracker!.onMessage(source, data.slice(offset, offset + length));
       this.deliver(message);
+      return;
+    }
+    if (kind === EnvelopeKind.Barrier) {
+      if (this.tracker !== null) this.performBarrierActions(this.tracker.onBarrier(source, readBarrier(data, offset)));
       return;
     }
     this.notice(`shard ${this.thread}: ignored an envelope of unknown kind ${kind}`);
@@ -271,6 +343,7 @@ export class Shard implements RecordVisitor {
 
   /** Hands a message to its instance: now if the instance is idle, else after the messages before it. */
   deliver(message: Message): void {
+    this.dirty[message.keyGroup] = 1;
     const runtime = this.functions.get(message.targetTypename);
     if (runtime === undefined) {
       this.deadLetter(message, new UnknownFunctionTypeError(message.targetTypename, this.functionNames));
@@ -306,6 +379,7 @@ export class Shard implements RecordVisitor {
       queue = new AddressQueue();
       runtime.busy.set(message.targetId, queue);
     }
+    queue.current = message;
     this.inFlight++;
     this.runningByKeyGroup.set(message.keyGroup, (this.runningByKeyGroup.get(message.keyGroup) ?? 0) + 1);
     const busyQueue = queue;
@@ -319,6 +393,8 @@ export class Shard implements RecordVisitor {
 
   /** Ends an async invocation and starts the next message its instance has waiting. Never throws. */
   private finishAsync(invocation: Invocation, queue: AddressQueue, error: unknown, failed: boolean): void {
+    if (queue.current !== invocation.message) return; // dropped by a restore while it ran
+    queue.current = null;
     this.inFlight--;
     this.nowMs = Date.now();
     this.settle(invocation, error, failed);
@@ -378,6 +454,7 @@ export class Shard implements RecordVisitor {
     invocation.closed = true;
     const runtime = invocation.runtime;
     const message = invocation.message;
+    this.dirty[message.keyGroup] = 1;
     const layout = runtime.layout;
     if (invocation.staged !== null || (layout.hasCallExpiry && layout.count > 0)) {
       const record = invocation.touchedState
@@ -459,6 +536,7 @@ export class Shard implements RecordVisitor {
     const keyGroup = keyGroupOf(id, this.keyGroups);
     const to = this.routing[keyGroup]!;
     if (to === this.thread) {
+      this.dirty[keyGroup] = 1;
       this.local.push(new Message(keyGroup, typename, id, callerTypename, callerId, value.typename, value.value, value.bytes));
       if (this.parked) this.inbox.wake();
       return;
@@ -472,6 +550,19 @@ export class Shard implements RecordVisitor {
 
   private emitEgress(egress: string, sourceTypename: string, sourceId: string, keyGroup: number, value: TypedValue): void {
     this.counters.egress++;
+    if (this.tracker !== null) {
+      // Exactly-once egress: held until a committed checkpoint covers the invocation that emitted it.
+      this.dirty[keyGroup] = 1;
+      const seq = this.egressSeq[keyGroup]!;
+      this.egressSeq[keyGroup] = seq + 1;
+      const buffer = new Uint8Array(egressLengthMax(egress, sourceTypename, sourceId, value));
+      const end = writeEgress(buffer, 0, keyGroup, egress, sourceTypename, sourceId, value, seq);
+      let pending = this.pendingEgress[keyGroup];
+      if (pending === undefined) this.pendingEgress[keyGroup] = pending = [];
+      pending.push({ seq, checkpoint: this.snapshotsTaken + 1, bytes: buffer.subarray(0, end) });
+      this.pendingEgressCount++;
+      return;
+    }
     const outbox = this.outbox;
     const offset = outbox.reserve(MAIN_THREAD, egressLengthMax(egress, sourceTypename, sourceId, value));
     const end = writeEgress(outbox.target, offset, keyGroup, egress, sourceTypename, sourceId, value);
@@ -522,6 +613,7 @@ export class Shard implements RecordVisitor {
   private forward(message: Message): void {
     const to = this.routing[message.keyGroup]!;
     if (to === this.thread || this.ownsAdopted(message.keyGroup)) {
+      this.dirty[message.keyGroup] = 1;
       this.local.push(message);
       return;
     }
@@ -543,6 +635,7 @@ export class Shard implements RecordVisitor {
   async release(keyGroups: readonly number[]): Promise<{ keyGroup: number; bytes: Uint8Array }[]> {
     const frozenAt = Date.now();
     const wanted = new Set(keyGroups);
+    if (this.snapshot !== null) this.snapshot.broken = 'key groups were handed over during the checkpoint';
     for (const keyGroup of wanted) {
       this.releasing.add(keyGroup);
       this.adopted.delete(keyGroup);
@@ -615,6 +708,16 @@ export class Shard implements RecordVisitor {
         exportOf(keyGroup).marks = [...marks].map(([session, mark]) => [session, mark.highest, new Uint8Array(mark.seen.buffer.slice(0))]);
         this.producerMarks[keyGroup] = undefined;
       }
+      if (this.tracker !== null) {
+        const entry = exportOf(keyGroup);
+        entry.egressSeq = this.egressSeq[keyGroup]!;
+        const pending = this.pendingEgress[keyGroup];
+        if (pending !== undefined) {
+          entry.egress = pending.map((record) => [record.seq, record.bytes]);
+          this.pendingEgressCount -= pending.length;
+          this.pendingEgress[keyGroup] = undefined;
+        }
+      }
       const tables = this.store.takeKeyGroup(keyGroup);
       if (tables === undefined) continue;
       const state = exportOf(keyGroup).state;
@@ -629,7 +732,7 @@ export class Shard implements RecordVisitor {
   }
 
   /** Imports handed-over key groups: this shard owns them from now on. Returns how many instances came. */
-  adopt(bodies: readonly Uint8Array[]): number {
+  adopt(bodies: readonly Uint8Array[], releasedUpTo = 0): number {
     this.nowMs = Date.now();
     let instances = 0;
     for (const body of bodies) {
@@ -640,6 +743,8 @@ export class Shard implements RecordVisitor {
       // The main thread points the routing here once every shard has adopted; until then this shard
       // treats the key group as its own, so what it imported is not sent away again.
       this.adopted.add(handed.keyGroup);
+      this.dirty[handed.keyGroup] = 1;
+      this.importEgress(handed, releasedUpTo);
       for (const [typename, entries] of handed.state) {
         const runtime = this.functions.get(typename);
         if (runtime === undefined) {
@@ -671,6 +776,268 @@ export class Shard implements RecordVisitor {
     this.flush();
     if (this.parked) this.inbox.wake();
     return instances;
+  }
+
+  /**
+   * Takes in a key group's unreleased egress records: those of a checkpoint already committed
+   * (`releasedUpTo`) go out at once, with their ids; a repeat of a record released before is dropped
+   * by subscribers.
+   */
+  private importEgress(handed: KeyGroupExport, releasedUpTo: number): void {
+    if (this.tracker === null) return;
+    const keyGroup = handed.keyGroup;
+    if (handed.egressSeq !== undefined) this.egressSeq[keyGroup] = Math.max(this.egressSeq[keyGroup]!, handed.egressSeq);
+    if (handed.egress === undefined || handed.egress.length === 0) return;
+    let pending = this.pendingEgress[keyGroup];
+    if (pending === undefined) this.pendingEgress[keyGroup] = pending = [];
+    for (const [seq, bytes] of handed.egress) {
+      // From a hand-over: they wait for the next commit here (the old owner's commit may not have covered them).
+      pending.push({ seq, checkpoint: releasedUpTo > 0 ? releasedUpTo : this.snapshotsTaken + 1, bytes });
+      this.pendingEgressCount++;
+    }
+    if (releasedUpTo > 0) this.releaseEgress(releasedUpTo);
+  }
+
+  // ---- checkpoints ----
+
+  private performBarrierActions(actions: BarrierAction<Uint8Array, number>[]): void {
+    for (const action of actions) {
+      switch (action.type) {
+        case 'snapshot':
+          this.takeSnapshot(action.checkpoint);
+          break;
+        case 'forward-barrier':
+          for (let thread = 0; thread < this.threads; thread++) {
+            if (thread === this.thread) continue;
+            const offset = this.outbox.reserve(thread, BARRIER_BYTES);
+            this.outbox.commit(writeBarrier(this.outbox.target, offset, action.checkpoint) - offset);
+          }
+          this.scheduleFlush();
+          break;
+        case 'complete':
+          this.completeSnapshot(action.checkpoint, action.recorded);
+          break;
+        case 'aborted':
+          if (this.snapshot?.checkpoint === action.checkpoint) this.snapshot = null;
+          break;
+      }
+    }
+  }
+
+  /**
+   * The local snapshot at the cut: for each owned key group changed since its last committed object, its
+   * state records (immutable: a shallow copy suffices), the delayed messages its instances scheduled,
+   * the messages waiting for its instances (an async invocation running now is re-queued: its effects
+   * land after the cut), its producer marks and its unreleased egress.
+   */
+  private takeSnapshot(checkpoint: number): void {
+    // Checkpoints before this one whose commit was not heard of have failed (one runs at a time): their
+    // key groups count as changed again. A commit notice merely late costs a re-upload, nothing more.
+    for (const [earlier, taken] of this.outcomePending) {
+      if (earlier >= checkpoint) continue;
+      for (const keyGroup of taken) this.dirty[keyGroup] = 1;
+      this.outcomePending.delete(earlier);
+    }
+    this.snapshotsTaken = checkpoint;
+    const frozenAt = Date.now();
+    const owned: number[] = [];
+    const parts: OpenSnapshot['parts'] = new Map();
+    for (let keyGroup = 0; keyGroup < this.keyGroups; keyGroup++) {
+      if (this.routing[keyGroup] !== this.thread && !this.ownsAdopted(keyGroup)) continue;
+      owned.push(keyGroup);
+      if (this.dirty[keyGroup] === 0) continue;
+      this.dirty[keyGroup] = 0;
+      const part: KeyGroupExport & { egress: [number, Uint8Array][]; egressSeq: number } = {
+        v: HANDOVER_VERSION,
+        keyGroup,
+        frozenAt,
+        state: [],
+        timers: [],
+        queued: [],
+        egress: (this.pendingEgress[keyGroup] ?? []).map((record) => [record.seq, record.bytes]),
+        egressSeq: this.egressSeq[keyGroup]!,
+      };
+      const tables = this.store.peekKeyGroup(keyGroup);
+      if (tables !== undefined) {
+        for (const runtime of this.functions.values()) {
+          const table = tables[runtime.index];
+          if (table !== undefined && table.size > 0) part.state.push([runtime.typename, [...table]]);
+        }
+      }
+      const marks = this.producerMarks[keyGroup];
+      if (marks !== undefined) part.marks = [...marks].map(([session, mark]) => [session, mark.highest, new Uint8Array(mark.seen.buffer.slice(0))]);
+      parts.set(keyGroup, part);
+    }
+    if (parts.size > 0) {
+      for (const entry of this.timers.pending()) {
+        const part = parts.get(entry.payload.senderKeyGroup);
+        if (part === undefined) continue;
+        const delayed = entry.payload;
+        const bytes = delayed.value.bytes ?? primitiveType(delayed.value.typename)!.serialize(delayed.value.value as never);
+        part.timers.push([entry.dueMs, entry.tokenKey, delayed.targetTypename, delayed.targetId, delayed.callerTypename, delayed.callerId, delayed.value.typename, bytes]);
+      }
+      for (const runtime of this.functions.values()) {
+        for (const [id, queue] of runtime.busy) {
+          const part = parts.get(keyGroupOf(id, this.keyGroups));
+          if (part === undefined) continue;
+          if (queue.current !== null) part.queued.push(this.encodeMessage(queue.current));
+          for (const message of queue.toArray()) part.queued.push(this.encodeMessage(message));
+        }
+      }
+      for (let index = this.localHead; index < this.local.length; index++) {
+        const message = this.local[index]!;
+        parts.get(message.keyGroup)?.queued.push(this.encodeMessage(message));
+      }
+    }
+    this.outcomePending.set(checkpoint, [...parts.keys()]);
+    this.snapshot = { checkpoint, owned, parts, broken: null };
+  }
+
+  /** Every input is aligned: encode the snapshot and the recorded messages (yielding between key groups) and hand them over. */
+  private completeSnapshot(checkpoint: number, recorded: Map<number, Uint8Array[]>): void {
+    const snapshot = this.snapshot;
+    if (snapshot === null || snapshot.checkpoint !== checkpoint) return;
+    this.snapshot = null;
+    const messages: Uint8Array[] = [];
+    for (const list of recorded.values()) for (const message of list) messages.push(message);
+    if (snapshot.broken !== null) {
+      this.onCheckpointPart!({ checkpoint, keyGroups: [], channel: null, error: snapshot.broken });
+      return;
+    }
+    void this.encodeSnapshot(snapshot, messages);
+  }
+
+  private async encodeSnapshot(snapshot: OpenSnapshot, messages: Uint8Array[]): Promise<void> {
+    const keyGroups: CheckpointPart['keyGroups'] = [];
+    let encodedSinceYield = 0;
+    for (const keyGroup of snapshot.owned) {
+      const part = snapshot.parts.get(keyGroup);
+      if (part === undefined) {
+        keyGroups.push([keyGroup, null]);
+        continue;
+      }
+      const empty = part.state.length === 0 && part.timers.length === 0 && part.queued.length === 0 && (part.marks?.length ?? 0) === 0 && part.egress.length === 0 && part.egressSeq === 0;
+      if (empty) {
+        keyGroups.push([keyGroup, '']);
+        continue;
+      }
+      let bytes: Uint8Array;
+      try {
+        bytes = encodeExport(part);
+      } catch (error) {
+        this.onCheckpointPart!({ checkpoint: snapshot.checkpoint, keyGroups: [], channel: null, error: `key group ${keyGroup} could not be encoded: ${(error as Error).message}` });
+        return;
+      }
+      keyGroups.push([keyGroup, bytes]);
+      encodedSinceYield += bytes.length;
+      // Encoding a large snapshot in one go would stall this shard's messages: let turns run between.
+      if (encodedSinceYield > 256 * 1024) {
+        encodedSinceYield = 0;
+        await yieldToEventLoop();
+      }
+    }
+    this.onCheckpointPart!({ checkpoint: snapshot.checkpoint, keyGroups, channel: messages.length > 0 ? messages : null, error: null });
+  }
+
+  /** The checkpoint coordinator decided: egress a committed checkpoint covers goes out; a failed one's key groups are changed again. */
+  checkpointOutcome(checkpoint: number, committed: boolean): void {
+    if (this.tracker === null) return;
+    if (committed) {
+      for (const earlier of [...this.outcomePending.keys()]) if (earlier <= checkpoint) this.outcomePending.delete(earlier);
+      this.releaseEgress(checkpoint);
+      this.flush();
+      return;
+    }
+    this.performBarrierActions(this.tracker.abort(checkpoint));
+    const taken = this.outcomePending.get(checkpoint);
+    if (taken !== undefined) {
+      for (const keyGroup of taken) this.dirty[keyGroup] = 1;
+      this.outcomePending.delete(checkpoint);
+    }
+  }
+
+  /** Writes the egress records that checkpoints up to `checkpoint` cover to the main thread, in order. */
+  private releaseEgress(checkpoint: number): void {
+    if (this.pendingEgressCount === 0) return;
+    for (let keyGroup = 0; keyGroup < this.keyGroups; keyGroup++) {
+      const pending = this.pendingEgress[keyGroup];
+      if (pending === undefined) continue;
+      let released = 0;
+      while (released < pending.length && pending[released]!.checkpoint <= checkpoint) {
+        this.outbox.writeBytes(MAIN_THREAD, pending[released]!.bytes, 0, pending[released]!.bytes.length);
+        released++;
+      }
+      if (released === 0) continue;
+      this.pendingEgressCount -= released;
+      if (released === pending.length) this.pendingEgress[keyGroup] = undefined;
+      else pending.splice(0, released);
+    }
+  }
+
+  /**
+   * A recovery, in two phases (every thread of the node does phase 1 before any does phase 2):
+   * 1. forget everything — state, timers, queued and in-flight messages, marks, unreleased egress,
+   *    checkpoint progress — and from now on discard whatever arrives; records this shard had written
+   *    but not yet published go out now (to be discarded by their receivers);
+   * 2. discard what is left in the input rings and go on with an empty shard.
+   * Invocations still running finish into nothing.
+   */
+  reset(phase: 1 | 2): void {
+    if (phase === 2) {
+      for (let rounds = 0; rounds < 1000 && this.inbox.poll(RECORDS_PER_RING_PER_TURN) > 0; rounds++);
+      this.discarding = false;
+      return;
+    }
+    this.discarding = true;
+    this.outbox.discardOverflow();
+    for (let keyGroup = 0; keyGroup < this.keyGroups; keyGroup++) {
+      this.store.takeKeyGroup(keyGroup);
+      this.producerMarks[keyGroup] = undefined;
+      this.pendingEgress[keyGroup] = undefined;
+      this.egressSeq[keyGroup] = 0;
+    }
+    this.pendingEgressCount = 0;
+    this.timers.extract(() => true);
+    this.armTimer();
+    for (const runtime of this.functions.values()) {
+      for (const queue of runtime.busy.values()) queue.current = null;
+      runtime.busy.clear();
+    }
+    this.runningByKeyGroup.clear();
+    this.inFlight = 0;
+    this.queued = 0;
+    this.local = [];
+    this.localHead = 0;
+    this.adopted.clear();
+    this.snapshot = null;
+    this.outcomePending.clear();
+    this.dirty.fill(1);
+    this.snapshotsTaken = 0;
+    this.tracker?.reset(0);
+    this.captured = [];
+    for (let rounds = 0; rounds < 1000 && this.inbox.poll(RECORDS_PER_RING_PER_TURN) > 0; rounds++);
+    for (const wake of this.releaseWaiters.splice(0)) wake();
+    this.flush();
+  }
+
+  /**
+   * Loads key groups from checkpoint `checkpoint`'s objects (hand-over bodies): they are unchanged since
+   * that committed checkpoint, and their unreleased egress goes out now.
+   */
+  restore(checkpoint: number, bodies: readonly Uint8Array[]): number {
+    this.snapshotsTaken = Math.max(this.snapshotsTaken, checkpoint);
+    let instances = 0;
+    for (const body of bodies) {
+      const handed = decodeExport(body);
+      instances += this.adopt([body], checkpoint);
+      this.dirty[handed.keyGroup] = 0;
+    }
+    return instances;
+  }
+
+  /** After a restore: key groups of this shard the checkpoint had nothing for are unchanged too. */
+  markRestored(keyGroups: readonly number[]): void {
+    for (const keyGroup of keyGroups) this.dirty[keyGroup] = 0;
   }
 
   private encodeMessage(message: Message): Uint8Array {
@@ -707,6 +1074,7 @@ export class Shard implements RecordVisitor {
     }
     const due = this.timers.popDue(this.nowMs, TIMERS_PER_TURN);
     for (const delayed of due) {
+      this.dirty[delayed.senderKeyGroup] = 1;
       this.route(delayed.targetTypename, delayed.targetId, delayed.callerTypename, delayed.callerId, delayed.value);
     }
     this.counters.delayedFired += due.length;

@@ -158,6 +158,11 @@ export class StateStore {
     this.size += table.size - before;
   }
 
+  /** A key group's records as they are (do not modify): per function index, id → record. */
+  peekKeyGroup(keyGroup: number): Map<string, unknown>[] | undefined {
+    return this.groups[keyGroup];
+  }
+
   /** Removes and returns a key group's records: per function index, id → record (undefined if none). */
   takeKeyGroup(keyGroup: number): Map<string, unknown>[] | undefined {
     const tables = this.groups[keyGroup];

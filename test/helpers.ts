@@ -86,7 +86,9 @@ export async function startNodeProcess(args: string[], timeoutMs = 30_000): Prom
   const { mkdtempSync, rmSync } = await import('node:fs');
   const { tmpdir } = await import('node:os');
   const ownDataDir = args.includes('--data-dir') ? null : mkdtempSync(`${tmpdir()}/statecraft-node-`);
-  const fullArgs = ['--host', '127.0.0.1', ...(ownDataDir ? ['--data-dir', ownDataDir] : []), ...args];
+  // Checkpoints go to the node's own directory unless the test names a store (a cluster shares one).
+  const store = args.includes('--checkpoint-store') ? [] : ['--checkpoint-store', `file://${ownDataDir ?? args[args.indexOf('--data-dir') + 1]}/checkpoints`];
+  const fullArgs = ['--host', '127.0.0.1', ...(ownDataDir ? ['--data-dir', ownDataDir] : []), ...store, ...args];
   const child = spawn(process.execPath, [startScript, ...fullArgs], { stdio: ['ignore', 'pipe', 'pipe'] });
   if (ownDataDir) child.once('exit', () => rmSync(ownDataDir, { recursive: true, force: true }));
   liveProcesses.add(child);
@@ -122,6 +124,14 @@ export async function adminJson<T = any>(port: number, path = '/cluster'): Promi
 
 /** Starts `count` node processes: the first alone, the others joining it; resolves when all are ready. */
 export async function startClusterProcesses(count: number, args: string[], perNode: (index: number) => string[] = () => []): Promise<NodeProcess[]> {
+  if (!args.includes('--checkpoint-store')) {
+    // Every node of a cluster names the same store.
+    const { mkdtempSync, rmSync } = await import('node:fs');
+    const { tmpdir } = await import('node:os');
+    const dir = mkdtempSync(`${tmpdir()}/statecraft-store-`);
+    process.once('exit', () => rmSync(dir, { recursive: true, force: true }));
+    args = [...args, '--checkpoint-store', `file://${dir}`];
+  }
   const first = await startNodeProcess([...args, ...perNode(0), '--node-id', 'n1']);
   const rest = await Promise.all(
     Array.from({ length: count - 1 }, (_, index) => startNodeProcess([...args, ...perNode(index + 1), '--node-id', `n${index + 2}`, '--join', `127.0.0.1:${first.port}`])),

@@ -1,6 +1,6 @@
 /**
  * A seeded discrete-event world for the checkpoint cores (node/barrier-tracker.ts and
- * cluster/checkpoint-coordinator.ts): a fake clock, processes joined by FIFO channels with random
+ * node/checkpoint-coordinator.ts): a fake clock, processes joined by FIFO channels with random
  * delays, a fake blob store, and the coordinator over them. Nothing here is real I/O, so a seed replays
  * exactly.
  *
@@ -28,7 +28,7 @@
  */
 import { EventQueue } from './event-queue.js';
 import { BarrierTracker, type BarrierAction } from '../../node/barrier-tracker.js';
-import { CheckpointCoordinator, type AcknowledgedObjects, type CheckpointManifest, type CoordinatorAction } from '../../cluster/checkpoint-coordinator.js';
+import { CheckpointCoordinator, type AcknowledgedObjects, type CheckpointManifest, type CoordinatorAction } from '../../node/checkpoint-coordinator.js';
 import { createRandom } from './sim-network.js';
 
 export class CheckFailure extends Error {}

@@ -1,11 +1,11 @@
-// The checkpoint cores (node/barrier-tracker.ts, cluster/checkpoint-coordinator.ts): their rules driven
+// The checkpoint cores (node/barrier-tracker.ts, node/checkpoint-coordinator.ts): their rules driven
 // by hand, then a seeded simulation (test/cluster/checkpoint-sim-world.ts) over thousands of seeds. A
 // failing seed is named in the assertion; replay it alone with:
 //   CHECKPOINT_SEED=<seed> node test/cluster/checkpoint-sim.test.js
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { BarrierTracker, type BarrierAction } from '../../node/barrier-tracker.js';
-import { CHECKPOINT_DEFAULTS, CheckpointCoordinator, type CheckpointManifest, type CoordinatorAction } from '../../cluster/checkpoint-coordinator.js';
+import { CHECKPOINT_DEFAULTS, CheckpointCoordinator, type CheckpointManifest, type CoordinatorAction } from '../../node/checkpoint-coordinator.js';
 import { KEY_GROUP_HASH } from '../../lib/key-group.js';
 import { CheckpointWorld, type WorldOptions, type WorldStats } from './checkpoint-sim-world.js';
 
@@ -172,7 +172,7 @@ test('coordinator: on schedule, start → acks → manifest → pointer → comm
   assert.equal(coordinator.tick(1200), [], 'one at a time: the next waits for this one');
   assert.equal(coordinator.acknowledged(1210, 'a', 1, ack([[0, 'k/1/0'], [2, 'k/1/2']])), []);
   assert.equal(coordinator.acknowledged(1211, 'a', 1, ack([[0, 'k/1/0'], [2, 'k/1/2']])), [], 'a repeated ack changes nothing');
-  const manifest: CheckpointManifest = { version: 1, checkpoint: 1, view: 'v1', keyGroups: 3, hash: KEY_GROUP_HASH, objects: ['k/1/0', 'k/1/1', 'k/1/2'], retained: [] };
+  const manifest: CheckpointManifest = { version: 1, checkpoint: 1, view: 'v1', keyGroups: 3, hash: KEY_GROUP_HASH, objects: ['k/1/0', 'k/1/1', 'k/1/2'], channels: [], retained: [] };
   assert.equal(coordinator.acknowledged(1220, 'b', 1, ack([[1, 'k/1/1']])), [{ type: 'write-manifest', checkpoint: 1, key: 'checkpoints/1/manifest.json', manifest }]);
   assert.equal(coordinator.inProgress, { checkpoint: 1, phase: 'manifest' });
   assert.equal(coordinator.pointerWritten(1225, 1), [], 'the pointer is not written before the manifest');
@@ -285,7 +285,7 @@ test('coordinator: placement disagreements fail the checkpoint; a new coordinato
   coordinator.tick(30);
   assert.match(only(coordinator.acknowledged(31, 'a', 3, ack([[2, 'x']])), 'failed')[0]!.reason, /outside 0\.\.1/);
 
-  const manifest = (checkpoint: number, objects: string[], retained: number[]): CheckpointManifest => ({ version: 1, checkpoint, view: 'v', keyGroups: 2, hash: KEY_GROUP_HASH, objects, retained });
+  const manifest = (checkpoint: number, objects: string[], retained: number[]): CheckpointManifest => ({ version: 1, checkpoint, view: 'v', keyGroups: 2, hash: KEY_GROUP_HASH, objects, channels: [], retained });
   const m4 = manifest(4, ['p0', 'p1'], []);
   const m6 = manifest(6, ['p0', 'q1'], [4]);
   const successor = new CheckpointCoordinator({ participants: ['a', 'b'], keyGroups: 2, intervalMs: 10, retain: 2, committed: [m4, m6], lastCheckpoint: 9 });

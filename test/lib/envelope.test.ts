@@ -1,7 +1,7 @@
 // The envelope codec: round trips, and truncated or inconsistent bytes rejected without reading past the end.
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { EnvelopeDecoder, ENVELOPE_HEADER_BYTES, invokeLengthMax, readKeyGroup, writeEgress, writeInvoke, egressLengthMax } from '../../lib/envelope.js';
+import { BARRIER_BYTES, EnvelopeDecoder, EnvelopeKind, ENVELOPE_HEADER_BYTES, invokeLengthMax, readBarrier, readKeyGroup, writeBarrier, writeEgress, writeInvoke, egressLengthMax } from '../../lib/envelope.js';
 import { ProtocolError } from '../../lib/errors.js';
 import { toTypedValue } from '../../lib/typed-value.js';
 import { Types } from '../../lib/types.js';
@@ -50,6 +50,7 @@ test('egress envelopes round-trip', () => {
   const egress = new EnvelopeDecoder().decodeEgress(buffer, 0, end);
   assert.equal({ ...egress, bytes: new TextDecoder().decode(egress.bytes!) }, {
     keyGroup: 3,
+    recordSeq: null,
     egress: 'out',
     sourceTypename: 'ns/fn',
     sourceId: 'id',
@@ -57,6 +58,18 @@ test('egress envelopes round-trip', () => {
     decoded: undefined,
     bytes: '{"ok":true}',
   });
+  // With a record seq (checkpoints on): the stable id's second half, and the egress name still readable.
+  const withSeq = writeEgress(buffer, 0, 3, 'out', 'ns/fn', 'id', typed, 2 ** 40 + 7);
+  const decoder = new EnvelopeDecoder();
+  assert.is(decoder.decodeEgress(buffer, 0, withSeq).recordSeq, 2 ** 40 + 7);
+  assert.is(decoder.readEgressName(buffer, 0, withSeq), 'out');
+});
+
+test('barrier envelopes carry their checkpoint number in the header', () => {
+  const buffer = new Uint8Array(BARRIER_BYTES);
+  assert.is(writeBarrier(buffer, 0, 4_000_000_000), BARRIER_BYTES);
+  assert.is(buffer[0], EnvelopeKind.Barrier);
+  assert.is(readBarrier(buffer, 0), 4_000_000_000);
 });
 
 test('every truncation of an envelope is a ProtocolError', () => {

@@ -282,6 +282,7 @@ test('an internal error while handling a frame closes that connection with 1011 
     keyGroups: 16,
     limits: { valueBytesMax: 1024, idBytesMax: 64, frameBytesMax: 1024 * 1024 },
     functions: new Set(['test/sink']),
+    durable: false,
     egress: new EgressHub({ recordsMax: 100, bytesMax: 1024 * 1024 }),
     admits: () => true,
     admit: () => {

@@ -43,13 +43,21 @@ export interface CheckpointManifest {
   /** Index: key group. The object holding its state, possibly written by an earlier checkpoint. */
   objects: string[];
   /**
+   * Objects holding the messages that were in flight on channels at the cut (one per process that
+   * recorded any): replayed after the key groups are loaded, each to its key group's owner.
+   */
+  channels: string[];
+  /**
    * Earlier committed checkpoints kept alongside this one (oldest first): a new coordinator rebuilds
    * retention from LATEST's manifest and these, without listing the store.
    */
   retained: number[];
 }
 
-/** Per key group of a participant: the key of the object it uploaded, or null when unchanged since its last committed object. */
+/**
+ * Per key group of a participant: the key of the object it uploaded, '' for a key group with nothing in
+ * it (no object), or null when unchanged since its last committed object.
+ */
 export type AcknowledgedObjects = ReadonlyMap<number, string | null>;
 
 export type CoordinatorAction =
@@ -105,6 +113,7 @@ interface Running {
   objects: Map<number, string | null>;
   /** New object keys reported so far: garbage if the checkpoint fails. */
   uploaded: string[];
+  channels: string[];
   manifest: CheckpointManifest | null;
 }
 
@@ -218,7 +227,7 @@ export class CheckpointCoordinator {
   }
 
   /** `process` finished its part of `checkpoint` and uploaded its objects. */
-  acknowledged(now: number, process: string, checkpoint: number, objects: AcknowledgedObjects): CoordinatorAction[] {
+  acknowledged(now: number, process: string, checkpoint: number, objects: AcknowledgedObjects, channels: readonly string[] = []): CoordinatorAction[] {
     void now;
     const actions: CoordinatorAction[] = [];
     const running = this.running;
@@ -227,14 +236,19 @@ export class CheckpointCoordinator {
       // garbage. Deletion skips whatever a retained manifest references, so a repeated ack of a committed
       // checkpoint loses nothing.
       if (running?.checkpoint !== checkpoint && checkpoint <= this.last) {
-        for (const key of objects.values()) if (key !== null) this.garbage.add(key);
+        for (const key of objects.values()) if (key) this.garbage.add(key);
+        for (const key of channels) this.garbage.add(key);
       }
       return actions;
     }
     // Not a participant (a process of an older view), or a repeated ack: ignore.
     if (!running.waiting.has(process)) return actions;
+    for (const key of channels) {
+      running.uploaded.push(key);
+      running.channels.push(key);
+    }
     for (const [group, key] of objects) {
-      if (key !== null) running.uploaded.push(key);
+      if (key) running.uploaded.push(key);
       if (!Number.isSafeInteger(group) || group < 0 || group >= this.keyGroups) {
         this.fail(running, `${process} acknowledged key group ${group}, outside 0..${this.keyGroups - 1}`, actions);
         return actions;
@@ -283,14 +297,15 @@ export class CheckpointCoordinator {
     this.garbage.clear();
     while (this.retainedManifests.length > this.retain) {
       const dropped = this.retainedManifests.shift()!;
-      candidates.push(this.manifestKey(dropped.checkpoint), ...dropped.objects);
+      candidates.push(this.manifestKey(dropped.checkpoint), ...dropped.objects, ...(dropped.channels ?? []));
     }
     const keep = new Set<string>();
     for (const kept of this.retainedManifests) {
       keep.add(this.manifestKey(kept.checkpoint));
       for (const key of kept.objects) keep.add(key);
+      for (const key of kept.channels ?? []) keep.add(key);
     }
-    const keys = [...new Set(candidates)].filter((key) => !keep.has(key));
+    const keys = [...new Set(candidates)].filter((key) => key !== '' && !keep.has(key));
     if (keys.length > 0) actions.push({ type: 'delete', keys });
     return actions;
   }
@@ -334,6 +349,7 @@ export class CheckpointCoordinator {
       waiting: new Set(participants),
       objects: new Map(),
       uploaded: [],
+      channels: [],
       manifest: null,
     };
     // Scheduled from the start, so a slow or failed checkpoint does not push the next ones back.
@@ -368,6 +384,7 @@ export class CheckpointCoordinator {
       keyGroups: this.keyGroups,
       hash: KEY_GROUP_HASH,
       objects,
+      channels: running.channels,
       retained: kept.map((manifest) => manifest.checkpoint),
     };
     running.phase = 'manifest';
