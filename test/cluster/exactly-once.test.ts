@@ -1,0 +1,177 @@
+// test-timeout-ms: 420000
+// Exactly-once across crashes (issue 4): the short verifier, full-cluster restart, the leader killed
+// during a checkpoint, a client re-sending across a node crash — real processes, SIGKILL, a shared store.
+import { spawn } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { fileURLToPath } from 'node:url';
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import { connect, type Client } from '../../lib/index.js';
+import { counted } from '../fixtures/functions.js';
+import { adminJson, eventually, fixture, killNodeProcesses, sleep, startNodeProcess, withTimeout, type NodeProcess } from '../helpers.js';
+
+const functions = fixture('functions');
+const base = ['--functions', functions, '--port', '0', '--shards', '1', '--key-groups', '128', '--probe-interval', '100', '--probe-timeout', '40', '--checkpoint-interval', '100'];
+const clients: Client[] = [];
+const dirs: string[] = [];
+
+test.after.each(async () => {
+  for (const client of clients.splice(0)) await client.close({ timeoutMs: 1000 }).catch(() => undefined);
+  killNodeProcesses();
+});
+test.after(() => {
+  for (const dir of dirs) rmSync(dir, { recursive: true, force: true });
+});
+
+function tempDir(name: string): string {
+  const dir = mkdtempSync(`${tmpdir()}/statecraft-${name}-`);
+  dirs.push(dir);
+  return dir;
+}
+
+/** Runs scripts/verify.js and returns its final JSON line. */
+async function runVerifier(args: string[], timeoutMs: number): Promise<Record<string, number>> {
+  const script = fileURLToPath(new URL('../../scripts/verify.js', import.meta.url));
+  const child = spawn(process.execPath, [script, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let output = '';
+  child.stdout.on('data', (chunk: Buffer) => (output += chunk.toString()));
+  child.stderr.on('data', (chunk: Buffer) => (output += chunk.toString()));
+  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+  const code = await withTimeout(exited, timeoutMs, 'the verifier').catch((error) => {
+    child.kill('SIGKILL');
+    throw new Error(`${(error as Error).message}\n${output.slice(-4000)}`);
+  });
+  const last = output.trim().split('\n').reverse().find((line) => line.startsWith('{'));
+  if (last === undefined) throw new Error(`the verifier (exit ${code}) printed no result:\n${output.slice(-4000)}`);
+  const result = JSON.parse(last) as Record<string, number>;
+  if (process.env.VERBOSE) console.log(output);
+  return Object.assign(result, { exitCode: code ?? -1, output: output.slice(-3000) as unknown as number });
+}
+
+/** n1 alone (it restores from the store), then the others joining it. */
+async function startCluster(count: number, store: string, dataDirs: string[], extra: string[] = []): Promise<NodeProcess[]> {
+  const args = [...base, '--checkpoint-store', `file://${store}`, ...extra];
+  const first = await startNodeProcess([...args, '--node-id', 'n1', '--data-dir', dataDirs[0]!]);
+  const rest = await Promise.all(
+    Array.from({ length: count - 1 }, (_, index) => startNodeProcess([...args, '--node-id', `n${index + 2}`, '--data-dir', dataDirs[index + 1]!, '--join', `127.0.0.1:${first.port}`])),
+  );
+  const nodes = [first, ...rest];
+  await settled(nodes);
+  return nodes;
+}
+
+async function settled(nodes: NodeProcess[], timeoutMs = 30_000): Promise<void> {
+  await eventually(
+    async () => {
+      const statuses = await Promise.all(nodes.map(async (node) => (await adminJson(node.port)).body));
+      return statuses.every(
+        (status) => status.serving && status.view.length === nodes.length && status.viewId === statuses[0].viewId && !status.recovery.recovering && status.recovery.awaiting === null && status.handovers.keyGroupsMoving === 0,
+      );
+    },
+    'the cluster settles',
+    timeoutMs,
+  );
+}
+
+async function client(urls: string[], options: Parameters<typeof connect>[1] = {}): Promise<Client> {
+  const created = await connect(urls, { reconnect: { delayMs: 50, delayMaxMs: 300 }, ...options });
+  clients.push(created);
+  return created;
+}
+
+/** Each counter's current count, as it reports it on request. */
+async function counts(through: Client, watcher: Client, ids: string[]): Promise<Map<string, number>> {
+  const seen = new Map<string, number>();
+  const subscription = watcher.subscribe('count-reports', { type: counted });
+  await sleep(100);
+  await Promise.all(ids.map((id) => through.send({ typename: 'test/counter', id }, 'report')));
+  await withTimeout(
+    (async () => {
+      for await (const record of subscription) {
+        seen.set(record.value.id, record.value.count);
+        if (ids.every((id) => seen.has(id))) break;
+      }
+    })(),
+    20_000,
+    `counts of ${ids.length} counters (got ${seen.size})`,
+  );
+  return seen;
+}
+
+test('the short verifier: random command trees, a node SIGKILLed and restarted, 0 mismatches', async () => {
+  const result = await runVerifier(['--duration', '12', '--kills', '2', '--ids', '128', '--rate', '150', '--seed', String(1 + Math.floor(Math.random() * 1e6))], 180_000);
+  console.log(`  verifier: ${JSON.stringify({ ...result, output: undefined })}`);
+  assert.is(result.mismatches, 0, `mismatches:\n${result.output}`);
+  assert.is(result.exitCode, 0);
+  assert.ok(result.kills! >= 1 && result.recoveries! >= 1, `kills ${result.kills}, recoveries ${result.recoveries}`);
+  assert.ok(result.increments! > 1000 && result.egressExpected! > 100, 'the run did real work');
+});
+
+test('the verifier fails when nodes do not checkpoint (state of a killed node is lost): it can catch a broken runtime', async () => {
+  const result = await runVerifier(['--duration', '6', '--kills', '1', '--ids', '64', '--rate', '150', '--seed', '4', '--checkpoint-store', 'off'], 120_000);
+  assert.ok(result.mismatches! > 0, `expected mismatches without checkpoints: ${JSON.stringify({ ...result, output: undefined })}`);
+  assert.is(result.exitCode, 1);
+});
+
+test('every node SIGKILLed, then started again with the same store: state and egress resume from the last checkpoint', async () => {
+  const store = tempDir('store');
+  const dataDirs = [tempDir('d1'), tempDir('d2'), tempDir('d3')];
+  let nodes = await startCluster(3, store, dataDirs);
+  const sender = await client(nodes.map((node) => node.url));
+  const ids = Array.from({ length: 30 }, (_, index) => `restart-${index}`);
+  // Committed when send() resolves: every increment below is covered by a committed checkpoint.
+  for (let round = 0; round < 10; round++) await Promise.all(ids.map((id) => sender.send({ typename: 'test/counter', id }, 1)));
+  for (const node of nodes) node.kill('SIGKILL');
+  await Promise.all(nodes.map((node) => node.exited));
+  await sender.close({ timeoutMs: 100 }).catch(() => undefined);
+  nodes = await startCluster(3, store, dataDirs);
+  const restored = (await adminJson(nodes[0]!.port)).body.checkpoints.restored;
+  assert.ok(restored > 0, `n1 restored checkpoint ${restored}`);
+  const through = await client([nodes[1]!.url]);
+  const watcher = await client([nodes[2]!.url]);
+  const found = await counts(through, watcher, ids);
+  assert.equal([...found.values()], ids.map(() => 10), 'every counter has exactly its 10 committed increments');
+});
+
+test('the leader SIGKILLed while checkpoints run: every event is applied once', async () => {
+  const store = tempDir('store');
+  const nodes = await startCluster(3, store, [tempDir('d1'), tempDir('d2'), tempDir('d3')], ['--checkpoint-interval', '20']);
+  assert.is((await adminJson(nodes[0]!.port)).body.checkpoints.leader !== null, true, 'n1 (the smallest id) leads');
+  const sender = await client([nodes[1]!.url, nodes[2]!.url]);
+  const ids = Array.from({ length: 50 }, (_, index) => `leader-${index}`);
+  const sends: Promise<void>[] = [];
+  for (let round = 0; round < 40; round++) {
+    for (const id of ids) sends.push(sender.send({ typename: 'test/counter', id }, 1));
+    if (round === 15) nodes[0]!.kill('SIGKILL'); // mid-stream, with a checkpoint almost always in flight
+    await sleep(20);
+  }
+  await withTimeout(Promise.all(sends), 60_000, 'every event committed after the leader died');
+  const survivors = nodes.slice(1);
+  await eventually(async () => (await adminJson(survivors[0]!.port)).body.view.length === 2, 'n1 leaves the view');
+  const statuses = await Promise.all(survivors.map(async (node) => (await adminJson(node.port)).body));
+  assert.ok(statuses.every((status) => status.recovery.epoch >= 1), 'the survivors recovered');
+  assert.ok(statuses.some((status) => status.checkpoints.leader !== null), 'a survivor leads checkpoints now');
+  const found = await counts(sender, await client([nodes[2]!.url]), ids);
+  assert.equal([...found.values()], ids.map(() => 40), 'each counter has exactly its 40 increments');
+});
+
+test('a client re-sends across a crash of its node: every event applied once, through another node', async () => {
+  const store = tempDir('store');
+  const nodes = await startCluster(3, store, [tempDir('d1'), tempDir('d2'), tempDir('d3')]);
+  const sender = await client([nodes[1]!.url, nodes[2]!.url]);
+  assert.is(sender.nodeId, 'n2');
+  const ids = Array.from({ length: 40 }, (_, index) => `resend-${index}`);
+  const sends: Promise<void>[] = [];
+  for (let round = 0; round < 30; round++) {
+    for (const id of ids) sends.push(sender.send({ typename: 'test/counter', id }, 1));
+    if (round === 10) nodes[1]!.kill('SIGKILL');
+    await sleep(15);
+  }
+  await withTimeout(Promise.all(sends), 60_000, 'every event committed after the client failed over');
+  assert.is(sender.nodeId, 'n3');
+  const found = await counts(sender, await client([nodes[0]!.url]), ids);
+  assert.equal([...found.values()], ids.map(() => 30), 'each counter has exactly its 30 increments');
+});
+
+test.run();
