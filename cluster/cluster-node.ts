@@ -22,6 +22,8 @@ const controlPackr = new Packr({ useRecords: false });
 const STASHED_MAX = 1_000_000;
 /** How long messages of a newer epoch may wait for their rollback order before this node asks for it. */
 const BEHIND_ASK_MS = 1_000;
+/** How often a node waiting for a recovery order asks the leader for it. */
+const ROLLBACK_ASK_MS = 1_000;
 
 /** Bytes queued for peers above which client events wait. */
 const PEER_BACKLOG_BYTES_MAX = 64 * 1024 * 1024;
@@ -123,8 +125,10 @@ export class ClusterNode implements ClusterHooks {
   private stashed: { from: string; epoch: number; bytes: Uint8Array }[] = [];
   private readonly peerInstances = new Map<string, string>();
   private recoveries = 0;
-  /** The members of the last recovery (the leader re-sends it to a member that missed it). */
-  private lastRollbackMembers: string[] = [];
+  /** The last recovery order this node took part in (re-sent to a member that missed it). */
+  private lastRollback: { epoch: number; members: string[]; restore: number } | null = null;
+  /** When this node last asked the leader for a recovery it waits for. */
+  private lastRollbackAsk = 0;
   /** When this node first held a message of a newer epoch without its rollback (0: none). */
   private behindSince = 0;
   private releasesDone: (() => void)[] = [];
@@ -249,18 +253,21 @@ export class ClusterNode implements ClusterHooks {
     if (typeof message?.checkpoint !== 'number') throw new Error('malformed checkpoint control message');
     if (message.type === 'rollback') {
       if (!Array.isArray(message.members) || !message.members.every((member) => typeof member === 'string')) throw new Error('malformed rollback message');
-      this.startRollback(message.checkpoint, message.members, `${from} leads a recovery`);
+      if (!Number.isSafeInteger(message.restore) || message.restore < 0) throw new Error('malformed rollback message');
+      this.startRollback(message.checkpoint, message.members, `${from} leads a recovery`, message.restore);
       return;
     }
     if (message.type === 'behind') {
       // A member missed a recovery (it was declared dead, or the order was lost): send it again.
-      if (message.checkpoint < this.recoveryEpoch && this.lastRollbackMembers.length > 0) {
-        this.sendCheckpointControl(from, { type: 'rollback', checkpoint: this.recoveryEpoch, members: this.lastRollbackMembers });
-      }
+      const last = this.lastRollback;
+      if (last !== null && message.checkpoint < last.epoch) this.sendCheckpointControl(from, { type: 'rollback', checkpoint: last.epoch, members: last.members, restore: last.restore });
       return;
     }
     if (message.type === 'restarted') {
-      if (this.leaderId() === this.options.nodeId && !this.recovering) this.startRollback(this.recoveryEpoch + 1, this.placement.members, `${message.node} restarted (reported by ${from})`);
+      // Only for a request of this epoch: one made before the last recovery was answered by it.
+      if (this.leaderId() === this.options.nodeId && !this.recovering && message.checkpoint >= this.recoveryEpoch) {
+        this.startRollback(this.recoveryEpoch + 1, this.placement.members, `${message.node} restarted or died (reported by ${from})`);
+      }
       return;
     }
     if (!this.placement.members.includes(from)) return; // not a member of our view: nothing of it counts
@@ -333,19 +340,17 @@ export class ClusterNode implements ClusterHooks {
    * loads them from the store; what was sent before the recovery is dropped (epoch fencing), and
    * clients re-send what was not committed. The leader orders it (its epoch is above every earlier one).
    */
-  private startRollback(epoch: number, members: readonly string[], reason: string): void {
+  private startRollback(epoch: number, members: readonly string[], reason: string, restore?: number): void {
     if (epoch <= this.recoveryEpoch || this.closed) return;
+    // Fence at once: frames sealed from now on carry the new epoch, older ones are dropped on arrival.
     this.recoveryEpoch = epoch;
     this.network.setEpoch(epoch);
+    this.port.beginRecovery(epoch);
     this.recoveries++;
     this.behindSince = 0;
-    this.lastRollbackMembers = [...members];
     this.awaitingRollback = null;
     this.recovering = true;
     const placement = computePlacement(members, this.keyGroups);
-    if ([...members].sort()[0] === this.options.nodeId) {
-      for (const member of members) if (member !== this.options.nodeId) this.sendCheckpointControl(member, { type: 'rollback', checkpoint: epoch, members: [...members] });
-    }
     this.options.log(`cluster: recovery ${epoch} (${reason}): every node restores the last committed checkpoint; view ${placement.viewId}`);
     this.moving.clear();
     this.heldByKeyGroup.clear();
@@ -358,9 +363,37 @@ export class ClusterNode implements ClusterHooks {
     this.placement = placement;
     this.ownsNothingYet = false;
     this.joined = true;
-    this.port.leadCheckpoints(null);
+    this.port.setOwnership(() => false);
+    if (restore !== undefined) {
+      this.lastRollback = { epoch, members: [...members], restore };
+      this.runRollback(epoch, placement, restore);
+      return;
+    }
+    // The leader: stop coordinating (a pointer write in flight lands or fails first), read LATEST, and
+    // order every member to restore exactly that checkpoint.
+    const prepare = () => {
+      this.port.prepareRollBack().then(
+        (checkpoint) => {
+          if (this.recoveryEpoch !== epoch || this.closed) return;
+          this.lastRollback = { epoch, members: [...members], restore: checkpoint };
+          for (const member of members) {
+            if (member !== this.options.nodeId) this.sendCheckpointControl(member, { type: 'rollback', checkpoint: epoch, members: [...members], restore: checkpoint });
+          }
+          this.runRollback(epoch, placement, checkpoint);
+        },
+        (error: Error) => {
+          if (this.recoveryEpoch !== epoch || this.closed) return;
+          this.options.log(`cluster: recovery ${epoch} cannot read the last committed checkpoint (${error.message}); retrying in 1 s`);
+          setTimeout(prepare, 1000).unref();
+        },
+      );
+    };
+    prepare();
+  }
+
+  private runRollback(epoch: number, placement: Placement, checkpoint: number): void {
     const self = this.options.nodeId;
-    this.port.rollBack((keyGroup) => placement.members[placement.owners[keyGroup]!] === self, epoch).then(
+    this.port.rollBack((keyGroup) => placement.members[placement.owners[keyGroup]!] === self, epoch, checkpoint).then(
       (result) => {
         if (this.recoveryEpoch !== epoch || this.closed) return; // a newer recovery took over
         this.recovering = false;
@@ -468,9 +501,10 @@ export class ClusterNode implements ClusterHooks {
     if (member.id === this.options.nodeId) return;
     this.options.log(`cluster: ${member.id} (${member.address}) is ${member.state}${previous ? ` (was ${previous})` : ''}, incarnation ${member.incarnation}`);
     this.network.learnAddress(member.id, member.address);
-    if (member.state === 'alive' && this.port.checkpointing && this.recoveryEpoch > 0 && !this.lastRollbackMembers.includes(member.id) && this.leaderId() === this.options.nodeId) {
+    const last = this.lastRollback;
+    if (member.state === 'alive' && this.port.checkpointing && last !== null && !last.members.includes(member.id) && this.leaderId() === this.options.nodeId) {
       // Back after being left out of a recovery: it must drop what it has and join afresh.
-      this.sendCheckpointControl(member.id, { type: 'rollback', checkpoint: this.recoveryEpoch, members: this.lastRollbackMembers });
+      this.sendCheckpointControl(member.id, { type: 'rollback', checkpoint: last.epoch, members: last.members, restore: last.restore });
     }
     if (member.state === 'alive' || member.state === 'suspect') {
       this.network.revive(member.id);
@@ -746,6 +780,14 @@ export class ClusterNode implements ClusterHooks {
 
   /** Key groups awaited from a member that died (or left long ago without handing them over) start afresh. */
   private checkAwaiting(): void {
+    if (this.awaitingRollback !== null && !this.recovering && performance.now() - this.lastRollbackAsk > ROLLBACK_ASK_MS && this.leaderId() !== this.options.nodeId) {
+      // The leader may not have seen the death that we did (views differ for a while): ask it.
+      this.lastRollbackAsk = performance.now();
+      this.sendCheckpointControl(this.leaderId(), { type: 'restarted', checkpoint: this.recoveryEpoch, node: 'a member' });
+    } else if (this.awaitingRollback !== null && !this.recovering && this.leaderId() === this.options.nodeId) {
+      // The leader changed to this node meanwhile.
+      this.startRollback(this.recoveryEpoch + 1, this.placement.members, this.awaitingRollback);
+    }
     // Without a majority, nothing is claimed (the majority side may own it).
     if (!this.serving || this.recovering || this.awaitingRollback !== null) return;
     if (this.pendingHandovers.length > 0) this.retryPendingHandovers();

@@ -74,10 +74,19 @@ export class CheckpointLeader {
     this.perform(this.coordinator.viewChanged(this.now(), participants, view));
   }
 
-  stop(): void {
+  /** Stops; resolves once a manifest or pointer write in flight has landed or failed (LATEST no longer moves). */
+  async stop(): Promise<void> {
     this.stopped = true;
     if (this.timer !== null) clearTimeout(this.timer);
     this.timer = null;
+    await Promise.allSettled([...this.writes]);
+  }
+
+  private readonly writes = new Set<Promise<unknown>>();
+
+  private track(write: Promise<unknown>): void {
+    this.writes.add(write);
+    void write.finally(() => this.writes.delete(write));
   }
 
   private now(): number {
@@ -108,18 +117,22 @@ export class CheckpointLeader {
           for (const participant of action.participants) this.options.start(participant, action.checkpoint);
           break;
         case 'write-manifest':
-          writeManifest(this.options.store, action.manifest).then(
-            () => this.perform(this.coordinator.manifestWritten(this.now(), action.checkpoint)),
-            (error: Error) => this.perform(this.coordinator.writeFailed(this.now(), action.checkpoint, 'manifest', error.message)),
+          this.track(
+            writeManifest(this.options.store, action.manifest).then(
+              () => this.perform(this.coordinator.manifestWritten(this.now(), action.checkpoint)),
+              (error: Error) => this.perform(this.coordinator.writeFailed(this.now(), action.checkpoint, 'manifest', error.message)),
+            ),
           );
           break;
         case 'write-pointer':
           // The commit point. A failure here is reported as failed only when the write surely did not
           // land; a store error leaves that open, so the checkpoint is failed (its objects are kept until
           // a later commit moves LATEST past it, so a pointer that did land stays valid).
-          writeLatest(this.options.store, action.checkpoint).then(
-            () => this.perform(this.coordinator.pointerWritten(this.now(), action.checkpoint)),
-            (error: Error) => this.perform(this.coordinator.writeFailed(this.now(), action.checkpoint, 'pointer', error.message)),
+          this.track(
+            writeLatest(this.options.store, action.checkpoint).then(
+              () => this.perform(this.coordinator.pointerWritten(this.now(), action.checkpoint)),
+              (error: Error) => this.perform(this.coordinator.writeFailed(this.now(), action.checkpoint, 'pointer', error.message)),
+            ),
           );
           break;
         case 'committed': {

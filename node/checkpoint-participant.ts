@@ -47,6 +47,9 @@ export class CheckpointParticipant {
   private readonly parts = new Map<number, OpenPart>();
   /** Names this node's uploads; changes with every recovery. */
   private tag: string;
+  private generation = 0;
+  /** The highest checkpoint number this node has seen, across recoveries (new ones must go above it). */
+  private highest = 0;
 
   constructor(
     private readonly host: ParticipantHost,
@@ -75,8 +78,15 @@ export class CheckpointParticipant {
     this.tracker.onMessage(channel, bytes.slice(offset, offset + length));
   }
 
-  start(checkpoint: number): void {
-    this.perform(this.tracker.start(checkpoint));
+  /** The coordinator's start; false when it is old (this node has seen that number already). */
+  start(checkpoint: number): boolean {
+    const actions = this.tracker.start(checkpoint);
+    this.perform(actions);
+    return actions.length > 0;
+  }
+
+  get highestCheckpoint(): number {
+    return Math.max(this.highest, this.tracker.newestCheckpoint);
   }
 
   onBarrier(channel: Channel, checkpoint: number): void {
@@ -84,9 +94,9 @@ export class CheckpointParticipant {
     this.perform(this.tracker.onBarrier(channel, checkpoint));
   }
 
-  onShardPart(thread: number, checkpoint: number, objects: [number, string | null][], channel: string | null, error: string | null): void {
+  onShardPart(thread: number, checkpoint: number, generation: number, objects: [number, string | null][], channel: string | null, error: string | null): void {
     const part = this.parts.get(checkpoint);
-    if (part === undefined) return; // aborted meanwhile
+    if (part === undefined || generation !== this.generation) return; // aborted meanwhile, or from before a recovery
     if (error !== null) part.error ??= `shard ${thread}: ${error}`;
     part.shardParts.set(thread, { objects, channel });
     this.maybeReport(part);
@@ -109,6 +119,8 @@ export class CheckpointParticipant {
 
   /** A recovery from checkpoint `restored`: everything open is dropped; uploads get a new name. */
   reset(restored: number, generation: number): void {
+    this.highest = this.highestCheckpoint;
+    this.generation = generation;
     this.tag = `${this.baseTag}-t0-g${generation}`;
     this.tracker.reset(restored, this.inputs());
     this.parts.clear();
@@ -160,10 +172,12 @@ export class CheckpointParticipant {
         part.mainChannel = null;
       }
     }
+    if (this.parts.get(checkpoint) !== part) return; // dropped while uploading (a failure, a recovery)
     this.maybeReport(part);
   }
 
   private maybeReport(part: OpenPart): void {
+    if (this.parts.get(part.checkpoint) !== part) return;
     if (part.reported || part.mainChannel === undefined || part.shardParts.size < this.host.shards) return;
     part.reported = true;
     if (part.error !== null) {

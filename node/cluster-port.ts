@@ -39,7 +39,7 @@ export type CheckpointControl =
   | { type: 'failed'; checkpoint: number; reason: string }
   | { type: 'outcome'; checkpoint: number; committed: boolean }
   /** Recovery (from the leader): every node of `members` restores the last committed checkpoint; `checkpoint` carries the new epoch. */
-  | { type: 'rollback'; checkpoint: number; members: string[] }
+  | { type: 'rollback'; checkpoint: number; members: string[]; restore: number }
   /** To the leader: `node` restarted (its state is gone), so the cluster must recover. */
   | { type: 'restarted'; checkpoint: number; node: string }
   /** To the leader: this node sees messages of a newer epoch than its own (`checkpoint`) and asked for that recovery. */
@@ -81,11 +81,22 @@ export interface ClusterPort {
   onCheckpointControl(from: string, message: CheckpointControl): void;
   /**
    * Recovery: drops all state and in-flight work, then loads the key groups `owned` says are this
-   * node's from the last committed checkpoint (and replays the messages it recorded for them). Client
+   * node's from committed checkpoint `checkpoint` (0: none, start empty) and replays the messages
+   * recorded in flight for them. Client
    * connections are closed so clients re-send what was not committed. `generation` names this node's
    * uploads from now on.
    */
-  rollBack(owned: (keyGroup: number) => boolean, generation: number): Promise<RollBackResult>;
+  rollBack(owned: (keyGroup: number) => boolean, generation: number, checkpoint: number): Promise<RollBackResult>;
+  /**
+   * On the leader, before it orders a recovery: stops coordinating (waiting for a manifest or pointer
+   * write in flight) and resolves with the last committed checkpoint, the one every node must restore.
+   */
+  prepareRollBack(): Promise<number>;
+  /**
+   * A recovery to epoch `generation` begins (call at once, before any await): until its rollBack has
+   * reset the shards, what they emit is stale and is dropped rather than sent to peers.
+   */
+  beginRecovery(generation: number): void;
   /** Publishes what `deliver` wrote to the shard rings (call once per batch). */
   flush(): void;
   /** Wakes the node's loop so it re-checks admission (call when `admits()` may have turned true). */

@@ -27,7 +27,7 @@ import type { CheckpointControl, ClusterHooks, ClusterPort, RollBackResult } fro
 import { BlobCorruptError, openBlobStore, type BlobStore } from './blob-store.js';
 import { CheckpointLeader, type CheckpointStats } from './checkpoint-leader.js';
 import { CheckpointParticipant } from './checkpoint-participant.js';
-import { decodeChannelObject, readCommittedManifests } from './checkpoint-format.js';
+import { decodeChannelObject, manifestKey, readCommittedManifests, readLatest, readManifest } from './checkpoint-format.js';
 import type { CheckpointManifest } from './checkpoint-coordinator.js';
 
 export interface CheckpointOptions {
@@ -298,6 +298,11 @@ class MainThread implements RecordVisitor {
   private readonly startedBy = new Map<number, string>();
   private generation = 0;
   private restoredCheckpoint = 0;
+  /**
+   * Set when this node restored a checkpoint older than LATEST (LATEST's objects were corrupt): until a
+   * new one commits, key groups reported unchanged refer to it, not to LATEST.
+   */
+  private fallbackBase: number | null = null;
   /** Counts leadCheckpoints calls: a call that finds a later one made meanwhile gives way to it. */
   private leadCalls = 0;
   /** True while a recovery discards what arrives from the shards. */
@@ -336,7 +341,7 @@ class MainThread implements RecordVisitor {
               this.replies.delete(message.request);
               reply?.(message);
             } else if (message.type === 'checkpoint-part') {
-              this.participant?.onShardPart(thread, message.checkpoint, message.objects, message.channel, message.error);
+              this.participant?.onShardPart(thread, message.checkpoint, message.generation, message.objects, message.channel, message.error);
             }
           });
           worker.on('error', (error) => {
@@ -381,7 +386,9 @@ class MainThread implements RecordVisitor {
         }
         this.flushOutbox();
       },
-      writeBarrierToPeers: (checkpoint) => this.cluster?.writeBarrier(checkpoint),
+      writeBarrierToPeers: (checkpoint) => {
+        if (!this.discarding) this.cluster?.writeBarrier(checkpoint);
+      },
       blocked: () => this.cluster?.checkpointBlocked() ?? null,
       markEvents: (checkpoint) => this.gateway?.markCheckpoint(checkpoint),
       acknowledge: (checkpoint, objects, channels) => {
@@ -407,10 +414,12 @@ class MainThread implements RecordVisitor {
     const call = ++this.leadCalls;
     const previous = this.leader;
     this.leader = null;
-    previous?.stop();
+    await previous?.stop();
     if (lead === null || this.closing) return;
     let committed: CheckpointManifest[];
+    let latest: number;
     try {
+      latest = await readLatest(checkpoints.store);
       committed = await readCommittedManifests(checkpoints.store, this.config.log);
     } catch (error) {
       this.config.log(`checkpoints: cannot read the last committed checkpoint (${(error as Error).message}); this node does not coordinate checkpoints until the next view`);
@@ -425,8 +434,11 @@ class MainThread implements RecordVisitor {
       ackTimeoutMs: checkpoints.ackTimeoutMs,
       participants: lead.participants,
       view: lead.view,
-      committed,
-      lastCheckpoint: Math.max(this.participant?.newestCheckpoint ?? 0, this.restoredCheckpoint),
+      // Numbers go above anything used before, also by an earlier epoch or leader.
+      lastCheckpoint: Math.max(this.participant?.highestCheckpoint ?? 0, this.restoredCheckpoint, latest),
+      // The base for key groups reported unchanged is what the live state derives from: after falling
+      // back past a corrupt checkpoint, that is the restored one, not LATEST.
+      committed: this.fallbackBase === null ? committed : committed.filter((manifest) => manifest.checkpoint <= this.fallbackBase!),
       start: (participant, checkpoint) => {
         if (participant === this.nodeId) {
           this.startedBy.delete(checkpoint);
@@ -444,6 +456,7 @@ class MainThread implements RecordVisitor {
   }
 
   private checkpointOutcome(checkpoint: number, committed: boolean): void {
+    if (committed) this.fallbackBase = null;
     this.participant?.outcome(checkpoint, committed);
     for (const worker of this.workers) worker.postMessage({ type: 'checkpoint-outcome', checkpoint, committed } satisfies MainToShard);
     if (committed) this.gateway?.checkpointCommitted(checkpoint);
@@ -456,8 +469,12 @@ class MainThread implements RecordVisitor {
           this.cluster?.sendCheckpointControl(from, { type: 'failed', checkpoint: message.checkpoint, reason: `${this.nodeId} is restoring a checkpoint` });
           break;
         }
-        this.startedBy.set(message.checkpoint, from);
-        this.participant?.start(message.checkpoint);
+        // Not for an old number (a previous leader's); the checkpoint may have begun already on a
+        // peer's barrier, and its ack still goes to this leader.
+        if (this.participant !== null && message.checkpoint >= this.participant.newestCheckpoint) {
+          this.startedBy.set(message.checkpoint, from);
+          this.participant.start(message.checkpoint);
+        }
         break;
       case 'ack':
         this.leader?.acknowledged(from, message.checkpoint, new Map(message.objects), message.channels);
@@ -490,7 +507,7 @@ class MainThread implements RecordVisitor {
     this.inbox.poll(1 << 30);
     await this.askAllShards(() => ({ type: 'reset', request: 0, phase: 2, generation: this.generation }));
     this.inbox.poll(1 << 30);
-    this.discarding = false;
+    this.discarding = this.fencedEpoch > this.resetEpoch;
   }
 
   /**
@@ -498,30 +515,39 @@ class MainThread implements RecordVisitor {
    * corrupt object makes it fall back to the one before), then replays the messages recorded in flight
    * for them. Expects the shards empty; routing is left to the caller.
    */
+  /**
+   * A node starting on its own (alone, or founding a cluster) loads every key group `owned` selects from
+   * the newest committed checkpoint it can read: a corrupt object makes it fall back to the one before.
+   */
   private async restoreFromStore(owned: (keyGroup: number) => boolean): Promise<RollBackResult> {
     const store = this.config.checkpoints!.store;
     const manifests = await readCommittedManifests(store, this.config.log);
+    const latest = await readLatest(store).catch(() => 0);
     const errors: string[] = [];
     for (let index = manifests.length - 1; index >= 0; index--) {
       const manifest = manifests[index]!;
       try {
-        const result = await this.restoreManifest(manifest, owned);
-        this.restoredCheckpoint = manifest.checkpoint;
-        return result;
+        return await this.restoreManifest(manifest, owned, manifest.checkpoint < latest);
       } catch (error) {
         errors.push(`checkpoint ${manifest.checkpoint}: ${(error as Error).message}`);
         this.config.log(`checkpoints: cannot restore checkpoint ${manifest.checkpoint} (${(error as Error).message})${index > 0 ? '; trying the one before' : ''}`);
         await this.resetAll();
       }
     }
-    if (manifests.length > 0 || errors.length > 0) {
-      throw new BlobCorruptError(`no committed checkpoint in ${store.describe()} can be restored (${errors.join('; ')}); restore the store from a backup or point --checkpoint-store elsewhere`, 'LATEST', store.describe());
+    if (manifests.length > 0 || errors.length > 0 || latest > 0) {
+      throw new BlobCorruptError(
+        `no committed checkpoint in ${store.describe()} can be restored (${errors.join('; ') || `LATEST names ${latest}, whose manifest cannot be read`}); restore the store from a backup or point --checkpoint-store elsewhere`,
+        'LATEST',
+        store.describe(),
+      );
     }
     this.restoredCheckpoint = 0;
+    this.resumeShards();
     return { checkpoint: 0, instances: 0 };
   }
 
-  private async restoreManifest(manifest: CheckpointManifest, owned: (keyGroup: number) => boolean): Promise<RollBackResult> {
+  /** Loads `manifest`'s key groups that `owned` selects into the (frozen) shards, then lets them resume. */
+  private async restoreManifest(manifest: CheckpointManifest, owned: (keyGroup: number) => boolean, fallback: boolean): Promise<RollBackResult> {
     if (manifest.keyGroups !== this.config.keyGroups) {
       throw new StatecraftError('SC_ERR_INVALID_OPTION', `it was taken with ${manifest.keyGroups} key groups, this node has ${this.config.keyGroups}`);
     }
@@ -545,7 +571,11 @@ class MainThread implements RecordVisitor {
     }
     const replies = (await Promise.all(
       this.workers.map((_, index) =>
-        this.askShard(index + 1, { type: 'restore', request: 0, checkpoint: manifest.checkpoint, keys: keysByShard.get(index + 1) ?? [], clean: cleanByShard.get(index + 1) ?? [] }, 'restored'),
+        this.askShard(
+          index + 1,
+          { type: 'restore', request: 0, checkpoint: manifest.checkpoint, keys: keysByShard.get(index + 1) ?? [], clean: cleanByShard.get(index + 1) ?? [], fallback },
+          'restored',
+        ),
       ),
     )) as Extract<ShardToMain, { type: 'restored' }>[];
     let instances = 0;
@@ -553,40 +583,89 @@ class MainThread implements RecordVisitor {
       if (reply.error !== undefined) throw new Error(reply.error);
       instances += reply.instances;
     }
+    this.restoredCheckpoint = manifest.checkpoint;
+    this.fallbackBase = fallback ? manifest.checkpoint : null;
+    // Every shard has loaded: each runs its restored queued messages first, then the messages that were
+    // in flight at the cut (written now, read after the resume), then whatever comes.
+    this.resumeShards();
     for (const message of recorded) this.outbox.writeBytes(1 + (readKeyGroup(message, 0) % shards), message, 0, message.length);
     this.ingressWritten = (this.ingressWritten + recorded.length) | 0;
     this.flushOutbox();
+    if (fallback) this.config.log(`checkpoints: restored checkpoint ${manifest.checkpoint}, older than the last committed one (see above)`);
     return { checkpoint: manifest.checkpoint, instances };
+  }
+
+  private resumeShards(): void {
+    for (const worker of this.workers) worker.postMessage({ type: 'resume' } satisfies MainToShard);
   }
 
   private restoring = false;
   private rollBacks: Promise<unknown> = Promise.resolve();
+  /** The newest recovery epoch begun, and the newest whose reset is done: between them, shard output is stale. */
+  private fencedEpoch = 0;
+  private resetEpoch = 0;
+
+  /**
+   * A recovery to epoch `generation` begins: from now until its reset, whatever the shards emit comes
+   * from state the recovery drops. The main thread discards it — it must not reach peers, whose frames
+   * carry the new epoch already.
+   */
+  private beginRecovery(generation: number): void {
+    if (generation <= this.fencedEpoch) return;
+    this.fencedEpoch = generation;
+    this.discarding = true;
+  }
+
+  /**
+   * The checkpoint a recovery restores: coordination here stops (a manifest or pointer write in flight
+   * finishes first, so LATEST no longer moves), then LATEST is read.
+   */
+  private async prepareRollBack(): Promise<number> {
+    await this.leadCheckpoints(null);
+    return readLatest(this.config.checkpoints!.store);
+  }
 
   /** Recovery in a cluster (see ClusterPort.rollBack); one at a time. */
-  private rollBack(owned: (keyGroup: number) => boolean, generation: number): Promise<RollBackResult> {
-    const next = this.rollBacks.then(() => this.rollBackNow(owned, generation));
+  private rollBack(owned: (keyGroup: number) => boolean, generation: number, checkpoint: number): Promise<RollBackResult> {
+    this.beginRecovery(generation);
+    const next = this.rollBacks.then(() => this.rollBackNow(owned, generation, checkpoint));
     this.rollBacks = next.catch(() => undefined);
     return next;
   }
 
-  private async rollBackNow(owned: (keyGroup: number) => boolean, generation: number): Promise<RollBackResult> {
+  private async rollBackNow(owned: (keyGroup: number) => boolean, generation: number, checkpoint: number): Promise<RollBackResult> {
     this.restoring = true;
     try {
-      return await this.rollBackSteps(owned, generation);
+      return await this.rollBackSteps(owned, generation, checkpoint);
     } finally {
       this.restoring = false;
     }
   }
 
-  private async rollBackSteps(owned: (keyGroup: number) => boolean, generation: number): Promise<RollBackResult> {
+  /**
+   * Every node of the cluster restores the same checkpoint, the one the leader chose: falling back to an
+   * older one here alone would mix checkpoints, so a checkpoint that cannot be read fails the recovery.
+   */
+  private async rollBackSteps(owned: (keyGroup: number) => boolean, generation: number, checkpoint: number): Promise<RollBackResult> {
     this.generation = generation;
     await this.leadCheckpoints(null);
     this.startedBy.clear();
     this.setRouting(() => false);
     await this.gateway?.rollBack('the cluster is recovering from a failed node: reconnect and re-send what was not committed');
     await this.resetAll();
+    this.resetEpoch = Math.max(this.resetEpoch, generation);
+    // Still discarding if a newer recovery began meanwhile.
+    this.discarding = this.fencedEpoch > this.resetEpoch;
     this.participant!.reset(0, generation);
-    const result = await this.restoreFromStore(owned);
+    let result: RollBackResult = { checkpoint: 0, instances: 0 };
+    if (checkpoint === 0) {
+      this.restoredCheckpoint = 0;
+      this.resumeShards();
+    } else {
+      const manifest = await readManifest(this.config.checkpoints!.store, checkpoint);
+      if (manifest === null) throw new BlobCorruptError(`the manifest of checkpoint ${checkpoint} is missing`, manifestKey(checkpoint), this.config.checkpoints!.store.describe());
+      result = await this.restoreManifest(manifest, owned, false);
+    }
     this.participant!.reset(result.checkpoint, generation);
     this.setRouting(owned);
     return result;
@@ -697,7 +776,9 @@ class MainThread implements RecordVisitor {
       setCheckpointPeers: (peers) => this.participant?.setPeers(peers),
       leadCheckpoints: (lead) => void this.leadCheckpoints(lead),
       onCheckpointControl: (from, message) => this.onCheckpointControl(from, message),
-      rollBack: (owned, generation) => this.rollBack(owned, generation),
+      beginRecovery: (generation) => this.beginRecovery(generation),
+      prepareRollBack: () => this.prepareRollBack(),
+      rollBack: (owned, generation, checkpoint) => this.rollBack(owned, generation, checkpoint),
       recheckAdmission: () => this.inbox.wake(),
       log: (line) => this.config.log(line),
     };

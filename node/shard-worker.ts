@@ -34,7 +34,7 @@ export type ShardToMain =
   | { type: 'released'; request: number; exports: { keyGroup: number; bytes: Uint8Array }[]; error?: string }
   | { type: 'adopted'; request: number; instances: number; error?: string }
   /** This shard's part of a checkpoint is uploaded: per owned key group its object key ('' empty, null unchanged). */
-  | { type: 'checkpoint-part'; checkpoint: number; objects: [number, string | null][]; channel: string | null; error: string | null }
+  | { type: 'checkpoint-part'; checkpoint: number; generation: number; objects: [number, string | null][]; channel: string | null; error: string | null }
   | { type: 'restored'; request: number; instances: number; error?: string }
   | { type: 'stopped' };
 
@@ -51,8 +51,13 @@ export type MainToShard =
   | { type: 'checkpoint-outcome'; checkpoint: number; committed: boolean }
   /** A recovery: forget everything; `generation` names this node's uploads from now on. */
   | { type: 'reset'; request: number; phase: 1 | 2; generation: number }
-  /** Load these key-group objects of committed checkpoint `checkpoint`; `clean` had no object (empty). */
-  | { type: 'restore'; request: number; checkpoint: number; keys: string[]; clean: number[] };
+  /**
+   * Load these key-group objects of committed checkpoint `checkpoint` (`clean`: key groups it had nothing
+   * for); the shard runs nothing until 'resume'. `fallback`: an older checkpoint than the last committed.
+   */
+  | { type: 'restore'; request: number; checkpoint: number; keys: string[]; clean: number[]; fallback: boolean }
+  /** Every shard has loaded: run what the restored key groups had queued, then go on. */
+  | { type: 'resume' };
 
 const port = parentPort!;
 const data = workerData as ShardWorkerData;
@@ -63,14 +68,13 @@ process.on('unhandledRejection', (reason) => {
 });
 
 let store: BlobStore | null = null;
-let generation = 0;
 
 /** Uploads a shard's part and tells the main thread which objects hold it. */
 async function upload(part: CheckpointPart): Promise<void> {
   const reply = (objects: [number, string | null][], channel: string | null, error: string | null) =>
-    port.postMessage({ type: 'checkpoint-part', checkpoint: part.checkpoint, objects, channel, error } satisfies ShardToMain);
+    port.postMessage({ type: 'checkpoint-part', checkpoint: part.checkpoint, generation: part.generation, objects, channel, error } satisfies ShardToMain);
   if (part.error !== null) return reply([], null, part.error);
-  const tag = `${data.checkpoints!.tag}-t${data.thread}-g${generation}`;
+  const tag = `${data.checkpoints!.tag}-t${data.thread}-g${part.generation}`;
   const objects: [number, string | null][] = [];
   const puts: [string, Uint8Array][] = [];
   for (const [keyGroup, body] of part.keyGroups) {
@@ -136,7 +140,7 @@ try {
     }
     else if (message.type === 'checkpoint-outcome') shard.checkpointOutcome(message.checkpoint, message.committed);
     else if (message.type === 'reset') {
-      generation = message.generation;
+      shard.generation = message.generation;
       shard.reset(message.phase);
       port.postMessage({ type: 'restored', request: message.request, instances: 0 } satisfies ShardToMain);
     } else if (message.type === 'restore') {
@@ -154,13 +158,15 @@ try {
             );
             bodies.push(...batch);
           }
-          const instances = shard.restore(message.checkpoint, bodies);
+          const instances = shard.restore(message.checkpoint, bodies, message.fallback);
           shard.markRestored(message.clean);
           port.postMessage({ type: 'restored', request: message.request, instances } satisfies ShardToMain);
         } catch (error) {
           port.postMessage({ type: 'restored', request: message.request, instances: 0, error: (error as Error).message } satisfies ShardToMain);
         }
       })();
+    } else if (message.type === 'resume') {
+      shard.resume();
     } else if (message.type === 'heap') {
       // A full collection first when the process runs with --expose-gc, so the figure is live data only.
       const gc = (globalThis as { gc?: () => void }).gc;

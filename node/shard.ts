@@ -51,11 +51,15 @@ interface OpenSnapshot {
   parts: Map<number, KeyGroupExport & { egress: [number, Uint8Array][]; egressSeq: number }>;
   /** Why this shard's part cannot be used (a message in flight at the cut left with a moving key group). */
   broken: string | null;
+  /** The shard's generation at the cut: a part finished after a recovery is dropped. */
+  generation: number;
 }
 
 /** A shard's part of a checkpoint, ready for upload (see shard-worker.ts). */
 export interface CheckpointPart {
   checkpoint: number;
+  /** The recovery generation the snapshot was taken in (it names the uploads). */
+  generation: number;
   /** Per owned key group: its new object, '' when it holds nothing, or null when unchanged. */
   keyGroups: [number, Uint8Array | '' | null][];
   /** Messages recorded in flight on this shard's input channels (null: none). */
@@ -215,6 +219,13 @@ export class Shard implements RecordVisitor {
   private pendingEgressCount = 0;
   /** True while a recovery drains the input rings into nothing. */
   private discarding = false;
+  /** True from a reset or a restore until resume(): the loop runs nothing. */
+  private frozen = false;
+  private readonly unfreezeWaiters: (() => void)[] = [];
+  /** Messages queued in restored key groups, delivered by resume() once every shard has loaded. */
+  private restoredQueued: Message[] = [];
+  /** Names this shard's uploads and fences parts of checkpoints taken before a recovery. */
+  generation = 0;
   private readonly threads: number;
   private readonly counters = {
     invocations: 0,
@@ -263,6 +274,11 @@ export class Shard implements RecordVisitor {
       this.sweepTimer.unref();
     }
     while (!this.stopping) {
+      if (this.frozen) {
+        // A restore is loading key groups: nothing runs until every shard has loaded (resume()).
+        await new Promise<void>((resolve) => this.unfreezeWaiters.push(resolve));
+        continue;
+      }
       const worked = this.turn();
       if (worked > 0) {
         await yieldToEventLoop();
@@ -280,11 +296,13 @@ export class Shard implements RecordVisitor {
 
   stop(): void {
     this.stopping = true;
+    for (const resolve of this.unfreezeWaiters.splice(0)) resolve();
     this.inbox.wake();
   }
 
   /** One turn; returns how much work it found. */
   turn(): number {
+    if (this.frozen) return 0;
     this.inTurn = true;
     this.nowMs = Date.now();
     let work = this.inbox.poll(RECORDS_PER_RING_PER_TURN);
@@ -732,11 +750,11 @@ export class Shard implements RecordVisitor {
   }
 
   /** Imports handed-over key groups: this shard owns them from now on. Returns how many instances came. */
-  adopt(bodies: readonly Uint8Array[], releasedUpTo = 0): number {
+  adopt(bodies: readonly (Uint8Array | KeyGroupExport)[], releasedUpTo = 0): number {
     this.nowMs = Date.now();
     let instances = 0;
     for (const body of bodies) {
-      const handed = decodeExport(body);
+      const handed = body instanceof Uint8Array ? decodeExport(body) : body;
       if (!Number.isInteger(handed.keyGroup) || handed.keyGroup < 0 || handed.keyGroup >= this.keyGroups) {
         throw new Error(`a hand-over for key group ${handed.keyGroup}, but there are ${this.keyGroups}`);
       }
@@ -890,7 +908,7 @@ export class Shard implements RecordVisitor {
       }
     }
     this.outcomePending.set(checkpoint, [...parts.keys()]);
-    this.snapshot = { checkpoint, owned, parts, broken: null };
+    this.snapshot = { checkpoint, owned, parts, broken: null, generation: this.generation };
   }
 
   /** Every input is aligned: encode the snapshot and the recorded messages (yielding between key groups) and hand them over. */
@@ -901,7 +919,7 @@ export class Shard implements RecordVisitor {
     const messages: Uint8Array[] = [];
     for (const list of recorded.values()) for (const message of list) messages.push(message);
     if (snapshot.broken !== null) {
-      this.onCheckpointPart!({ checkpoint, keyGroups: [], channel: null, error: snapshot.broken });
+      this.onCheckpointPart!({ checkpoint, generation: snapshot.generation, keyGroups: [], channel: null, error: snapshot.broken });
       return;
     }
     void this.encodeSnapshot(snapshot, messages);
@@ -925,7 +943,7 @@ export class Shard implements RecordVisitor {
       try {
         bytes = encodeExport(part);
       } catch (error) {
-        this.onCheckpointPart!({ checkpoint: snapshot.checkpoint, keyGroups: [], channel: null, error: `key group ${keyGroup} could not be encoded: ${(error as Error).message}` });
+        this.onCheckpointPart!({ checkpoint: snapshot.checkpoint, generation: snapshot.generation, keyGroups: [], channel: null, error: `key group ${keyGroup} could not be encoded: ${(error as Error).message}` });
         return;
       }
       keyGroups.push([keyGroup, bytes]);
@@ -934,9 +952,11 @@ export class Shard implements RecordVisitor {
       if (encodedSinceYield > 256 * 1024) {
         encodedSinceYield = 0;
         await yieldToEventLoop();
+        if (snapshot.generation !== this.generation) return; // a recovery meanwhile: this part is void
       }
     }
-    this.onCheckpointPart!({ checkpoint: snapshot.checkpoint, keyGroups, channel: messages.length > 0 ? messages : null, error: null });
+    if (snapshot.generation !== this.generation) return;
+    this.onCheckpointPart!({ checkpoint: snapshot.checkpoint, generation: snapshot.generation, keyGroups, channel: messages.length > 0 ? messages : null, error: null });
   }
 
   /** The checkpoint coordinator decided: egress a committed checkpoint covers goes out; a failed one's key groups are changed again. */
@@ -989,6 +1009,8 @@ export class Shard implements RecordVisitor {
       return;
     }
     this.discarding = true;
+    this.frozen = true;
+    this.restoredQueued = [];
     this.outbox.discardOverflow();
     for (let keyGroup = 0; keyGroup < this.keyGroups; keyGroup++) {
       this.store.takeKeyGroup(keyGroup);
@@ -1024,15 +1046,34 @@ export class Shard implements RecordVisitor {
    * Loads key groups from checkpoint `checkpoint`'s objects (hand-over bodies): they are unchanged since
    * that committed checkpoint, and their unreleased egress goes out now.
    */
-  restore(checkpoint: number, bodies: readonly Uint8Array[]): number {
+  restore(checkpoint: number, bodies: readonly Uint8Array[], fallback = false): number {
+    this.frozen = true;
     this.snapshotsTaken = Math.max(this.snapshotsTaken, checkpoint);
     let instances = 0;
     for (const body of bodies) {
       const handed = decodeExport(body);
-      instances += this.adopt([body], checkpoint);
+      // Their queued messages run in resume(), after every shard has loaded (they may message any key group).
+      for (const envelope of handed.queued) this.restoredQueued.push(this.decoder.decodeInvoke(envelope, 0, envelope.length));
+      instances += this.adopt([{ ...handed, queued: [] } as KeyGroupExport], checkpoint);
       this.dirty[handed.keyGroup] = 0;
+      // An older checkpoint than the last committed one (its object was corrupt): records after it may
+      // have been released already; new ones get seqs above anything released.
+      if (fallback) this.egressSeq[handed.keyGroup] = this.egressSeq[handed.keyGroup]! + 2 ** 32;
     }
     return instances;
+  }
+
+  /** Every shard has loaded: run what the restored key groups had queued, then go on. */
+  resume(): void {
+    const queued = this.restoredQueued;
+    this.restoredQueued = [];
+    this.frozen = false;
+    this.nowMs = Date.now();
+    for (const message of queued) this.deliver(message);
+    this.armTimer();
+    this.flush();
+    for (const resolve of this.unfreezeWaiters.splice(0)) resolve();
+    this.inbox.wake();
   }
 
   /** After a restore: key groups of this shard the checkpoint had nothing for are unchanged too. */

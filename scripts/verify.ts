@@ -201,6 +201,18 @@ async function waitSettled(timeoutMs: number): Promise<void> {
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
+async function dumpNodes(): Promise<void> {
+  for (const handle of handles) {
+    try {
+      const status = (await (await fetch(`http://127.0.0.1:${handle.port}/cluster`)).json()) as Record<string, unknown>;
+      console.log(`--- ${handle.id}: ${JSON.stringify({ serving: status.serving, view: status.view, recovery: status.recovery, checkpoints: status.checkpoints, handovers: status.handovers })}`);
+    } catch (error) {
+      console.log(`--- ${handle.id}: /cluster failed: ${(error as Error).message}`);
+    }
+    console.log(handle.output.split('\n').filter((line) => !line.includes('MaxListeners')).slice(-25).join('\n'));
+  }
+}
+
 // ---- the run ----
 const started = Date.now();
 let kills = 0;
@@ -276,7 +288,12 @@ async function main(): Promise<number> {
   }
   await killer;
   console.log('verify: sending done; waiting for every command to be committed');
-  await Promise.race([Promise.all(sends), sleep(120_000)]);
+  const allSent = Promise.all(sends);
+  if ((await Promise.race([allSent.then(() => true), sleep(30_000).then(() => false)])) === false) {
+    console.log('verify: commands still unconfirmed after 30 s; the nodes say:');
+    await dumpNodes();
+    await Promise.race([allSent, sleep(90_000)]);
+  }
   await waitSettled(60_000);
 
   // Delayed messages may still be due (a chain of them, at most MAX_DEPTH deep): report rounds until the

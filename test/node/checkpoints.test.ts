@@ -19,10 +19,12 @@ const clients: Client[] = [];
 const dirs: string[] = [];
 let s3: S3TestServer | null = null;
 
-test.after.each(async () => {
+async function stopAll(): Promise<void> {
   for (const client of clients.splice(0)) await client.close({ timeoutMs: 500 }).catch(() => undefined);
   for (const node of nodes.splice(0)) await node.close().catch(() => undefined);
-});
+}
+
+test.after.each(stopAll);
 test.after(async () => {
   await s3?.close();
   for (const dir of dirs) rmSync(dir, { recursive: true, force: true });
@@ -83,9 +85,7 @@ test('send() resolves once a checkpoint commits; egress is released on commit, w
   await eventually(() => received.length === 20, `20 egress records (got ${received.length})`);
   assert.ok(received.every((record) => record.id !== null && /^\d+:\d+$/.test(record.id)), 'records carry stable ids');
   assert.is(new Set(received.map((record) => record.id)).size, 20);
-  await node.close();
-  nodes.length = 0;
-  clients.length = 0;
+  await stopAll();
 
   node = await start({ store, intervalMs: 100 });
   assert.ok(node.checkpointStatus()!.restored >= latest, `restored ${node.checkpointStatus()!.restored}`);
@@ -144,9 +144,7 @@ test('a corrupt checkpoint object is detected on restore, and the checkpoint bef
   await sleep(300); // idle checkpoints meanwhile: they reuse the objects written for these three
   const quiet = await readLatest(await openBlobStore(store));
   await Promise.all([1, 2].map(() => sender.send({ typename: 'test/counter', id: 'k' }, 1)));
-  await node.close();
-  nodes.length = 0;
-  clients.length = 0;
+  await stopAll();
   const blobs = await openBlobStore(store);
   const latest = await readLatest(blobs);
   assert.ok(latest > quiet, `a newer checkpoint (${latest}) than ${quiet}`);
@@ -174,9 +172,7 @@ test('the same on S3 (s3rver): commit, restart, restore', async () => {
   let node = await start(checkpoints);
   const sender = await client(node);
   for (let round = 0; round < 3; round++) await Promise.all(['p', 'q'].map((id) => sender.send({ typename: 'test/counter', id }, 1)));
-  await node.close();
-  nodes.length = 0;
-  clients.length = 0;
+  await stopAll();
   node = await start(checkpoints);
   assert.ok(node.checkpointStatus()!.restored >= 1);
   const found = await reportCounts(node, ['p', 'q']);
