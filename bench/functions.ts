@@ -64,3 +64,13 @@ export const randomHop = defineFunction({
     context.send({ typename: 'bench/random-hop', id: `r${Math.floor(Math.random() * RANDOM_IDS)}` }, message.asInt() + 1, Types.int);
   },
 });
+
+/** Emits the time it runs at to the `stamps` egress: when was an event processed (recovery benchmark). */
+export const stamp = defineFunction({
+  typename: 'bench/stamp',
+  specs: [{ name: 'n', type: Types.int }],
+  fn(context) {
+    context.storage.n = (context.storage.n ?? 0) + 1;
+    context.egress('stamps', Date.now(), Types.double);
+  },
+});

@@ -27,7 +27,10 @@ export async function startBenchNode(id: string, args: string[]): Promise<BenchN
   const dataDir = mkdtempSync(join(tmpdir(), 'statecraft-bench-'));
   // BENCH_NODE_FLAGS: extra flags for node itself, e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof".
   const nodeFlags = process.env.BENCH_NODE_FLAGS?.split(' ').filter(Boolean) ?? [];
-  const child = spawn(process.execPath, [...nodeFlags, startScript, '--functions', functionsModule, '--port', '0', '--host', '127.0.0.1', '--node-id', id, '--data-dir', dataDir, ...args], {
+  // Checkpoints off unless the benchmark names a store: these measure the runtime's paths without them
+  // (bench/checkpoints.ts measures what checkpoints cost).
+  const store = args.includes('--checkpoint-store') ? [] : ['--checkpoint-store', 'off'];
+  const child = spawn(process.execPath, [...nodeFlags, startScript, '--functions', functionsModule, '--port', '0', '--host', '127.0.0.1', '--node-id', id, '--data-dir', dataDir, ...store, ...args], {
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let output = '';

@@ -7,8 +7,10 @@
  * for await (const record of client.subscribe('greetings')) console.log(record.value);
  * ```
  *
- * `send` resolves once the node has accepted the event (validated it and queued it for its shard).
- * At most `window` events are in flight at a time; the rest wait in the client, at most `queueMax`.
+ * `send` resolves once a committed checkpoint covers the event, when the node checkpoints (the default;
+ * `confirm: 'accept'` resolves on acceptance instead), else once the node has accepted it (validated it
+ * and queued it for its shard). The client keeps every event until then and re-sends the unconfirmed
+ * ones after a reconnect, to whichever node it reaches: marks in the key groups drop repeats. At most `window` events are in flight at a time; the rest wait in the client, at most `queueMax`.
  * When the connection drops the client reconnects (to the next URL when given several), tells the node
  * its producer id, and re-sends, in order and each with its own sequence number, every event it had no
  * ACK for. The node does not admit again what it already has, and answers again the rejections the lost
@@ -160,16 +162,17 @@ export interface Client {
   readonly producerId: string;
   /** Id of the node currently connected, or null while reconnecting. */
   readonly nodeId: string | null;
-  /** Events not yet accepted by the node (in flight plus queued). */
+  /** Events not yet confirmed (queued, in flight, or accepted and waiting for a commit). */
   readonly pending: number;
   /**
-   * Sends an event to a function. Resolves when the node has accepted it; rejects with a typed error when
-   * the node refuses it. Invalid input throws at once, before anything is sent.
+   * Sends an event to a function. Resolves when a committed checkpoint covers it (or, with
+   * `confirm: 'accept'` or a node without checkpoints, when the node has accepted it); rejects with a
+   * typed error when the node refuses it. Invalid input throws at once, before anything is sent.
    */
   send<T>(target: Address, value: T, type?: Type<T>): Promise<void>;
   /** Receives the records of an egress, as an async iterator. */
   subscribe<T = unknown>(egress: string, options?: SubscribeOptions<T>): Subscription<T>;
-  /** Resolves when every event sent so far has been accepted or rejected. */
+  /** Resolves when every event sent so far has been confirmed or rejected. */
   drained(): Promise<void>;
   /** Waits (up to `timeoutMs`, default 10 s) for pending events, then closes. Events still pending reject. */
   close(options?: { timeoutMs?: number }): Promise<void>;

@@ -24,7 +24,7 @@ export interface ShardWorkerData {
 }
 
 /** Objects uploaded at once per shard. */
-const UPLOADS_IN_FLIGHT = 16;
+const UPLOADS_IN_FLIGHT = 64;
 
 export type ShardToMain =
   | { type: 'ready'; functions: string[] }
