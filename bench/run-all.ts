@@ -17,6 +17,7 @@ const benchmarks: { name: string; script: string; nodeFlags: string[] }[] = [
   { name: 'cluster-latency', script: 'cluster-latency.js', nodeFlags: [] },
   { name: 'cluster-failover', script: 'cluster-failover.js', nodeFlags: [] },
   { name: 'cluster-handover', script: 'cluster-handover.js', nodeFlags: [] },
+  { name: 'checkpoints', script: 'checkpoints.js', nodeFlags: [] },
 ];
 
 const { values } = parseArgs({ options: { only: { type: 'string' } } });
