@@ -74,3 +74,14 @@ export const stamp = defineFunction({
     context.egress('stamps', Date.now(), Types.double);
   },
 });
+
+/** Like bench/hop, but every invocation also updates its instance's state (one int): what checkpoints copy. */
+export const statefulHop = defineFunction({
+  typename: 'bench/stateful-hop',
+  specs: [{ name: 'n', type: Types.int }],
+  fn(context, message) {
+    context.storage.n = (context.storage.n ?? 0) + 1;
+    const hops = message.asInt();
+    if (hops < hopsMax) context.send({ typename: 'bench/stateful-hop', id: peers.get(context.self.id)!.id }, hops + 1, Types.int);
+  },
+});

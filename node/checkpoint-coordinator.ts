@@ -299,13 +299,15 @@ export class CheckpointCoordinator {
       const dropped = this.retainedManifests.shift()!;
       candidates.push(this.manifestKey(dropped.checkpoint), ...dropped.objects, ...(dropped.channels ?? []));
     }
+    // An entry may name a slice of a shared object (`key#offset+length`): objects are kept or deleted whole.
+    const object = (key: string) => (key.includes('#') ? key.slice(0, key.lastIndexOf('#')) : key);
     const keep = new Set<string>();
     for (const kept of this.retainedManifests) {
       keep.add(this.manifestKey(kept.checkpoint));
-      for (const key of kept.objects) keep.add(key);
-      for (const key of kept.channels ?? []) keep.add(key);
+      for (const key of kept.objects) keep.add(object(key));
+      for (const key of kept.channels ?? []) keep.add(object(key));
     }
-    const keys = [...new Set(candidates)].filter((key) => key !== '' && !keep.has(key));
+    const keys = [...new Set(candidates.map(object))].filter((key) => key !== '' && !keep.has(key));
     if (keys.length > 0) actions.push({ type: 'delete', keys });
     return actions;
   }

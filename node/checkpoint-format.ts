@@ -1,8 +1,10 @@
 /**
  * What checkpoints look like in a blob store (docs/checkpoints.md):
  *
- *   checkpoints/<c>/kg-<g>-<tag>.bin      one key group: a hand-over body (node/handover.ts) plus its
- *                                          unreleased egress and egress counter
+ *   checkpoints/<c>/seg-<tag>.bin          the key groups one shard wrote for checkpoint c, back to back:
+ *                                          each a hand-over body (node/handover.ts) with its unreleased
+ *                                          egress and egress counter; the manifest names each key group's
+ *                                          slice as `<object key>#<offset>+<length>`
  *   checkpoints/<c>/ch-<tag>.bin           messages one process recorded in flight at the cut
  *   checkpoints/<c>/manifest.json          CheckpointManifest (node/checkpoint-coordinator.ts)
  *   LATEST                                 { checkpoint }: the last committed checkpoint (the commit point)
@@ -17,7 +19,19 @@ import { CHECKPOINT_MANIFEST_VERSION, type CheckpointManifest } from './checkpoi
 export const LATEST_KEY = 'LATEST';
 
 export const manifestKey = (checkpoint: number): string => `checkpoints/${checkpoint}/manifest.json`;
-export const keyGroupObjectKey = (checkpoint: number, keyGroup: number, tag: string): string => `checkpoints/${checkpoint}/kg-${keyGroup}-${tag}.bin`;
+export const segmentObjectKey = (checkpoint: number, tag: string): string => `checkpoints/${checkpoint}/seg-${tag}.bin`;
+
+/** A key group's place in a segment object. */
+export const sliceRef = (key: string, offset: number, length: number): string => `${key}#${offset}+${length}`;
+
+/** The object a manifest entry lives in, and the slice of it (the whole object when there is no `#`). */
+export function parseObjectRef(ref: string): { key: string; offset: number; length: number | null } {
+  const hash = ref.lastIndexOf('#');
+  if (hash < 0) return { key: ref, offset: 0, length: null };
+  const match = /^(\d+)\+(\d+)$/.exec(ref.slice(hash + 1));
+  if (match === null) throw new Error(`malformed object reference ${JSON.stringify(ref)}`);
+  return { key: ref.slice(0, hash), offset: Number(match[1]), length: Number(match[2]) };
+}
 export const channelObjectKey = (checkpoint: number, tag: string): string => `checkpoints/${checkpoint}/ch-${tag}.bin`;
 
 const CHANNELS_VERSION = 1;

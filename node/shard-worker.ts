@@ -7,7 +7,7 @@ import { getHeapStatistics } from 'node:v8';
 import { loadFunctionModules } from './function-loader.js';
 import { Shard, type CheckpointPart } from './shard.js';
 import { openBlobStore, type BlobStore, type OpenBlobStoreOptions } from './blob-store.js';
-import { channelObjectKey, encodeChannelObject, keyGroupObjectKey } from './checkpoint-format.js';
+import { channelObjectKey, encodeChannelObject, parseObjectRef, segmentObjectKey, sliceRef } from './checkpoint-format.js';
 import type { MailboxLayout } from './mailbox.js';
 import type { InvocationLimits } from './invocation.js';
 
@@ -77,14 +77,21 @@ async function upload(part: CheckpointPart): Promise<void> {
   const tag = `${data.checkpoints!.tag}-t${data.thread}-g${part.generation}`;
   const objects: [number, string | null][] = [];
   const puts: [string, Uint8Array][] = [];
+  // One object per shard and checkpoint, the key groups back to back: a store's cost is per object.
+  const segmentKey = segmentObjectKey(part.checkpoint, tag);
+  let segmentBytes = 0;
+  for (const [, body] of part.keyGroups) if (body instanceof Uint8Array) segmentBytes += body.length;
+  const segment = new Uint8Array(segmentBytes);
+  let offset = 0;
   for (const [keyGroup, body] of part.keyGroups) {
     if (body === null || body === '') objects.push([keyGroup, body]);
     else {
-      const key = keyGroupObjectKey(part.checkpoint, keyGroup, tag);
-      objects.push([keyGroup, key]);
-      puts.push([key, body]);
+      segment.set(body, offset);
+      objects.push([keyGroup, sliceRef(segmentKey, offset, body.length)]);
+      offset += body.length;
     }
   }
+  if (segmentBytes > 0) puts.push([segmentKey, segment]);
   let channel: string | null = null;
   if (part.channel !== null) {
     channel = channelObjectKey(part.checkpoint, tag);
@@ -147,16 +154,25 @@ try {
       void (async () => {
         try {
           const bodies: Uint8Array[] = [];
-          // Read a few at a time: each object is verified against its checksum.
-          for (let index = 0; index < message.keys.length; index += UPLOADS_IN_FLIGHT) {
-            const batch = await Promise.all(
-              message.keys.slice(index, index + UPLOADS_IN_FLIGHT).map(async (key) => {
+          // Each object once (key groups share segment objects), a few at a time; each is verified
+          // against its checksum.
+          const refs = message.keys.map(parseObjectRef);
+          const objectKeys = [...new Set(refs.map((ref) => ref.key))];
+          const fetched = new Map<string, Uint8Array>();
+          for (let index = 0; index < objectKeys.length; index += UPLOADS_IN_FLIGHT) {
+            await Promise.all(
+              objectKeys.slice(index, index + UPLOADS_IN_FLIGHT).map(async (key) => {
                 const bytes = await store!.get(key);
                 if (bytes === null) throw new Error(`checkpoint object ${key} is missing`);
-                return bytes;
+                fetched.set(key, bytes);
               }),
             );
-            bodies.push(...batch);
+          }
+          for (const ref of refs) {
+            const bytes = fetched.get(ref.key)!;
+            if (ref.length === null) bodies.push(bytes);
+            else if (ref.offset + ref.length > bytes.length) throw new Error(`checkpoint object ${ref.key} is shorter than its slice ${ref.offset}+${ref.length}`);
+            else bodies.push(bytes.subarray(ref.offset, ref.offset + ref.length));
           }
           const instances = shard.restore(message.checkpoint, bodies, message.fallback);
           shard.markRestored(message.clean);

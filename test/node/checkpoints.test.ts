@@ -7,7 +7,7 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { connect, type Client } from '../../lib/index.js';
 import { openBlobStore } from '../../node/blob-store.js';
-import { readLatest, readManifest } from '../../node/checkpoint-format.js';
+import { parseObjectRef, readLatest, readManifest } from '../../node/checkpoint-format.js';
 import type { NodeOptions } from '../../node/index.js';
 import { counted } from '../fixtures/functions.js';
 import { eventually, fixture, sleep, startTestNode, withTimeout, type TestNode } from '../helpers.js';
@@ -151,7 +151,7 @@ test('a corrupt checkpoint object is detected on restore, and the checkpoint bef
   const manifest = (await readManifest(blobs, latest))!;
   const written = manifest.objects.filter((key) => key.startsWith(`checkpoints/${latest}/`));
   assert.is(written.length, 1, `checkpoint ${latest} wrote k's key group: ${written}`);
-  const path = `${dir}/${written[0]}`;
+  const path = `${dir}/${parseObjectRef(written[0]!).key}`;
   const bytes = readFileSync(path);
   bytes[bytes.length - 1] ^= 0xff; // one flipped bit in the payload
   writeFileSync(path, bytes);
