@@ -4,7 +4,8 @@
  *
  *   node scripts/run-tests.js [filter ...]     only files whose path contains a filter
  *   TEST_CONCURRENCY=1 TEST_TIMEOUT_MS=300000  defaults 2 and 120000; a file can ask for more with a
- *                                              `// test-timeout-ms: N` line
+ *                                              `// test-timeout-ms: N` line, and to run alone with a
+ *                                              `// test-exclusive` line
  */
 import { spawn } from 'node:child_process';
 import { readFileSync, readdirSync, statSync } from 'node:fs';
@@ -91,9 +92,29 @@ const files = findTests(testDirectory).filter((file) => filters.length === 0 || 
 const queue = [...files];
 const results: Result[] = [];
 
+// A file with a `// test-exclusive` line runs alone: multi-process suites whose timing matters (kills,
+// failure detection) would otherwise share the two cores with another suite.
+let running = 0;
+let exclusiveRunning = false;
+let waiters: (() => void)[] = [];
+async function acquire(exclusive: boolean): Promise<void> {
+  while (exclusiveRunning || (exclusive && running > 0)) await new Promise<void>((resolve) => waiters.push(resolve));
+  running++;
+  if (exclusive) exclusiveRunning = true;
+}
+function release(exclusive: boolean): void {
+  running--;
+  if (exclusive) exclusiveRunning = false;
+  const woken = waiters;
+  waiters = [];
+  for (const wake of woken) wake();
+}
+
 async function worker(): Promise<void> {
   for (let file = queue.shift(); file !== undefined; file = queue.shift()) {
-    const result = await runFile(file);
+    const exclusive = /^\/\/ test-exclusive/m.test(readFileSync(file, 'utf8'));
+    await acquire(exclusive);
+    const result = await runFile(file).finally(() => release(exclusive));
     results.push(result);
     const name = relative(root, file);
     const status = result.failed > 0 ? 'FAIL' : 'ok  ';

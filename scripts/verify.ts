@@ -34,12 +34,13 @@ const { values } = parseArgs({
     'checkpoint-interval': { type: 'string', default: '500' },
     'checkpoint-store': { type: 'string' },
     'max-delay': { type: 'string', default: '400' },
+    'restart-delay': { type: 'string' },
     help: { type: 'boolean', short: 'h' },
   },
   strict: true,
 });
 if (values.help) {
-  console.log('usage: node scripts/verify.js [--seed n] [--nodes 3] [--ids 128] [--duration 60] [--kills 5] [--rate 200] [--shards 1] [--checkpoint-interval 500] [--checkpoint-store url] [--max-delay 400]');
+  console.log('usage: node scripts/verify.js [--seed n] [--nodes 3] [--ids 128] [--duration 60] [--kills 5] [--rate 200] [--shards 1] [--checkpoint-interval 500] [--checkpoint-store url|off] [--max-delay 400] [--restart-delay ms]');
   process.exit(0);
 }
 function whole(name: string, text: string | undefined, min: number): number {
@@ -57,6 +58,8 @@ const durationMs = whole('duration', values.duration, 1) * 1000;
 const killCount = whole('kills', values.kills, 0);
 const rate = whole('rate', values.rate, 1);
 const maxDelayMs = whole('max-delay', values['max-delay'], 0);
+/** How long a killed node stays down; default random 200-1200 ms (often back before it is declared dead). */
+const restartDelayMs = values['restart-delay'] === undefined ? null : whole('restart-delay', values['restart-delay'], 0);
 const MAX_DEPTH = 10;
 const OPS_PER_TREE_MAX = 24;
 
@@ -255,7 +258,7 @@ async function main(): Promise<number> {
       victim.child?.kill('SIGKILL');
       kills++;
       console.log(`verify: SIGKILL ${victim.id} at ${((Date.now() - started) / 1000).toFixed(1)} s`);
-      await sleep(200 + Math.floor(random() * 1000));
+      await sleep(restartDelayMs ?? 200 + Math.floor(random() * 1000));
       const others = handles.filter((handle) => handle !== victim).map((handle) => `127.0.0.1:${handle.port}`);
       await launch(victim, others);
       await waitSettled(60_000);

@@ -122,6 +122,9 @@ export async function adminJson<T = any>(port: number, path = '/cluster'): Promi
   return { status: response.status, body: (await response.json()) as T };
 }
 
+/** Checkpoint stores made for clusters in this process, removed when it exits. */
+const storeDirs: string[] = [];
+
 /** Starts `count` node processes: the first alone, the others joining it; resolves when all are ready. */
 export async function startClusterProcesses(count: number, args: string[], perNode: (index: number) => string[] = () => []): Promise<NodeProcess[]> {
   if (!args.includes('--checkpoint-store')) {
@@ -129,7 +132,8 @@ export async function startClusterProcesses(count: number, args: string[], perNo
     const { mkdtempSync, rmSync } = await import('node:fs');
     const { tmpdir } = await import('node:os');
     const dir = mkdtempSync(`${tmpdir()}/statecraft-store-`);
-    process.once('exit', () => rmSync(dir, { recursive: true, force: true }));
+    if (storeDirs.length === 0) process.once('exit', () => storeDirs.forEach((path) => rmSync(path, { recursive: true, force: true })));
+    storeDirs.push(dir);
     args = [...args, '--checkpoint-store', `file://${dir}`];
   }
   const first = await startNodeProcess([...args, ...perNode(0), '--node-id', 'n1']);
