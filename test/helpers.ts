@@ -1,6 +1,7 @@
 /** Shared test helpers: timeouts, polling, fixtures, nodes that clean up after themselves. */
 import { fileURLToPath } from 'node:url';
-import type { Subscription, EgressRecord } from 'statecraft';
+import type { Client, Subscription, EgressRecord } from 'statecraft';
+import { counted } from './fixtures/functions.js';
 import { startNode, type NodeOptions, type StatecraftNode } from 'statecraft/node';
 import { EVENTS_HEADER_BYTES, Frame } from '../lib/client-protocol.js';
 
@@ -182,4 +183,26 @@ export async function rawClientConnection(url: string, producerId = `raw-${Math.
   await eventually(() => frames.length > 0, 'WELCOME');
   const welcome = decodeControl<import('../lib/client-protocol.js').Welcome>(frames.shift()!);
   return { socket, welcome, frames, closed };
+}
+
+/**
+ * Each test/counter's current count, as it reports it on request (the string 'report' makes it emit its
+ * count to `count-reports`): sent through `through`, read on `watcher` (may be the same client).
+ */
+export async function countReports(through: Client, watcher: Client, ids: string[], timeoutMs = 20_000): Promise<Map<string, number>> {
+  const seen = new Map<string, number>();
+  const subscription = watcher.subscribe('count-reports', { type: counted });
+  await sleep(100);
+  await Promise.all(ids.map((id) => through.send({ typename: 'test/counter', id }, 'report')));
+  await withTimeout(
+    (async () => {
+      for await (const record of subscription) {
+        seen.set(record.value.id, record.value.count);
+        if (ids.every((id) => seen.has(id))) break;
+      }
+    })(),
+    timeoutMs,
+    `counts of ${ids.length} counters (got ${seen.size})`,
+  );
+  return seen;
 }

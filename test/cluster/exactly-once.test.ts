@@ -9,8 +9,7 @@ import { fileURLToPath } from 'node:url';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { connect, type Client } from '../../lib/index.js';
-import { counted } from '../fixtures/functions.js';
-import { adminJson, eventually, fixture, killNodeProcesses, sleep, startNodeProcess, withTimeout, type NodeProcess } from '../helpers.js';
+import { adminJson, countReports, eventually, fixture, killNodeProcesses, sleep, startNodeProcess, withTimeout, type NodeProcess } from '../helpers.js';
 
 const functions = fixture('functions');
 const base = ['--functions', functions, '--port', '0', '--shards', '1', '--key-groups', '128', '--probe-interval', '100', '--probe-timeout', '40', '--checkpoint-interval', '100'];
@@ -81,25 +80,6 @@ async function client(urls: string[], options: Parameters<typeof connect>[1] = {
   return created;
 }
 
-/** Each counter's current count, as it reports it on request. */
-async function counts(through: Client, watcher: Client, ids: string[]): Promise<Map<string, number>> {
-  const seen = new Map<string, number>();
-  const subscription = watcher.subscribe('count-reports', { type: counted });
-  await sleep(100);
-  await Promise.all(ids.map((id) => through.send({ typename: 'test/counter', id }, 'report')));
-  await withTimeout(
-    (async () => {
-      for await (const record of subscription) {
-        seen.set(record.value.id, record.value.count);
-        if (ids.every((id) => seen.has(id))) break;
-      }
-    })(),
-    20_000,
-    `counts of ${ids.length} counters (got ${seen.size})`,
-  );
-  return seen;
-}
-
 test('the short verifier: random command trees, a node SIGKILLed and restarted, 0 mismatches', async () => {
   const result = await runVerifier(['--duration', '12', '--kills', '2', '--ids', '128', '--rate', '150', '--seed', String(1 + Math.floor(Math.random() * 1e6))], 180_000);
   console.log(`  verifier: ${JSON.stringify({ ...result, output: undefined })}`);
@@ -133,7 +113,7 @@ test('every node SIGKILLed, then started again with the same store: state and eg
   assert.ok(restored > 0, `n1 restored checkpoint ${restored}`);
   const through = await client([nodes[1]!.url]);
   const watcher = await client([nodes[2]!.url]);
-  const found = await counts(through, watcher, ids);
+  const found = await countReports(through, watcher, ids);
   assert.equal([...found.values()], ids.map(() => 10), 'every counter has exactly its 10 committed increments');
 });
 
@@ -155,7 +135,7 @@ test('the leader SIGKILLed while checkpoints run: every event is applied once', 
   const statuses = await Promise.all(survivors.map(async (node) => (await adminJson(node.port)).body));
   assert.ok(statuses.every((status) => status.recovery.epoch >= 1), 'the survivors recovered');
   assert.ok(statuses.some((status) => status.checkpoints.leader !== null), 'a survivor leads checkpoints now');
-  const found = await counts(sender, await client([nodes[2]!.url]), ids);
+  const found = await countReports(sender, await client([nodes[2]!.url]), ids);
   assert.equal([...found.values()], ids.map(() => 40), 'each counter has exactly its 40 increments');
 });
 
@@ -173,7 +153,7 @@ test('a client re-sends across a crash of its node: every event applied once, th
   }
   await withTimeout(Promise.all(sends), 60_000, 'every event committed after the client failed over');
   assert.is(sender.nodeId, 'n3');
-  const found = await counts(sender, await client([nodes[0]!.url]), ids);
+  const found = await countReports(sender, await client([nodes[0]!.url]), ids);
   assert.equal([...found.values()], ids.map(() => 30), 'each counter has exactly its 30 increments');
 });
 

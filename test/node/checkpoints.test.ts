@@ -10,7 +10,7 @@ import { openBlobStore } from '../../node/blob-store.js';
 import { parseObjectRef, readLatest, readManifest } from '../../node/checkpoint-format.js';
 import type { NodeOptions } from '../../node/index.js';
 import { counted } from '../fixtures/functions.js';
-import { eventually, fixture, sleep, startTestNode, withTimeout, type TestNode } from '../helpers.js';
+import { countReports, eventually, fixture, sleep, startTestNode, withTimeout, type TestNode } from '../helpers.js';
 import { startS3Server, type S3TestServer } from '../s3-server.js';
 
 const functions: string[] = [fixture('functions')];
@@ -50,21 +50,7 @@ async function client(node: TestNode, options: Parameters<typeof connect>[1] = {
 
 async function reportCounts(node: TestNode, ids: string[]): Promise<Map<string, number>> {
   const sender = await client(node);
-  const seen = new Map<string, number>();
-  const subscription = sender.subscribe('count-reports', { type: counted });
-  await sleep(50);
-  await Promise.all(ids.map((id) => sender.send({ typename: 'test/counter', id }, 'report')));
-  await withTimeout(
-    (async () => {
-      for await (const record of subscription) {
-        seen.set(record.value.id, record.value.count);
-        if (ids.every((id) => seen.has(id))) break;
-      }
-    })(),
-    15_000,
-    'count reports',
-  );
-  return seen;
+  return countReports(sender, sender, ids, 15_000);
 }
 
 test('send() resolves once a checkpoint commits; egress is released on commit, with stable ids; a restart restores the state', async () => {
