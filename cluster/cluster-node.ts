@@ -60,6 +60,8 @@ export interface ClusterOptions {
   log(line: string): void;
   /** This node cannot be part of the cluster (refused at join): the reason says what to do. */
   onRefused(reason: string): void;
+  /** The agreed view changed: its members and their addresses (start.ts remembers them in the data dir). */
+  onView?(members: { id: string; address: string }[]): void;
 }
 
 export interface ClusterStatus {
@@ -423,6 +425,16 @@ export class ClusterNode implements ClusterHooks {
     );
   }
 
+  private reportView(): void {
+    if (this.options.onView === undefined) return;
+    const members = this.placement.members.map((id) => ({ id, address: id === this.options.nodeId ? this.options.address : this.addressOf(id) }));
+    try {
+      this.options.onView(members.filter((member) => member.address !== ''));
+    } catch (error) {
+      this.options.log(`cluster: could not remember the view's members: ${(error as Error).message}`);
+    }
+  }
+
   /** Who coordinates checkpoints and which peers are checkpoint channels, from the current placement. */
   private settleCheckpointing(): void {
     if (!this.port.checkpointing || this.recovering) return;
@@ -563,6 +575,7 @@ export class ClusterNode implements ClusterHooks {
       } else if (!this.recovering && this.awaitingRollback === null) {
         this.applyPlacement(previous, placement);
       }
+      this.reportView();
       const counts = ownedCounts(placement);
       this.options.log(
         `cluster: epoch ${this.epoch}, view ${placement.viewId}: ${placement.members.map((id) => `${id} (${counts[id]} key groups)`).join(', ')}`,

@@ -11,6 +11,7 @@ import { startNode, type StatecraftNode } from '../node/node.js';
 import { StatecraftError } from '../lib/errors.js';
 import { ClusterNode, type MembershipTuning } from './cluster-node.js';
 import { openNodeIdentity, type NodeIdentity } from './node-identity.js';
+import { livePeers, readRememberedPeers, writeRememberedPeers } from './remembered-peers.js';
 
 const HELP = `Usage: node cluster/start.js --functions <module.js> [options]
 
@@ -194,6 +195,15 @@ async function main(): Promise<void> {
     .filter((entry) => entry.length > 0);
   if (functions.length === 0) fail('--functions <module.js> is required: the ES module(s) exporting your function definitions');
 
+  if (seeds.length === 0) {
+    // Started without --join: if the cluster this node was part of still runs, rejoin it instead of
+    // founding a second one (which would restore every key group from the store beside it).
+    const live = await livePeers(readRememberedPeers(identity.dataDir), identity.nodeId);
+    if (live.length > 0) {
+      seeds.push(...live.map((peer) => peer.address));
+      process.stderr.write(`statecraft: ${live.map((peer) => peer.id).join(', ')} of this node's last cluster answer: rejoining it (remembered in ${identity.dataDir}/peers.json; give --join to choose)\n`);
+    }
+  }
   const checkpointStore = get('checkpoint-store') ?? 'file://./data/checkpoints';
   const checkpointInterval = integer('checkpoint-interval', get('checkpoint-interval'));
   if (checkpointInterval !== undefined && checkpointInterval < 10) fail('--checkpoint-interval must be at least 10 ms');
@@ -247,6 +257,7 @@ async function main(): Promise<void> {
     seeds,
     tuning,
     log,
+    onView: (members) => writeRememberedPeers(identity.dataDir, members),
     onRefused: (reason) => {
       process.stderr.write(`statecraft: this node cannot join the cluster: ${reason}\n`);
       identity.release();

@@ -157,4 +157,23 @@ test('a client re-sends across a crash of its node: every event applied once, th
   assert.equal([...found.values()], ids.map(() => 30), 'each counter has exactly its 30 increments');
 });
 
+test('the founding node SIGKILLed and started again with its original command line rejoins its cluster, not founding a second one', async () => {
+  const store = tempDir('store');
+  const dataDirs = [tempDir('d1'), tempDir('d2'), tempDir('d3')];
+  const nodes = await startCluster(3, store, dataDirs);
+  const sender = await client([nodes[1]!.url, nodes[2]!.url]);
+  const ids = Array.from({ length: 20 }, (_, index) => `founder-${index}`);
+  for (let round = 0; round < 5; round++) await Promise.all(ids.map((id) => sender.send({ typename: 'test/counter', id }, 1)));
+  nodes[0]!.kill('SIGKILL');
+  await nodes[0]!.exited;
+  // The same command line as its first start: no --join.
+  const again = await startNodeProcess([...base, '--checkpoint-store', `file://${store}`, '--node-id', 'n1', '--data-dir', dataDirs[0]!]);
+  assert.match(again.output(), /rejoining it/);
+  const cluster = [again, nodes[1]!, nodes[2]!];
+  await settled(cluster, 45_000);
+  for (let round = 0; round < 5; round++) await Promise.all(ids.map((id) => sender.send({ typename: 'test/counter', id }, 1)));
+  const found = await countReports(sender, await client([again.url]), ids);
+  assert.equal([...found.values()], ids.map(() => 10), 'one cluster, every increment once');
+});
+
 test.run();
