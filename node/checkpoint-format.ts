@@ -84,12 +84,12 @@ export async function readLatest(store: BlobStore): Promise<number> {
 }
 
 /**
- * The committed manifests retained with LATEST, oldest first, LATEST's last; `[]` when nothing was ever
- * committed. A manifest that cannot be read (corrupt, missing) is left out.
+ * LATEST, and the committed manifests retained with it, oldest first, LATEST's last (`[]` when nothing
+ * was ever committed). A manifest that cannot be read (corrupt, missing) is left out.
  */
-export async function readCommittedManifests(store: BlobStore, log: (line: string) => void): Promise<CheckpointManifest[]> {
+export async function readCommittedManifests(store: BlobStore, log: (line: string) => void): Promise<{ latest: number; manifests: CheckpointManifest[] }> {
   const latest = await readLatest(store);
-  if (latest === 0) return [];
+  if (latest === 0) return { latest, manifests: [] };
   const manifests: CheckpointManifest[] = [];
   let newest: CheckpointManifest | null = null;
   try {
@@ -116,5 +116,5 @@ export async function readCommittedManifests(store: BlobStore, log: (line: strin
     }
   }
   if (newest !== null) manifests.push(newest);
-  return manifests;
+  return { latest, manifests };
 }

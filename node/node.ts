@@ -419,8 +419,7 @@ class MainThread implements RecordVisitor {
     let committed: CheckpointManifest[];
     let latest: number;
     try {
-      latest = await readLatest(checkpoints.store);
-      committed = await readCommittedManifests(checkpoints.store, this.config.log);
+      ({ latest, manifests: committed } = await readCommittedManifests(checkpoints.store, this.config.log));
     } catch (error) {
       this.config.log(`checkpoints: cannot read the last committed checkpoint (${(error as Error).message}); this node does not coordinate checkpoints until the next view`);
       return;
@@ -495,17 +494,17 @@ class MainThread implements RecordVisitor {
     for (let keyGroup = 0; keyGroup < routing.length; keyGroup++) Atomics.store(routing, keyGroup, owned(keyGroup) ? 1 + (keyGroup % shards) : MAIN_THREAD);
   }
 
-  private async askAllShards(make: (request: number) => MainToShard & { request: number }): Promise<Extract<ShardToMain, { type: 'restored' }>[]> {
-    return (await Promise.all(this.workers.map((_, index) => this.askShard(index + 1, make(0), 'restored')))) as Extract<ShardToMain, { type: 'restored' }>[];
+  private async askAllShards(message: MainToShard & { request: number }): Promise<Extract<ShardToMain, { type: 'restored' }>[]> {
+    return (await Promise.all(this.workers.map((_, index) => this.askShard(index + 1, message)))) as Extract<ShardToMain, { type: 'restored' }>[];
   }
 
   /** Every thread of the node forgets everything (two phases: see Shard.reset). */
   private async resetAll(): Promise<void> {
     this.discarding = true;
     this.outbox.discardOverflow();
-    await this.askAllShards(() => ({ type: 'reset', request: 0, phase: 1, generation: this.generation }));
+    await this.askAllShards({ type: 'reset', request: 0, phase: 1, generation: this.generation });
     this.inbox.poll(1 << 30);
-    await this.askAllShards(() => ({ type: 'reset', request: 0, phase: 2, generation: this.generation }));
+    await this.askAllShards({ type: 'reset', request: 0, phase: 2, generation: this.generation });
     this.inbox.poll(1 << 30);
     this.discarding = this.fencedEpoch > this.resetEpoch;
   }
@@ -521,8 +520,7 @@ class MainThread implements RecordVisitor {
    */
   private async restoreFromStore(owned: (keyGroup: number) => boolean): Promise<RollBackResult> {
     const store = this.config.checkpoints!.store;
-    const manifests = await readCommittedManifests(store, this.config.log);
-    const latest = await readLatest(store).catch(() => 0);
+    const { latest, manifests } = await readCommittedManifests(store, this.config.log);
     const errors: string[] = [];
     for (let index = manifests.length - 1; index >= 0; index--) {
       const manifest = manifests[index]!;
@@ -574,7 +572,6 @@ class MainThread implements RecordVisitor {
         this.askShard(
           index + 1,
           { type: 'restore', request: 0, checkpoint: manifest.checkpoint, keys: keysByShard.get(index + 1) ?? [], clean: cleanByShard.get(index + 1) ?? [], fallback },
-          'restored',
         ),
       ),
     )) as Extract<ShardToMain, { type: 'restored' }>[];
@@ -742,7 +739,7 @@ class MainThread implements RecordVisitor {
           byShard.set(shard, [...(byShard.get(shard) ?? []), keyGroup]);
         }
         const replies = await Promise.all(
-          [...byShard].map(([shard, groups]) => this.askShard(shard, { type: 'release', request: 0, keyGroups: groups }, 'released')),
+          [...byShard].map(([shard, groups]) => this.askShard(shard, { type: 'release', request: 0, keyGroups: groups })),
         );
         for (const reply of replies as Extract<ShardToMain, { type: 'released' }>[]) {
           if (reply.error) throw new StatecraftError('SC_ERR_INTERNAL', `a shard could not export key groups: ${reply.error}`);
@@ -755,7 +752,7 @@ class MainThread implements RecordVisitor {
           const shard = 1 + (keyGroup % shards);
           byShard.set(shard, [...(byShard.get(shard) ?? []), bytes]);
         }
-        const replies = await Promise.all([...byShard].map(([shard, list]) => this.askShard(shard, { type: 'adopt', request: 0, bodies: list }, 'adopted')));
+        const replies = await Promise.all([...byShard].map(([shard, list]) => this.askShard(shard, { type: 'adopt', request: 0, bodies: list })));
         let instances = 0;
         for (const reply of replies as Extract<ShardToMain, { type: 'adopted' }>[]) {
           if (reply.error) throw new StatecraftError('SC_ERR_MALFORMED_FRAME', `a hand-over could not be imported: ${reply.error}`);
@@ -790,8 +787,7 @@ class MainThread implements RecordVisitor {
   private readonly replies = new Map<number, (reply: ShardToMain) => void>();
 
   /** Posts a request to a shard and resolves with its answer (matched by request number). */
-  private askShard(shard: number, message: MainToShard & { request: number }, answer: 'released' | 'adopted' | 'restored'): Promise<ShardToMain> {
-    void answer;
+  private askShard(shard: number, message: MainToShard & { request: number }): Promise<ShardToMain> {
     const worker = this.workers[shard - 1]!;
     const request = ++this.requests;
     return new Promise((resolve) => {

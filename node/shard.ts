@@ -851,11 +851,7 @@ export class Shard implements RecordVisitor {
   private takeSnapshot(checkpoint: number): void {
     // Checkpoints before this one whose commit was not heard of have failed (one runs at a time): their
     // key groups count as changed again. A commit notice merely late costs a re-upload, nothing more.
-    for (const [earlier, taken] of this.outcomePending) {
-      if (earlier >= checkpoint) continue;
-      for (const keyGroup of taken) this.dirty[keyGroup] = 1;
-      this.outcomePending.delete(earlier);
-    }
+    for (const earlier of [...this.outcomePending.keys()]) if (earlier < checkpoint) this.forgetOutcome(earlier, false);
     this.snapshotsTaken = checkpoint;
     const frozenAt = Date.now();
     const owned: number[] = [];
@@ -963,17 +959,21 @@ export class Shard implements RecordVisitor {
   checkpointOutcome(checkpoint: number, committed: boolean): void {
     if (this.tracker === null) return;
     if (committed) {
-      for (const earlier of [...this.outcomePending.keys()]) if (earlier <= checkpoint) this.outcomePending.delete(earlier);
+      for (const earlier of [...this.outcomePending.keys()]) if (earlier <= checkpoint) this.forgetOutcome(earlier, true);
       this.releaseEgress(checkpoint);
       this.flush();
       return;
     }
     this.performBarrierActions(this.tracker.abort(checkpoint));
+    this.forgetOutcome(checkpoint, false);
+  }
+
+  /** A checkpoint's outcome is known: if it did not commit, the key groups it took count as changed again. */
+  private forgetOutcome(checkpoint: number, committed: boolean): void {
     const taken = this.outcomePending.get(checkpoint);
-    if (taken !== undefined) {
-      for (const keyGroup of taken) this.dirty[keyGroup] = 1;
-      this.outcomePending.delete(checkpoint);
-    }
+    if (taken === undefined) return;
+    this.outcomePending.delete(checkpoint);
+    if (!committed) for (const keyGroup of taken) this.dirty[keyGroup] = 1;
   }
 
   /** Writes the egress records that checkpoints up to `checkpoint` cover to the main thread, in order. */
