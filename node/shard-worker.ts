@@ -9,7 +9,7 @@ import { Shard, type CheckpointPart } from './shard.js';
 import { openBlobStore, type BlobStore, type OpenBlobStoreOptions } from './blob-store.js';
 import { channelObjectKey, encodeChannelObject, parseObjectRef, segmentObjectKey, sliceRef } from './checkpoint-format.js';
 import type { MailboxLayout } from './mailbox.js';
-import type { InvocationLimits } from './invocation.js';
+import type { InvocationLimits } from '../lib/invocation.js';
 
 export interface ShardWorkerData {
   thread: number;

@@ -21,7 +21,7 @@ import { Message } from '../lib/message.js';
 import { TypedValue } from '../lib/typed-value.js';
 import { encodeUtf8, truncateUtf8 } from '../lib/utf8.js';
 import { AddressQueue, FunctionRuntime } from './function-runtime.js';
-import { EffectKind, Invocation, type InvocationLimits } from './invocation.js';
+import { EffectKind, Invocation, type InvocationLimits } from '../lib/invocation.js';
 import { Inbox, MAIN_THREAD, Outbox, Stat, ThreadStats, type MailboxLayout } from './mailbox.js';
 import { Metric, ThreadMetrics } from './metrics.js';
 import type { RecordVisitor } from './spsc-ring.js';
@@ -378,7 +378,7 @@ export class Shard implements RecordVisitor {
 
   /** Starts an invocation; returns true when it went async (its instance stays busy). Never throws. */
   private start(runtime: FunctionRuntime, message: Message, queue: AddressQueue | null): boolean {
-    const invocation = new Invocation(runtime, message, this.loadRecord, this.limits, this.nowMs);
+    const invocation = new Invocation<FunctionRuntime>(runtime, message, this.loadRecord, this.limits, this.nowMs);
     this.counters.invocations++;
     let result: unknown;
     let async: boolean;
@@ -410,7 +410,7 @@ export class Shard implements RecordVisitor {
   }
 
   /** Ends an async invocation and starts the next message its instance has waiting. Never throws. */
-  private finishAsync(invocation: Invocation, queue: AddressQueue, error: unknown, failed: boolean): void {
+  private finishAsync(invocation: Invocation<FunctionRuntime>, queue: AddressQueue, error: unknown, failed: boolean): void {
     if (queue.current !== invocation.message) return; // dropped by a restore while it ran
     queue.current = null;
     this.inFlight--;
@@ -448,14 +448,14 @@ export class Shard implements RecordVisitor {
     this.scheduleFlush();
   }
 
-  private readonly loadRecord = (invocation: Invocation): unknown =>
+  private readonly loadRecord = (invocation: Invocation<FunctionRuntime>): unknown =>
     this.store.get(invocation.message.keyGroup, invocation.runtime.index, invocation.message.targetId);
 
   /**
    * Commits a successful invocation, or dead-letters a failed one. Never throws: should committing fail
    * (a runtime bug), that error becomes the dead letter; effects applied before it stay applied.
    */
-  private settle(invocation: Invocation, error: unknown, failed: boolean): void {
+  private settle(invocation: Invocation<FunctionRuntime>, error: unknown, failed: boolean): void {
     if (!failed) {
       try {
         this.commit(invocation);
@@ -468,7 +468,7 @@ export class Shard implements RecordVisitor {
   }
 
   /** Applies a successful invocation: state first, then its messages in the order the handler sent them. */
-  private commit(invocation: Invocation): void {
+  private commit(invocation: Invocation<FunctionRuntime>): void {
     invocation.closed = true;
     const runtime = invocation.runtime;
     const message = invocation.message;
@@ -510,7 +510,7 @@ export class Shard implements RecordVisitor {
   }
 
   /** Discards a failed invocation's effects and reports it on the dead-letter egress. */
-  private fail(invocation: Invocation, error: unknown): void {
+  private fail(invocation: Invocation<FunctionRuntime>, error: unknown): void {
     invocation.closed = true;
     this.counters.failures++;
     this.deadLetter(invocation.message, error);

@@ -1,7 +1,8 @@
 // Per-address state records and their expiry, driven with explicit times.
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { StateLayout, StateStore, UNCHANGED } from '../../node/state-store.js';
+import { StateStore } from '../../node/state-store.js';
+import { StateLayout, UNCHANGED } from '../../lib/state-layout.js';
 import { Types } from '../../lib/types.js';
 
 test('one spec without expiry: the record is the value itself', () => {

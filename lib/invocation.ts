@@ -1,21 +1,22 @@
 /**
  * One invocation of one instance: the `Context` a handler sees. Nothing a handler does takes effect
  * while it runs: state writes are staged and messages collected as effects, in program order. The
- * shard applies them all when the handler succeeds, or none of them when it throws (atomicity).
+ * runtime (a shard, or the HTTP function host) applies them all when the handler succeeds, or none of
+ * them when it throws (atomicity).
  */
-import { validateAddress, validateEgressName, validateId, validateTypename, type Address } from '../lib/address.js';
-import { ContextClosedError, ValidationError } from '../lib/errors.js';
+import { validateAddress, validateEgressName, validateId, validateTypename, type Address } from './address.js';
+import { ContextClosedError, ValidationError } from './errors.js';
 import {
   CANCELLATION_TOKEN_LENGTH_MAX,
   DELAY_MS_MAX,
   type Context,
   type SendAfterOptions,
-} from '../lib/function.js';
-import { EgressMessage, OutgoingMessage, type Message } from '../lib/message.js';
-import { TypedValue, checkValueSize, toTypedValue } from '../lib/typed-value.js';
-import { PrimitiveType, type Type } from '../lib/types.js';
-import type { FunctionRuntime, StateAccess } from './function-runtime.js';
-import { UNCHANGED, type Staged } from './state-store.js';
+} from './function.js';
+import { EgressMessage, OutgoingMessage, type Message } from './message.js';
+import { TypedValue, checkValueSize, toTypedValue } from './typed-value.js';
+import { PrimitiveType, type Type } from './types.js';
+import type { CompiledFunction, StateAccess } from './compiled-function.js';
+import { UNCHANGED, type Staged } from './state-layout.js';
 
 export const EffectKind = {
   Send: 0,
@@ -44,7 +45,7 @@ export interface InvocationLimits {
 
 const NOT_LOADED: unique symbol = Symbol('not loaded');
 
-export class Invocation implements Context<Record<string, unknown>>, StateAccess {
+export class Invocation<R extends CompiledFunction = CompiledFunction> implements Context<Record<string, unknown>>, StateAccess {
   effects: Effect[] | null = null;
   staged: Staged | null = null;
   closed = false;
@@ -53,10 +54,10 @@ export class Invocation implements Context<Record<string, unknown>>, StateAccess
   private selfAddress: Address | null = null;
 
   constructor(
-    readonly runtime: FunctionRuntime,
+    readonly runtime: R,
     readonly message: Message,
     /** Loads the instance's record from the state store (called at most once, on first state access). */
-    private readonly load: (invocation: Invocation) => unknown,
+    private readonly load: (invocation: Invocation<R>) => unknown,
     readonly limits: InvocationLimits,
     readonly nowMs: number,
   ) {}
