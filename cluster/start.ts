@@ -6,6 +6,8 @@
  *   node cluster/start.js --functions examples/greeter/functions.js --port 8081 --join 127.0.0.1:8080
  */
 import { parseArgs } from 'node:util';
+import { readFileSync } from 'node:fs';
+import { EndpointTable, parseEndpointFlag, parseModuleYaml, type EndpointSpec } from '../node/remote-endpoints.js';
 import { availableParallelism } from 'node:os';
 import { startNode, type StatecraftNode } from '../node/node.js';
 import { StatecraftError } from '../lib/errors.js';
@@ -20,7 +22,7 @@ endpoint for clients. Prints one line with "ready" and the node's ws:// URL once
 
 Options:
   --functions <module>        ES module exporting function definitions (repeatable, or
-                              comma-separated). Required.
+                              comma-separated). Required unless every type is remote.
   --port <n>                  TCP port for clients and admin HTTP (0: the OS chooses).
                               Default 8080.
   --host <address>            Interface to listen on. Default 127.0.0.1.
@@ -47,6 +49,19 @@ Exactly-once (checkpoints):
   --checkpoint-interval <ms>  How often the leader starts a checkpoint. Default 1000. Egress
                               records and client confirmations wait for the next commit.
   --checkpoint-retain <n>     Committed checkpoints kept in the store. Default 3.
+
+Remote functions (StateFun's HTTP request-reply protocol; any StateFun SDK, or
+node cluster/serve.js):
+  --endpoint <types=url>      Serve function types over HTTP (repeatable), e.g.
+                              'shop/*=http://127.0.0.1:8000/' (a namespace),
+                              'shop/cart=https://fn.example.com/cart' (one type),
+                              'shop/*=http+unix:///run/fn.sock/' (a unix socket). A type
+                              beats its namespace. {function.name} in the URL is replaced.
+  --module <module.yaml>      StateFun module file: its io.statefun.endpoints.v2/http (and
+                              v1) definitions, with urlPathTemplate, maxNumBatchRequests and
+                              transport timeouts (repeatable). Other kinds are ignored.
+  --remote-backlog-max <n>    Messages one remote address may have waiting for its endpoint
+                              before more become dead letters. Default 100000.
 
 Cluster:
   --join <host:port,...>      Seed nodes to join (repeatable, or comma-separated). Without
@@ -109,6 +124,9 @@ const optionNames = [
   's3-region',
   'checkpoint-interval',
   'checkpoint-retain',
+  'endpoint',
+  'module',
+  'remote-backlog-max',
 ] as const;
 
 function hostPort(name: string, text: string): string {
@@ -149,6 +167,9 @@ async function main(): Promise<void> {
         's3-region': { type: 'string' },
         'checkpoint-interval': { type: 'string' },
         'checkpoint-retain': { type: 'string' },
+        endpoint: { type: 'string', multiple: true },
+        module: { type: 'string', multiple: true },
+        'remote-backlog-max': { type: 'string' },
         help: { type: 'boolean', short: 'h' },
       },
       strict: true,
@@ -162,7 +183,7 @@ async function main(): Promise<void> {
     process.stdout.write(HELP);
     return;
   }
-  const get = (name: Exclude<(typeof optionNames)[number], 'functions' | 'join'>): string | undefined =>
+  const get = (name: Exclude<(typeof optionNames)[number], 'functions' | 'join' | 'endpoint' | 'module'>): string | undefined =>
     (values[name] as string | undefined) ?? fromEnvironment(name);
   const seeds = (values.join ?? (fromEnvironment('join') ? [fromEnvironment('join')!] : []))
     .flatMap((entry) => entry.split(','))
@@ -193,7 +214,28 @@ async function main(): Promise<void> {
     .flatMap((entry) => entry.split(','))
     .map((entry) => entry.trim())
     .filter((entry) => entry.length > 0);
-  if (functions.length === 0) fail('--functions <module.js> is required: the ES module(s) exporting your function definitions');
+  const endpoints: EndpointSpec[] = [];
+  try {
+    for (const flag of values.endpoint ?? fromEnvironment('endpoint')?.split(/\s+/).filter(Boolean) ?? []) endpoints.push(parseEndpointFlag(flag));
+    for (const path of values.module ?? fromEnvironment('module')?.split(',').filter(Boolean) ?? []) {
+      let text: string;
+      try {
+        text = readFileSync(path, 'utf8');
+      } catch (error) {
+        fail(`--module ${path}: cannot read it (${(error as NodeJS.ErrnoException).code ?? (error as Error).message})`);
+      }
+      const module = parseModuleYaml(text, path);
+      endpoints.push(...module.endpoints);
+      for (const ignored of module.ignored) process.stderr.write(`statecraft: ${path}: ignored ${ignored}\n`);
+    }
+    new EndpointTable(endpoints); // a type defined twice fails here, before anything starts
+  } catch (error) {
+    if (error instanceof StatecraftError) fail(error.message);
+    throw error;
+  }
+  if (functions.length === 0 && endpoints.length === 0) {
+    fail('--functions <module.js> is required (the ES module(s) exporting your function definitions), unless --endpoint or --module serve every type remotely');
+  }
 
   if (seeds.length === 0) {
     // Started without --join: if the cluster this node was part of still runs, rejoin it instead of
@@ -227,6 +269,8 @@ async function main(): Promise<void> {
       ringBytes: integer('ring-bytes', get('ring-bytes')),
       egressRetainRecords: integer('egress-retain', get('egress-retain')),
       backlogMax: integer('backlog-max', get('backlog-max')),
+      endpoints,
+      remoteBacklogMax: integer('remote-backlog-max', get('remote-backlog-max')),
       nodeId: identity.nodeId,
       ...(checkpointsOff
         ? {}

@@ -522,7 +522,8 @@ class StatecraftClient implements Client {
       throw new ConnectionError('SC_ERR_CLIENT_CLOSED', 'this client is closed; connect() again to send more events.');
     }
     validateAddress(target, this.limits.idBytesMax);
-    if (this.functions !== null && !this.functions.has(target.typename)) {
+    // `ns/*`: a namespace the node serves remotely (any type in it).
+    if (this.functions !== null && !this.functions.has(target.typename) && !this.functions.has(`${target.typename.slice(0, target.typename.indexOf('/'))}/*`)) {
       throw new UnknownFunctionTypeError(target.typename, [...this.functions]);
     }
     const typed = toTypedValue(value, type);

@@ -28,6 +28,10 @@ export type ErrorCode =
   | 'SC_ERR_STORE_CORRUPT'
   | 'SC_ERR_STORE_UNAVAILABLE'
   | 'SC_ERR_STORE_FAILED'
+  | 'SC_ERR_REMOTE_CALL'
+  | 'SC_ERR_REMOTE_RESPONSE'
+  | 'SC_ERR_REMOTE_HANDLER'
+  | 'SC_ERR_REMOTE_BACKLOG_FULL'
   | 'SC_ERR_INTERNAL';
 
 export class StatecraftError extends Error {
@@ -86,3 +90,6 @@ export class ContextClosedError extends StatecraftError {
 
 /** Egress records a subscriber asked for are no longer retained by the node. */
 export class EgressGapError extends StatecraftError {}
+
+/** A remote function could not be invoked: its endpoint failed, answered badly, or its handler threw. */
+export class RemoteFunctionError extends StatecraftError {}

@@ -10,6 +10,12 @@ import type { Message } from '../lib/message.js';
 export class AddressQueue {
   /** The message whose async invocation is running (a checkpoint re-queues it: its effects come later). */
   current: Message | null = null;
+  /** A remote function's batch in flight (a checkpoint re-queues it: its effects come later). */
+  batch: Message[] | null = null;
+  /** Identifies the request in flight: a recovery clears it, and the answer then applies to nothing. */
+  request: object | null = null;
+  /** Messages still to send one per request (a batch whose handler threw is retried message by message). */
+  singles = 0;
   private items: Message[] = [];
   private head = 0;
 
@@ -24,6 +30,26 @@ export class AddressQueue {
   /** The waiting messages, oldest first (a snapshot's copy). */
   toArray(): Message[] {
     return this.items.slice(this.head);
+  }
+
+  /** Puts messages back at the front, in their order. */
+  unshiftAll(messages: readonly Message[]): void {
+    this.items = [...messages, ...this.items.slice(this.head)];
+    this.head = 0;
+  }
+
+  /** Takes up to `count` messages from the front. */
+  take(count: number): Message[] {
+    const taken = this.items.slice(this.head, this.head + count);
+    this.head += taken.length;
+    if (this.head === this.items.length) {
+      this.items = [];
+      this.head = 0;
+    } else if (this.head >= 64 && this.head * 2 >= this.items.length) {
+      this.items = this.items.slice(this.head);
+      this.head = 0;
+    }
+    return taken;
   }
 
   shift(): Message {

@@ -47,7 +47,7 @@ export interface GatewayHost {
   readonly egressLogId: string;
   readonly keyGroups: number;
   readonly limits: Limits;
-  readonly functions: ReadonlySet<string>;
+  readonly functions: { has(typename: string): boolean; [Symbol.iterator](): Iterator<string> };
   readonly egress: EgressHub;
   /** True while the node admits client events. */
   admits(): boolean;

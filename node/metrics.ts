@@ -20,6 +20,10 @@ export const Metric = {
   EventsRejected: 12,
   /** Client events a key group had applied already (re-sent after a reconnect): dropped. */
   DuplicatesDropped: 13,
+  /** Requests sent to remote function endpoints (retries and missing-state rounds included). */
+  RemoteRequests: 14,
+  /** Messages waiting for a remote function's request in flight, over all its addresses. */
+  RemoteBacklog: 15,
 } as const;
 export type MetricName = keyof typeof Metric;
 const METRICS_PER_THREAD = 16;

@@ -16,13 +16,14 @@ import { checkValueSize, toTypedValue } from '../lib/typed-value.js';
 import { validateAddress, type Address } from '../lib/address.js';
 import type { Type } from '../lib/types.js';
 import { EgressHub } from './egress-hub.js';
-import { loadFunctionModules, resolveModuleUrl } from './function-loader.js';
+import { loadFunctionModules, resolveModuleUrl } from '../lib/function-loader.js';
 import { Gateway } from './gateway.js';
 import { Inbox, MAIN_THREAD, Outbox, Stat, ThreadStats, createMailboxLayout, type MailboxLayout } from './mailbox.js';
 import { Metric, ThreadMetrics, createMetricsBuffer, type MetricName } from './metrics.js';
 import { recordBytesMax } from './spsc-ring.js';
 import type { RecordVisitor } from './spsc-ring.js';
 import type { MainToShard, ShardToMain, ShardWorkerData } from './shard-worker.js';
+import { EndpointTable, type EndpointSpec } from './remote-endpoints.js';
 import type { CheckpointControl, ClusterHooks, ClusterPort, RollBackResult } from './cluster-port.js';
 import { BlobCorruptError, openBlobStore, type BlobStore } from './blob-store.js';
 import { CheckpointLeader, type CheckpointStats } from './checkpoint-leader.js';
@@ -78,6 +79,13 @@ export interface NodeOptions {
   nodeId?: string;
   /** Where notices go. Default: stderr. */
   log?: (line: string) => void;
+  /**
+   * Function types served over HTTP by remote deployments (StateFun's request-reply protocol): from
+   * `--endpoint` flags or a module.yaml (see remote-endpoints.ts).
+   */
+  endpoints?: readonly EndpointSpec[];
+  /** Messages one remote address may have waiting for its endpoint before more are dead-lettered. Default 100,000. */
+  remoteBacklogMax?: number;
   /** Called when a shard dies (a runtime bug): the node cannot go on. Default: log and exit with code 70. */
   onFatal?: (error: Error) => void;
   /**
@@ -85,6 +93,23 @@ export interface NodeOptions {
    * confirmed on commit, recovery from the last committed checkpoint. Off when absent.
    */
   checkpoints?: CheckpointOptions;
+}
+
+/** The function types a node runs: embedded definitions, and the patterns its endpoints serve. */
+export class FunctionTypes implements Iterable<string> {
+  constructor(
+    private readonly embedded: ReadonlySet<string>,
+    private readonly endpoints: EndpointTable | null,
+  ) {}
+
+  has(typename: string): boolean {
+    return this.embedded.has(typename) || (this.endpoints !== null && this.endpoints.serves(typename));
+  }
+
+  *[Symbol.iterator](): Iterator<string> {
+    yield* this.embedded;
+    if (this.endpoints !== null) for (const pattern of this.endpoints.patterns) if (!this.embedded.has(pattern)) yield pattern;
+  }
 }
 
 export interface NodeMetrics extends Record<MetricName, number> {
@@ -137,9 +162,15 @@ function option(name: string, value: number | undefined, fallback: number, min: 
 }
 
 export async function startNode(options: NodeOptions): Promise<StatecraftNode> {
-  if (!options || !Array.isArray(options.functions) || options.functions.length === 0) {
-    throw new ValidationError('SC_ERR_INVALID_OPTION', 'functions: give at least one module that exports function definitions (--functions path/to/module.js).');
+  const endpointSpecs = [...(options?.endpoints ?? [])];
+  if (!options || !Array.isArray(options.functions) || (options.functions.length === 0 && endpointSpecs.length === 0)) {
+    throw new ValidationError(
+      'SC_ERR_INVALID_OPTION',
+      'functions: give at least one module that exports function definitions (--functions path/to/module.js), or remote endpoints (--endpoint, --module).',
+    );
   }
+  const endpoints = endpointSpecs.length > 0 ? new EndpointTable(endpointSpecs) : null;
+  const remoteBacklogMax = option('remoteBacklogMax', options.remoteBacklogMax, 100_000, 1, 100_000_000);
   const shards = option('shards', options.shards, Math.max(1, availableParallelism()), 1, 256);
   const keyGroups = option('keyGroups', options.keyGroups, KEY_GROUPS_DEFAULT, 1, KEY_GROUPS_MAX);
   const valueBytesMax = option('valueBytesMax', options.valueBytesMax, MiB, 16, 256 * MiB);
@@ -185,8 +216,11 @@ export async function startNode(options: NodeOptions): Promise<StatecraftNode> {
   }
   const moduleUrls = options.functions.map((specifier) => resolveModuleUrl(specifier));
   // The main thread loads the modules too: to fail fast with a clear error and to know the types.
-  const definitions = await loadFunctionModules(moduleUrls);
+  const definitions = moduleUrls.length > 0 ? await loadFunctionModules(moduleUrls) : [];
   const functionNames = definitions.map((definition) => definition.typename);
+  for (const typename of functionNames) {
+    if (endpoints?.serves(typename)) log(`statecraft: ${typename} is defined by --functions and served by an endpoint too; the embedded definition is used`);
+  }
 
   const threads = shards + 1;
   const layout = createMailboxLayout(threads, ringBytes);
@@ -207,7 +241,7 @@ export async function startNode(options: NodeOptions): Promise<StatecraftNode> {
     metricsBuffer,
     keyGroups,
     limits,
-    functions: new Set(functionNames),
+    functions: new FunctionTypes(new Set(functionNames), endpoints),
     egress: new EgressHub({ recordsMax: egressRetainRecords, bytesMax: egressRetainBytes }),
     backlogMax,
     nodeId,
@@ -225,6 +259,8 @@ export async function startNode(options: NodeOptions): Promise<StatecraftNode> {
       keyGroups,
       limits: { valueBytesMax, idBytesMax },
       moduleUrls,
+      endpoints: endpointSpecs,
+      remoteBacklogMax,
       ...(checkpoints === null ? {} : { checkpoints: { url: checkpoints.url, store: checkpoints.storeOptions, tag: uploadTag } }),
     });
     await runtime.startCheckpoints();
@@ -234,7 +270,7 @@ export async function startNode(options: NodeOptions): Promise<StatecraftNode> {
     await checkpoints?.store.close();
     throw error;
   }
-  return runtime.handle(functionNames, shards);
+  return runtime.handle([...runtime.functions], shards);
 }
 
 function nextPowerOfTwo(value: number): number {
@@ -257,7 +293,7 @@ interface MainThreadConfig {
   metricsBuffer: SharedArrayBuffer;
   keyGroups: number;
   limits: Limits;
-  functions: ReadonlySet<string>;
+  functions: FunctionTypes;
   egress: EgressHub;
   backlogMax: number;
   nodeId: string;
@@ -855,7 +891,7 @@ class MainThread implements RecordVisitor {
   get limits(): Limits {
     return this.config.limits;
   }
-  get functions(): ReadonlySet<string> {
+  get functions(): FunctionTypes {
     return this.config.functions;
   }
   get egress(): EgressHub {

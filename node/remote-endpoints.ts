@@ -178,6 +178,11 @@ export class EndpointTable {
     return this.exact.size + this.namespaces.size;
   }
 
+  /** The patterns served (`ns/*`, `ns/name`). */
+  get patterns(): string[] {
+    return [...this.namespaces.keys()].map((namespace) => `${namespace}/*`).concat([...this.exact.keys()]);
+  }
+
   /** True when `typename` (namespace/name) is served remotely. */
   serves(typename: string): boolean {
     return this.specFor(typename) !== undefined;

@@ -4,12 +4,14 @@
  */
 import { parentPort, workerData } from 'node:worker_threads';
 import { getHeapStatistics } from 'node:v8';
-import { loadFunctionModules } from './function-loader.js';
+import { loadFunctionModules } from '../lib/function-loader.js';
 import { Shard, type CheckpointPart } from './shard.js';
 import { openBlobStore, type BlobStore, type OpenBlobStoreOptions } from './blob-store.js';
 import { channelObjectKey, encodeChannelObject, parseObjectRef, segmentObjectKey, sliceRef } from './checkpoint-format.js';
 import type { MailboxLayout } from './mailbox.js';
 import type { InvocationLimits } from '../lib/invocation.js';
+import type { EndpointSpec } from './remote-endpoints.js';
+import { closeRemoteConnections } from './remote-client.js';
 
 export interface ShardWorkerData {
   thread: number;
@@ -21,6 +23,9 @@ export interface ShardWorkerData {
   moduleUrls: string[];
   /** Checkpoints on: where objects go, and what names this node's uploads. */
   checkpoints?: { url: string; store: OpenBlobStoreOptions; tag: string };
+  /** Remote function endpoints. */
+  endpoints: EndpointSpec[];
+  remoteBacklogMax: number;
 }
 
 /** Objects uploaded at once per shard. */
@@ -123,6 +128,8 @@ try {
     keyGroups: data.keyGroups,
     limits: data.limits,
     definitions,
+    endpoints: data.endpoints,
+    remoteBacklogMax: data.remoteBacklogMax,
     log: (line) => port.postMessage({ type: 'log', line } satisfies ShardToMain),
     ...(store === null ? {} : { onCheckpointPart: (part: CheckpointPart) => void upload(part) }),
   });
@@ -192,6 +199,7 @@ try {
   });
   port.postMessage({ type: 'ready', functions: definitions.map((definition) => definition.typename) } satisfies ShardToMain);
   await shard.run();
+  closeRemoteConnections();
   await store?.close();
   port.postMessage({ type: 'stopped' } satisfies ShardToMain);
   port.close();

@@ -21,11 +21,15 @@ import { Message } from '../lib/message.js';
 import { TypedValue } from '../lib/typed-value.js';
 import { encodeUtf8, truncateUtf8 } from '../lib/utf8.js';
 import { AddressQueue, FunctionRuntime } from './function-runtime.js';
-import { EffectKind, Invocation, type InvocationLimits } from '../lib/invocation.js';
+import { Effect, EffectKind, Invocation, type InvocationLimits } from '../lib/invocation.js';
 import { Inbox, MAIN_THREAD, Outbox, Stat, ThreadStats, type MailboxLayout } from './mailbox.js';
 import { Metric, ThreadMetrics } from './metrics.js';
 import type { RecordVisitor } from './spsc-ring.js';
-import { StateStore } from './state-store.js';
+import { StateStore, type RecordLayout } from './state-store.js';
+import { EndpointTable, type EndpointSpec } from './remote-endpoints.js';
+import { RemoteFunction } from './remote-function.js';
+import { callEndpoint, type AttemptError } from './remote-client.js';
+import { RemoteFunctionError } from '../lib/errors.js';
 import { TimerQueue } from './timer-queue.js';
 import { HANDOVER_VERSION, decodeExport, encodeExport, type ExportedTimer, type KeyGroupExport } from './handover.js';
 import { primitiveType } from '../lib/types.js';
@@ -83,6 +87,10 @@ export interface ShardConfig {
    * each completed local snapshot is handed here (encoded) for upload.
    */
   readonly onCheckpointPart?: (part: CheckpointPart) => void;
+  /** Remote function types: where they are served (see remote-endpoints.ts). */
+  readonly endpoints?: readonly EndpointSpec[];
+  /** Messages one remote address may have waiting before more are dead-lettered. Default 100,000. */
+  readonly remoteBacklogMax?: number;
 }
 
 /** A message waiting in the timer queue. */
@@ -114,6 +122,9 @@ const DEAD_LETTER_SHORT_BYTES_MAX = 256;
 const NOTICE_REASON_BYTES_MAX = 500;
 /** Client sessions remembered per key group (the oldest first seen is forgotten first). */
 const PRODUCER_MARKS_PER_KEY_GROUP_MAX = 10_000;
+const REMOTE_BACKLOG_MAX_DEFAULT = 100_000;
+/** Missing-state rounds one batch may take (a function asking again for what it was given is broken). */
+const REMOTE_NEGOTIATION_ROUNDS_MAX = 4;
 
 function yieldToEventLoop(): Promise<void> {
   return new Promise((resolve) => setImmediate(resolve));
@@ -160,6 +171,12 @@ export class Shard implements RecordVisitor {
   readonly thread: number;
   private readonly functions = new Map<string, FunctionRuntime>();
   private readonly functionNames: string[];
+  /** Remote function types seen so far (created on first use from the endpoint table). */
+  private readonly remotes = new Map<string, RemoteFunction>();
+  private readonly endpoints: EndpointTable | null;
+  private readonly remoteBacklogMax: number;
+  /** Per function index (embedded first, then remote types as they are first seen). */
+  private readonly layouts: RecordLayout[];
   private readonly store: StateStore;
   private readonly timers = new TimerQueue<DelayedMessage>();
   private readonly outbox: Outbox;
@@ -177,6 +194,8 @@ export class Shard implements RecordVisitor {
   private localHead = 0;
   private queued = 0;
   private inFlight = 0;
+  /** Messages waiting for remote requests in flight (not in `queued`: a slow endpoint must not throttle the node's clients). */
+  private remoteQueued = 0;
   private ingressReceived = 0;
   private nowMs = Date.now();
   private inTurn = false;
@@ -237,6 +256,7 @@ export class Shard implements RecordVisitor {
     egress: 0,
     messagesIn: 0,
     duplicates: 0,
+    remoteRequests: 0,
   };
 
   constructor(config: ShardConfig) {
@@ -248,10 +268,10 @@ export class Shard implements RecordVisitor {
       this.functions.set(definition.typename, new FunctionRuntime(index, definition));
     });
     this.functionNames = [...this.functions.keys()];
-    this.store = new StateStore(
-      config.keyGroups,
-      [...this.functions.values()].map((runtime) => runtime.layout),
-    );
+    this.endpoints = config.endpoints !== undefined && config.endpoints.length > 0 ? new EndpointTable(config.endpoints) : null;
+    this.remoteBacklogMax = config.remoteBacklogMax ?? REMOTE_BACKLOG_MAX_DEFAULT;
+    this.layouts = [...this.functions.values()].map((runtime) => runtime.layout);
+    this.store = new StateStore(config.keyGroups, this.layouts);
     this.outbox = new Outbox(config.layout, config.thread);
     this.inbox = new Inbox(config.layout, config.thread, this);
     this.routing = new Int32Array(config.routing);
@@ -269,7 +289,7 @@ export class Shard implements RecordVisitor {
 
   /** Runs turns until `stop()`; parks when idle. */
   async run(): Promise<void> {
-    if ([...this.functions.values()].some((runtime) => runtime.layout.hasExpiry)) {
+    if (this.endpoints !== null || [...this.functions.values()].some((runtime) => runtime.layout.hasExpiry)) {
       this.sweepTimer = setInterval(this.sweepWhileIdle, SWEEP_INTERVAL_MS);
       this.sweepTimer.unref();
     }
@@ -364,7 +384,9 @@ export class Shard implements RecordVisitor {
     this.dirty[message.keyGroup] = 1;
     const runtime = this.functions.get(message.targetTypename);
     if (runtime === undefined) {
-      this.deadLetter(message, new UnknownFunctionTypeError(message.targetTypename, this.functionNames));
+      const remote = this.remoteFor(message.targetTypename);
+      if (remote !== undefined) this.deliverRemote(remote, message);
+      else this.deadLetter(message, new UnknownFunctionTypeError(message.targetTypename, this.functionNames));
       return;
     }
     const queue = runtime.busy.get(message.targetId);
@@ -448,6 +470,149 @@ export class Shard implements RecordVisitor {
     this.scheduleFlush();
   }
 
+  // ---- remote functions (StateFun's request-reply protocol over HTTP) ----
+
+  /** The remote function serving `typename`, created when the endpoint table first resolves it. */
+  private remoteFor(typename: string): RemoteFunction | undefined {
+    let remote = this.remotes.get(typename);
+    if (remote !== undefined || this.endpoints === null) return remote;
+    const endpoint = this.endpoints.resolve(typename);
+    if (endpoint === null) return undefined;
+    remote = new RemoteFunction(this.layouts.length, typename, endpoint);
+    this.layouts.push(remote.layout);
+    this.remotes.set(typename, remote);
+    return remote;
+  }
+
+  /** Every function type of this shard, embedded and remote (for hand-overs, snapshots and resets). */
+  private allRuntimes(): (FunctionRuntime | RemoteFunction)[] {
+    return [...this.functions.values(), ...this.remotes.values()];
+  }
+
+  /** One request in flight per address: a message for a busy address waits for the next batch. */
+  private deliverRemote(remote: RemoteFunction, message: Message): void {
+    const queue = remote.busy.get(message.targetId);
+    if (queue === undefined) {
+      const fresh = new AddressQueue();
+      remote.busy.set(message.targetId, fresh);
+      this.startBatch(remote, fresh, [message]);
+      return;
+    }
+    if (queue.length >= this.remoteBacklogMax) {
+      this.deadLetter(
+        message,
+        new RemoteFunctionError(
+          'SC_ERR_REMOTE_BACKLOG_FULL',
+          `${message.targetTypename}/${message.targetId} has ${queue.length} messages waiting for ${remote.endpoint.url}: the endpoint is slower than this address's load; scale it out, or raise --remote-backlog-max`,
+        ),
+      );
+      return;
+    }
+    queue.push(message);
+    this.remoteQueued++;
+  }
+
+  private startBatch(remote: RemoteFunction, queue: AddressQueue, batch: Message[]): void {
+    const token = {};
+    queue.batch = batch;
+    queue.request = token;
+    this.inFlight++;
+    const keyGroup = batch[0]!.keyGroup;
+    this.runningByKeyGroup.set(keyGroup, (this.runningByKeyGroup.get(keyGroup) ?? 0) + 1);
+    void this.callRemote(remote, queue, token, batch);
+  }
+
+  /** Sends a batch (again after a missing-state reply) and applies the answer; never throws. */
+  private async callRemote(remote: RemoteFunction, queue: AddressQueue, token: object, batch: Message[]): Promise<void> {
+    const first = batch[0]!;
+    const keyGroup = first.keyGroup;
+    const id = first.targetId;
+    let failure: unknown = null;
+    try {
+      for (let round = 1; ; round++) {
+        const sent = remote.layout.registered;
+        const body = remote.encodeRequest(id, this.store.get(keyGroup, remote.index, id), batch, Date.now());
+        const { body: answer } = await callEndpoint(remote.endpoint, body, () => this.counters.remoteRequests++);
+        if (queue.request !== token) return; // a recovery dropped this batch meanwhile
+        const outcome = remote.interpret(answer, this.limits);
+        if (outcome.kind === 'result') {
+          this.nowMs = Date.now();
+          const record = this.store.get(keyGroup, remote.index, id);
+          const next = remote.layout.apply(record, outcome.mutations, this.nowMs);
+          if (next !== record) this.store.set(keyGroup, remote.index, id, next);
+          this.dirty[keyGroup] = 1;
+          this.counters.invocations += batch.length;
+          this.applyEffects(outcome.effects, remote.typename, id, keyGroup);
+          break;
+        }
+        // Another address's answer may have registered these meanwhile: only asking again for what this
+        // very request carried means the function is broken.
+        const changed = remote.layout.register(outcome.missing);
+        const askedForSent = outcome.missing.every((spec) => sent.some((known) => known.name === spec.name && known.typename === spec.typename && known.expireMode === spec.expireMode && known.expireAfterMs === spec.expireAfterMs));
+        if ((!changed && askedForSent) || round >= REMOTE_NEGOTIATION_ROUNDS_MAX) {
+          throw new RemoteFunctionError(
+            'SC_ERR_REMOTE_RESPONSE',
+            `${remote.endpoint.url} asked again for state it was given (${outcome.missing.map((spec) => spec.name).join(', ')}) after ${round} rounds; check that the function's value specs do not change between requests`,
+          );
+        }
+      }
+    } catch (error) {
+      if (queue.request !== token) return;
+      failure = error;
+    }
+    this.finishBatch(remote, queue, batch, failure);
+  }
+
+  /** Ends a batch: dead letters if it failed, then the next batch of what waits, or the address goes idle. */
+  private finishBatch(remote: RemoteFunction, queue: AddressQueue, batch: Message[], failure: unknown): void {
+    queue.batch = null;
+    queue.request = null;
+    this.inFlight--;
+    this.nowMs = Date.now();
+    const first = batch[0]!;
+    const keyGroup = first.keyGroup;
+    if (failure !== null) {
+      if ((failure as AttemptError).code === 'SC_ERR_REMOTE_HANDLER' && batch.length > 1) {
+        // A handler threw somewhere in the batch: send its messages one by one, so only the one that
+        // throws becomes a dead letter (as for an embedded function).
+        queue.unshiftAll(batch);
+        queue.singles += batch.length;
+        this.remoteQueued += batch.length;
+      } else {
+        this.counters.failures += batch.length;
+        for (const message of batch) this.deadLetter(message, failure);
+      }
+    }
+    const running = (this.runningByKeyGroup.get(keyGroup) ?? 1) - 1;
+    if (running === 0) this.runningByKeyGroup.delete(keyGroup);
+    else this.runningByKeyGroup.set(keyGroup, running);
+    if (this.routing[keyGroup] !== this.thread && !this.ownsAdopted(keyGroup)) {
+      // The key group is leaving: what waits goes with it (a release exports it) or to its new owner.
+      if (!this.releasing.has(keyGroup)) {
+        while (queue.length > 0) {
+          this.forward(queue.shift());
+          this.remoteQueued--;
+        }
+        queue.singles = 0;
+        remote.busy.delete(first.targetId);
+      }
+      if (running === 0) for (const wake of this.releaseWaiters.splice(0)) wake();
+      this.scheduleFlush();
+      return;
+    }
+    if (queue.length > 0) {
+      const size = queue.singles > 0 ? 1 : remote.batchMax;
+      const next = queue.take(size);
+      if (queue.singles > 0) queue.singles--;
+      this.remoteQueued -= next.length;
+      this.startBatch(remote, queue, next);
+    } else {
+      queue.singles = 0;
+      remote.busy.delete(first.targetId);
+    }
+    this.scheduleFlush();
+  }
+
   private readonly loadRecord = (invocation: Invocation<FunctionRuntime>): unknown =>
     this.store.get(invocation.message.keyGroup, invocation.runtime.index, invocation.message.targetId);
 
@@ -481,10 +646,11 @@ export class Shard implements RecordVisitor {
       const next = layout.apply(record, invocation.staged, this.nowMs);
       if (next !== record) this.store.set(message.keyGroup, runtime.index, message.targetId, next);
     }
-    const effects = invocation.effects;
-    if (effects === null) return;
-    const selfTypename = message.targetTypename;
-    const selfId = message.targetId;
+    if (invocation.effects !== null) this.applyEffects(invocation.effects, message.targetTypename, message.targetId, message.keyGroup);
+  }
+
+  /** Sends, schedules, cancels and emits what an invocation asked for, in its order. */
+  private applyEffects(effects: readonly Effect[], selfTypename: string, selfId: string, keyGroup: number): void {
     for (let index = 0; index < effects.length; index++) {
       const effect = effects[index]!;
       switch (effect.kind) {
@@ -492,7 +658,7 @@ export class Shard implements RecordVisitor {
           this.route(effect.targetTypename, effect.targetId, selfTypename, selfId, effect.value!);
           break;
         case EffectKind.SendAfter: {
-          const delayed = new DelayedMessage(effect.targetTypename, effect.targetId, selfTypename, selfId, effect.value!, message.keyGroup);
+          const delayed = new DelayedMessage(effect.targetTypename, effect.targetId, selfTypename, selfId, effect.value!, keyGroup);
           const key = effect.cancellationToken === null ? null : tokenKey(selfTypename, selfId, effect.cancellationToken);
           this.timers.schedule(this.nowMs + effect.delayMs, delayed, key);
           this.counters.delayedScheduled++;
@@ -503,7 +669,7 @@ export class Shard implements RecordVisitor {
           this.counters.delayedCancelled += this.timers.cancel(tokenKey(selfTypename, selfId, effect.cancellationToken!));
           break;
         case EffectKind.Egress:
-          this.emitEgress(effect.targetTypename, selfTypename, selfId, message.keyGroup, effect.value!);
+          this.emitEgress(effect.targetTypename, selfTypename, selfId, keyGroup, effect.value!);
           break;
       }
     }
@@ -686,14 +852,17 @@ export class Shard implements RecordVisitor {
       ] satisfies ExportedTimer);
     }
     this.armTimer();
-    for (const runtime of this.functions.values()) {
+    for (const runtime of this.allRuntimes()) {
+      const remote = runtime instanceof RemoteFunction;
       for (const [id, queue] of runtime.busy) {
         const keyGroup = keyGroupOf(id, this.keyGroups);
         if (!wanted.has(keyGroup)) continue;
         while (queue.length > 0) {
           exportOf(keyGroup).queued.push(this.encodeMessage(queue.shift()));
-          this.queued--;
+          if (remote) this.remoteQueued--;
+          else this.queued--;
         }
+        queue.singles = 0;
         runtime.busy.delete(id);
       }
     }
@@ -739,7 +908,7 @@ export class Shard implements RecordVisitor {
       const tables = this.store.takeKeyGroup(keyGroup);
       if (tables === undefined) continue;
       const state = exportOf(keyGroup).state;
-      for (const runtime of this.functions.values()) {
+      for (const runtime of this.allRuntimes()) {
         const table = tables[runtime.index];
         if (table !== undefined && table.size > 0) state.push([runtime.typename, [...table]]);
       }
@@ -764,7 +933,7 @@ export class Shard implements RecordVisitor {
       this.dirty[handed.keyGroup] = 1;
       this.importEgress(handed, releasedUpTo);
       for (const [typename, entries] of handed.state) {
-        const runtime = this.functions.get(typename);
+        const runtime = this.functions.get(typename) ?? this.remoteFor(typename);
         if (runtime === undefined) {
           this.notice(`shard ${this.thread}: a hand-over carried state of ${typename}, which this node does not run: dropped ${entries.length} instances. Run the same functions on every node.`);
           continue;
@@ -873,7 +1042,7 @@ export class Shard implements RecordVisitor {
       };
       const tables = this.store.peekKeyGroup(keyGroup);
       if (tables !== undefined) {
-        for (const runtime of this.functions.values()) {
+        for (const runtime of this.allRuntimes()) {
           const table = tables[runtime.index];
           if (table !== undefined && table.size > 0) part.state.push([runtime.typename, [...table]]);
         }
@@ -890,11 +1059,13 @@ export class Shard implements RecordVisitor {
         const bytes = delayed.value.bytes ?? primitiveType(delayed.value.typename)!.serialize(delayed.value.value as never);
         part.timers.push([entry.dueMs, entry.tokenKey, delayed.targetTypename, delayed.targetId, delayed.callerTypename, delayed.callerId, delayed.value.typename, bytes]);
       }
-      for (const runtime of this.functions.values()) {
+      for (const runtime of this.allRuntimes()) {
         for (const [id, queue] of runtime.busy) {
           const part = parts.get(keyGroupOf(id, this.keyGroups));
           if (part === undefined) continue;
           if (queue.current !== null) part.queued.push(this.encodeMessage(queue.current));
+          // A remote batch in flight at the cut is sent again after a restore: its answer lands after the cut.
+          if (queue.batch !== null) for (const message of queue.batch) part.queued.push(this.encodeMessage(message));
           for (const message of queue.toArray()) part.queued.push(this.encodeMessage(message));
         }
       }
@@ -1021,10 +1192,15 @@ export class Shard implements RecordVisitor {
     this.pendingEgressCount = 0;
     this.timers.extract(() => true);
     this.armTimer();
-    for (const runtime of this.functions.values()) {
-      for (const queue of runtime.busy.values()) queue.current = null;
+    for (const runtime of this.allRuntimes()) {
+      for (const queue of runtime.busy.values()) {
+        queue.current = null;
+        queue.batch = null;
+        queue.request = null;
+      }
       runtime.busy.clear();
     }
+    this.remoteQueued = 0;
     this.runningByKeyGroup.clear();
     this.inFlight = 0;
     this.queued = 0;
@@ -1196,6 +1372,8 @@ export class Shard implements RecordVisitor {
     metrics.set(thread, Metric.DuplicatesDropped, counters.duplicates);
     metrics.set(thread, Metric.Backlog, backlog);
     metrics.set(thread, Metric.Instances, this.store.size);
+    metrics.set(thread, Metric.RemoteRequests, counters.remoteRequests);
+    metrics.set(thread, Metric.RemoteBacklog, this.remoteQueued);
   }
 
   private notice(line: string): void {

@@ -5,8 +5,8 @@
  */
 import { isAbsolute, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { StatecraftError } from '../lib/errors.js';
-import { isFunctionDefinition, type FunctionDefinition } from '../lib/function.js';
+import { StatecraftError } from './errors.js';
+import { isFunctionDefinition, type FunctionDefinition } from './function.js';
 
 /** A module specifier as given by the user, resolved to a URL any thread can import. */
 export function resolveModuleUrl(specifier: string, cwd = process.cwd()): string {
