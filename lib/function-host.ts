@@ -14,6 +14,8 @@
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { availableParallelism } from 'node:os';
+import { existsSync, rmSync } from 'node:fs';
+import { connect } from 'node:net';
 import { Piscina } from 'piscina';
 import { ValidationError } from './errors.js';
 import type { FunctionDefinition } from './function.js';
@@ -50,6 +52,20 @@ export interface FunctionHost {
 }
 
 const MiB = 1024 * 1024;
+
+/** A socket file left by a host that was killed: nobody answers on it, so it is removed (a live one is kept: listen then fails). */
+async function removeStaleSocket(path: string): Promise<void> {
+  if (!existsSync(path)) return;
+  const live = await new Promise<boolean>((resolve) => {
+    const probe = connect(path);
+    probe.once('connect', () => {
+      probe.destroy();
+      resolve(true);
+    });
+    probe.once('error', () => resolve(false));
+  });
+  if (!live) rmSync(path, { force: true });
+}
 
 function checkCount(name: string, value: number | undefined, fallback: number, min: number, max: number): number {
   const chosen = value ?? fallback;
@@ -142,6 +158,7 @@ export async function serve(functions: string | URL | readonly (string | URL)[] 
   });
   server.keepAliveTimeout = 65_000;
   server.headersTimeout = 66_000;
+  if (options.socketPath !== undefined) await removeStaleSocket(options.socketPath);
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
     if (options.socketPath !== undefined) server.listen(options.socketPath, resolve);

@@ -35,12 +35,16 @@ const { values } = parseArgs({
     'checkpoint-store': { type: 'string' },
     'max-delay': { type: 'string', default: '400' },
     'restart-delay': { type: 'string' },
+    remote: { type: 'boolean', default: false },
+    'host-kills': { type: 'string', default: '0' },
     help: { type: 'boolean', short: 'h' },
   },
   strict: true,
 });
 if (values.help) {
-  console.log('usage: node scripts/verify.js [--seed n] [--nodes 3] [--ids 128] [--duration 60] [--kills 5] [--rate 200] [--shards 1] [--checkpoint-interval 500] [--checkpoint-store url|off] [--max-delay 400] [--restart-delay ms]');
+  console.log('usage: node scripts/verify.js [--seed n] [--nodes 3] [--ids 128] [--duration 60] [--kills 5] [--rate 200] [--shards 1] [--checkpoint-interval 500] [--checkpoint-store url|off] [--max-delay 400] [--restart-delay ms] [--remote [--host-kills n]]');
+  console.log('  --remote: the functions run in a function host process (node cluster/serve.js) that the nodes reach over HTTP;');
+  console.log('  --host-kills n: SIGKILL that host n times during the run and start it again.');
   process.exit(0);
 }
 function whole(name: string, text: string | undefined, min: number): number {
@@ -60,6 +64,12 @@ const rate = whole('rate', values.rate, 1);
 const maxDelayMs = whole('max-delay', values['max-delay'], 0);
 /** How long a killed node stays down; default random 200-1200 ms (often back before it is declared dead). */
 const restartDelayMs = values['restart-delay'] === undefined ? null : whole('restart-delay', values['restart-delay'], 0);
+const remote = values.remote === true;
+const hostKillCount = whole('host-kills', values['host-kills'], 0);
+if (hostKillCount > 0 && !remote) {
+  console.error('--host-kills needs --remote');
+  process.exit(2);
+}
 const MAX_DEPTH = 10;
 const OPS_PER_TREE_MAX = 24;
 
@@ -122,6 +132,35 @@ const startScript = join(root, 'cluster', 'start.js');
 const functionsModule = join(root, 'scripts', 'verify', 'functions.js');
 const work = mkdtempSync(join(tmpdir(), 'statecraft-verify-'));
 const store = values['checkpoint-store'] ?? `file://${join(work, 'store')}`;
+const serveScript = join(root, 'cluster', 'serve.js');
+const hostSocket = join(work, 'fn.sock');
+
+// ---- the function host (--remote) ----
+const host: { child: ChildProcess | null; output: string } = { child: null, output: '' };
+
+function launchHost(): Promise<void> {
+  const child = spawn(process.execPath, [serveScript, '--functions', functionsModule, '--unix-socket', hostSocket, '--threads', '1'], { stdio: ['ignore', 'pipe', 'pipe'] });
+  host.child = child;
+  host.output = '';
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`the function host is not ready in 30 s:\n${host.output.slice(-3000)}`)), 30_000);
+    const onData = (chunk: Buffer) => {
+      host.output += chunk.toString();
+      if (host.output.length > 100_000) host.output = host.output.slice(-50_000);
+      if (host.output.includes('ready')) {
+        clearTimeout(timer);
+        resolve();
+      }
+    };
+    child.stdout!.on('data', onData);
+    child.stderr!.on('data', onData);
+    child.once('exit', (code, signal) => {
+      clearTimeout(timer);
+      if (host.child === child) host.child = null;
+      reject(new Error(`the function host exited (${code ?? signal}) before ready:\n${host.output.slice(-3000)}`));
+    });
+  });
+}
 
 interface NodeHandle {
   id: string;
@@ -134,7 +173,7 @@ const handles: NodeHandle[] = [];
 function launch(handle: NodeHandle, join_: string[]): Promise<void> {
   const args = [
     startScript,
-    '--functions', functionsModule,
+    ...(remote ? ['--endpoint', `verify/*=http+unix://${hostSocket}/`] : ['--functions', functionsModule]),
     '--host', '127.0.0.1',
     '--port', String(handle.port),
     '--shards', String(values.shards),
@@ -174,6 +213,7 @@ function launch(handle: NodeHandle, join_: string[]): Promise<void> {
 
 function stopAll(): void {
   for (const handle of handles) handle.child?.kill('SIGKILL');
+  host.child?.kill('SIGKILL');
 }
 process.on('exit', () => {
   stopAll();
@@ -219,6 +259,7 @@ async function dumpNodes(): Promise<void> {
 // ---- the run ----
 const started = Date.now();
 let kills = 0;
+let hostKills = 0;
 let sent = 0;
 let confirmed = 0;
 let failedSends = 0;
@@ -226,6 +267,7 @@ const seen = new Map<string, number>();
 const reports = new Map<string, { count: number; nonce: number }>();
 
 async function main(): Promise<number> {
+  if (remote) await launchHost();
   for (let index = 0; index < nodeCount; index++) handles.push({ id: `v${index + 1}`, port: 0, child: null, output: '' });
   await launch(handles[0]!, []);
   await Promise.all(handles.slice(1).map((handle) => launch(handle, [`127.0.0.1:${handles[0]!.port}`])));
@@ -246,7 +288,7 @@ async function main(): Promise<number> {
   })();
 
   const progress = setInterval(() => {
-    console.log(`verify: ${((Date.now() - started) / 1000).toFixed(0)} s  sent ${sent}  confirmed ${confirmed}  kills ${kills}/${killCount}  egress ${seen.size}/${expectedEgress.size}`);
+    console.log(`verify: ${((Date.now() - started) / 1000).toFixed(0)} s  sent ${sent}  confirmed ${confirmed}  kills ${kills}/${killCount}${remote ? `  host kills ${hostKills}/${hostKillCount}` : ''}  egress ${seen.size}/${expectedEgress.size}`);
   }, 1000);
 
   // Kills at evenly spread moments, jittered; each node comes back and the cluster settles before the next.
@@ -263,6 +305,20 @@ async function main(): Promise<number> {
       await launch(victim, others);
       await waitSettled(60_000);
       console.log(`verify: ${victim.id} back and the cluster settled at ${((Date.now() - started) / 1000).toFixed(1)} s`);
+    }
+  })();
+
+  // The function host dies at its own moments (between node kills), and comes back on the same socket.
+  const hostKillTimes = Array.from({ length: hostKillCount }, (_, index) => started + ((index + 0.5) / (hostKillCount + 0.5)) * durationMs * (0.85 + 0.2 * random()));
+  const hostKiller = (async () => {
+    for (const at of hostKillTimes) {
+      await sleep(Math.max(0, at - Date.now()));
+      host.child?.kill('SIGKILL');
+      hostKills++;
+      console.log(`verify: SIGKILL the function host at ${((Date.now() - started) / 1000).toFixed(1)} s`);
+      await sleep(200 + Math.floor(random() * 1000));
+      await launchHost();
+      console.log(`verify: the function host is back at ${((Date.now() - started) / 1000).toFixed(1)} s`);
     }
   })();
 
@@ -290,6 +346,7 @@ async function main(): Promise<number> {
     await sleep(tickMs);
   }
   await killer;
+  await hostKiller;
   console.log('verify: sending done; waiting for every command to be committed');
   const allSent = Promise.all(sends);
   if ((await Promise.race([allSent.then(() => true), sleep(30_000).then(() => false)])) === false) {
@@ -343,6 +400,7 @@ async function main(): Promise<number> {
     commands: sent,
     confirmed,
     kills,
+    ...(remote ? { remote: true, hostKills } : {}),
     recoveries,
     increments,
     egressExpected: expectedEgress.size,
