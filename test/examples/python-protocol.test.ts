@@ -37,7 +37,7 @@ async function withTimeout<T>(promise: Promise<T>, ms: number, what: string): Pr
 function varint(value: number): number[] {
   const bytes: number[] = [];
   do {
-    bytes.push((value & 0x7f) | (value > 0x7f ? 0x80 : 0));
+    bytes.push((value % 128) | (value > 127 ? 0x80 : 0));
     value = Math.floor(value / 128);
   } while (value > 0);
   return bytes;
@@ -219,6 +219,63 @@ it('a function that raises is a 500 naming the error; an unknown function is a 4
   const unknown = await post(encodeToFunction({ target: { namespace: 'py', type: 'nope', id: 'x' }, state: [], invocations: [{ caller: null, argument: intValue(1) }] }));
   assert.is(unknown.status, 404);
   assert.match(unknown.body.toString(), /py\/nope/);
+});
+
+// The rest of statefun_lite, without HTTP: Functions.handle reads a ToFunction on stdin and writes the
+// FromFunction to stdout.
+const allEffects = `
+import sys
+sys.path.insert(0, 'examples/python')
+from statefun_lite import (BoolType, DoubleType, Functions, LongType, StringType, ValueSpec,
+                           json_type)
+functions = Functions()
+Doc = json_type('py/doc')
+
+@functions.bind(typename='py/all', specs=[ValueSpec('gone', LongType, expire_after_call_ms=5000),
+                                          ValueSpec('doc', Doc)])
+def all_effects(context, message):
+    assert context.storage.gone == 2 ** 40, context.storage.gone
+    del context.storage.gone
+    context.storage.doc = {'long': message.as_long(), 'from': str(context.caller)}
+    context.send_after(1500, 'ts/timer', 'x', 'later', StringType, cancellation_token='t1')
+    context.cancel_delayed_message('t0')
+    context.send('ts/ping', 'b', True, BoolType)
+    context.send_egress('example/doubles', 2.5, DoubleType)
+
+sys.stdout.buffer.write(functions.handle(sys.stdin.buffer.read()))
+`;
+function handleInPython(batch: InvocationBatch): FunctionResponse {
+  const run = spawnSync(PYTHON, ['-c', allEffects], { cwd: root, input: encodeToFunction(batch), timeout: 15_000 });
+  assert.is(run.status, 0, run.stderr.toString());
+  return decodeFromFunction(run.stdout);
+}
+const longValue = (n: number): RemoteTypedValue => ({ typename: 'io.statefun.types/long', value: Uint8Array.from([0x08, ...varint(n)]) });
+
+it('the rest of the library: delete, JSON state, delayed and cancelled messages, long/bool/double, after-call expiry', async () => {
+  const target = { namespace: 'py', type: 'all', id: 'z' };
+  const invocations = [{ caller: ping, argument: longValue(2 ** 40 + 1) }];
+  assert.equal(handleInPython({ target, state: [], invocations }), {
+    kind: 'incomplete',
+    missingValues: [
+      { name: 'gone', typename: 'io.statefun.types/long', expireMode: 'after-invoke', expireAfterMs: 5000 },
+      { name: 'doc', typename: 'py/doc', expireMode: 'none', expireAfterMs: 0 },
+    ],
+  });
+  const response = handleInPython({ target, state: [{ name: 'gone', value: longValue(2 ** 40) }, { name: 'doc', value: { typename: 'py/doc', value: null } }], invocations });
+  if (response.kind !== 'result') throw new Error(JSON.stringify(response));
+  assert.equal(response.stateMutations.map((mutation) => [mutation.name, mutation.value?.typename ?? null]), [
+    ['gone', null],
+    ['doc', 'py/doc'],
+  ]);
+  assert.equal(readJson(response.stateMutations[1]!.value!), { long: 2 ** 40 + 1, from: 'ts/ping/a' });
+  assert.equal(response.delayedInvocations, [
+    { cancel: false, delayMs: 1500, target: { namespace: 'ts', type: 'timer', id: 'x' }, argument: stringValue('later'), cancellationToken: 't1' },
+    { cancel: true, cancellationToken: 't0' },
+  ]);
+  assert.equal(response.outgoingMessages, [{ target: { namespace: 'ts', type: 'ping', id: 'b' }, argument: { typename: 'io.statefun.types/bool', value: Uint8Array.from([0x08, 0x01]) } }]);
+  const double = response.outgoingEgresses[0]!;
+  assert.equal([double.namespace, double.type, double.argument.typename], ['example', 'doubles', 'io.statefun.types/double']);
+  assert.equal([...double.argument.value!], [0x09, ...new Uint8Array(new Float64Array([2.5]).buffer)], 'DoubleWrapper: field 1, fixed64');
 });
 
 it('SIGTERM: the process exits cleanly (status 0)', async () => {
