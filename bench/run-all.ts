@@ -18,6 +18,7 @@ const benchmarks: { name: string; script: string; nodeFlags: string[] }[] = [
   { name: 'cluster-failover', script: 'cluster-failover.js', nodeFlags: [] },
   { name: 'cluster-handover', script: 'cluster-handover.js', nodeFlags: [] },
   { name: 'checkpoints', script: 'checkpoints.js', nodeFlags: [] },
+  { name: 'remote', script: 'remote.js', nodeFlags: [] },
 ];
 
 const { values } = parseArgs({ options: { only: { type: 'string' } } });
