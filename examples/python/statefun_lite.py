@@ -76,17 +76,19 @@ _REQUEST_REPLY: Schema = {
     'FromFunction.IncompleteInvocationContext': ['repeated PersistedValueSpec missing_values = 1'],
 }
 
-# The built-in types wrap their value in a one-field message.
+# The built-in types wrap their value in a one-field message. Ints and longs are fixed-width on the
+# wire (sfixed32, sfixed64), not varints.
 _WRAPPERS: Schema = {
     f'{name}Wrapper': [f'{scalar} value = 1'] for name, scalar in [
-        ('Int', 'int32'), ('Long', 'int64'), ('String', 'string'),
+        ('Int', 'sfixed32'), ('Long', 'sfixed64'), ('String', 'string'),
         ('Boolean', 'bool'), ('Float', 'float'), ('Double', 'double')]
 }
 
 _Field = descriptor_pb2.FieldDescriptorProto
 _SCALARS = {'string': _Field.TYPE_STRING, 'bytes': _Field.TYPE_BYTES, 'bool': _Field.TYPE_BOOL,
-            'int32': _Field.TYPE_INT32, 'int64': _Field.TYPE_INT64,
-            'float': _Field.TYPE_FLOAT, 'double': _Field.TYPE_DOUBLE}
+            'int64': _Field.TYPE_INT64, 'sfixed32': _Field.TYPE_SFIXED32,
+            'sfixed64': _Field.TYPE_SFIXED64, 'float': _Field.TYPE_FLOAT,
+            'double': _Field.TYPE_DOUBLE}
 
 
 def _file(name: str, package: str, schema: Schema) -> descriptor_pb2.FileDescriptorProto:

@@ -7,6 +7,7 @@ import * as assert from 'uvu/assert';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { Agent, request } from 'node:http';
 import { fileURLToPath } from 'node:url';
+import { Types } from '../../lib/index.js';
 import { decodeFromFunction, encodeToFunction, type FunctionResponse, type InvocationBatch, type InvocationResult, type RemoteTypedValue } from '../../lib/statefun-protocol.js';
 
 const PYTHON = '/usr/bin/python3';
@@ -33,7 +34,8 @@ async function withTimeout<T>(promise: Promise<T>, ms: number, what: string): Pr
   }
 }
 
-// ---- IntWrapper / StringWrapper { value (1) }, by hand: tag 0x08 varint, tag 0x0a length-delimited ----
+// ---- the wrappers by hand: IntWrapper { sfixed32 value = 1 } is tag 0x0d and 4 little-endian bytes,
+// LongWrapper { sfixed64 } tag 0x09 and 8, StringWrapper { string } tag 0x0a, a length and UTF-8 ----
 function varint(value: number): number[] {
   const bytes: number[] = [];
   do {
@@ -42,7 +44,8 @@ function varint(value: number): number[] {
   } while (value > 0);
   return bytes;
 }
-const intValue = (n: number): RemoteTypedValue => ({ typename: INT, value: Uint8Array.from(n === 0 ? [] : [0x08, ...varint(n)]) });
+const littleEndian = (n: number, width: 4 | 8) => Array.from({ length: width }, (_, index) => Number((BigInt.asUintN(64, BigInt(n)) >> BigInt(8 * index)) & 0xffn));
+const intValue = (n: number): RemoteTypedValue => ({ typename: INT, value: Uint8Array.from(n === 0 ? [] : [0x0d, ...littleEndian(n, 4)]) });
 const stringValue = (text: string): RemoteTypedValue => {
   const utf8 = [...new TextEncoder().encode(text)];
   return { typename: STRING, value: Uint8Array.from([0x0a, ...varint(utf8.length), ...utf8]) };
@@ -51,11 +54,10 @@ function readInt(value: RemoteTypedValue | null): number {
   assert.ok(value !== null && value.value !== null, 'an int value');
   assert.is(value!.typename, INT);
   const bytes = value!.value!;
+  assert.equal(bytes, Types.int.serialize(Types.int.deserialize(bytes)), 'the bytes this runtime writes for the same int');
   if (bytes.length === 0) return 0; // proto3 leaves out a zero
-  assert.is(bytes[0], 0x08, 'IntWrapper field 1, varint');
-  let result = 0;
-  for (let index = 1, shift = 1; index < bytes.length; index++, shift *= 128) result += (bytes[index]! & 0x7f) * shift;
-  return result;
+  assert.equal([bytes.length, bytes[0]], [5, 0x0d], 'IntWrapper: field 1, fixed32');
+  return Buffer.from(bytes).readInt32LE(1);
 }
 function readString(value: RemoteTypedValue | null): string {
   assert.ok(value !== null && value.value !== null, 'a string value');
@@ -141,6 +143,12 @@ test.before(async () => {
 test.after(async () => {
   agent.destroy();
   if (python !== undefined && python.exitCode === null && python.signalCode === null) python.kill('SIGKILL');
+});
+
+it('the wrapper bytes this test builds by hand are the runtime\'s own', async () => {
+  for (const n of [0, 1, 41, -2, 2 ** 31 - 1]) assert.equal(intValue(n).value, Types.int.serialize(n), `int ${n}`);
+  assert.equal(longValue(2 ** 40).value, Types.long.serialize(2 ** 40));
+  assert.equal(stringValue('ts/ping/z').value, Types.string.serialize('ts/ping/z'));
 });
 
 it('a batch without the declared state: an incomplete context naming both values, and nothing runs', async () => {
@@ -249,7 +257,7 @@ function handleInPython(batch: InvocationBatch): FunctionResponse {
   assert.is(run.status, 0, run.stderr.toString());
   return decodeFromFunction(run.stdout);
 }
-const longValue = (n: number): RemoteTypedValue => ({ typename: 'io.statefun.types/long', value: Uint8Array.from([0x08, ...varint(n)]) });
+const longValue = (n: number): RemoteTypedValue => ({ typename: 'io.statefun.types/long', value: Uint8Array.from([0x09, ...littleEndian(n, 8)]) });
 
 it('the rest of the library: delete, JSON state, delayed and cancelled messages, long/bool/double, after-call expiry', async () => {
   const target = { namespace: 'py', type: 'all', id: 'z' };
@@ -273,9 +281,11 @@ it('the rest of the library: delete, JSON state, delayed and cancelled messages,
     { cancel: true, cancellationToken: 't0' },
   ]);
   assert.equal(response.outgoingMessages, [{ target: { namespace: 'ts', type: 'ping', id: 'b' }, argument: { typename: 'io.statefun.types/bool', value: Uint8Array.from([0x08, 0x01]) } }]);
+  assert.equal(response.outgoingMessages[0]!.argument.value, Types.bool.serialize(true));
   const double = response.outgoingEgresses[0]!;
   assert.equal([double.namespace, double.type, double.argument.typename], ['example', 'doubles', 'io.statefun.types/double']);
   assert.equal([...double.argument.value!], [0x09, ...new Uint8Array(new Float64Array([2.5]).buffer)], 'DoubleWrapper: field 1, fixed64');
+  assert.equal(double.argument.value, Types.double.serialize(2.5));
 });
 
 it('SIGTERM: the process exits cleanly (status 0)', async () => {
