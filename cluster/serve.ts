@@ -26,6 +26,8 @@ Options:
   --threads <n>          Worker threads running batches (a piscina pool). Default: one
                          per core (${availableParallelism()} here).
   --value-bytes-max <n>  Largest value a handler may write or send. Default 1048576.
+                         Give the cluster's --value-bytes-max and --id-bytes-max.
+  --id-bytes-max <n>     Longest address id, in UTF-8 bytes. Default 1024.
   --body-bytes-max <n>   Largest request accepted. Default 33554432.
   -h, --help             Show this help.
 
@@ -62,6 +64,7 @@ async function main(): Promise<void> {
         'unix-socket': { type: 'string' },
         threads: { type: 'string' },
         'value-bytes-max': { type: 'string' },
+        'id-bytes-max': { type: 'string' },
         'body-bytes-max': { type: 'string' },
         help: { type: 'boolean', short: 'h' },
       },
@@ -87,6 +90,7 @@ async function main(): Promise<void> {
       ...(values['unix-socket'] === undefined ? {} : { socketPath: values['unix-socket'] }),
       ...(values.threads === undefined ? {} : { threads: integer('threads', values.threads)! }),
       ...(values['value-bytes-max'] === undefined ? {} : { valueBytesMax: integer('value-bytes-max', values['value-bytes-max'])! }),
+      ...(values['id-bytes-max'] === undefined ? {} : { idBytesMax: integer('id-bytes-max', values['id-bytes-max'])! }),
       ...(values['body-bytes-max'] === undefined ? {} : { bodyBytesMax: integer('body-bytes-max', values['body-bytes-max'])! }),
     });
   } catch (error) {

@@ -52,6 +52,8 @@ export interface FunctionHost {
 }
 
 const MiB = 1024 * 1024;
+/** How long close() lets requests being answered finish. */
+const CLOSE_GRACE_MS = 5000;
 
 /** A socket file left by a host that was killed: nobody answers on it, so it is removed (a live one is kept: listen then fails). */
 async function removeStaleSocket(path: string): Promise<void> {
@@ -125,8 +127,10 @@ export async function serve(functions: string | URL | readonly (string | URL)[] 
     }
     const declared = Number(request.headers['content-length'] ?? 0);
     if (declared > bodyBytesMax) {
+      response.setHeader('connection', 'close');
       answer(response, 413, 'text/plain', `SC_ERR_VALUE_TOO_LARGE: the request has ${declared} bytes; this host accepts at most ${bodyBytesMax} (bodyBytesMax).\n`);
-      request.destroy();
+      // Closed once the answer is out, so the client reads the 413 rather than a reset.
+      response.once('finish', () => request.destroy());
       return;
     }
     const chunks: Buffer[] = [];
@@ -137,8 +141,9 @@ export async function serve(functions: string | URL | readonly (string | URL)[] 
       length += chunk.length;
       if (length > bodyBytesMax) {
         refused = true;
+        response.setHeader('connection', 'close');
         answer(response, 413, 'text/plain', `SC_ERR_VALUE_TOO_LARGE: the request has more than ${bodyBytesMax} bytes (bodyBytesMax).\n`);
-        request.destroy();
+        response.once('finish', () => request.destroy());
         return;
       }
       chunks.push(chunk);
@@ -176,10 +181,12 @@ export async function serve(functions: string | URL | readonly (string | URL)[] 
     answered,
     close() {
       closing ??= (async () => {
-        await new Promise<void>((resolve) => {
-          server.close(() => resolve());
-          server.closeAllConnections();
-        });
+        // Stop accepting, let requests being answered finish (a few seconds at most), then cut the rest.
+        const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+        server.closeIdleConnections();
+        const cut = setTimeout(() => server.closeAllConnections(), CLOSE_GRACE_MS);
+        await closed;
+        clearTimeout(cut);
         await pool?.destroy();
       })();
       return closing;

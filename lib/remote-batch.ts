@@ -77,7 +77,12 @@ export async function runBatch(functions: RemoteFunctionSet, batch: InvocationBa
     if (value.typename !== spec.type.typename) {
       throw new BatchError(422, 'SC_ERR_REMOTE_HANDLER', `state value ${spec.name} of ${typename} is stored as ${value.typename}, but the function declares ${spec.type.typename}`);
     }
-    return layout.storesDecoded[index] ? primitiveType(value.typename)!.deserialize(value.value) : value.value;
+    if (!layout.storesDecoded[index]) return value.value;
+    try {
+      return primitiveType(value.typename)!.deserialize(value.value);
+    } catch (error) {
+      throw new BatchError(400, 'SC_ERR_MALFORMED_FRAME', `state value ${spec.name} of ${typename}: ${(error as Error).message}`, { cause: error });
+    }
   });
   let record: unknown;
   if (stored.every((value) => value === null)) record = undefined;

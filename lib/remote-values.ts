@@ -7,7 +7,8 @@
  *   held decoded on this side, exactly as a value sent by an embedded function is.
  * - A function type `namespace/name` is StateFun's (namespace, type).
  * - An egress name `ns/type` is StateFun's egress (namespace, type); a name without '/' (`greetings`)
- *   travels under the namespace `statecraft`, and comes back as the bare name.
+ *   travels under the namespace `statecraft`, and comes back as the bare name (a name in the
+ *   `statecraft` namespace travels whole as the type, so every name comes back as it went).
  */
 import { validateEgressName, validateId, validateTypename } from './address.js';
 import { ValidationError } from './errors.js';
@@ -46,7 +47,9 @@ export function fromRemoteValue(value: RemoteTypedValue, where: string): TypedVa
 
 export function toRemoteEgress(name: string): { namespace: string; type: string } {
   const slash = name.indexOf('/');
-  return slash < 0 ? { namespace: EGRESS_NAMESPACE_DEFAULT, type: name } : { namespace: name.slice(0, slash), type: name.slice(slash + 1) };
+  // `statecraft/x` keeps its whole name as the type, so it does not come back as the bare `x`.
+  if (slash < 0 || name.slice(0, slash) === EGRESS_NAMESPACE_DEFAULT) return { namespace: EGRESS_NAMESPACE_DEFAULT, type: name };
+  return { namespace: name.slice(0, slash), type: name.slice(slash + 1) };
 }
 
 export function fromRemoteEgress(namespace: string, type: string): string {

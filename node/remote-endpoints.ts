@@ -32,10 +32,14 @@ export interface EndpointSpec {
   functions: string;
   /** May contain `{function.name}`. */
   urlPathTemplate: string;
-  /** Messages queued for one address beyond the one in flight, at most (StateFun's default 1000). */
+  /**
+   * Most messages one request carries for one address (StateFun's default 1000). StateFun uses the same
+   * number as the backlog at which it back-pressures the whole job; here what waits beyond it waits for
+   * the next batch (bounded per address by --remote-backlog-max), and nothing else stops.
+   */
   maxNumBatchRequests: number;
   timeouts: EndpointTimeouts;
-  /** Largest request or response body, in bytes. */
+  /** Largest request or response body, in bytes (a batch that would be larger is split). */
   payloadMaxBytes: number;
 }
 

@@ -44,15 +44,20 @@ export class RemoteStateLayout implements RecordLayout {
     const values = record as RemoteRecord | undefined;
     for (const spec of this.specs.values()) {
       let bytes: Uint8Array | null = null;
+      // The type name the value was written with: if the function now declares another, it sees so.
+      let typename = spec.typename;
       if (values !== undefined) {
         for (let slot = 0; slot < values.length; slot += 4) {
           if (values[slot] !== spec.name) continue;
           const deadline = values[slot + 3] as number;
-          if (deadline === 0 || deadline > nowMs) bytes = values[slot + 2] as Uint8Array;
+          if (deadline === 0 || deadline > nowMs) {
+            bytes = values[slot + 2] as Uint8Array;
+            typename = values[slot + 1] as string;
+          }
           break;
         }
       }
-      state.push({ name: spec.name, value: { typename: spec.typename, value: bytes } });
+      state.push({ name: spec.name, value: { typename, value: bytes } });
     }
     return state;
   }
@@ -79,7 +84,8 @@ export class RemoteStateLayout implements RecordLayout {
       if (value === null || value.value === null) continue;
       const spec = this.specs.get(name);
       const deadline = spec !== undefined && spec.expireMode !== 'none' && spec.expireAfterMs > 0 ? nowMs + spec.expireAfterMs : 0;
-      next.push(name, value.typename, value.value, deadline);
+      // A copy: the decoded value is a view into the whole answer's buffer, which it would keep alive.
+      next.push(name, value.typename, value.value.slice(), deadline);
     }
     return next.length === 0 ? undefined : next;
   }

@@ -196,6 +196,8 @@ export class Shard implements RecordVisitor {
   private inFlight = 0;
   /** Messages waiting for remote requests in flight (not in `queued`: a slow endpoint must not throttle the node's clients). */
   private remoteQueued = 0;
+  /** Remote requests in flight (one per busy address; not in the backlog clients wait on either). */
+  private remoteInFlight = 0;
   private ingressReceived = 0;
   private nowMs = Date.now();
   private inTurn = false;
@@ -516,7 +518,7 @@ export class Shard implements RecordVisitor {
     const token = {};
     queue.batch = batch;
     queue.request = token;
-    this.inFlight++;
+    this.remoteInFlight++;
     const keyGroup = batch[0]!.keyGroup;
     this.runningByKeyGroup.set(keyGroup, (this.runningByKeyGroup.get(keyGroup) ?? 0) + 1);
     void this.callRemote(remote, queue, token, batch);
@@ -532,6 +534,21 @@ export class Shard implements RecordVisitor {
       for (let round = 1; ; round++) {
         const sent = remote.layout.registered;
         const body = remote.encodeRequest(id, this.store.get(keyGroup, remote.index, id), batch, Date.now());
+        const payloadMax = remote.endpoint.spec.payloadMaxBytes;
+        if (body.length > payloadMax) {
+          if (batch.length > 1) {
+            // Too large for the endpoint in one request: the second half waits for the next batch.
+            const rest = batch.splice(Math.ceil(batch.length / 2));
+            queue.unshiftAll(rest);
+            this.remoteQueued += rest.length;
+            round--;
+            continue;
+          }
+          throw new RemoteFunctionError(
+            'SC_ERR_REMOTE_CALL',
+            `a request for ${remote.typename}/${id} with this message would have ${body.length} bytes, over the endpoint's payload limit of ${payloadMax} (payload_max_bytes); raise the limit or send smaller values`,
+          );
+        }
         const { body: answer } = await callEndpoint(remote.endpoint, body, () => this.counters.remoteRequests++);
         if (queue.request !== token) return; // a recovery dropped this batch meanwhile
         const outcome = remote.interpret(answer, this.limits);
@@ -567,7 +584,7 @@ export class Shard implements RecordVisitor {
   private finishBatch(remote: RemoteFunction, queue: AddressQueue, batch: Message[], failure: unknown): void {
     queue.batch = null;
     queue.request = null;
-    this.inFlight--;
+    this.remoteInFlight--;
     this.nowMs = Date.now();
     const first = batch[0]!;
     const keyGroup = first.keyGroup;
@@ -1201,6 +1218,7 @@ export class Shard implements RecordVisitor {
       runtime.busy.clear();
     }
     this.remoteQueued = 0;
+    this.remoteInFlight = 0;
     this.runningByKeyGroup.clear();
     this.inFlight = 0;
     this.queued = 0;

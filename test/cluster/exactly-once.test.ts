@@ -4,7 +4,7 @@
 // the function host killed), full-cluster restart, the leader killed during a checkpoint, a client
 // re-sending across a node crash — real processes, SIGKILL, a shared store.
 import { spawn } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { test } from 'uvu';
@@ -39,15 +39,23 @@ async function runVerifier(args: string[], timeoutMs: number): Promise<Record<st
   child.stdout.on('data', (chunk: Buffer) => (output += chunk.toString()));
   child.stderr.on('data', (chunk: Buffer) => (output += chunk.toString()));
   const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+  // The whole output goes to a file when the run fails; the message shows the nodes' dump if there is one.
+  const explain = () => {
+    const file = `${tmpdir()}/statecraft-verifier-${Date.now()}.log`;
+    writeFileSync(file, output);
+    const dump = output.indexOf('still unconfirmed');
+    const lines = (dump >= 0 ? output.slice(dump, dump + 12_000) : output.slice(-4000)).split('\n').filter((line) => !line.startsWith('verify: ') || !line.includes(' s  sent '));
+    return `full output in ${file}\n${lines.join('\n')}`;
+  };
   const code = await withTimeout(exited, timeoutMs, 'the verifier').catch((error) => {
     child.kill('SIGKILL');
-    throw new Error(`${(error as Error).message}\n${output.slice(-4000)}`);
+    throw new Error(`${(error as Error).message}; ${explain()}`);
   });
   const last = output.trim().split('\n').reverse().find((line) => line.startsWith('{'));
   if (last === undefined) throw new Error(`the verifier (exit ${code}) printed no result:\n${output.slice(-4000)}`);
   const result = JSON.parse(last) as Record<string, number>;
   if (process.env.VERBOSE) console.log(output);
-  return Object.assign(result, { exitCode: code ?? -1, output: output.slice(-3000) as unknown as number });
+  return Object.assign(result, { exitCode: code ?? -1, output: (result.mismatches === 0 && code === 0 ? '' : explain()) as unknown as number });
 }
 
 /** n1 alone (it restores from the store), then the others joining it. */

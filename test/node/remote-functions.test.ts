@@ -250,6 +250,26 @@ test('malformed, oversize and invalid answers are rejected whole: a clear dead l
   assert.equal(endpointServer.requests.at(-1)!.state[0]!.value.value, intBytes(7), 'the good answer applied');
 });
 
+test('a batch larger than the endpoint accepts is split; one message too large alone becomes a dead letter', async () => {
+  const endpointServer = await scriptedEndpoint(async (batch) => {
+    await sleep(50); // let messages pile up behind the first request
+    return { ...EMPTY_RESULT, outgoingEgresses: batch.invocations.map(() => ({ namespace: 'test', type: 'done', argument: { typename: 'io.statefun.types/int', value: intBytes(batch.invocations.length) } })) };
+  });
+  const node = await start({ endpoints: [endpoint('split/*', endpointServer.url, { payloadMaxBytes: 3000 })], valueBytesMax: 16_384 });
+  const sender = await client(node);
+  const done = sender.subscribe<number>('test/done', { type: Types.int });
+  const letters = deadLetters(sender);
+  await Promise.all(Array.from({ length: 30 }, () => sender.send({ typename: 'split/fn', id: 's' }, 'x'.repeat(400))));
+  assert.is((await take(done, 30)).length, 30, 'every message was invoked');
+  const sizes = endpointServer.requests.map((request) => request.invocations.length);
+  assert.ok(sizes.every((size) => size * 400 < 3000), `batches stayed under the limit: ${sizes.join(',')}`);
+  assert.ok(sizes.some((size) => size > 1), `messages still went in batches: ${sizes.join(',')}`);
+  await sender.send({ typename: 'split/fn', id: 's' }, 'y'.repeat(5000));
+  const [letter] = (await take(letters, 1)).map((record) => record.value);
+  assert.is(letter!.code, 'SC_ERR_REMOTE_CALL');
+  assert.match(letter!.reason, /over the endpoint's payload limit of 3000/);
+});
+
 test('a handler that throws in the function host dead-letters only its own message', async () => {
   const host = await serve(fixture('remote-functions'), { port: 0, threads: 1 });
   hosts.push(host);
