@@ -21,6 +21,8 @@ export const Stat = {
   Backlog: 1,
   /** Records this shard took from the main thread's ring so far (int32, wraps; the main thread compares). */
   IngressReceived: 2,
+  /** Remote requests in flight and messages waiting for them (int32): a stopping node waits for them, admission does not. */
+  RemoteWork: 3,
 } as const;
 const STATS_PER_THREAD = 4;
 

@@ -1035,7 +1035,7 @@ class MainThread implements RecordVisitor {
   /** True when no ring holds a record, no overflow queue holds one, and no shard has queued work. */
   private quiet(): boolean {
     if (this.outbox.hasOverflow || this.inbox.hasWork()) return false;
-    if (this.stats.total(Stat.OverflowBytes) !== 0 || this.stats.total(Stat.Backlog) !== 0) return false;
+    if (this.stats.total(Stat.OverflowBytes) !== 0 || this.stats.total(Stat.Backlog) !== 0 || this.stats.total(Stat.RemoteWork) !== 0) return false;
     return ringsEmpty(this.config.layout);
   }
 

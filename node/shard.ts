@@ -1371,6 +1371,7 @@ export class Shard implements RecordVisitor {
     const backlog = this.queued + this.inFlight + (this.local.length - this.localHead);
     this.stats.set(this.thread, Stat.Backlog, backlog);
     this.stats.set(this.thread, Stat.IngressReceived, this.ingressReceived);
+    this.stats.set(this.thread, Stat.RemoteWork, this.remoteQueued + this.remoteInFlight);
     this.publishMetrics(backlog);
   }
 
