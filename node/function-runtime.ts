@@ -42,19 +42,19 @@ export class AddressQueue {
   take(count: number): Message[] {
     const taken = this.items.slice(this.head, this.head + count);
     this.head += taken.length;
-    if (this.head === this.items.length) {
-      this.items = [];
-      this.head = 0;
-    } else if (this.head >= 64 && this.head * 2 >= this.items.length) {
-      this.items = this.items.slice(this.head);
-      this.head = 0;
-    }
+    this.compact();
     return taken;
   }
 
   shift(): Message {
     const message = this.items[this.head]!;
     this.items[this.head++] = undefined as unknown as Message;
+    this.compact();
+    return message;
+  }
+
+  /** Drops the taken front once it is most of the array. */
+  private compact(): void {
     if (this.head === this.items.length) {
       this.items = [];
       this.head = 0;
@@ -62,7 +62,6 @@ export class AddressQueue {
       this.items = this.items.slice(this.head);
       this.head = 0;
     }
-    return message;
   }
 }
 

@@ -443,23 +443,7 @@ export class Shard implements RecordVisitor {
     const runtime = invocation.runtime;
     const id = invocation.message.targetId;
     const keyGroup = invocation.message.keyGroup;
-    const running = (this.runningByKeyGroup.get(keyGroup) ?? 1) - 1;
-    if (running === 0) this.runningByKeyGroup.delete(keyGroup);
-    else this.runningByKeyGroup.set(keyGroup, running);
-    if (this.routing[keyGroup] !== this.thread && !this.ownsAdopted(keyGroup)) {
-      // The key group is leaving this shard: its waiting messages go with it (a release exports them),
-      // or, if nothing releases it, on to its new owner.
-      if (!this.releasing.has(keyGroup)) {
-        while (queue.length > 0) {
-          this.forward(queue.shift());
-          this.queued--;
-        }
-        runtime.busy.delete(id);
-      }
-      if (running === 0) for (const wake of this.releaseWaiters.splice(0)) wake();
-      this.scheduleFlush();
-      return;
-    }
+    if (this.leftWithKeyGroup(keyGroup, this.endRun(keyGroup), queue, runtime.busy, id, false)) return;
     while (queue.length > 0) {
       const next = queue.shift();
       this.queued--;
@@ -600,23 +584,7 @@ export class Shard implements RecordVisitor {
         for (const message of batch) this.deadLetter(message, failure);
       }
     }
-    const running = (this.runningByKeyGroup.get(keyGroup) ?? 1) - 1;
-    if (running === 0) this.runningByKeyGroup.delete(keyGroup);
-    else this.runningByKeyGroup.set(keyGroup, running);
-    if (this.routing[keyGroup] !== this.thread && !this.ownsAdopted(keyGroup)) {
-      // The key group is leaving: what waits goes with it (a release exports it) or to its new owner.
-      if (!this.releasing.has(keyGroup)) {
-        while (queue.length > 0) {
-          this.forward(queue.shift());
-          this.remoteQueued--;
-        }
-        queue.singles = 0;
-        remote.busy.delete(first.targetId);
-      }
-      if (running === 0) for (const wake of this.releaseWaiters.splice(0)) wake();
-      this.scheduleFlush();
-      return;
-    }
+    if (this.leftWithKeyGroup(keyGroup, this.endRun(keyGroup), queue, remote.busy, first.targetId, true)) return;
     if (queue.length > 0) {
       const size = queue.singles > 0 ? 1 : remote.batchMax;
       const next = queue.take(size);
@@ -628,6 +596,35 @@ export class Shard implements RecordVisitor {
       remote.busy.delete(first.targetId);
     }
     this.scheduleFlush();
+  }
+
+  /** An async invocation or a remote batch of `keyGroup` ended: returns how many still run in it. */
+  private endRun(keyGroup: number): number {
+    const running = (this.runningByKeyGroup.get(keyGroup) ?? 1) - 1;
+    if (running === 0) this.runningByKeyGroup.delete(keyGroup);
+    else this.runningByKeyGroup.set(keyGroup, running);
+    return running;
+  }
+
+  /**
+   * After an async invocation or a remote batch: when its key group is leaving this shard, what waits
+   * for the address goes with it (a release exports it) or, if nothing releases it, on to its new
+   * owner. True when the key group left.
+   */
+  private leftWithKeyGroup(keyGroup: number, running: number, queue: AddressQueue, busy: Map<string, AddressQueue>, id: string, remote: boolean): boolean {
+    if (this.routing[keyGroup] === this.thread || this.ownsAdopted(keyGroup)) return false;
+    if (!this.releasing.has(keyGroup)) {
+      while (queue.length > 0) {
+        this.forward(queue.shift());
+        if (remote) this.remoteQueued--;
+        else this.queued--;
+      }
+      queue.singles = 0;
+      busy.delete(id);
+    }
+    if (running === 0) for (const wake of this.releaseWaiters.splice(0)) wake();
+    this.scheduleFlush();
+    return true;
   }
 
   private readonly loadRecord = (invocation: Invocation<FunctionRuntime>): unknown =>

@@ -139,15 +139,20 @@ const hostSocket = join(work, 'fn.sock');
 const host: { child: ChildProcess | null; output: string } = { child: null, output: '' };
 
 function launchHost(): Promise<void> {
-  const child = spawn(process.execPath, [serveScript, '--functions', functionsModule, '--unix-socket', hostSocket, '--threads', '1'], { stdio: ['ignore', 'pipe', 'pipe'] });
-  host.child = child;
-  host.output = '';
+  return spawnUntilReady(host, 'the function host', [serveScript, '--functions', functionsModule, '--unix-socket', hostSocket, '--threads', '1'], 30_000, (output) => output.includes('ready'));
+}
+
+/** Spawns a process into `owner` and resolves once `isReady` accepts its output so far. */
+function spawnUntilReady(owner: { child: ChildProcess | null; output: string }, name: string, args: string[], timeoutMs: number, isReady: (output: string) => boolean): Promise<void> {
+  const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+  owner.child = child;
+  owner.output = '';
   return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`the function host is not ready in 30 s:\n${host.output.slice(-3000)}`)), 30_000);
+    const timer = setTimeout(() => reject(new Error(`${name} is not ready in ${timeoutMs / 1000} s:\n${owner.output.slice(-3000)}`)), timeoutMs);
     const onData = (chunk: Buffer) => {
-      host.output += chunk.toString();
-      if (host.output.length > 100_000) host.output = host.output.slice(-50_000);
-      if (host.output.includes('ready')) {
+      owner.output += chunk.toString();
+      if (owner.output.length > 200_000) owner.output = owner.output.slice(-100_000);
+      if (isReady(owner.output)) {
         clearTimeout(timer);
         resolve();
       }
@@ -156,8 +161,8 @@ function launchHost(): Promise<void> {
     child.stderr!.on('data', onData);
     child.once('exit', (code, signal) => {
       clearTimeout(timer);
-      if (host.child === child) host.child = null;
-      reject(new Error(`the function host exited (${code ?? signal}) before ready:\n${host.output.slice(-3000)}`));
+      if (owner.child === child) owner.child = null;
+      reject(new Error(`${name} exited (${code ?? signal}) before ready:\n${owner.output.slice(-3000)}`));
     });
   });
 }
@@ -186,28 +191,10 @@ function launch(handle: NodeHandle, join_: string[]): Promise<void> {
     '--probe-timeout', '40',
     ...(join_.length > 0 ? ['--join', join_.join(',')] : []),
   ];
-  const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });
-  handle.child = child;
-  handle.output = '';
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`${handle.id} not ready in 60 s:\n${handle.output.slice(-3000)}`)), 60_000);
-    const onData = (chunk: Buffer) => {
-      handle.output += chunk.toString();
-      if (handle.output.length > 200_000) handle.output = handle.output.slice(-100_000);
-      const match = /ready ws:\/\/[^\s]+:(\d+)/.exec(handle.output);
-      if (match && handle.port === 0) handle.port = Number(match[1]);
-      if (match) {
-        clearTimeout(timer);
-        resolve();
-      }
-    };
-    child.stdout!.on('data', onData);
-    child.stderr!.on('data', onData);
-    child.once('exit', (code, signal) => {
-      clearTimeout(timer);
-      if (handle.child === child) handle.child = null;
-      reject(new Error(`${handle.id} exited (${code ?? signal}) before ready:\n${handle.output.slice(-3000)}`));
-    });
+  return spawnUntilReady(handle, handle.id, args, 60_000, (output) => {
+    const match = /ready ws:\/\/[^\s]+:(\d+)/.exec(output);
+    if (match && handle.port === 0) handle.port = Number(match[1]);
+    return match !== null;
   });
 }
 
