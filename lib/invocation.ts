@@ -38,6 +38,11 @@ export class Effect {
   ) {}
 }
 
+/** True when a handler returned a thenable; reading `then` runs handler code (a getter), so it may throw. */
+export function isThenable(value: unknown): value is PromiseLike<unknown> {
+  return (typeof value === 'object' || typeof value === 'function') && value !== null && typeof (value as PromiseLike<unknown>).then === 'function';
+}
+
 export interface InvocationLimits {
   readonly valueBytesMax: number;
   readonly idBytesMax: number;

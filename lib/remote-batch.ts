@@ -10,7 +10,7 @@
 import { CompiledFunction } from './compiled-function.js';
 import { RemoteFunctionError } from './errors.js';
 import type { FunctionDefinition } from './function.js';
-import { EffectKind, Invocation, type InvocationLimits } from './invocation.js';
+import { EffectKind, Invocation, isThenable, type InvocationLimits } from './invocation.js';
 import { Message } from './message.js';
 import { fromRemoteAddress, fromRemoteValue, toExpiration, toRemoteAddress, toRemoteEgress, toRemoteValue } from './remote-values.js';
 import type { FunctionResponse, InvocationBatch, InvocationResult, RemoteValueSpec } from './statefun-protocol.js';
@@ -28,10 +28,6 @@ export class BatchError extends RemoteFunctionError {
   ) {
     super(code, message, options);
   }
-}
-
-function isThenable(value: unknown): value is PromiseLike<unknown> {
-  return (typeof value === 'object' || typeof value === 'function') && value !== null && typeof (value as PromiseLike<unknown>).then === 'function';
 }
 
 /** The function types one host serves, compiled once. */

@@ -21,7 +21,7 @@ import { Message } from '../lib/message.js';
 import { TypedValue } from '../lib/typed-value.js';
 import { encodeUtf8, truncateUtf8 } from '../lib/utf8.js';
 import { AddressQueue, FunctionRuntime } from './function-runtime.js';
-import { Effect, EffectKind, Invocation, type InvocationLimits } from '../lib/invocation.js';
+import { Effect, EffectKind, Invocation, isThenable, type InvocationLimits } from '../lib/invocation.js';
 import { Inbox, MAIN_THREAD, Outbox, Stat, ThreadStats, type MailboxLayout } from './mailbox.js';
 import { Metric, ThreadMetrics } from './metrics.js';
 import type { RecordVisitor } from './spsc-ring.js';
@@ -139,10 +139,6 @@ function tokenKey(typename: string, id: string, token: string): string {
   return `${typename}\u0000${id.length}\u0000${id}${token}`;
 }
 
-/** True when `value` is a thenable; reading `then` runs handler code (a getter), so it may throw. */
-function isThenable(value: unknown): value is PromiseLike<unknown> {
-  return (typeof value === 'object' || typeof value === 'function') && value !== null && typeof (value as PromiseLike<unknown>).then === 'function';
-}
 
 /** What a dead letter says about a thrown value. Never throws, whatever the handler threw (a null-prototype object, a hostile Proxy). */
 function describeThrown(thrown: unknown): { code: string; name: string; message: string } {
