@@ -18,7 +18,7 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { connect, Types } from 'statecraft';
 import { startNode, type StatecraftNode } from 'statecraft/node';
-import { ENDPOINT_DEFAULTS } from '../node/remote-endpoints.js';
+import { ENDPOINT_DEFAULTS } from '../node/remote/remote-endpoints.js';
 import { format, median, percentile, quiet, sampleRates, sleep } from './harness.js';
 
 const { values } = parseArgs({

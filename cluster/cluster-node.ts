@@ -11,7 +11,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { Packr } from 'msgpackr';
 import { BARRIER_BYTES, ENVELOPE_HEADER_BYTES, EnvelopeKind, readKeyGroup, writeBarrier } from '../lib/envelope.js';
-import { decodeExport, handoverBody, handoverEnvelope } from '../node/handover.js';
+import { decodeExport, handoverBody, handoverEnvelope } from '../node/keygroups/handover.js';
 import type { CheckpointControl, ClusterHooks, ClusterPort, StatecraftNode } from '../node/index.js';
 import { Membership, type Action, type Member, type MembershipConfig } from './membership.js';
 import { PeerNetwork } from './peer-network.js';

@@ -1,6 +1,6 @@
 /**
  * A function definition prepared to run: its state layout and the `context.storage` proxy handler,
- * built once from its specs. Shards (node/function-runtime.ts) and the HTTP function host both run
+ * built once from its specs. Shards (node/shard/function-runtime.ts) and the HTTP function host both run
  * invocations against one of these.
  */
 import { UndeclaredStateError } from './errors.js';

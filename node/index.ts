@@ -1,6 +1,6 @@
 /** Running nodes from code: `import { startNode } from 'statecraft/node'`. */
-export { startNode, type NodeOptions, type NodeMetrics, type StatecraftNode, type CheckpointOptions } from './node.js';
-export type { ClusterHooks, ClusterPort, CheckpointControl, RollBackResult } from './cluster-port.js';
+export { startNode, type NodeOptions, type NodeMetrics, type StatecraftNode, type CheckpointOptions } from './main/node.js';
+export type { ClusterHooks, ClusterPort, CheckpointControl, RollBackResult } from './main/cluster-port.js';
 export {
   openBlobStore,
   parseBlobStoreUrl,
@@ -9,5 +9,5 @@ export {
   BlobStoreUnavailableError,
   type BlobStore,
   type OpenBlobStoreOptions,
-} from './blob-store.js';
-export { FileBlobStore } from './file-blob-store.js';
+} from './storage/blob-store.js';
+export { FileBlobStore } from './storage/file-blob-store.js';

@@ -6,7 +6,7 @@
  * Events (message deliveries and node ticks) sit in a binary heap ordered by (time, insertion order);
  * each node is ticked at its own `nextDeadline()`, recomputed after every event it handles.
  */
-import { EventQueue } from './event-queue.js';
+import { EventQueue } from '../sim/event-queue.js';
 import { Membership, type Action, type Member, type MemberState, type MembershipConfig, type WireMessage } from '../../cluster/membership.js';
 
 /** sfc32: small, fast, good enough for simulation; seeded through splitmix32. */

@@ -6,7 +6,7 @@ import { fileURLToPath } from 'node:url';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { connect, Types, type Client } from '../../lib/index.js';
-import { ENDPOINT_DEFAULTS } from '../../node/remote-endpoints.js';
+import { ENDPOINT_DEFAULTS } from '../../node/remote/remote-endpoints.js';
 import { pingReport } from '../../examples/ping-pong/functions.js';
 import { startTestNode, take, withTimeout, type TestNode } from '../helpers.js';
 

@@ -25,9 +25,9 @@ import { EnvelopeDecoder, egressLengthMax, invokeLengthMax, writeEgress, writeIn
 import { keyGroupOf } from '../../lib/key-group.js';
 import { TypedValue, toTypedValue } from '../../lib/typed-value.js';
 import { truncateUtf8 } from '../../lib/utf8.js';
-import { EgressHub } from '../../node/egress-hub.js';
-import { Gateway, type GatewayHost } from '../../node/gateway.js';
-import { TimerQueue } from '../../node/timer-queue.js';
+import { EgressHub } from '../../node/main/egress-hub.js';
+import { Gateway, type GatewayHost } from '../../node/main/gateway.js';
+import { TimerQueue } from '../../node/keygroups/timer-queue.js';
 import { eventually, fixture, sleep, startTestNode, take, withTimeout, type TestNode, eventsFrame } from '../helpers.js';
 
 let node: TestNode;

@@ -1,0 +1,161 @@
+/**
+ * The checkpoint coordinator's shell on the leader (one node of the cluster, or a node on its own):
+ * a timer, the store writes (manifest, then LATEST) and the messages to participants. The decisions are
+ * the sans-I/O CheckpointCoordinator's.
+ */
+import type { BlobStore } from '../storage/blob-store.js';
+import { CheckpointCoordinator, type CheckpointManifest, type CoordinatorAction } from './checkpoint-coordinator.js';
+import { manifestKey, writeLatest, writeManifest } from './checkpoint-format.js';
+
+export interface CheckpointLeaderOptions {
+  store: BlobStore;
+  keyGroups: number;
+  intervalMs: number;
+  retain: number;
+  /** Acks and the manifest must be done within this long after a start. */
+  ackTimeoutMs?: number;
+  participants: readonly string[];
+  view: string;
+  /** Committed manifests retained (oldest first), as read back from the store. */
+  committed: readonly CheckpointManifest[];
+  /** Checkpoint numbers up to this may have been used. */
+  lastCheckpoint: number;
+  /** Tells a participant to begin a checkpoint. */
+  start(participant: string, checkpoint: number): void;
+  /** Tells every participant a checkpoint's outcome. */
+  outcome(participants: readonly string[], checkpoint: number, committed: boolean): void;
+  log(line: string): void;
+}
+
+export interface CheckpointStats {
+  committed: number;
+  failed: number;
+  lastCommitted: number;
+  lastDurationMs: number;
+  lastFailure: string | null;
+}
+
+export class CheckpointLeader {
+  private readonly coordinator: CheckpointCoordinator;
+  private timer: NodeJS.Timeout | null = null;
+  private stopped = false;
+  private readonly startedAt = new Map<number, number>();
+  readonly stats: CheckpointStats = { committed: 0, failed: 0, lastCommitted: 0, lastDurationMs: 0, lastFailure: null };
+
+  constructor(private readonly options: CheckpointLeaderOptions) {
+    this.coordinator = new CheckpointCoordinator({
+      participants: options.participants,
+      keyGroups: options.keyGroups,
+      view: options.view,
+      intervalMs: options.intervalMs,
+      retain: options.retain,
+      ...(options.ackTimeoutMs === undefined ? {} : { ackTimeoutMs: options.ackTimeoutMs }),
+      committed: options.committed,
+      lastCheckpoint: Math.max(options.lastCheckpoint, options.committed.at(-1)?.checkpoint ?? 0),
+      manifestKey,
+    });
+    this.stats.lastCommitted = this.coordinator.lastCommitted;
+    this.schedule();
+  }
+
+  get lastCommitted(): number {
+    return this.coordinator.lastCommitted;
+  }
+
+  acknowledged(participant: string, checkpoint: number, objects: ReadonlyMap<number, string | null>, channels: readonly string[]): void {
+    this.perform(this.coordinator.acknowledged(this.now(), participant, checkpoint, objects, channels));
+  }
+
+  uploadFailed(participant: string, checkpoint: number, reason: string): void {
+    this.perform(this.coordinator.uploadFailed(this.now(), participant, checkpoint, reason));
+  }
+
+  viewChanged(participants: readonly string[], view: string): void {
+    this.perform(this.coordinator.viewChanged(this.now(), participants, view));
+  }
+
+  /** Stops; resolves once a manifest or pointer write in flight has landed or failed (LATEST no longer moves). */
+  async stop(): Promise<void> {
+    this.stopped = true;
+    if (this.timer !== null) clearTimeout(this.timer);
+    this.timer = null;
+    await Promise.allSettled([...this.writes]);
+  }
+
+  private readonly writes = new Set<Promise<unknown>>();
+
+  private track(write: Promise<unknown>): void {
+    this.writes.add(write);
+    void write.finally(() => this.writes.delete(write));
+  }
+
+  private now(): number {
+    return performance.now();
+  }
+
+  private schedule(): void {
+    if (this.stopped) return;
+    if (this.timer !== null) clearTimeout(this.timer);
+    const deadline = this.coordinator.nextDeadline();
+    if (deadline === Infinity) {
+      this.timer = null;
+      return;
+    }
+    this.timer = setTimeout(() => {
+      this.timer = null;
+      this.perform(this.coordinator.tick(this.now()));
+    }, Math.max(0, Math.min(60_000, deadline - this.now())));
+    this.timer.unref();
+  }
+
+  private perform(actions: CoordinatorAction[]): void {
+    if (this.stopped) return;
+    for (const action of actions) {
+      switch (action.type) {
+        case 'start':
+          this.startedAt.set(action.checkpoint, this.now());
+          for (const participant of action.participants) this.options.start(participant, action.checkpoint);
+          break;
+        case 'write-manifest':
+          this.track(
+            writeManifest(this.options.store, action.manifest).then(
+              () => this.perform(this.coordinator.manifestWritten(this.now(), action.checkpoint)),
+              (error: Error) => this.perform(this.coordinator.writeFailed(this.now(), action.checkpoint, 'manifest', error.message)),
+            ),
+          );
+          break;
+        case 'write-pointer':
+          // The commit point. A failure here is reported as failed only when the write surely did not
+          // land; a store error leaves that open, so the checkpoint is failed (its objects are kept until
+          // a later commit moves LATEST past it, so a pointer that did land stays valid).
+          this.track(
+            writeLatest(this.options.store, action.checkpoint).then(
+              () => this.perform(this.coordinator.pointerWritten(this.now(), action.checkpoint)),
+              (error: Error) => this.perform(this.coordinator.writeFailed(this.now(), action.checkpoint, 'pointer', error.message)),
+            ),
+          );
+          break;
+        case 'committed': {
+          const began = this.startedAt.get(action.checkpoint);
+          this.startedAt.delete(action.checkpoint);
+          this.stats.committed++;
+          this.stats.lastCommitted = action.checkpoint;
+          if (began !== undefined) this.stats.lastDurationMs = Math.round(this.now() - began);
+          this.options.outcome(this.coordinator.participants, action.checkpoint, true);
+          break;
+        }
+        case 'failed':
+          this.startedAt.delete(action.checkpoint);
+          this.stats.failed++;
+          this.stats.lastFailure = `checkpoint ${action.checkpoint}: ${action.reason}`;
+          this.options.log(`checkpoints: checkpoint ${action.checkpoint} failed: ${action.reason}; the next one is tried on schedule`);
+          this.options.outcome(this.coordinator.participants, action.checkpoint, false);
+          break;
+        case 'delete':
+          this.options.store.delete(action.keys).catch((error: Error) => this.options.log(`checkpoints: deleting ${action.keys.length} old objects failed: ${error.message}`));
+          break;
+      }
+    }
+    this.schedule();
+  }
+}

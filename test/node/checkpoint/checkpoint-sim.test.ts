@@ -1,0 +1,360 @@
+// The checkpoint cores (node/checkpoint/barrier-tracker.ts, node/checkpoint/checkpoint-coordinator.ts): their rules driven
+// by hand, then a seeded simulation (test/node/checkpoint/checkpoint-sim-world.ts) over thousands of seeds. A
+// failing seed is named in the assertion; replay it alone with:
+//   CHECKPOINT_SEED=<seed> node test/node/checkpoint/checkpoint-sim.test.js
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import { BarrierTracker, type BarrierAction } from '../../../node/checkpoint/barrier-tracker.js';
+import { CHECKPOINT_DEFAULTS, CheckpointCoordinator, type CheckpointManifest, type CoordinatorAction } from '../../../node/checkpoint/checkpoint-coordinator.js';
+import { KEY_GROUP_HASH } from '../../../lib/key-group.js';
+import { CheckpointWorld, type WorldOptions, type WorldStats } from './checkpoint-sim-world.js';
+
+const replaySeed = process.env.CHECKPOINT_SEED === undefined ? null : Number(process.env.CHECKPOINT_SEED);
+/** CHECKPOINT_SEED_SCALE=10 runs ten times the seeds, for a soak run by hand. */
+const seedScale = Number(process.env.CHECKPOINT_SEED_SCALE ?? 1);
+
+// ---------------------------------------------------------------------------------------------------
+// BarrierTracker rules
+
+type Action = BarrierAction<string, string>;
+const tracker = (inputs: string[], options: { source?: boolean; lastCheckpoint?: number } = {}) => new BarrierTracker<string, string>({ inputs, ...options });
+const kinds = (actions: Action[]) => actions.map((action) => `${action.type} ${action.checkpoint}${action.type === 'aborted' ? ` ${action.reason}` : ''}`);
+const completed = (actions: Action[]) => {
+  const complete = actions.find((action) => action.type === 'complete');
+  return complete?.type === 'complete' ? Object.fromEntries(complete.recorded) : undefined;
+};
+
+test('tracker: the first barrier snapshots and forwards; each channel records from the snapshot until its own barrier', () => {
+  const t = tracker(['a', 'b', 'c']);
+  assert.not.ok(t.onMessage('b', 'before'), 'nothing is recorded before the snapshot');
+  assert.equal(kinds(t.onBarrier('a', 1)), ['snapshot 1', 'forward-barrier 1']);
+  assert.is(t.openCheckpoint, 1);
+  assert.not.ok(t.onMessage('a', 'a-after-barrier'), 'the channel the barrier came on records nothing');
+  assert.ok(t.onMessage('b', 'b1'));
+  assert.ok(t.onMessage('c', 'c1'));
+  assert.ok(t.onMessage('b', 'b2'));
+  assert.equal(t.onBarrier('b', 1), [], 'b aligned, c still open');
+  assert.not.ok(t.onMessage('b', 'b-after-barrier'), 'b stops recording at its barrier');
+  assert.ok(t.isRecording('c'));
+  assert.ok(t.onMessage('c', 'c2'));
+  const done = t.onBarrier('c', 1);
+  assert.equal(kinds(done), ['complete 1']);
+  assert.equal(completed(done), { b: ['b1', 'b2'], c: ['c1', 'c2'] }, 'recorded in arrival order per channel; channels with nothing are absent');
+  assert.is(t.openCheckpoint, null);
+  assert.not.ok(t.onMessage('c', 'after'), 'nothing is recorded once complete');
+});
+
+test('tracker: a process with one input completes at once; old and repeated barriers are ignored', () => {
+  const single = tracker(['x']);
+  assert.equal(kinds(single.onBarrier('x', 4)), ['snapshot 4', 'forward-barrier 4', 'complete 4']);
+  assert.equal(single.onBarrier('x', 4), [], 'a repeated barrier of a completed checkpoint');
+  assert.equal(single.onBarrier('x', 2), [], 'an older checkpoint');
+  const t = tracker(['a', 'b'], { lastCheckpoint: 7 });
+  assert.equal(t.onBarrier('a', 7), [], 'at or below lastCheckpoint (a previous epoch) is old');
+  assert.equal(kinds(t.onBarrier('a', 8)), ['snapshot 8', 'forward-barrier 8']);
+  assert.equal(t.onBarrier('a', 8), [], 'a repeated barrier on an aligned channel');
+  assert.equal(t.onBarrier('b', 6), [], 'an old barrier during an open checkpoint changes nothing');
+  assert.ok(t.isRecording('b'));
+  assert.equal(kinds(t.onBarrier('b', 8)), ['complete 8']);
+  assert.throws(() => t.onBarrier('b', 0), /integers >= 1/);
+  assert.throws(() => t.onBarrier('zz', 9), /unknown input channel zz/);
+  assert.throws(() => t.onMessage('zz', 'm'), /unknown input channel zz/);
+});
+
+test('tracker: a closed channel counts as aligned, keeps what it recorded, and is not waited for again', () => {
+  const t = tracker(['a', 'b', 'c']);
+  t.onBarrier('a', 1);
+  assert.ok(t.onMessage('b', 'b1'));
+  assert.equal(t.channelClosed('b'), [], 'c is still open');
+  const done = t.onBarrier('c', 1);
+  assert.equal(kinds(done), ['complete 1']);
+  assert.equal(completed(done), { b: ['b1'] });
+  assert.equal(t.channelClosed('b'), [], 'closing twice is harmless');
+  assert.throws(() => t.onMessage('b', 'late'), /was closed/);
+  assert.equal(t.openInputs, ['a', 'c']);
+  // The next checkpoint waits for a and c only; closing the last one it waits for completes it.
+  assert.equal(kinds(t.onBarrier('a', 2)), ['snapshot 2', 'forward-barrier 2']);
+  assert.ok(t.onMessage('c', 'c1'));
+  const closed = t.channelClosed('c');
+  assert.equal(kinds(closed), ['complete 2']);
+  assert.equal(completed(closed), { c: ['c1'] });
+  // A source whose inputs are all closed completes on its start alone.
+  const main = new BarrierTracker<string, string>({ inputs: ['s0'], source: true });
+  main.channelClosed('s0');
+  assert.equal(kinds(main.start(1)), ['snapshot 1', 'forward-barrier 1', 'complete 1']);
+});
+
+test('tracker: a newer barrier while c is open aborts c (superseded) and begins the newer one at once', () => {
+  const t = tracker(['a', 'b']);
+  t.onBarrier('a', 1);
+  assert.ok(t.onMessage('b', 'for-1'));
+  // Checkpoint 1 failed somewhere (b's barrier 1 is late); the coordinator started 2.
+  assert.equal(kinds(t.onBarrier('a', 2)), ['aborted 1 superseded', 'snapshot 2', 'forward-barrier 2']);
+  assert.ok(t.onMessage('b', 'for-2'), 'b now records for 2, from the new snapshot');
+  assert.equal(t.onBarrier('b', 1), [], 'the late barrier 1 is old');
+  assert.ok(t.onMessage('b', 'still-for-2'), 'and does not end the recording for 2');
+  const done = t.onBarrier('b', 2);
+  assert.equal(kinds(done), ['complete 2']);
+  assert.equal(completed(done), { b: ['for-2', 'still-for-2'] }, 'nothing recorded for 1 leaks into 2');
+  // A barrier newer than the open one on the very channel still waited for: that channel is aligned for
+  // the new checkpoint (its barrier for it has arrived), the others record.
+  const u = tracker(['a', 'b', 'c']);
+  u.onBarrier('a', 5);
+  assert.equal(kinds(u.onBarrier('b', 6)), ['aborted 5 superseded', 'snapshot 6', 'forward-barrier 6']);
+  assert.not.ok(u.isRecording('b'));
+  assert.ok(u.isRecording('a') && u.isRecording('c'));
+});
+
+test('tracker: a source begins on start or on the first barrier, whichever comes first; start is for sources only', () => {
+  const main = tracker(['peer', 'shard'], { source: true });
+  assert.equal(kinds(main.start(1)), ['snapshot 1', 'forward-barrier 1']);
+  assert.ok(main.isRecording('peer') && main.isRecording('shard'), 'after a start every input records');
+  assert.equal(main.start(1), [], 'a repeated start');
+  main.onBarrier('peer', 1);
+  assert.equal(kinds(main.onBarrier('shard', 1)), ['complete 1']);
+  // A peer's barrier 2 arrives before our start 2: snapshot now, the start is then a no-op.
+  assert.equal(kinds(main.onBarrier('peer', 2)), ['snapshot 2', 'forward-barrier 2']);
+  assert.equal(main.start(2), []);
+  assert.equal(main.start(1), [], 'an old start');
+  assert.equal(kinds(main.onBarrier('shard', 2)), ['complete 2']);
+  assert.equal(kinds(main.start(3)), ['snapshot 3', 'forward-barrier 3']);
+  assert.equal(kinds(main.start(4)), ['aborted 3 superseded', 'snapshot 4', 'forward-barrier 4'], 'a newer start supersedes like a newer barrier');
+  assert.throws(() => tracker(['a']).start(1), /for a source/);
+});
+
+test('tracker: abort drops the open checkpoint, or makes a future one old', () => {
+  const t = tracker(['a', 'b']);
+  t.onBarrier('a', 1);
+  t.onMessage('b', 'm');
+  assert.equal(t.abort(2), [{ type: 'aborted', checkpoint: 1, reason: 'superseded' }], 'aborting a newer one also drops an older open one');
+  assert.equal(t.onBarrier('b', 1), []);
+  assert.equal(t.onBarrier('a', 2), [], '2 was aborted before it reached us: its barriers are ignored');
+  assert.equal(kinds(t.onBarrier('a', 3)), ['snapshot 3', 'forward-barrier 3']);
+  assert.equal(t.abort(2), [], 'aborting an older one leaves the open one alone');
+  assert.is(t.openCheckpoint, 3);
+  assert.equal(kinds(t.abort(3)), ['aborted 3 failed']);
+  assert.is(t.openCheckpoint, null);
+  assert.not.ok(t.onMessage('b', 'after-abort'));
+  assert.equal(t.onBarrier('b', 3), []);
+  assert.is(t.newestCheckpoint, 3);
+});
+
+// ---------------------------------------------------------------------------------------------------
+// CheckpointCoordinator rules
+
+const only = <T extends CoordinatorAction['type']>(actions: CoordinatorAction[], type: T) =>
+  actions.filter((action): action is Extract<CoordinatorAction, { type: T }> => action.type === type);
+const ack = (entries: [number, string | null][]) => new Map(entries);
+
+/** Runs one checkpoint to its commit: start at the next deadline, acks, manifest, pointer. */
+function commitOne(coordinator: CheckpointCoordinator, acks: Record<string, [number, string | null][]>): { checkpoint: number; actions: CoordinatorAction[]; now: number } {
+  const now = coordinator.nextDeadline();
+  const [start] = only(coordinator.tick(now), 'start');
+  assert.ok(start !== undefined, `a checkpoint starts at ${now}`);
+  const checkpoint = start.checkpoint;
+  const actions: CoordinatorAction[] = [];
+  for (const [process, objects] of Object.entries(acks)) actions.push(...coordinator.acknowledged(now + 1, process, checkpoint, ack(objects)));
+  assert.equal(only(actions, 'write-manifest').length, 1, `manifest of ${checkpoint} requested`);
+  assert.equal(kinds2(coordinator.manifestWritten(now + 2, checkpoint)), [`write-pointer ${checkpoint}`]);
+  actions.push(...coordinator.pointerWritten(now + 3, checkpoint));
+  return { checkpoint, actions, now };
+}
+const kinds2 = (actions: CoordinatorAction[]) => actions.map((action) => `${action.type}${'checkpoint' in action ? ` ${action.checkpoint}` : ''}`);
+
+test('coordinator: on schedule, start → acks → manifest → pointer → committed; numbers increase', () => {
+  const coordinator = new CheckpointCoordinator({ participants: ['a', 'b'], keyGroups: 3, view: 'v1', intervalMs: 100 });
+  assert.is(coordinator.nextDeadline(), 0, 'before the first tick: tick at once');
+  assert.equal(coordinator.tick(1000), [], 'the first tick arms the schedule');
+  assert.is(coordinator.nextDeadline(), 1100);
+  assert.equal(coordinator.tick(1099), []);
+  const started = coordinator.tick(1100);
+  assert.equal(started, [{ type: 'start', checkpoint: 1, participants: ['a', 'b'] }]);
+  assert.equal(coordinator.tick(1200), [], 'one at a time: the next waits for this one');
+  assert.equal(coordinator.acknowledged(1210, 'a', 1, ack([[0, 'k/1/0'], [2, 'k/1/2']])), []);
+  assert.equal(coordinator.acknowledged(1211, 'a', 1, ack([[0, 'k/1/0'], [2, 'k/1/2']])), [], 'a repeated ack changes nothing');
+  const manifest: CheckpointManifest = { version: 1, checkpoint: 1, view: 'v1', keyGroups: 3, hash: KEY_GROUP_HASH, objects: ['k/1/0', 'k/1/1', 'k/1/2'], channels: [], retained: [] };
+  assert.equal(coordinator.acknowledged(1220, 'b', 1, ack([[1, 'k/1/1']])), [{ type: 'write-manifest', checkpoint: 1, key: 'checkpoints/1/manifest.json', manifest }]);
+  assert.equal(coordinator.inProgress, { checkpoint: 1, phase: 'manifest' });
+  assert.equal(coordinator.pointerWritten(1225, 1), [], 'the pointer is not written before the manifest');
+  assert.equal(coordinator.manifestWritten(1230, 1), [{ type: 'write-pointer', checkpoint: 1 }]);
+  assert.is(coordinator.nextDeadline(), Infinity, 'no deadline while the pointer write is in flight');
+  assert.equal(coordinator.tick(99_999), [], 'not even the ack timeout fails a checkpoint whose pointer write is in flight');
+  assert.equal(coordinator.pointerWritten(100_000, 1), [{ type: 'committed', checkpoint: 1, manifest }]);
+  assert.is(coordinator.lastCommitted, 1);
+  assert.is(coordinator.nextDeadline(), 1200, 'the next start was due long ago: at once');
+  assert.equal(kinds2(coordinator.tick(100_001)), ['start 2']);
+  assert.is(coordinator.nextDeadline(), 100_001 + CHECKPOINT_DEFAULTS.ackTimeoutMs);
+});
+
+test('coordinator: a key group reported unchanged before anything committed fails the checkpoint', () => {
+  const coordinator = new CheckpointCoordinator({ participants: ['a', 'b'], keyGroups: 2, intervalMs: 10 });
+  coordinator.tick(0);
+  assert.equal(kinds2(coordinator.tick(10)), ['start 1']);
+  coordinator.acknowledged(11, 'a', 1, ack([[0, null]]));
+  const failed = coordinator.acknowledged(12, 'b', 1, ack([[1, 'k1-b']]));
+  assert.equal(kinds2(failed), ['failed 1'], 'nothing committed yet, so "unchanged" has nothing to point at');
+  assert.match(only(failed, 'failed')[0]!.reason, /key group 0 was reported unchanged, but no checkpoint has committed yet/);
+});
+
+test('coordinator: reuse, timeouts, failures, late acks and retention', () => {
+  const coordinator = new CheckpointCoordinator({ participants: ['a', 'b'], keyGroups: 2, intervalMs: 10, ackTimeoutMs: 50, retain: 2 });
+  coordinator.tick(0);
+  const c1 = commitOne(coordinator, { a: [[0, 'o1-0']], b: [[1, 'o1-1']] });
+  assert.equal(kinds2(c1.actions), ['write-manifest 1', 'committed 1']);
+  const c2 = commitOne(coordinator, { a: [[0, null]], b: [[1, 'o2-1']] });
+  assert.equal(only(c2.actions, 'committed')[0]!.manifest.objects, ['o1-0', 'o2-1'], 'key group 0 unchanged: the object of checkpoint 1');
+  assert.equal(only(c2.actions, 'committed')[0]!.manifest.retained, [1]);
+  // Checkpoint 3: b never acknowledges; a's object is garbage.
+  const start3 = coordinator.nextDeadline();
+  assert.equal(kinds2(coordinator.tick(start3)), ['start 3']);
+  coordinator.acknowledged(start3 + 1, 'a', 3, ack([[0, 'o3-0']]));
+  assert.is(coordinator.nextDeadline(), start3 + 50);
+  const timedOut = coordinator.tick(start3 + 50);
+  assert.equal(kinds2(timedOut), ['failed 3', 'start 4'], 'the timeout fails 3 only; 4 was due and starts at once');
+  assert.match(only(timedOut, 'failed')[0]!.reason, /timed out after 50 ms: no acknowledgement from b/);
+  // b's late ack for 3: its object is garbage too.
+  assert.equal(coordinator.acknowledged(start3 + 60, 'b', 3, ack([[1, 'o3-1']])), []);
+  // 4: b's upload fails.
+  assert.equal(kinds2(coordinator.uploadFailed(start3 + 61, 'b', 4, 'disk full')), ['failed 4']);
+  assert.equal(coordinator.uploadFailed(start3 + 61, 'b', 4, 'again'), [], 'a failed checkpoint fails once');
+  // 5: the manifest write fails. 6: the pointer write fails.
+  for (const [checkpoint, what] of [[5, 'manifest'], [6, 'pointer']] as const) {
+    const now = coordinator.nextDeadline();
+    assert.equal(kinds2(coordinator.tick(now)), [`start ${checkpoint}`]);
+    coordinator.acknowledged(now, 'a', checkpoint, ack([[0, `o${checkpoint}-0`]]));
+    coordinator.acknowledged(now, 'b', checkpoint, ack([[1, null]]));
+    if (what === 'pointer') coordinator.manifestWritten(now, checkpoint);
+    assert.equal(coordinator.writeFailed(now, checkpoint, what === 'manifest' ? 'pointer' : 'manifest'), [], 'a failure of the other write is ignored');
+    assert.equal(kinds2(coordinator.writeFailed(now, checkpoint, what)), [`failed ${checkpoint}`]);
+  }
+  // 7 commits, reusing 2's entries (o1-0, o2-1): 1 falls out of retention (retain 2), so its manifest and
+  // o1-1 (replaced in 2) go, but not o1-0; the failed checkpoints' objects and manifests go too.
+  const c7 = commitOne(coordinator, { a: [[0, null]], b: [[1, null]] });
+  assert.is(c7.checkpoint, 7);
+  assert.equal(only(c7.actions, 'committed')[0]!.manifest.objects, ['o1-0', 'o2-1']);
+  const [deleted] = only(c7.actions, 'delete');
+  assert.equal(
+    [...deleted!.keys].sort(),
+    ['checkpoints/1/manifest.json', 'checkpoints/5/manifest.json', 'checkpoints/6/manifest.json', 'o1-1', 'o3-0', 'o3-1', 'o5-0', 'o6-0'].sort(),
+    'never o1-0 or o2-1, which retained manifests reference',
+  );
+  // 8 rewrites key group 0: 2 falls out, but 7 still references o1-0; 9 drops 7, and o1-0 goes.
+  const c8 = commitOne(coordinator, { a: [[0, 'o8-0']], b: [[1, null]] });
+  assert.equal(only(c8.actions, 'delete')[0]!.keys, ['checkpoints/2/manifest.json']);
+  assert.equal(coordinator.retained.map((manifest) => manifest.checkpoint), [7, 8]);
+  const c9 = commitOne(coordinator, { a: [[0, null]], b: [[1, null]] });
+  assert.equal(only(c9.actions, 'committed')[0]!.manifest.objects, ['o8-0', 'o2-1']);
+  assert.equal([...only(c9.actions, 'delete')[0]!.keys].sort(), ['checkpoints/7/manifest.json', 'o1-0']);
+});
+
+test('coordinator: a view change fails the running checkpoint, except while its pointer write is in flight', () => {
+  const coordinator = new CheckpointCoordinator({ participants: ['a', 'b'], keyGroups: 1, intervalMs: 10, view: 'v1' });
+  coordinator.tick(0);
+  coordinator.tick(10);
+  assert.equal(coordinator.viewChanged(11, ['b', 'a'], 'v1'), [], 'the same view is no change');
+  const failed = coordinator.viewChanged(12, ['a'], 'v2');
+  assert.equal(kinds2(failed), ['failed 1']);
+  assert.match(only(failed, 'failed')[0]!.reason, /view changed to v2/);
+  assert.equal(coordinator.acknowledged(13, 'a', 1, ack([[0, 'x']])), [], 'a late ack of the failed checkpoint');
+  assert.equal(kinds2(coordinator.tick(20)), ['start 2']);
+  assert.equal(kinds2(coordinator.acknowledged(21, 'b', 2, ack([[0, 'y']]))), [], 'b is no participant any more');
+  assert.equal(kinds2(coordinator.acknowledged(21, 'a', 2, ack([[0, 'z']]))), ['write-manifest 2']);
+  coordinator.manifestWritten(22, 2);
+  assert.equal(coordinator.viewChanged(23, ['a', 'b'], 'v3'), [], 'the pointer write decides');
+  const committed = coordinator.pointerWritten(24, 2);
+  assert.equal(kinds2(committed), ['committed 2', 'delete']);
+  assert.equal(only(committed, 'committed')[0]!.manifest.view, 'v2', 'the manifest names the view it was taken in');
+  assert.equal(only(committed, 'delete')[0]!.keys, ['x'], "the failed checkpoint's late object");
+  assert.equal(kinds2(coordinator.tick(30)), ['start 3']);
+  assert.equal(coordinator.inProgress?.checkpoint, 3);
+  // No participants: nothing starts.
+  coordinator.viewChanged(31, [], 'v4');
+  assert.equal(coordinator.tick(1000), []);
+  assert.is(coordinator.nextDeadline(), 1010);
+});
+
+test('coordinator: placement disagreements fail the checkpoint; a new coordinator starts above what it is told', () => {
+  const coordinator = new CheckpointCoordinator({ participants: ['a', 'b'], keyGroups: 2, intervalMs: 10 });
+  coordinator.tick(0);
+  coordinator.tick(10);
+  coordinator.acknowledged(11, 'a', 1, ack([[0, 'a0'], [1, 'a1']]));
+  assert.match(only(coordinator.acknowledged(12, 'b', 1, ack([[1, 'b1']])), 'failed')[0]!.reason, /key group 1 was acknowledged by two processes/);
+  coordinator.tick(20);
+  coordinator.acknowledged(21, 'a', 2, ack([[0, 'a0']]));
+  assert.match(only(coordinator.acknowledged(22, 'b', 2, ack([])), 'failed')[0]!.reason, /key group 1 was acknowledged by no process/);
+  coordinator.tick(30);
+  assert.match(only(coordinator.acknowledged(31, 'a', 3, ack([[2, 'x']])), 'failed')[0]!.reason, /outside 0\.\.1/);
+
+  const manifest = (checkpoint: number, objects: string[], retained: number[]): CheckpointManifest => ({ version: 1, checkpoint, view: 'v', keyGroups: 2, hash: KEY_GROUP_HASH, objects, channels: [], retained });
+  const m4 = manifest(4, ['p0', 'p1'], []);
+  const m6 = manifest(6, ['p0', 'q1'], [4]);
+  const successor = new CheckpointCoordinator({ participants: ['a', 'b'], keyGroups: 2, intervalMs: 10, retain: 2, committed: [m4, m6], lastCheckpoint: 9 });
+  assert.is(successor.lastCommitted, 6);
+  successor.tick(0);
+  const next = commitOne(successor, { a: [[0, null]], b: [[1, 'r1']] });
+  assert.is(next.checkpoint, 10, 'above lastCheckpoint');
+  assert.equal(only(next.actions, 'committed')[0]!.manifest.objects, ['p0', 'r1'], "reuses LATEST's entries");
+  assert.equal(only(next.actions, 'delete')[0]!.keys, ['checkpoints/4/manifest.json', 'p1']);
+  const fresh = new CheckpointCoordinator({ participants: ['a'], keyGroups: 2, committed: [m4] });
+  assert.is(fresh.lastStarted, 4, 'by default above the last committed');
+  assert.throws(() => new CheckpointCoordinator({ participants: ['a'], keyGroups: 2, committed: [m6], lastCheckpoint: 5 }), /lastCheckpoint must be an integer >= 6/);
+  assert.throws(() => new CheckpointCoordinator({ participants: ['a'], keyGroups: 3, committed: [m4] }), /K is 3/);
+  assert.throws(() => new CheckpointCoordinator({ participants: ['a'], keyGroups: 2, committed: [m6, m4] }), /oldest first/);
+  assert.throws(() => new CheckpointCoordinator({ participants: ['a'], keyGroups: 2, retain: 0 }), /retain must be an integer >= 1/);
+});
+
+// ---------------------------------------------------------------------------------------------------
+// The simulation
+
+/** Sums over runs: the world's stats (less its size) and the number of seeds. */
+type Totals = Omit<WorldStats, 'processes' | 'keyGroups'> & { seeds: number };
+
+function forSeeds(name: string, first: number, count: number, options: (seed: number) => WorldOptions): Totals {
+  const seeds = replaySeed === null ? Array.from({ length: Math.ceil(count * seedScale) }, (_, index) => first + index) : [replaySeed];
+  const totals: Totals = { seeds: 0, started: 0, committed: 0, failed: 0, superseded: 0, recordedMessages: 0, reusedObjects: 0, recoveries: 0, coordinators: 0, messages: 0, deletedKeys: 0 };
+  const started = Date.now();
+  for (const seed of seeds) {
+    let stats: WorldStats;
+    try {
+      stats = new CheckpointWorld(options(seed)).run();
+    } catch (error) {
+      const text = error instanceof Error ? (error.stack ?? error.message) : String(error);
+      assert.unreachable(`${name}, seed ${seed}: ${text} (replay: CHECKPOINT_SEED=${seed} node test/node/checkpoint/checkpoint-sim.test.js)`);
+      return totals;
+    }
+    totals.seeds++;
+    for (const key of Object.keys(totals) as (keyof Totals)[]) if (key !== 'seeds') totals[key] += stats[key];
+  }
+  console.log(
+    `  ${name}: ${totals.seeds} seeds in ${Date.now() - started} ms; checkpoints ${totals.started} started, ${totals.committed} committed, ${totals.failed} failed, ` +
+      `${totals.superseded} superseded in a tracker; ${totals.messages} messages, ${totals.recordedMessages} recorded; ${totals.reusedObjects} unchanged key groups reused; ` +
+      `${totals.recoveries} recoveries, ${totals.coordinators} coordinators; ${totals.deletedKeys} keys deleted`,
+  );
+  return totals;
+}
+
+test('simulation, main threads and shards: every commit restores to the consistent cut despite failed uploads, writes and stalls', () => {
+  const totals = forSeeds('nodes', 1, 1000, (seed) => ({ seed, topology: 'nodes', durationMs: 1500, crashes: 0, coordinatorFailover: false, faults: true }));
+  if (replaySeed === null) {
+    assert.ok(totals.failed > 0 && totals.superseded > 0 && totals.recordedMessages > 0 && totals.reusedObjects > 0, 'the faults and paths under test did occur');
+  }
+});
+
+test('simulation, random graphs with several sources: consistent cuts', () => {
+  const totals = forSeeds('mesh', 100_001, 800, (seed) => ({ seed, topology: 'mesh', durationMs: 1500, crashes: 0, coordinatorFailover: false, faults: seed % 4 !== 0 }));
+  if (replaySeed === null) assert.ok(totals.committed > totals.seeds * 5);
+});
+
+test('simulation, crashes at random points: the running checkpoint fails, recovery restores LATEST, later checkpoints commit', () => {
+  const totals = forSeeds('crashes', 200_001, 1000, (seed) => ({
+    seed,
+    topology: seed % 2 === 0 ? 'nodes' : 'mesh',
+    durationMs: 2000,
+    crashes: 1 + (seed % 3),
+    coordinatorFailover: seed % 3 !== 0,
+    faults: seed % 5 !== 0,
+  }));
+  if (replaySeed === null) assert.ok(totals.recoveries > totals.seeds && totals.coordinators > totals.seeds, 'crashes, recoveries and new coordinators did occur');
+});
+
+test.run();

@@ -1,0 +1,168 @@
+// test-timeout-ms: 180000
+// Checkpoints on one node: commit confirms events and releases egress, a restart restores, an upload
+// that fails fails its checkpoint only, a corrupt object makes the restore fall back, and the same on S3.
+import { mkdtempSync, readFileSync, rmSync, writeFileSync, unlinkSync, mkdirSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import { connect, type Client } from '../../../lib/index.js';
+import { openBlobStore } from '../../../node/storage/blob-store.js';
+import { parseObjectRef, readLatest, readManifest } from '../../../node/checkpoint/checkpoint-format.js';
+import type { NodeOptions } from '../../../node/index.js';
+import { counted } from '../../fixtures/functions.js';
+import { countReports, eventually, fixture, sleep, startTestNode, withTimeout, type TestNode } from '../../helpers.js';
+import { startS3Server, type S3TestServer } from '../../s3-server.js';
+
+const functions: string[] = [fixture('functions')];
+const nodes: TestNode[] = [];
+const clients: Client[] = [];
+const dirs: string[] = [];
+let s3: S3TestServer | null = null;
+
+async function stopAll(): Promise<void> {
+  for (const client of clients.splice(0)) await client.close({ timeoutMs: 500 }).catch(() => undefined);
+  for (const node of nodes.splice(0)) await node.close().catch(() => undefined);
+}
+
+test.after.each(stopAll);
+test.after(async () => {
+  await s3?.close();
+  for (const dir of dirs) rmSync(dir, { recursive: true, force: true });
+});
+
+function tempDir(): string {
+  const dir = mkdtempSync(`${tmpdir()}/statecraft-checkpoints-`);
+  dirs.push(dir);
+  return dir;
+}
+
+async function start(checkpoints: NodeOptions['checkpoints'], extra: Omit<Partial<NodeOptions>, 'functions'> = {}): Promise<TestNode> {
+  const node = await startTestNode({ keyGroups: 64, ...extra, functions, ...(checkpoints ? { checkpoints } : {}) });
+  nodes.push(node);
+  return node;
+}
+
+async function client(node: TestNode, options: Parameters<typeof connect>[1] = {}): Promise<Client> {
+  const created = await connect(node.url, options);
+  clients.push(created);
+  return created;
+}
+
+async function reportCounts(node: TestNode, ids: string[]): Promise<Map<string, number>> {
+  const sender = await client(node);
+  return countReports(sender, sender, ids, 15_000);
+}
+
+test('send() resolves once a checkpoint commits; egress is released on commit, with stable ids; a restart restores the state', async () => {
+  const dir = tempDir();
+  const store = `file://${dir}`;
+  let node = await start({ store, intervalMs: 100 });
+  const sender = await client(node);
+  const received: { id: string | null; count: number }[] = [];
+  const subscription = sender.subscribe('counts', { type: counted });
+  void (async () => {
+    for await (const record of subscription) received.push({ id: record.recordId, count: record.value.count });
+  })();
+  await sleep(50);
+  const ids = ['a', 'b', 'c', 'd'];
+  for (let round = 0; round < 5; round++) await Promise.all(ids.map((id) => sender.send({ typename: 'test/counter', id }, 1)));
+  const latest = await readLatest(await openBlobStore(store));
+  assert.ok(latest >= 1, `LATEST names checkpoint ${latest}`);
+  await eventually(() => received.length === 20, `20 egress records (got ${received.length})`);
+  assert.ok(received.every((record) => record.id !== null && /^\d+:\d+$/.test(record.id)), 'records carry stable ids');
+  assert.is(new Set(received.map((record) => record.id)).size, 20);
+  await stopAll();
+
+  node = await start({ store, intervalMs: 100 });
+  assert.ok(node.checkpointStatus()!.restored >= latest, `restored ${node.checkpointStatus()!.restored}`);
+  const found = await reportCounts(node, ids);
+  assert.equal([...found.values()], [5, 5, 5, 5]);
+});
+
+test("confirm: 'accept' resolves on acceptance; without a commit the egress waits", async () => {
+  const node = await start({ store: `file://${tempDir()}`, intervalMs: 3_600_000 });
+  const sender = await client(node, { confirm: 'accept' });
+  const records: number[] = [];
+  void (async () => {
+    for await (const record of sender.subscribe('counts', { type: counted })) records.push(record.value.count);
+  })();
+  await sleep(50);
+  await withTimeout(sender.send({ typename: 'test/counter', id: 'x' }, 1), 5000, 'accepted');
+  await eventually(() => node.metrics().Invocations === 1, 'processed');
+  await sleep(300);
+  assert.equal(records, [], 'no checkpoint has committed: the record is held');
+  assert.is(sender.pending, 1, 'the client keeps the event until a commit covers it');
+});
+
+test('an upload that fails fails that checkpoint only: the node goes on, and the next checkpoint that can be written commits', async () => {
+  const dir = tempDir();
+  // A file where the checkpoints directory must go: every object write fails.
+  writeFileSync(`${dir}/checkpoints`, 'not a directory');
+  const node = await start({ store: `file://${dir}`, intervalMs: 100 });
+  const sender = await client(node);
+  const records: number[] = [];
+  void (async () => {
+    for await (const record of sender.subscribe('counts', { type: counted })) records.push(record.value.count);
+  })();
+  await sleep(50);
+  let resolved = false;
+  const sends = Promise.all([1, 2, 3].map(() => sender.send({ typename: 'test/counter', id: 'up' }, 1))).then(() => (resolved = true));
+  await eventually(() => node.metrics().Invocations === 3, 'the events are processed meanwhile');
+  await eventually(() => (node.checkpointStatus()!.leader?.failed ?? 0) >= 2, 'checkpoints fail');
+  assert.match(node.checkpointStatus()!.leader!.lastFailure!, /upload failed/);
+  assert.not.ok(resolved, 'nothing is confirmed before a commit');
+  assert.equal(records, [], 'no egress before a commit');
+  unlinkSync(`${dir}/checkpoints`);
+  mkdirSync(`${dir}/checkpoints`);
+  await withTimeout(sends, 10_000, 'the sends resolve once a checkpoint commits');
+  await eventually(() => records.length === 3, 'the egress is released once');
+  assert.equal(records, [1, 2, 3]);
+  await sleep(400);
+  assert.equal(records, [1, 2, 3], 'and not again');
+});
+
+test('a corrupt checkpoint object is detected on restore, and the checkpoint before it is used', async () => {
+  const dir = tempDir();
+  const store = `file://${dir}`;
+  let node = await start({ store, intervalMs: 50 });
+  let sender = await client(node);
+  await Promise.all([1, 2, 3].map(() => sender.send({ typename: 'test/counter', id: 'k' }, 1)));
+  await sleep(300); // idle checkpoints meanwhile: they reuse the objects written for these three
+  const quiet = await readLatest(await openBlobStore(store));
+  await Promise.all([1, 2].map(() => sender.send({ typename: 'test/counter', id: 'k' }, 1)));
+  await stopAll();
+  const blobs = await openBlobStore(store);
+  const latest = await readLatest(blobs);
+  assert.ok(latest > quiet, `a newer checkpoint (${latest}) than ${quiet}`);
+  const manifest = (await readManifest(blobs, latest))!;
+  const written = manifest.objects.filter((key) => key.startsWith(`checkpoints/${latest}/`));
+  assert.is(written.length, 1, `checkpoint ${latest} wrote k's key group: ${written}`);
+  const path = `${dir}/${parseObjectRef(written[0]!).key}`;
+  const bytes = readFileSync(path);
+  bytes[bytes.length - 1] ^= 0xff; // one flipped bit in the payload
+  writeFileSync(path, bytes);
+
+  const logs: string[] = [];
+  node = await start({ store, intervalMs: 50 }, { log: (line) => logs.push(line) });
+  const restored = node.checkpointStatus()!.restored;
+  assert.ok(restored < latest && restored >= quiet, `restored ${restored}, between ${quiet} and ${latest}`);
+  assert.ok(logs.some((line) => line.includes(`cannot restore checkpoint ${latest}`) && /corrupt|checksum/i.test(line)), logs.join('\n'));
+  const found = await reportCounts(node, ['k']);
+  assert.is(found.get('k'), 3, 'the state of the checkpoint before the corrupt one');
+  sender = await client(node);
+});
+
+test('the same on S3 (s3rver): commit, restart, restore', async () => {
+  s3 = await startS3Server();
+  const checkpoints = { store: `s3://${s3.bucket}/cluster-a`, s3Endpoint: s3.endpoint, s3Region: 'us-east-1', intervalMs: 100 };
+  let node = await start(checkpoints);
+  const sender = await client(node);
+  for (let round = 0; round < 3; round++) await Promise.all(['p', 'q'].map((id) => sender.send({ typename: 'test/counter', id }, 1)));
+  await stopAll();
+  node = await start(checkpoints);
+  assert.ok(node.checkpointStatus()!.restored >= 1);
+  const found = await reportCounts(node, ['p', 'q']);
+  assert.equal([...found.values()], [3, 3]);
+});
+
+test.run();
