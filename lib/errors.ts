@@ -28,6 +28,7 @@ export type ErrorCode =
   | 'SC_ERR_STORE_CORRUPT'
   | 'SC_ERR_STORE_UNAVAILABLE'
   | 'SC_ERR_STORE_FAILED'
+  | 'SC_ERR_MALFORMED_IMAGE'
   | 'SC_ERR_REMOTE_CALL'
   | 'SC_ERR_REMOTE_RESPONSE'
   | 'SC_ERR_REMOTE_HANDLER'
@@ -93,3 +94,15 @@ export class EgressGapError extends StatecraftError {}
 
 /** A remote function could not be invoked: its endpoint failed, answered badly, or its handler threw. */
 export class RemoteFunctionError extends StatecraftError {}
+
+/** A rule inside Statecraft was broken: a bug, never an operating condition. */
+export class InternalError extends StatecraftError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('SC_ERR_INTERNAL', `${message} (a bug in Statecraft: please report it)`, options);
+  }
+}
+
+/** Asserts what must hold (TigerStyle): throws an InternalError naming the broken rule. Sans-I/O cores use it too. */
+export function invariant(condition: unknown, rule: string): asserts condition {
+  if (!condition) throw new InternalError(rule);
+}
