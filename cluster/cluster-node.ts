@@ -11,7 +11,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { Packr } from 'msgpackr';
 import { BARRIER_BYTES, ENVELOPE_HEADER_BYTES, EnvelopeKind, readKeyGroup, writeBarrier } from '../lib/envelope.js';
-import { decodeExport, handoverBody, handoverEnvelope } from '../node/keygroups/handover.js';
+import { decodeImage, handoverEnvelope, handoverImage } from '../node/keygroups/key-group-image.js';
 import type { CheckpointControl, ClusterHooks, ClusterPort, StatecraftNode } from '../node/index.js';
 import { Membership, type Action, type Member, type MembershipConfig } from './membership.js';
 import { PeerNetwork } from './peer-network.js';
@@ -728,14 +728,14 @@ export class ClusterNode implements ClusterHooks {
       return;
     }
     this.claimedAfresh.delete(keyGroup);
-    this.adopt(keyGroup, handoverBody(envelope, 0, envelope.length));
+    this.adopt(keyGroup, handoverImage(envelope, 0, envelope.length));
   }
 
   private adopt(keyGroup: number, body: Uint8Array): void {
     this.moving.set(keyGroup, { state: 'adopting', since: performance.now() });
     let frozenAt = Date.now();
     try {
-      const decoded = decodeExport(body);
+      const decoded = decodeImage(body);
       if (decoded.keyGroup !== keyGroup) throw new Error(`its body is for key group ${decoded.keyGroup}`);
       frozenAt = decoded.frozenAt;
     } catch (error) {
@@ -879,7 +879,7 @@ export class ClusterNode implements ClusterHooks {
   private reroute(envelope: Uint8Array): void {
     if (envelope[0] === EnvelopeKind.Handover) {
       // Our own hand-over never reached its owner: send it where the placement says now.
-      this.sendHandover(readKeyGroup(envelope, 0), handoverBody(envelope, 0, envelope.length));
+      this.sendHandover(readKeyGroup(envelope, 0), handoverImage(envelope, 0, envelope.length));
       return;
     }
     // Egress records were copies for that peer's subscribers; this node has its own.

@@ -4,7 +4,7 @@
  *   offset  size  field
  *   0       1     kind            1 = invoke (a message to a function), 2 = egress record,
  *                                 3 = hand-over (a key group's state, timers and queued messages,
- *                                 moving between nodes; body: msgpack, see node/keygroups/handover.ts),
+ *                                 moving between nodes; body: msgpack, see node/keygroups/key-group-image.ts),
  *                                 4 = checkpoint barrier (header only: the checkpoint number sits
  *                                 where the key group would; see docs/checkpoints.md),
  *                                 5 = checkpoint control between nodes (msgpack body)

@@ -2,9 +2,9 @@
  * What checkpoints look like in a blob store (docs/checkpoints.md):
  *
  *   checkpoints/<c>/seg-<tag>.bin          the key groups one shard wrote for checkpoint c, back to back:
- *                                          each a hand-over body (node/keygroups/handover.ts) with its unreleased
- *                                          egress and egress counter; the manifest names each key group's
- *                                          slice as `<object key>#<offset>+<length>`
+ *                                          each a key-group image (node/keygroups/key-group-image.ts)
+ *                                          with its unreleased egress and egress counter; the manifest
+ *                                          names each key group's slice as `<object key>#<offset>+<length>`
  *   checkpoints/<c>/ch-<tag>.bin           messages one process recorded in flight at the cut
  *   checkpoints/<c>/manifest.json          CheckpointManifest (node/checkpoint/checkpoint-coordinator.ts)
  *   LATEST                                 { checkpoint }: the last committed checkpoint (the commit point)

@@ -377,7 +377,7 @@ class MainThread implements RecordVisitor {
               this.replies.delete(message.request);
               reply?.(message);
             } else if (message.type === 'checkpoint-part') {
-              this.participant?.onShardPart(thread, message.checkpoint, message.generation, message.objects, message.channel, message.error);
+              this.participant?.onShardPart(thread, message.checkpoint, message.epoch, message.objects, message.channel, message.error);
             }
           });
           worker.on('error', (error) => {
@@ -538,9 +538,9 @@ class MainThread implements RecordVisitor {
   private async resetAll(): Promise<void> {
     this.discarding = true;
     this.outbox.discardOverflow();
-    await this.askAllShards({ type: 'reset', request: 0, phase: 1, generation: this.generation });
+    await this.askAllShards({ type: 'reset', request: 0, phase: 1, epoch: this.generation });
     this.inbox.poll(1 << 30);
-    await this.askAllShards({ type: 'reset', request: 0, phase: 2, generation: this.generation });
+    await this.askAllShards({ type: 'reset', request: 0, phase: 2, epoch: this.generation });
     this.inbox.poll(1 << 30);
     this.discarding = this.fencedEpoch > this.resetEpoch;
   }

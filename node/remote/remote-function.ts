@@ -16,7 +16,7 @@ import { fromRemoteAddress, fromRemoteEgress, fromRemoteValue, toRemoteAddress }
 import { decodeFromFunction, encodeToFunction, type RemoteTypedValue, type RemoteValueSpec } from '../../lib/statefun-protocol.js';
 import { checkValueSize } from '../../lib/typed-value.js';
 import { primitiveType } from '../../lib/types.js';
-import { AddressQueue } from '../shard/function-runtime.js';
+import type { AddressQueue } from '../shard/address-queue.js';
 import type { ResolvedEndpoint } from './remote-endpoints.js';
 import { RemoteStateLayout } from './remote-state.js';
 
@@ -30,15 +30,16 @@ function bad(endpoint: ResolvedEndpoint, why: string): RemoteFunctionError {
 }
 
 export class RemoteFunction {
-  readonly layout = new RemoteStateLayout();
   /** Addresses with a request in flight, and what waits for them. */
   readonly busy = new Map<string, AddressQueue>();
 
   constructor(
-    /** Index in the shard's state store. */
+    /** Index in the shard's state records. */
     readonly index: number,
     readonly typename: string,
     readonly endpoint: ResolvedEndpoint,
+    /** The value specs it registered, and its records' layout. */
+    readonly layout: RemoteStateLayout = new RemoteStateLayout(),
   ) {}
 
   /** Most messages one request carries (StateFun's maxNumBatchRequests). */

@@ -1,0 +1,209 @@
+/**
+ * Remote functions as a shard calls them (StateFun's request-reply protocol over HTTP).
+ *
+ * Per address one request in flight; the messages that arrive meanwhile wait and go as the next batch
+ * (at most the endpoint's maxNumBatchRequests, and split below its payload limit). An answer is checked
+ * whole (remote-function.ts) and applied in one step: state mutations, then messages, delayed messages,
+ * cancellations and egress. A missing-state answer registers the specs and sends the same batch again.
+ * A batch whose handler threw is retried one message per request, so only the message that throws
+ * becomes a dead letter; what still fails after the retries of remote-client.ts becomes dead letters.
+ *
+ * Waiting messages and requests in flight are counted apart from the shard's backlog: a slow endpoint
+ * backs up its own addresses, not the node's clients.
+ */
+import { RemoteFunctionError } from '../../lib/errors.js';
+import type { Message } from '../../lib/message.js';
+import { AddressQueue, peekWaiting, takeWaiting } from '../shard/address-queue.js';
+import type { ShardContext } from '../shard/shard-context.js';
+import { callEndpoint, type AttemptError } from './remote-client.js';
+import type { EndpointTable } from './remote-endpoints.js';
+import { RemoteFunction } from './remote-function.js';
+import { RemoteStateLayout } from './remote-state.js';
+
+/** Missing-state rounds one batch may take (a function asking again for what it was given is broken). */
+const NEGOTIATION_ROUNDS_MAX = 4;
+
+export class RemoteDispatcher {
+  /** Remote function types seen so far (created on first use from the endpoint table). */
+  private readonly remotes = new Map<string, RemoteFunction>();
+  /** Messages waiting for a request in flight. */
+  waiting = 0;
+  /** Requests in flight (one per busy address). */
+  inFlight = 0;
+
+  constructor(
+    private readonly context: ShardContext,
+    private readonly endpoints: EndpointTable,
+    /** Messages one address may have waiting before more are dead-lettered. */
+    private readonly backlogMax: number,
+  ) {}
+
+  /** The remote function serving `typename`, created (and its state type added) when the endpoint table first resolves it. */
+  resolve(typename: string): RemoteFunction | undefined {
+    let remote = this.remotes.get(typename);
+    if (remote !== undefined) return remote;
+    const endpoint = this.endpoints.resolve(typename);
+    if (endpoint === null) return undefined;
+    const layout = new RemoteStateLayout();
+    remote = new RemoteFunction(this.context.groups.addType(typename, layout), typename, endpoint, layout);
+    this.remotes.set(typename, remote);
+    return remote;
+  }
+
+  /** Sends or queues a message for a remote type; false when no endpoint serves its type. */
+  deliver(message: Message): boolean {
+    const remote = this.resolve(message.targetTypename);
+    if (remote === undefined) return false;
+    const queue = remote.busy.get(message.targetId);
+    if (queue === undefined) {
+      const fresh = new AddressQueue();
+      remote.busy.set(message.targetId, fresh);
+      this.startBatch(remote, fresh, [message]);
+      return true;
+    }
+    if (queue.length >= this.backlogMax) {
+      this.context.deadLetter(
+        message,
+        new RemoteFunctionError(
+          'SC_ERR_REMOTE_BACKLOG_FULL',
+          `${message.targetTypename}/${message.targetId} has ${queue.length} messages waiting for ${remote.endpoint.url}: the endpoint is slower than this address's load; scale it out, or raise --remote-backlog-max`,
+        ),
+      );
+      return true;
+    }
+    queue.push(message);
+    this.waiting++;
+    return true;
+  }
+
+  /** Snapshot: what a restore must send again for the key groups `wanted` selects (batches in flight included). */
+  peekWaiting(keyGroupOf: (id: string) => number, wanted: (keyGroup: number) => boolean, into: (keyGroup: number, message: Message) => void): void {
+    peekWaiting(this.remotes.values(), keyGroupOf, wanted, into);
+  }
+
+  /** Hand-over: takes what waits for the addresses of `wanted` (no request is in flight there any more). */
+  takeWaiting(keyGroupOf: (id: string) => number, wanted: ReadonlySet<number>, into: (keyGroup: number, message: Message) => void): void {
+    this.waiting -= takeWaiting(this.remotes.values(), keyGroupOf, wanted, into);
+  }
+
+  /** A recovery: every busy address is forgotten; answers still on their way apply to nothing. */
+  reset(): void {
+    for (const remote of this.remotes.values()) {
+      for (const queue of remote.busy.values()) queue.abandon();
+      remote.busy.clear();
+    }
+    this.waiting = 0;
+    this.inFlight = 0;
+  }
+
+  private startBatch(remote: RemoteFunction, queue: AddressQueue, batch: Message[]): void {
+    const token = {};
+    queue.batch = batch;
+    queue.request = token;
+    this.inFlight++;
+    this.context.startRun(batch[0]!.keyGroup);
+    void this.call(remote, queue, token, batch);
+  }
+
+  /** Sends a batch (again after a missing-state answer) and applies the answer; never throws. */
+  private async call(remote: RemoteFunction, queue: AddressQueue, token: object, batch: Message[]): Promise<void> {
+    const context = this.context;
+    const records = context.groups.records;
+    const first = batch[0]!;
+    const keyGroup = first.keyGroup;
+    const id = first.targetId;
+    let failure: unknown = null;
+    try {
+      for (let round = 1; ; round++) {
+        const sent = remote.layout.registered;
+        const body = remote.encodeRequest(id, records.get(keyGroup, remote.index, id), batch, Date.now());
+        const payloadMax = remote.endpoint.spec.payloadMaxBytes;
+        if (body.length > payloadMax) {
+          if (batch.length > 1) {
+            // Too large for the endpoint in one request: the second half waits for the next batch.
+            const rest = batch.splice(Math.ceil(batch.length / 2));
+            queue.unshiftAll(rest);
+            this.waiting += rest.length;
+            round--;
+            continue;
+          }
+          throw new RemoteFunctionError(
+            'SC_ERR_REMOTE_CALL',
+            `a request for ${remote.typename}/${id} with this message would have ${body.length} bytes, over the endpoint's payload limit of ${payloadMax} (payload_max_bytes); raise the limit or send smaller values`,
+          );
+        }
+        const { body: answer } = await callEndpoint(remote.endpoint, body, () => context.counters.remoteRequests++);
+        if (queue.request !== token) return; // a recovery dropped this batch meanwhile
+        const outcome = remote.interpret(answer, context.limits);
+        if (outcome.kind === 'result') {
+          context.refreshNow();
+          const record = records.get(keyGroup, remote.index, id);
+          const next = remote.layout.apply(record, outcome.mutations, context.nowMs);
+          if (next !== record) records.set(keyGroup, remote.index, id, next);
+          context.groups.changed[keyGroup] = 1;
+          context.counters.invocations += batch.length;
+          context.applyEffects(outcome.effects, remote.typename, id, keyGroup);
+          break;
+        }
+        // Another address's answer may have registered these meanwhile: only asking again for what this
+        // very request carried means the function is broken.
+        const changed = remote.layout.register(outcome.missing);
+        const askedForSent = outcome.missing.every((spec) => sent.some((known) => known.name === spec.name && known.typename === spec.typename && known.expireMode === spec.expireMode && known.expireAfterMs === spec.expireAfterMs));
+        if ((!changed && askedForSent) || round >= NEGOTIATION_ROUNDS_MAX) {
+          throw new RemoteFunctionError(
+            'SC_ERR_REMOTE_RESPONSE',
+            `${remote.endpoint.url} asked again for state it was given (${outcome.missing.map((spec) => spec.name).join(', ')}) after ${round} rounds; check that the function's value specs do not change between requests`,
+          );
+        }
+      }
+    } catch (error) {
+      if (queue.request !== token) return;
+      failure = error;
+    }
+    this.finish(remote, queue, batch, failure);
+  }
+
+  /** Ends a batch: dead letters if it failed, then the next batch of what waits, or the address goes idle. */
+  private finish(remote: RemoteFunction, queue: AddressQueue, batch: Message[], failure: unknown): void {
+    const context = this.context;
+    queue.batch = null;
+    queue.request = null;
+    this.inFlight--;
+    context.refreshNow();
+    const first = batch[0]!;
+    if (failure !== null) {
+      if ((failure as AttemptError).code === 'SC_ERR_REMOTE_HANDLER' && batch.length > 1) {
+        // A handler threw somewhere in the batch: send its messages one by one, so only the one that
+        // throws becomes a dead letter (as for an embedded function).
+        queue.unshiftAll(batch);
+        queue.singles += batch.length;
+        this.waiting += batch.length;
+      } else {
+        context.counters.failures += batch.length;
+        for (const message of batch) context.deadLetter(message, failure);
+      }
+    }
+    const fate = context.endRun(first.keyGroup);
+    if (fate === 'releasing') return; // what waits goes with the release
+    if (fate === 'gone') {
+      while (queue.length > 0) {
+        context.forward(queue.shift());
+        this.waiting--;
+      }
+      queue.singles = 0;
+      remote.busy.delete(first.targetId);
+      return;
+    }
+    if (queue.length > 0) {
+      const size = queue.singles > 0 ? 1 : remote.batchMax;
+      const next = queue.take(size);
+      if (queue.singles > 0) queue.singles--;
+      this.waiting -= next.length;
+      this.startBatch(remote, queue, next);
+    } else {
+      queue.singles = 0;
+      remote.busy.delete(first.targetId);
+    }
+    context.scheduleFlush();
+  }
+}

@@ -1,0 +1,255 @@
+/**
+ * Key groups arriving at and leaving a shard: hand-over release and adopt, and recovery (reset, restore,
+ * resume). Each goes through the key groups' one image (keygroups/key-group-state.ts); this file adds
+ * what only the shard's loop knows — the messages waiting for the key group's instances, work still
+ * running in it, and the records in the input rings.
+ *
+ * Ownership while moving: the main thread points a key group's routing away before a release, and at
+ * the shard only after every shard has adopted; meanwhile an adopted key group counts as owned here
+ * (`ownsAdopted`), so what it imported is not sent away again.
+ */
+import type { Message } from '../../lib/message.js';
+import { keyGroupOf } from '../../lib/key-group.js';
+import { decodeImage, encodeImage, type KeyGroupImage } from '../keygroups/key-group-image.js';
+import type { KeyGroupFate } from './shard-context.js';
+import type { Shard } from './shard.js';
+
+const RECORDS_PER_RING_PER_POLL = 2048;
+/** Polls of the input rings that a release or a reset makes at most, to empty them. */
+const DRAIN_POLLS_MAX = 1000;
+
+export class KeyGroupMoves {
+  /** Work running across turns (async invocations, remote batches), per key group: a key group is released only when it has none. */
+  private readonly running = new Map<number, number>();
+  /** Key groups being released (exported for a hand-over). */
+  private readonly releasing = new Set<number>();
+  private releaseWaiters: (() => void)[] = [];
+  /** While a release drains the input rings: the key groups whose messages go into the images. */
+  private capturing: ReadonlySet<number> | null = null;
+  /** Captured envelopes and their key groups, alternating. */
+  private captured: (Uint8Array | number)[] = [];
+  /** Key groups adopted before the routing table points here. */
+  private readonly adopted = new Set<number>();
+  /** True while a recovery drains the input rings into nothing. */
+  discarding = false;
+  /** True from a reset or a restore until resume(): the loop runs nothing. */
+  frozen = false;
+  private readonly thawWaiters: (() => void)[] = [];
+  /** Messages queued in restored key groups, delivered by resume() once every shard has loaded. */
+  private restoredQueued: Message[] = [];
+
+  constructor(private readonly shard: Shard) {}
+
+  startRun(keyGroup: number): void {
+    this.running.set(keyGroup, (this.running.get(keyGroup) ?? 0) + 1);
+  }
+
+  /**
+   * An async invocation or a remote batch of `keyGroup` ended. When its key group is leaving this
+   * shard, what waits for its address goes with a release, or (`gone`) on to the new owner.
+   */
+  endRun(keyGroup: number): KeyGroupFate {
+    const running = (this.running.get(keyGroup) ?? 1) - 1;
+    if (running === 0) this.running.delete(keyGroup);
+    else this.running.set(keyGroup, running);
+    if (this.shard.routing[keyGroup] === this.shard.thread || this.ownsAdopted(keyGroup)) return 'here';
+    if (running === 0) for (const wake of this.releaseWaiters.splice(0)) wake();
+    this.shard.scheduleFlush();
+    return this.releasing.has(keyGroup) ? 'releasing' : 'gone';
+  }
+
+  /** True for a key group adopted here whose routing does not point here yet. */
+  ownsAdopted(keyGroup: number): boolean {
+    if (this.adopted.size === 0 || !this.adopted.has(keyGroup)) return false;
+    if (this.shard.routing[keyGroup] === this.shard.thread) {
+      this.adopted.delete(keyGroup); // the routing caught up
+      return true;
+    }
+    // Routing elsewhere after an adoption means a release moved it on (release clears it below).
+    return !this.releasing.has(keyGroup);
+  }
+
+  /** The main thread has pointed the routing at these adopted key groups: the table decides from now on. */
+  settleAdopted(keyGroups: readonly number[]): void {
+    for (const keyGroup of keyGroups) this.adopted.delete(keyGroup);
+  }
+
+  /**
+   * While a release drains the rings: takes an invoke record of a key group being released (it goes in
+   * the image, ahead of what waits elsewhere). True when taken.
+   */
+  capture(data: Uint8Array, offset: number, length: number, keyGroup: number, recording: boolean): boolean {
+    if (this.capturing === null || !this.capturing.has(keyGroup)) return false;
+    if (recording) this.shard.cut!.breakOpen(`key group ${keyGroup} was handed over during the checkpoint`);
+    // Sent before its key group started moving: it goes with the hand-over, ahead of what waits.
+    this.captured.push(data.slice(offset, offset + length));
+    this.captured.push(keyGroup);
+    return true;
+  }
+
+  /**
+   * Exports key groups for a hand-over: the caller has pointed their routing elsewhere already, so new
+   * messages for them no longer reach this shard's instances. Waits for their running invocations, then
+   * takes their images with the messages queued for them (those that waited behind an invocation first,
+   * then those in the input rings, then those sent from this shard and not yet delivered).
+   */
+  async release(keyGroups: readonly number[]): Promise<{ keyGroup: number; bytes: Uint8Array }[]> {
+    const shard = this.shard;
+    const frozenAt = Date.now();
+    const wanted = new Set(keyGroups);
+    shard.cut?.breakOpen('key groups were handed over during the checkpoint');
+    for (const keyGroup of wanted) {
+      this.releasing.add(keyGroup);
+      this.adopted.delete(keyGroup);
+    }
+    while ([...wanted].some((keyGroup) => this.running.has(keyGroup))) {
+      await new Promise<void>((resolve) => this.releaseWaiters.push(resolve));
+    }
+    const queued = new Map<number, Uint8Array[]>([...wanted].map((keyGroup) => [keyGroup, []]));
+    const keyGroupOfId = (id: string) => keyGroupOf(id, shard.groups.count);
+    const into = (keyGroup: number, message: Message) => queued.get(keyGroup)!.push(shard.encodeMessage(message));
+    shard.embedded.takeWaiting(keyGroupOfId, wanted, into);
+    shard.remote?.takeWaiting(keyGroupOfId, wanted, into);
+    // Messages already in the input rings were sent before the routing changed: older than anything
+    // that now waits for the hand-over elsewhere, so they go in the images, after the queued ones.
+    shard.refreshNow();
+    this.capturing = wanted;
+    this.captured = [];
+    for (let rounds = 0; rounds < DRAIN_POLLS_MAX && shard.inbox.poll(RECORDS_PER_RING_PER_POLL) > 0; rounds++);
+    this.capturing = null;
+    for (let index = 0; index < this.captured.length; index += 2) {
+      const bytes = this.captured[index] as Uint8Array;
+      const message = shard.decoder.decodeInvoke(bytes, 0, bytes.length);
+      // Accepted here, on the key group's behalf: its marks travel with it (taken below).
+      if (message.producer !== null && !shard.acceptEvent(message)) continue;
+      queued.get(this.captured[index + 1] as number)!.push(bytes);
+    }
+    this.captured = [];
+    for (const message of shard.local.extract((message) => wanted.has(message.keyGroup))) into(message.keyGroup, message);
+    const images = shard.groups.take(wanted, frozenAt);
+    shard.armTimer();
+    for (const [keyGroup, messages] of queued) images.get(keyGroup)!.queued = messages;
+    for (const keyGroup of wanted) this.releasing.delete(keyGroup);
+    shard.flush();
+    return [...images.values()].map((image) => ({ keyGroup: image.keyGroup, bytes: encodeImage(image) }));
+  }
+
+  /**
+   * Imports key groups: this shard owns them from now on. From a hand-over (`restoredFrom` null) their
+   * queued messages are delivered at once; from a restore of committed checkpoint `restoredFrom`, they
+   * wait for resume(). Returns how many instances came.
+   */
+  adopt(bodies: readonly (Uint8Array | KeyGroupImage)[], restoredFrom: number | null = null): number {
+    const shard = this.shard;
+    shard.refreshNow();
+    let instances = 0;
+    for (const body of bodies) {
+      const image = body instanceof Uint8Array ? decodeImage(body) : body;
+      const keyGroup = image.keyGroup;
+      const result = shard.groups.put(image, shard.cut?.heldCheckpoint(restoredFrom) ?? 0, (typename) => this.indexOf(typename));
+      // The main thread points the routing here once every shard has adopted; until then this shard
+      // treats the key group as its own, so what it imported is not sent away again.
+      this.adopted.add(keyGroup);
+      instances += result.instances;
+      for (const [typename, count] of result.unknown) {
+        shard.notice(`shard ${shard.thread}: a hand-over carried state of ${typename}, which this node does not run: dropped ${count} instances. Run the same functions on every node.`);
+      }
+      if (restoredFrom !== null) {
+        // Held egress of a committed checkpoint goes out now, with its ids (subscribers drop repeats).
+        shard.cut?.release(restoredFrom);
+        // Their queued messages run in resume(), after every shard has loaded (they may message any key group).
+        for (const envelope of image.queued) this.restoredQueued.push(shard.decoder.decodeInvoke(envelope, 0, envelope.length));
+      } else {
+        // Queued messages passed the producer check where they were accepted.
+        for (const envelope of image.queued) shard.deliver(shard.decoder.decodeInvoke(envelope, 0, envelope.length));
+      }
+    }
+    shard.armTimer();
+    shard.flush();
+    if (shard.parked) shard.inbox.wake();
+    return instances;
+  }
+
+  /**
+   * A recovery, in two phases (every thread of the node does phase 1 before any does phase 2):
+   * 1. forget everything — state, timers, queued and in-flight messages, marks, unreleased egress,
+   *    checkpoint progress — and from now on discard whatever arrives; records this shard had written
+   *    but not yet published go out now (to be discarded by their receivers);
+   * 2. discard what is left in the input rings and go on with an empty shard.
+   * Invocations still running finish into nothing.
+   */
+  reset(phase: 1 | 2): void {
+    const shard = this.shard;
+    if (phase === 2) {
+      for (let rounds = 0; rounds < DRAIN_POLLS_MAX && shard.inbox.poll(RECORDS_PER_RING_PER_POLL) > 0; rounds++);
+      this.discarding = false;
+      return;
+    }
+    this.discarding = true;
+    this.frozen = true;
+    this.restoredQueued = [];
+    shard.outbox.discardOverflow();
+    shard.groups.clear();
+    shard.armTimer();
+    shard.embedded.reset();
+    shard.remote?.reset();
+    this.running.clear();
+    shard.local.clear();
+    this.adopted.clear();
+    shard.cut?.reset();
+    this.captured = [];
+    for (let rounds = 0; rounds < DRAIN_POLLS_MAX && shard.inbox.poll(RECORDS_PER_RING_PER_POLL) > 0; rounds++);
+    for (const wake of this.releaseWaiters.splice(0)) wake();
+    shard.flush();
+  }
+
+  /**
+   * Loads key groups from committed checkpoint `checkpoint`'s images: they are unchanged since it, and
+   * their unreleased egress goes out now. `clean`: key groups of this shard it had nothing for (unchanged
+   * too). `fallback`: an older checkpoint than the last committed one (its images were corrupt), so
+   * records after it may have been released already: new ones get seqs above anything released.
+   */
+  restore(checkpoint: number, bodies: readonly Uint8Array[], clean: readonly number[], fallback: boolean): number {
+    const shard = this.shard;
+    this.frozen = true;
+    shard.cut?.restored(checkpoint);
+    let instances = 0;
+    for (const body of bodies) {
+      const image = decodeImage(body);
+      const keyGroup = image.keyGroup;
+      instances += this.adopt([image], checkpoint);
+      shard.groups.changed[keyGroup] = 0;
+      if (fallback) shard.groups.skipEgressSeq(keyGroup);
+    }
+    for (const keyGroup of clean) shard.groups.changed[keyGroup] = 0;
+    return instances;
+  }
+
+  /** Every shard has loaded: run what the restored key groups had queued, then go on. */
+  resume(): void {
+    const shard = this.shard;
+    const queued = this.restoredQueued;
+    this.restoredQueued = [];
+    this.frozen = false;
+    shard.refreshNow();
+    for (const message of queued) shard.deliver(message);
+    shard.armTimer();
+    shard.flush();
+    this.thaw();
+    shard.inbox.wake();
+  }
+
+  /** Wakes a loop waiting for resume() (or for stop()). */
+  thaw(): void {
+    for (const resolve of this.thawWaiters.splice(0)) resolve();
+  }
+
+  whenThawed(): Promise<void> {
+    return new Promise<void>((resolve) => this.thawWaiters.push(resolve));
+  }
+
+  /** A function type's index in the records, adding a remote type its endpoints serve when first seen. */
+  private indexOf(typename: string): number | undefined {
+    return this.shard.groups.indexOf(typename) ?? this.shard.remote?.resolve(typename)?.index;
+  }
+}
