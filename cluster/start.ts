@@ -9,7 +9,7 @@ import { parseArgs } from 'node:util';
 import { readFileSync } from 'node:fs';
 import { EndpointTable, parseEndpointFlag, parseModuleYaml, type EndpointSpec } from '../node/remote/remote-endpoints.js';
 import { availableParallelism } from 'node:os';
-import { startNode, type StatecraftNode } from '../node/main/node.js';
+import { startNode, type StatecraftNode } from '../node/main/start-node.js';
 import { StatecraftError } from '../lib/errors.js';
 import { ClusterNode, type MembershipTuning } from './cluster-node.js';
 import { openNodeIdentity, type NodeIdentity } from './node-identity.js';

@@ -18,6 +18,7 @@ import { existsSync, rmSync } from 'node:fs';
 import { connect } from 'node:net';
 import { Piscina } from 'piscina';
 import { ValidationError } from './errors.js';
+import { wholeNumberOption } from './options.js';
 import type { FunctionDefinition } from './function.js';
 import { loadFunctionModules, resolveModuleUrl } from './function-loader.js';
 import { handleRequest, type HostTask, type HostTaskResult } from './function-host-worker.js';
@@ -70,11 +71,7 @@ async function removeStaleSocket(path: string): Promise<void> {
 }
 
 function checkCount(name: string, value: number | undefined, fallback: number, min: number, max: number): number {
-  const chosen = value ?? fallback;
-  if (!Number.isSafeInteger(chosen) || chosen < min || chosen > max) {
-    throw new ValidationError('SC_ERR_INVALID_OPTION', `serve: ${name} must be a whole number from ${min} to ${max}, got ${String(value)}.`);
-  }
-  return chosen;
+  return wholeNumberOption(name, value, fallback, min, max, 'serve');
 }
 
 /**

@@ -9,7 +9,7 @@
  *   checkpoints/<c>/manifest.json          CheckpointManifest (node/checkpoint/checkpoint-coordinator.ts)
  *   LATEST                                 { checkpoint }: the last committed checkpoint (the commit point)
  *
- * `<tag>` names the writer (node, thread and restore generation), so an upload of a previous epoch that
+ * `<tag>` names the writer (node, thread and recovery epoch), so an upload of a previous epoch that
  * lands late never overwrites an object of a checkpoint that reused its number.
  */
 import { Packr } from 'msgpackr';

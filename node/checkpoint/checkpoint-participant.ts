@@ -47,7 +47,7 @@ export class CheckpointParticipant {
   private readonly parts = new Map<number, OpenPart>();
   /** Names this node's uploads; changes with every recovery. */
   private tag: string;
-  private generation = 0;
+  private epoch = 0;
   /** The highest checkpoint number this node has seen, across recoveries (new ones must go above it). */
   private highest = 0;
 
@@ -94,9 +94,9 @@ export class CheckpointParticipant {
     this.perform(this.tracker.onBarrier(channel, checkpoint));
   }
 
-  onShardPart(thread: number, checkpoint: number, generation: number, objects: [number, string | null][], channel: string | null, error: string | null): void {
+  onShardPart(thread: number, checkpoint: number, epoch: number, objects: [number, string | null][], channel: string | null, error: string | null): void {
     const part = this.parts.get(checkpoint);
-    if (part === undefined || generation !== this.generation) return; // aborted meanwhile, or from before a recovery
+    if (part === undefined || epoch !== this.epoch) return; // aborted meanwhile, or from before a recovery
     if (error !== null) part.error ??= `shard ${thread}: ${error}`;
     part.shardParts.set(thread, { objects, channel });
     this.maybeReport(part);
@@ -118,10 +118,10 @@ export class CheckpointParticipant {
   }
 
   /** A recovery from checkpoint `restored`: everything open is dropped; uploads get a new name. */
-  reset(restored: number, generation: number): void {
+  reset(restored: number, epoch: number): void {
     this.highest = this.highestCheckpoint;
-    this.generation = generation;
-    this.tag = `${this.baseTag}-t0-g${generation}`;
+    this.epoch = epoch;
+    this.tag = `${this.baseTag}-t0-g${epoch}`;
     this.tracker.reset(restored, this.inputs());
     this.parts.clear();
   }

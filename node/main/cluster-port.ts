@@ -83,20 +83,20 @@ export interface ClusterPort {
    * Recovery: drops all state and in-flight work, then loads the key groups `owned` says are this
    * node's from committed checkpoint `checkpoint` (0: none, start empty) and replays the messages
    * recorded in flight for them. Client
-   * connections are closed so clients re-send what was not committed. `generation` names this node's
+   * connections are closed so clients re-send what was not committed. `epoch` names this node's
    * uploads from now on.
    */
-  rollBack(owned: (keyGroup: number) => boolean, generation: number, checkpoint: number): Promise<RollBackResult>;
+  rollBack(owned: (keyGroup: number) => boolean, epoch: number, checkpoint: number): Promise<RollBackResult>;
   /**
    * On the leader, before it orders a recovery: stops coordinating (waiting for a manifest or pointer
    * write in flight) and resolves with the last committed checkpoint, the one every node must restore.
    */
   prepareRollBack(): Promise<number>;
   /**
-   * A recovery to epoch `generation` begins (call at once, before any await): until its rollBack has
+   * A recovery to epoch `epoch` begins (call at once, before any await): until its rollBack has
    * reset the shards, what they emit is stale and is dropped rather than sent to peers.
    */
-  beginRecovery(generation: number): void;
+  beginRecovery(epoch: number): void;
   /** Publishes what `deliver` wrote to the shard rings (call once per batch). */
   flush(): void;
   /** Wakes the node's loop so it re-checks admission (call when `admits()` may have turned true). */

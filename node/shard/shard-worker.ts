@@ -4,6 +4,7 @@
  */
 import { parentPort, workerData } from 'node:worker_threads';
 import { getHeapStatistics } from 'node:v8';
+import type { ErrorCode, StatecraftError } from '../../lib/errors.js';
 import { loadFunctionModules } from '../../lib/function-loader.js';
 import { Shard } from './shard.js';
 import { openBlobStore, type BlobStore, type OpenBlobStoreOptions } from '../storage/blob-store.js';
@@ -38,7 +39,7 @@ export type ShardToMain =
   | { type: 'adopted'; request: number; instances: number; error?: string }
   /** This shard's part of a checkpoint is uploaded: per owned key group its object key ('' empty, null unchanged). */
   | { type: 'checkpoint-part'; checkpoint: number; epoch: number; objects: [number, string | null][]; channel: string | null; error: string | null }
-  | { type: 'restored'; request: number; instances: number; error?: string }
+  | { type: 'restored'; request: number; instances: number; error?: string; code?: ErrorCode }
   | { type: 'stopped' };
 
 export type MainToShard =
@@ -136,7 +137,7 @@ try {
             const images = await fetchImages(store!, message.keys);
             reply({ type: 'restored', request: message.request, instances: moves.restore(message.checkpoint, images, message.clean, message.fallback) });
           } catch (error) {
-            reply({ type: 'restored', request: message.request, instances: 0, error: (error as Error).message });
+            reply({ type: 'restored', request: message.request, instances: 0, error: (error as Error).message, code: (error as StatecraftError).code ?? 'SC_ERR_INTERNAL' });
           }
         })();
         break;

@@ -1,0 +1,208 @@
+/**
+ * Recovery on a node's main thread: every thread forgets everything, then the node loads its key groups
+ * from one committed checkpoint and replays the messages recorded in flight for them.
+ *
+ * - At start (a node alone, or founding a cluster) it restores the newest committed checkpoint it can
+ *   read: a corrupt object makes it fall back to the one before.
+ * - In a cluster, recovery epoch e (ClusterPort.rollBack) restores exactly the checkpoint the leader
+ *   named for e, on every node: falling back here alone would mix checkpoints, so a checkpoint that
+ *   cannot be read fails the recovery. From `beginRecovery(e)` until e's reset is done, whatever the
+ *   shards emit comes from state the recovery drops: the main thread discards it.
+ */
+import { BlobCorruptError } from '../storage/blob-store.js';
+import { readKeyGroup } from '../../lib/envelope.js';
+import { StatecraftError } from '../../lib/errors.js';
+import type { RollBackResult } from '../main/cluster-port.js';
+import type { ShardPool } from '../main/shard-pool.js';
+import type { CheckpointManifest } from './checkpoint-coordinator.js';
+import type { Checkpointing } from './checkpointing.js';
+import { decodeChannelObject, manifestKey, readCommittedManifests, readLatest, readManifest } from './checkpoint-format.js';
+
+/** What recovery needs of the main thread. */
+export interface RecoveryHost {
+  readonly keyGroups: number;
+  readonly pool: ShardPool;
+  /** True while the main thread drops what the shards emit. */
+  discarding: boolean;
+  /** Drops what the main thread has not yet published, and what waits in its input rings. */
+  dropUnpublished(): void;
+  drainInputs(): void;
+  /** Points each key group at its shard (owned) or at the main thread. */
+  setRouting(owned: (keyGroup: number) => boolean): void;
+  /** Closes client connections: clients re-send what was not committed. */
+  dropClients(reason: string): Promise<void>;
+  /** Writes messages recorded in flight at a checkpoint's cut into their shards' rings, and publishes. */
+  replay(messages: readonly Uint8Array[]): void;
+  log(line: string): void;
+}
+
+export class Recovery {
+  /** The recovery epoch this node is in: names its uploads from now on. */
+  epoch = 0;
+  /** True while a rollback restores a checkpoint here. */
+  restoring = false;
+  private rollBacks: Promise<unknown> = Promise.resolve();
+  /** The newest recovery epoch begun, and the newest whose reset is done: between them, shard output is stale. */
+  private epochBegun = 0;
+  private epochReset = 0;
+
+  constructor(
+    private readonly host: RecoveryHost,
+    private readonly checkpointing: Checkpointing,
+  ) {}
+
+  /**
+   * A recovery to epoch `epoch` begins: from now until its reset, whatever the shards emit comes from
+   * state the recovery drops. The main thread discards it — it must not reach peers, whose frames
+   * carry the new epoch already.
+   */
+  begin(epoch: number): void {
+    if (epoch <= this.epochBegun) return;
+    this.epochBegun = epoch;
+    this.host.discarding = true;
+  }
+
+  /**
+   * The checkpoint a recovery restores: coordination here stops (a manifest or pointer write in flight
+   * finishes first, so LATEST no longer moves), then LATEST is read.
+   */
+  async prepare(): Promise<number> {
+    await this.checkpointing.lead(null);
+    return readLatest(this.checkpointing.store);
+  }
+
+  /** Recovery in a cluster (see ClusterPort.rollBack); one at a time. */
+  rollBack(owned: (keyGroup: number) => boolean, epoch: number, checkpoint: number): Promise<RollBackResult> {
+    this.begin(epoch);
+    const next = this.rollBacks.then(() => this.rollBackNow(owned, epoch, checkpoint));
+    this.rollBacks = next.catch(() => undefined);
+    return next;
+  }
+
+  /**
+   * A node starting on its own (alone, or founding a cluster) loads every key group `owned` selects from
+   * the newest committed checkpoint it can read: a corrupt object makes it fall back to the one before.
+   */
+  async restoreAtStart(owned: (keyGroup: number) => boolean): Promise<RollBackResult> {
+    const store = this.checkpointing.store;
+    const { latest, manifests } = await readCommittedManifests(store, this.host.log);
+    const errors: string[] = [];
+    for (let index = manifests.length - 1; index >= 0; index--) {
+      const manifest = manifests[index]!;
+      try {
+        return await this.restoreManifest(manifest, owned, manifest.checkpoint < latest);
+      } catch (error) {
+        errors.push(`checkpoint ${manifest.checkpoint}: ${(error as Error).message}`);
+        this.host.log(`checkpoints: cannot restore checkpoint ${manifest.checkpoint} (${(error as Error).message})${index > 0 ? '; trying the one before' : ''}`);
+        await this.resetShards();
+      }
+    }
+    if (manifests.length > 0 || errors.length > 0 || latest > 0) {
+      throw new BlobCorruptError(
+        `no committed checkpoint in ${store.describe()} can be restored (${errors.join('; ') || `LATEST names ${latest}, whose manifest cannot be read`}); restore the store from a backup or point --checkpoint-store elsewhere`,
+        'LATEST',
+        store.describe(),
+      );
+    }
+    this.checkpointing.restoredCheckpoint = 0;
+    this.resumeShards();
+    return { checkpoint: 0, instances: 0 };
+  }
+
+  private async rollBackNow(owned: (keyGroup: number) => boolean, epoch: number, checkpoint: number): Promise<RollBackResult> {
+    this.restoring = true;
+    try {
+      return await this.rollBackSteps(owned, epoch, checkpoint);
+    } finally {
+      this.restoring = false;
+    }
+  }
+
+  /**
+   * Every node of the cluster restores the same checkpoint, the one the leader chose: falling back to an
+   * older one here alone would mix checkpoints, so a checkpoint that cannot be read fails the recovery.
+   */
+  private async rollBackSteps(owned: (keyGroup: number) => boolean, epoch: number, checkpoint: number): Promise<RollBackResult> {
+    const host = this.host;
+    this.epoch = epoch;
+    await this.checkpointing.stopForRecovery();
+    host.setRouting(() => false);
+    await host.dropClients('the cluster is recovering from a failed node: reconnect and re-send what was not committed');
+    await this.resetShards();
+    this.epochReset = Math.max(this.epochReset, epoch);
+    // Still discarding if a newer recovery began meanwhile.
+    host.discarding = this.epochBegun > this.epochReset;
+    this.checkpointing.participant.reset(0, epoch);
+    let result: RollBackResult = { checkpoint: 0, instances: 0 };
+    if (checkpoint === 0) {
+      this.checkpointing.restoredCheckpoint = 0;
+      this.resumeShards();
+    } else {
+      const store = this.checkpointing.store;
+      const manifest = await readManifest(store, checkpoint);
+      if (manifest === null) throw new BlobCorruptError(`the manifest of checkpoint ${checkpoint} is missing`, manifestKey(checkpoint), store.describe());
+      result = await this.restoreManifest(manifest, owned, false);
+    }
+    this.checkpointing.participant.reset(result.checkpoint, epoch);
+    host.setRouting(owned);
+    return result;
+  }
+
+  /** Every thread of the node forgets everything (two phases: see KeyGroupMoves.reset). */
+  private async resetShards(): Promise<void> {
+    const host = this.host;
+    host.discarding = true;
+    host.dropUnpublished();
+    await host.pool.askAll({ type: 'reset', request: 0, phase: 1, epoch: this.epoch });
+    host.drainInputs();
+    await host.pool.askAll({ type: 'reset', request: 0, phase: 2, epoch: this.epoch });
+    host.drainInputs();
+    host.discarding = this.epochBegun > this.epochReset;
+  }
+
+  /** Loads `manifest`'s key groups that `owned` selects into the (frozen) shards, then lets them resume. */
+  private async restoreManifest(manifest: CheckpointManifest, owned: (keyGroup: number) => boolean, fallback: boolean): Promise<RollBackResult> {
+    const host = this.host;
+    if (manifest.keyGroups !== host.keyGroups) {
+      throw new StatecraftError('SC_ERR_INVALID_OPTION', `it was taken with ${manifest.keyGroups} key groups, this node has ${host.keyGroups}`);
+    }
+    const store = this.checkpointing.store;
+    // Channel objects first: a corrupt one fails this checkpoint before any shard loads anything.
+    const recorded: Uint8Array[] = [];
+    for (const key of manifest.channels) {
+      const bytes = await store.get(key);
+      if (bytes === null) throw new StatecraftError('SC_ERR_STORE_CORRUPT', `its object ${key} is missing`);
+      for (const message of decodeChannelObject(bytes)) if (owned(readKeyGroup(message, 0))) recorded.push(message);
+    }
+    const keysByShard = new Map<number, string[]>();
+    const cleanByShard = new Map<number, number[]>();
+    for (let keyGroup = 0; keyGroup < manifest.keyGroups; keyGroup++) {
+      if (!owned(keyGroup)) continue;
+      const shard = host.pool.shardOf(keyGroup);
+      const key = manifest.objects[keyGroup]!;
+      if (key === '') cleanByShard.set(shard, [...(cleanByShard.get(shard) ?? []), keyGroup]);
+      else keysByShard.set(shard, [...(keysByShard.get(shard) ?? []), key]);
+    }
+    const replies = await Promise.all(
+      Array.from({ length: host.pool.size }, (_, index) =>
+        host.pool.ask<'restored'>(index + 1, { type: 'restore', request: 0, checkpoint: manifest.checkpoint, keys: keysByShard.get(index + 1) ?? [], clean: cleanByShard.get(index + 1) ?? [], fallback }),
+      ),
+    );
+    let instances = 0;
+    for (const reply of replies) {
+      if (reply.error !== undefined) throw new StatecraftError(reply.code ?? 'SC_ERR_INTERNAL', reply.error);
+      instances += reply.instances;
+    }
+    this.checkpointing.restored(manifest.checkpoint, fallback);
+    // Every shard has loaded: each runs its restored queued messages first, then the messages that were
+    // in flight at the cut (written now, read after the resume), then whatever comes.
+    this.resumeShards();
+    host.replay(recorded);
+    if (fallback) host.log(`checkpoints: restored checkpoint ${manifest.checkpoint}, older than the last committed one (see above)`);
+    return { checkpoint: manifest.checkpoint, instances };
+  }
+
+  private resumeShards(): void {
+    this.host.pool.postAll({ type: 'resume' });
+  }
+}

@@ -1,0 +1,77 @@
+/**
+ * The node's HTTP port: admin endpoints (GET /health, GET /metrics; the cluster layer adds /cluster)
+ * and WebSocket upgrades — clients on `/`, anything else offered to the cluster layer (peers).
+ */
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { StatecraftError } from '../../lib/errors.js';
+import { KEY_GROUP_HASH } from '../../lib/key-group.js';
+import type { MainThread } from './main-thread.js';
+
+export class AdminHttp {
+  private readonly server: Server;
+  /** Where the server listens, once it does. */
+  address: { host: string; port: number } | null = null;
+
+  constructor(private readonly main: MainThread) {
+    this.server = createServer((request, response) => this.serve(request, response));
+    this.server.on('upgrade', (request, socket, head) => {
+      if (main.closing) {
+        socket.end('HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\n\r\n');
+        return;
+      }
+      const path = (request.url ?? '/').split('?')[0];
+      if (path === '/' || path === '') main.gateway!.handleUpgrade(request, socket, head);
+      else if (!main.cluster?.upgrade(request, socket, head)) socket.end('HTTP/1.1 404 Not Found\r\nConnection: close\r\n\r\n');
+    });
+  }
+
+  async listen(port: number, host: string): Promise<void> {
+    const server = this.server;
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(port, host, () => {
+        server.off('error', reject);
+        resolve();
+      });
+    });
+    const bound = server.address();
+    if (bound === null || typeof bound === 'string') throw new StatecraftError('SC_ERR_INTERNAL', 'the server has no TCP address');
+    this.address = { host, port: bound.port };
+  }
+
+  /** Stops accepting connections; resolves once the server is closed (after closeConnections). */
+  close(): Promise<void> {
+    if (!this.server.listening) return Promise.resolve();
+    return new Promise<void>((resolve) => this.server.close(() => resolve()));
+  }
+
+  closeConnections(): void {
+    this.server.closeAllConnections();
+  }
+
+  private serve(request: IncomingMessage, response: ServerResponse): void {
+    const main = this.main;
+    const path = (request.url ?? '/').split('?')[0];
+    // The cluster layer answers first: /cluster, and /health while the node is not serving.
+    if (main.cluster?.http(request, response)) return;
+    if (request.method === 'GET' && path === '/health') {
+      const body = JSON.stringify({ status: main.closing ? 'stopping' : 'ok', nodeId: main.nodeId });
+      response.writeHead(main.closing ? 503 : 200, { 'content-type': 'application/json' }).end(body);
+      return;
+    }
+    if (request.method === 'GET' && path === '/metrics') {
+      const metrics = main.metricsNow();
+      const lines = Object.entries(metrics).map(([name, value]) => `statecraft_${snakeCase(name)} ${value}`);
+      lines.push(`statecraft_key_groups ${main.keyGroups}`);
+      lines.push(`# key group hash: ${KEY_GROUP_HASH}`);
+      if (main.cluster) lines.push(...main.cluster.metrics());
+      response.writeHead(200, { 'content-type': 'text/plain; version=0.0.4' }).end(lines.join('\n') + '\n');
+      return;
+    }
+    response.writeHead(404, { 'content-type': 'application/json' }).end(JSON.stringify({ error: 'not found', paths: ['/health', '/metrics', '/cluster', 'ws:// (clients)'] }));
+  }
+}
+
+function snakeCase(name: string): string {
+  return name.replace(/[A-Z]/g, (letter, index: number) => (index === 0 ? '' : '_') + letter.toLowerCase());
+}
