@@ -16,6 +16,7 @@
  * ACK for. The node does not admit again what it already has, and answers again the rejections the lost
  * connection may have swallowed: so an event is never taken for accepted when the node rejected it.
  */
+import { FifoQueue } from './fifo-queue.js';
 import { randomBytes, randomUUID } from 'node:crypto';
 import WebSocket from 'ws';
 import { ID_BYTES_MAX_DEFAULT, validateAddress, validateEgressName, type Address } from './address.js';
@@ -204,8 +205,7 @@ class SubscriptionImpl<T = unknown> implements Subscription<T> {
   lastId: number | undefined;
   /** Per source key group, the highest record seq delivered (stable ids: repeats after a recovery are dropped). */
   private readonly delivered = new Map<number, number>();
-  private buffer: EgressRecord<T>[] = [];
-  private head = 0;
+  private readonly buffer = new FifoQueue<EgressRecord<T>>();
   private waiter: ((result: IteratorResult<EgressRecord<T>>) => void) | null = null;
   private ended = false;
   paused = false;
@@ -264,7 +264,7 @@ class SubscriptionImpl<T = unknown> implements Subscription<T> {
         waiter({ value: record, done: false });
       } else this.buffer.push(record);
     }
-    if (!this.paused && this.buffer.length - this.head >= this.bufferMax) {
+    if (!this.paused && this.buffer.length >= this.bufferMax) {
       this.paused = true;
       this.client.sendFlow(this, true);
     }
@@ -294,14 +294,9 @@ class SubscriptionImpl<T = unknown> implements Subscription<T> {
   }
 
   next(): Promise<IteratorResult<EgressRecord<T>>> {
-    if (this.head < this.buffer.length) {
-      const record = this.buffer[this.head]!;
-      this.buffer[this.head++] = undefined as unknown as EgressRecord<T>;
-      if (this.head === this.buffer.length) {
-        this.buffer = [];
-        this.head = 0;
-      }
-      if (this.paused && this.buffer.length - this.head <= this.bufferMax / 4) {
+    if (!this.buffer.isEmpty) {
+      const record = this.buffer.shift();
+      if (this.paused && this.buffer.length <= this.bufferMax / 4) {
         this.paused = false;
         this.client.sendFlow(this, false);
       }
@@ -353,15 +348,12 @@ class StatecraftClient implements Client {
   private functions: Set<string> | null = null;
   private nextSeq = 1;
   /** Sent, not yet acknowledged, in sequence order. */
-  private inFlight: PendingEvent[] = [];
-  private inFlightHead = 0;
+  private readonly inFlight = new FifoQueue<PendingEvent>();
   /** Accepted by a node that checkpoints, not yet covered by a committed checkpoint (oldest first). */
-  private unconfirmed: PendingEvent[] = [];
-  private unconfirmedHead = 0;
+  private readonly unconfirmed = new FifoQueue<PendingEvent>();
   private readonly confirm: 'commit' | 'accept';
   /** Not yet sent, in sequence order. */
-  private waiting: PendingEvent[] = [];
-  private waitingHead = 0;
+  private readonly waiting = new FifoQueue<PendingEvent>();
   private frame: PendingEvent[] = [];
   private frameBytes = 0;
   private flushScheduled = false;
@@ -410,7 +402,7 @@ class StatecraftClient implements Client {
   }
 
   get pending(): number {
-    return this.unconfirmed.length - this.unconfirmedHead + this.inFlight.length - this.inFlightHead + this.waiting.length - this.waitingHead;
+    return this.unconfirmed.length + this.inFlight.length + this.waiting.length;
   }
 
   /** Tries each URL once; resolves when one welcomes us. */
@@ -496,15 +488,8 @@ class StatecraftClient implements Client {
     // Accepted but not committed: the node that took them may have lost them (a crash, a recovery).
     // They are older than anything in flight. A node that has them still skips them; marks in the key
     // groups drop repeats that reach other nodes.
-    const unacknowledged = this.unconfirmed.slice(this.unconfirmedHead).concat(this.inFlight.slice(this.inFlightHead));
-    this.unconfirmed = [];
-    this.unconfirmedHead = 0;
-    this.inFlight = [];
-    this.inFlightHead = 0;
-    if (unacknowledged.length > 0) {
-      this.waiting = unacknowledged.concat(this.waiting.slice(this.waitingHead));
-      this.waitingHead = 0;
-    }
+    const unacknowledged = this.unconfirmed.drain().concat(this.inFlight.drain());
+    if (unacknowledged.length > 0) this.waiting.unshiftAll(unacknowledged);
     const sameLog = this.egressLogId === welcome.egressLogId;
     this.egressLogId = welcome.egressLogId;
     for (const subscription of this.subscriptions.values()) {
@@ -528,7 +513,7 @@ class StatecraftClient implements Client {
     }
     const typed = toTypedValue(value, type);
     checkValueSize(typed, this.limits.valueBytesMax);
-    if (this.waiting.length - this.waitingHead >= this.queueMax) {
+    if (this.waiting.length >= this.queueMax) {
       return Promise.reject(
         new ConnectionError('SC_ERR_QUEUE_FULL', `${this.queueMax} events already wait to be sent; await send() or client.drained() before sending more.`),
       );
@@ -556,19 +541,14 @@ class StatecraftClient implements Client {
   /** Moves waiting events into the window and into frames. */
   private pump(): void {
     if (this.state !== 'open') return;
-    while (this.waitingHead < this.waiting.length && this.inFlight.length - this.inFlightHead < this.window) {
-      const event = this.waiting[this.waitingHead]!;
-      this.waiting[this.waitingHead++] = undefined as unknown as PendingEvent;
+    while (!this.waiting.isEmpty && this.inFlight.length < this.window) {
+      const event = this.waiting.shift();
       // A frame numbers its events firstSeq + index: never put a gap inside one.
       if (this.frame.length > 0 && event.seq !== this.frame[this.frame.length - 1]!.seq + 1) this.flushFrame();
       this.inFlight.push(event);
       this.frame.push(event);
       this.frameBytes += event.bytes.length + 4;
       if (this.frame.length >= FRAME_EVENTS_MAX || this.frameBytes >= FRAME_BYTES_MAX) this.flushFrame();
-    }
-    if (this.waitingHead === this.waiting.length) {
-      this.waiting = [];
-      this.waitingHead = 0;
     }
     if (this.frame.length > 0 && !this.flushScheduled) {
       this.flushScheduled = true;
@@ -646,15 +626,15 @@ class StatecraftClient implements Client {
   /** The in-flight event with sequence number `seq`, if any (in-flight events are sorted by it). */
   private inFlightEvent(seq: number): PendingEvent | undefined {
     const inFlight = this.inFlight;
-    let low = this.inFlightHead;
+    let low = 0;
     let high = inFlight.length - 1;
     if (low > high) return undefined;
-    const guess = low + (seq - inFlight[low]!.seq); // exact while the numbers are consecutive
-    if (guess >= low && guess <= high && inFlight[guess]!.seq === seq) return inFlight[guess];
+    const guess = seq - inFlight.peek()!.seq; // exact while the numbers are consecutive
+    if (guess >= low && guess <= high && inFlight.at(guess)!.seq === seq) return inFlight.at(guess);
     while (low <= high) {
       const middle = (low + high) >>> 1;
-      const found = inFlight[middle]!.seq;
-      if (found === seq) return inFlight[middle];
+      const found = inFlight.at(middle)!.seq;
+      if (found === seq) return inFlight.at(middle);
       if (found < seq) low = middle + 1;
       else high = middle - 1;
     }
@@ -663,9 +643,9 @@ class StatecraftClient implements Client {
 
   private settleAcknowledged(lastSeq: number): void {
     const durable = this.welcome?.durable === true;
-    while (this.inFlightHead < this.inFlight.length && this.inFlight[this.inFlightHead]!.seq <= lastSeq) {
-      const event = this.inFlight[this.inFlightHead]!;
-      this.inFlight[this.inFlightHead++] = undefined as unknown as PendingEvent;
+    const inFlight = this.inFlight;
+    while (!inFlight.isEmpty && inFlight.peek()!.seq <= lastSeq) {
+      const event = inFlight.shift();
       // Kept until committed (re-sent after a reconnect); a rejected one is settled already.
       if (durable && !event.settled) this.unconfirmed.push(event);
       if (!event.settled && (!durable || this.confirm === 'accept')) {
@@ -673,31 +653,17 @@ class StatecraftClient implements Client {
         event.resolve();
       }
     }
-    if (this.inFlightHead === this.inFlight.length) {
-      this.inFlight = [];
-      this.inFlightHead = 0;
-    } else if (this.inFlightHead > 4096 && this.inFlightHead * 2 > this.inFlight.length) {
-      this.inFlight = this.inFlight.slice(this.inFlightHead);
-      this.inFlightHead = 0;
-    }
   }
 
   /** COMMITTED: events up to `seq` are covered by a committed checkpoint. */
   private settleCommitted(seq: number): void {
-    while (this.unconfirmedHead < this.unconfirmed.length && this.unconfirmed[this.unconfirmedHead]!.seq <= seq) {
-      const event = this.unconfirmed[this.unconfirmedHead]!;
-      this.unconfirmed[this.unconfirmedHead++] = undefined as unknown as PendingEvent;
+    const unconfirmed = this.unconfirmed;
+    while (!unconfirmed.isEmpty && unconfirmed.peek()!.seq <= seq) {
+      const event = unconfirmed.shift();
       if (!event.settled) {
         event.settled = true;
         event.resolve();
       }
-    }
-    if (this.unconfirmedHead === this.unconfirmed.length) {
-      this.unconfirmed = [];
-      this.unconfirmedHead = 0;
-    } else if (this.unconfirmedHead > 4096 && this.unconfirmedHead * 2 > this.unconfirmed.length) {
-      this.unconfirmed = this.unconfirmed.slice(this.unconfirmedHead);
-      this.unconfirmedHead = 0;
     }
   }
 
@@ -742,15 +708,9 @@ class StatecraftClient implements Client {
   /** Ends the client: every pending event rejects with `error`, subscriptions end. */
   private fail(error: Error): void {
     this.state = 'closed';
-    for (const event of this.unconfirmed.slice(this.unconfirmedHead)) if (!event.settled) event.reject(error);
-    for (const event of this.inFlight.slice(this.inFlightHead)) if (!event.settled) event.reject(error);
-    this.unconfirmed = [];
-    this.unconfirmedHead = 0;
-    for (const event of this.waiting.slice(this.waitingHead)) if (!event.settled) event.reject(error); // re-sends may be settled
-    this.inFlight = [];
-    this.inFlightHead = 0;
-    this.waiting = [];
-    this.waitingHead = 0;
+    for (const event of this.unconfirmed.drain()) if (!event.settled) event.reject(error);
+    for (const event of this.inFlight.drain()) if (!event.settled) event.reject(error);
+    for (const event of this.waiting.drain()) if (!event.settled) event.reject(error); // re-sends may be settled
     for (const subscription of this.subscriptions.values()) subscription.end();
     this.subscriptions.clear();
     this.checkDrained();

@@ -27,6 +27,7 @@
  * - `abort(c)` (the coordinator failed c) drops c if open; for a c not begun yet it raises the newest
  *   seen number, so c's barriers arriving later are ignored rather than snapshotted for nothing.
  */
+import { invariant } from '../../lib/errors.js';
 
 /** Actions for the shell, in the order they must be performed. */
 export type BarrierAction<Message, Channel = string> =
@@ -61,9 +62,6 @@ interface OpenCheckpoint<Message, Channel> {
   recorded: Map<Channel, Message[]>;
 }
 
-function invariant(condition: boolean, message: string): asserts condition {
-  if (!condition) throw new Error(`barrier tracker: ${message}`);
-}
 
 export class BarrierTracker<Message, Channel = string> {
   readonly source: boolean;

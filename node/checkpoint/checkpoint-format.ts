@@ -13,6 +13,7 @@
  * lands late never overwrites an object of a checkpoint that reused its number.
  */
 import { Packr } from 'msgpackr';
+import { StatecraftError } from '../../lib/errors.js';
 import type { BlobStore } from '../storage/blob-store.js';
 import { CHECKPOINT_MANIFEST_VERSION, type CheckpointManifest } from './checkpoint-coordinator.js';
 
@@ -29,7 +30,7 @@ export function parseObjectRef(ref: string): { key: string; offset: number; leng
   const hash = ref.lastIndexOf('#');
   if (hash < 0) return { key: ref, offset: 0, length: null };
   const match = /^(\d+)\+(\d+)$/.exec(ref.slice(hash + 1));
-  if (match === null) throw new Error(`malformed object reference ${JSON.stringify(ref)}`);
+  if (match === null) throw new StatecraftError('SC_ERR_STORE_CORRUPT', `malformed object reference ${JSON.stringify(ref)} in a manifest`);
   return { key: ref.slice(0, hash), offset: Number(match[1]), length: Number(match[2]) };
 }
 export const channelObjectKey = (checkpoint: number, tag: string): string => `checkpoints/${checkpoint}/ch-${tag}.bin`;
@@ -45,7 +46,7 @@ export function encodeChannelObject(checkpoint: number, messages: readonly Uint8
 export function decodeChannelObject(bytes: Uint8Array): Uint8Array[] {
   const value = packr.unpack(bytes) as { v?: number; messages?: unknown };
   if (value?.v !== CHANNELS_VERSION || !Array.isArray(value.messages) || !value.messages.every((message) => message instanceof Uint8Array)) {
-    throw new Error(`not a version ${CHANNELS_VERSION} channel object`);
+    throw new StatecraftError('SC_ERR_STORE_CORRUPT', `not a version ${CHANNELS_VERSION} channel object`);
   }
   return value.messages as Uint8Array[];
 }
@@ -61,7 +62,7 @@ export async function writeManifest(store: BlobStore, manifest: CheckpointManife
 function parseManifest(bytes: Uint8Array, key: string): CheckpointManifest {
   const manifest = JSON.parse(new TextDecoder().decode(bytes)) as CheckpointManifest;
   if (manifest?.version !== CHECKPOINT_MANIFEST_VERSION || !Array.isArray(manifest.objects) || !Number.isSafeInteger(manifest.checkpoint)) {
-    throw new Error(`${key} is not a version ${CHECKPOINT_MANIFEST_VERSION} checkpoint manifest`);
+    throw new StatecraftError('SC_ERR_STORE_CORRUPT', `${key} is not a version ${CHECKPOINT_MANIFEST_VERSION} checkpoint manifest`);
   }
   manifest.channels ??= [];
   manifest.retained ??= [];
@@ -79,7 +80,7 @@ export async function readLatest(store: BlobStore): Promise<number> {
   const bytes = await store.get(LATEST_KEY);
   if (bytes === null) return 0;
   const value = JSON.parse(new TextDecoder().decode(bytes)) as { checkpoint?: unknown };
-  if (!Number.isSafeInteger(value?.checkpoint) || (value.checkpoint as number) < 1) throw new Error(`${LATEST_KEY} does not name a checkpoint`);
+  if (!Number.isSafeInteger(value?.checkpoint) || (value.checkpoint as number) < 1) throw new StatecraftError('SC_ERR_STORE_CORRUPT', `${LATEST_KEY} does not name a checkpoint`);
   return value.checkpoint as number;
 }
 

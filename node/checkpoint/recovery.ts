@@ -98,11 +98,8 @@ export class Recovery {
       }
     }
     if (manifests.length > 0 || errors.length > 0 || latest > 0) {
-      throw new BlobCorruptError(
-        `no committed checkpoint in ${store.describe()} can be restored (${errors.join('; ') || `LATEST names ${latest}, whose manifest cannot be read`}); restore the store from a backup or point --checkpoint-store elsewhere`,
-        'LATEST',
-        store.describe(),
-      );
+      // Restore the store from a backup, or point --checkpoint-store elsewhere.
+      throw new BlobCorruptError(store.describe(), 'LATEST', `no committed checkpoint it names can be restored (${errors.join('; ') || `LATEST names ${latest}, whose manifest cannot be read`})`);
     }
     this.checkpointing.restoredCheckpoint = 0;
     this.resumeShards();
@@ -140,7 +137,7 @@ export class Recovery {
     } else {
       const store = this.checkpointing.store;
       const manifest = await readManifest(store, checkpoint);
-      if (manifest === null) throw new BlobCorruptError(`the manifest of checkpoint ${checkpoint} is missing`, manifestKey(checkpoint), store.describe());
+      if (manifest === null) throw new BlobCorruptError(store.describe(), manifestKey(checkpoint), `the manifest of checkpoint ${checkpoint}, which the recovery restores, is missing`);
       result = await this.restoreManifest(manifest, owned, false);
     }
     this.checkpointing.participant.reset(result.checkpoint, epoch);

@@ -11,6 +11,7 @@
  */
 import { Frame, RECORDS_HEADER_BYTES } from '../../lib/client-protocol.js';
 import { ProtocolError } from '../../lib/errors.js';
+import { FifoQueue } from '../../lib/fifo-queue.js';
 
 export interface EgressSink {
   /** True when the connection has room for more records now. */
@@ -34,9 +35,8 @@ class EgressLog {
   private chunks: Uint8Array[] = [];
   private firstChunk = 0;
   private used = 0; // bytes used in the last chunk
-  /** Per record from `firstId` on: chunk number, offset, length (three entries each, from `head`). */
-  private index: number[] = [];
-  private head = 0;
+  /** Per record from `firstId` on: chunk number, offset, length (three entries each). */
+  private readonly index = new FifoQueue<number>();
   /** Id of the oldest retained record. */
   firstId = 1;
   /** Id the next record gets. */
@@ -52,7 +52,9 @@ class EgressLog {
       this.used = 0;
     }
     chunk.set(source.subarray(offset, offset + length), this.used);
-    this.index.push(this.firstChunk + this.chunks.length - 1, this.used, length);
+    this.index.push(this.firstChunk + this.chunks.length - 1);
+    this.index.push(this.used);
+    this.index.push(length);
     this.used += length;
     this.nextId++;
     this.trim();
@@ -62,20 +64,18 @@ class EgressLog {
     while (this.nextId - this.firstId > this.retention.recordsMax) this.dropOldest();
     while (this.chunks.length > 1 && this.chunks.length * CHUNK_BYTES > this.retention.bytesMax) {
       const doomed = this.firstChunk;
-      while (this.firstId < this.nextId && this.index[this.head] === doomed) this.dropOldest();
+      while (this.firstId < this.nextId && this.index.peek() === doomed) this.dropOldest();
       if (this.firstChunk === doomed) this.dropChunk();
-    }
-    if (this.head > 3 * 4096 && this.head * 2 > this.index.length) {
-      this.index = this.index.slice(this.head);
-      this.head = 0;
     }
   }
 
   private dropOldest(): void {
-    this.head += 3;
+    this.index.shift();
+    this.index.shift();
+    this.index.shift();
     this.firstId++;
     // Free chunks no retained record uses any more.
-    const oldestChunk = this.firstId < this.nextId ? this.index[this.head]! : this.firstChunk + this.chunks.length - 1;
+    const oldestChunk = this.firstId < this.nextId ? this.index.peek()! : this.firstChunk + this.chunks.length - 1;
     while (this.firstChunk < oldestChunk) this.dropChunk();
   }
 
@@ -88,9 +88,10 @@ class EgressLog {
   frame(subscription: number, fromId: number): { frame: Uint8Array; count: number } {
     let count = 0;
     let bytes = RECORDS_HEADER_BYTES;
-    const start = this.head + 3 * (fromId - this.firstId);
+    const start = 3 * (fromId - this.firstId);
+    const index = this.index;
     while (fromId + count < this.nextId && count < FRAME_RECORDS_MAX) {
-      const length = this.index[start + 3 * count + 2]!;
+      const length = index.at(start + 3 * count + 2)!;
       if (count > 0 && bytes + 4 + length > FRAME_BYTES_MAX) break;
       bytes += 4 + length;
       count++;
@@ -103,9 +104,9 @@ class EgressLog {
     let cursor = RECORDS_HEADER_BYTES;
     for (let record = 0; record < count; record++) {
       const at = start + 3 * record;
-      const chunk = this.chunks[this.index[at]! - this.firstChunk]!;
-      const offset = this.index[at + 1]!;
-      const length = this.index[at + 2]!;
+      const chunk = this.chunks[index.at(at)! - this.firstChunk]!;
+      const offset = index.at(at + 1)!;
+      const length = index.at(at + 2)!;
       frame.writeUInt32LE(length, cursor);
       frame.set(chunk.subarray(offset, offset + length), cursor + 4);
       cursor += 4 + length;

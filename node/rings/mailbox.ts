@@ -8,6 +8,7 @@
  * the destination's doorbell. `Inbox` is the consuming side: it drains every input ring and parks on
  * the thread's doorbell when all are empty.
  */
+import { FifoQueue } from '../../lib/fifo-queue.js';
 import { Doorbell, ringDoorbell } from './doorbell.js';
 import { RingConsumer, RingProducer, createRingBuffer, recordBytesMax, type RecordVisitor } from './spsc-ring.js';
 
@@ -68,35 +69,19 @@ export class ThreadStats {
   }
 }
 
-class OverflowQueue {
-  private records: Uint8Array[] = [];
-  private head = 0;
+/** Records that found a ring full, in order, with their byte count. */
+class OverflowQueue extends FifoQueue<Uint8Array> {
   bytes = 0;
 
-  get isEmpty(): boolean {
-    return this.head === this.records.length;
-  }
-
-  push(record: Uint8Array): void {
-    this.records.push(record);
+  override push(record: Uint8Array): void {
+    super.push(record);
     this.bytes += record.length;
   }
 
-  peek(): Uint8Array {
-    return this.records[this.head]!;
-  }
-
-  shift(): void {
-    const record = this.records[this.head]!;
-    this.records[this.head++] = undefined as unknown as Uint8Array;
+  override shift(): Uint8Array {
+    const record = super.shift();
     this.bytes -= record.length;
-    if (this.head === this.records.length) {
-      this.records = [];
-      this.head = 0;
-    } else if (this.head > 1024 && this.head * 2 > this.records.length) {
-      this.records = this.records.slice(this.head);
-      this.head = 0;
-    }
+    return record;
   }
 }
 
@@ -178,7 +163,7 @@ export class Outbox {
       if (producer === null || producer === undefined) continue;
       const overflow = this.overflows[to]!;
       while (!overflow.isEmpty) {
-        const record = overflow.peek();
+        const record = overflow.peek()!;
         const offset = producer.reserve(record.length);
         if (offset < 0) break;
         producer.data.set(record, offset);

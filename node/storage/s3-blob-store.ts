@@ -162,7 +162,7 @@ export class S3BlobStore implements BlobStore {
     let stored: Uint8Array;
     try {
       const response = await this.client.send(new GetObjectCommand({ Bucket: this.bucket, Key: objectKey }));
-      if (response.Body === undefined) throw new Error('the response has no body');
+      if (response.Body === undefined) throw new BlobStoreError('SC_ERR_STORE_FAILED', 'the response has no body', { key });
       stored = await response.Body.transformToByteArray();
     } catch (error) {
       if (errorName(error) === 'NoSuchKey') return null;
