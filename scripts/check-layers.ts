@@ -1,7 +1,9 @@
 /**
  * Checks the layering DESIGN.md asks for: lib/ (the public API and sans-I/O cores) imports nothing of
  * node/ or cluster/; node/ (the runtime) imports lib/ but not cluster/; cluster/ may import both.
- * Prints each violation with file and line; exits 1 if there is any.
+ * And that the files named below as sans-I/O cores stay cores: no `node:` module (but hashing from
+ * node:crypto), no `ws`, no timers, no clock, no randomness — time and chance come in as arguments, so a
+ * seed replays any run. Prints each violation with file and line; exits 1 if there is any.
  *
  *   npm run check-layers
  */
@@ -29,6 +31,57 @@ function sources(directory: string): string[] {
   return found;
 }
 
+/** Protocol cores and the data structures they run on (STYLE.md: sans-I/O cores, thin shells). */
+export const SANS_IO_CORES: readonly string[] = [
+  'lib/envelope.ts',
+  'lib/client-protocol.ts',
+  'lib/statefun-protocol.ts',
+  'lib/key-group.ts',
+  'lib/fifo-queue.ts',
+  'node/checkpoint/barrier-tracker.ts',
+  'node/checkpoint/checkpoint-coordinator.ts',
+  'node/keygroups/key-group-state.ts',
+  'node/keygroups/key-group-image.ts',
+  'node/keygroups/state-store.ts',
+  'node/keygroups/timer-queue.ts',
+  'node/keygroups/producer-marks.ts',
+  'node/keygroups/delayed-message.ts',
+  'cluster/membership.ts',
+  'cluster/placement.ts',
+];
+
+/** What a core may not use: I/O modules, timers, the clock, randomness. */
+const CORE_FORBIDDEN: readonly [RegExp, string][] = [
+  [/\b(?:setTimeout|setInterval|setImmediate|clearTimeout|clearInterval|clearImmediate)\s*\(/, 'a timer'],
+  [/\bDate\.now\s*\(|\bnew Date\s*\(\s*\)|\bperformance\.now\s*\(|\bprocess\.hrtime\b/, 'the clock'],
+  [/\bMath\.random\s*\(|\brandom(?:Bytes|UUID|Int)\s*\(|\bgetRandomValues\s*\(/, 'randomness'],
+];
+
+/** The file without comments and plain string literals (so messages and docs may name anything). */
+function codeOf(text: string): string {
+  return text.replace(/\/\*[\s\S]*?\*\/|\/\/[^\n]*|'(?:[^'\\\n]|\\.)*'|"(?:[^"\\\n]|\\.)*"/g, (match) => (match.startsWith('/') ? match.replace(/[^\n]/g, ' ') : `''`));
+}
+
+/** Violations of the core rules in `cores` (paths relative to `base`). */
+export function coreViolations(cores: readonly string[] = SANS_IO_CORES, base = root): string[] {
+  const violations: string[] = [];
+  for (const file of cores) {
+    const path = join(base, file);
+    const text = readFileSync(path, 'utf8');
+    for (const match of text.matchAll(IMPORT)) {
+      const specifier = match[1] ?? match[2]!;
+      const line = text.slice(0, match.index).split('\n').length;
+      if ((specifier.startsWith('node:') && specifier !== 'node:crypto') || specifier === 'ws') violations.push(`${file}:${line}: a sans-I/O core must not import '${specifier}'`);
+    }
+    const code = codeOf(text);
+    code.split('\n').forEach((line, index) => {
+      if (/^\s*import\s/.test(line)) return;
+      for (const [pattern, what] of CORE_FORBIDDEN) if (pattern.test(line)) violations.push(`${file}:${index + 1}: a sans-I/O core must not use ${what} (take it as an argument)`);
+    });
+  }
+  return violations;
+}
+
 const IMPORT = /(?:^|\s)(?:import|export)\s(?:[^'"]*?\sfrom\s)?['"]([^'"]+)['"]|import\(\s*['"]([^'"]+)['"]\s*\)/g;
 
 export function layerViolations(): string[] {
@@ -52,8 +105,8 @@ export function layerViolations(): string[] {
 }
 
 if (process.argv[1] === fileURLToPath(import.meta.url)) {
-  const violations = layerViolations();
+  const violations = [...layerViolations(), ...coreViolations()];
   for (const violation of violations) console.error(violation);
-  console.log(violations.length === 0 ? 'layers ok: lib <- node <- cluster' : `${violations.length} layer violation(s)`);
+  console.log(violations.length === 0 ? `layers ok: lib <- node <- cluster; ${SANS_IO_CORES.length} sans-I/O cores` : `${violations.length} violation(s)`);
   process.exit(violations.length === 0 ? 0 : 1);
 }
