@@ -21,9 +21,8 @@ export interface UploadedPart {
   error: string | null;
 }
 
-/** Writes a part's objects under names `tag` makes unique to this writer; never throws (a failure is in `error`). */
-export async function uploadPart(store: BlobStore, tag: string, part: CheckpointPart): Promise<UploadedPart> {
-  if (part.error !== null) return { objects: [], channel: null, error: part.error };
+/** The objects a part becomes (written under names `tag` makes unique to this writer), and what the manifest names. */
+export function planUpload(part: CheckpointPart, tag: string): { objects: [number, string | null][]; channel: string | null; puts: [string, Uint8Array][] } {
   const objects: [number, string | null][] = [];
   const puts: [string, Uint8Array][] = [];
   const segmentKey = segmentObjectKey(part.checkpoint, tag);
@@ -45,6 +44,13 @@ export async function uploadPart(store: BlobStore, tag: string, part: Checkpoint
     channel = channelObjectKey(part.checkpoint, tag);
     puts.push([channel, encodeChannelObject(part.checkpoint, part.channel)]);
   }
+  return { objects, channel, puts };
+}
+
+/** Writes a part's objects; never throws (a failure is in `error`). */
+export async function uploadPart(store: BlobStore, tag: string, part: CheckpointPart): Promise<UploadedPart> {
+  if (part.error !== null) return { objects: [], channel: null, error: part.error };
+  const { objects, channel, puts } = planUpload(part, tag);
   try {
     let next = 0;
     const worker = async () => {
@@ -77,9 +83,15 @@ export async function fetchImages(store: BlobStore, refs: readonly string[]): Pr
       }),
     );
   }
+  return sliceImages(refs, fetched);
+}
+
+/** The image each manifest reference names, cut from its object in `objects` (fetched by key). */
+export function sliceImages(refs: readonly string[], objects: ReadonlyMap<string, Uint8Array>): Uint8Array[] {
   const images: Uint8Array[] = [];
-  for (const ref of parsed) {
-    const bytes = fetched.get(ref.key)!;
+  for (const ref of refs.map(parseObjectRef)) {
+    const bytes = objects.get(ref.key);
+    if (bytes === undefined) throw new StatecraftError('SC_ERR_STORE_CORRUPT', `checkpoint object ${ref.key} is missing`);
     if (ref.length === null) images.push(bytes);
     else if (ref.offset + ref.length > bytes.length) throw new StatecraftError('SC_ERR_STORE_CORRUPT', `checkpoint object ${ref.key} is shorter than its slice ${ref.offset}+${ref.length}`);
     else images.push(bytes.subarray(ref.offset, ref.offset + ref.length));

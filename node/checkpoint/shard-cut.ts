@@ -48,6 +48,8 @@ export interface CutHost {
 
 export interface ShardCutOptions {
   host: CutHost;
+  /** Threads this shard receives from (default: every other thread of the node). */
+  inputs?: readonly number[];
   onPart(part: CheckpointPart): void;
   /** Encoding yields here after each chunk, so a large snapshot does not stall the shard; null: encode in one go. */
   pause: (() => Promise<void>) | null;
@@ -85,7 +87,7 @@ export class ShardCut {
     this.now = options.now ?? Date.now;
     const inputs: number[] = [];
     for (let thread = 0; thread < this.host.threads; thread++) if (thread !== this.host.thread) inputs.push(thread);
-    this.tracker = new BarrierTracker<Uint8Array, number>({ inputs });
+    this.tracker = new BarrierTracker<Uint8Array, number>({ inputs: options.inputs ?? inputs });
   }
 
   /** True when a message arriving from `source` now is in flight at the cut (record it). */
