@@ -8,7 +8,7 @@ import { TypedValue, toTypedValue } from '../../../lib/typed-value.js';
 import { Types } from '../../../lib/types.js';
 import { DelayedMessage, tokenKey } from '../../../node/keygroups/delayed-message.js';
 import { IMAGE_VERSION, decodeImage, encodeImage, isEmptyImage, type KeyGroupImage } from '../../../node/keygroups/key-group-image.js';
-import { KeyGroupState } from '../../../node/keygroups/key-group-state.js';
+import { KeyGroupState, PRODUCER_MARKS_PER_KEY_GROUP_MAX } from '../../../node/keygroups/key-group-state.js';
 import type { RecordLayout } from '../../../node/keygroups/state-store.js';
 
 const KEY_GROUPS = 8;
@@ -447,6 +447,16 @@ test('isEmptyImage: true only when the image holds nothing', () => {
   const groups = freshState();
   groups.acceptEvent(0, { session: 's', seq: 1 });
   assert.not.ok(isEmptyImage(groups.peek([0], 1).get(0)!), 'a key group with only a producer mark');
+});
+
+test('producer marks are bounded per key group: past the bound the oldest session is forgotten', () => {
+  const groups = freshState();
+  for (let session = 0; session <= PRODUCER_MARKS_PER_KEY_GROUP_MAX; session++) assert.ok(groups.acceptEvent(6, { session: `s${session}`, seq: 1 }));
+  assert.is(groups.peek([6], 0).get(6)!.marks!.length, PRODUCER_MARKS_PER_KEY_GROUP_MAX);
+  assert.not.ok(groups.acceptEvent(6, { session: `s${PRODUCER_MARKS_PER_KEY_GROUP_MAX}`, seq: 1 }), 'the newest is remembered');
+  assert.not.ok(groups.acceptEvent(6, { session: 's1', seq: 1 }), 'the second oldest is remembered');
+  assert.ok(groups.acceptEvent(6, { session: 's0', seq: 1 }), 'the oldest was forgotten: its next event starts a new mark');
+  assert.ok(groups.acceptEvent(7, { session: 's1', seq: 1 }), 'other key groups have their own marks');
 });
 
 test.run();
