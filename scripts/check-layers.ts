@@ -10,8 +10,10 @@
 import { readFileSync, readdirSync, statSync } from 'node:fs';
 import { dirname, join, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { repoRoot } from './repo-root.js';
 
-const root = resolve(dirname(fileURLToPath(import.meta.url)), '..');
+/** The sources are checked, not the build. */
+const root = repoRoot;
 /** For each layer, the layers its modules may import. */
 const allowed: Record<string, readonly string[]> = {
   lib: ['lib'],

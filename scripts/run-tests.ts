@@ -13,6 +13,9 @@ import { readFileSync, readdirSync, statSync } from 'node:fs';
 import { join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
+import { repoRoot } from './repo-root.js';
+
+/** The compiled tree (dist/): tests run as .js from there, with the repository as working directory. */
 const root = fileURLToPath(new URL('..', import.meta.url));
 const testDirectory = join(root, 'test');
 const filters = process.argv.slice(2);
@@ -49,7 +52,7 @@ function runFile(file: string): Promise<Result> {
   const timeoutMs = timeoutFor(file);
   return new Promise((resolve) => {
     // Own process group, so a timeout kills the test and every process it started.
-    const child = spawn(process.execPath, [file], { cwd: root, detached: true, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, FORCE_COLOR: '0' } });
+    const child = spawn(process.execPath, [file], { cwd: repoRoot, detached: true, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, FORCE_COLOR: '0' } });
     let output = '';
     child.stdout.on('data', (chunk) => (output += chunk));
     child.stderr.on('data', (chunk) => (output += chunk));

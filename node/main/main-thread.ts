@@ -19,7 +19,8 @@ import type { Type } from '../../lib/types.js';
 import type { Checkpointing } from '../checkpoint/checkpointing.js';
 import type { Recovery } from '../checkpoint/recovery.js';
 import { Inbox, MAIN_THREAD, Outbox, Stat, ThreadStats, type MailboxLayout } from '../rings/mailbox.js';
-import { Metric, ThreadMetrics, type MetricName } from '../rings/metrics.js';
+import { Metric, ThreadMetrics } from '../rings/metrics.js';
+import type { NodeMetrics } from './node-metrics.js';
 import type { RecordVisitor } from '../rings/spsc-ring.js';
 import type { AdminHttp } from './admin-http.js';
 import type { ClusterHooks } from './cluster-port.js';
@@ -34,11 +35,6 @@ const OVERFLOW_BYTES_MAX = 16 * MiB;
 /** Records read from the input rings per loop iteration. */
 const RECORDS_PER_POLL = 4096;
 
-/** Counters summed over threads, with the main thread's own figures. */
-export interface NodeMetrics extends Record<MetricName, number> {
-  connections: number;
-  overflowBytes: number;
-}
 
 export interface MainThreadConfig {
   layout: MailboxLayout;

@@ -2,7 +2,9 @@
 // Any language: the TypeScript function ts/ping runs embedded, the Python function py/pong runs in
 // examples/python/pong.py (python3 + Debian's python3-protobuf, no SDK), and they rally, each keeping state.
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { repoRoot } from '../../scripts/repo-root.js';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { connect, Types, type Client } from '../../lib/index.js';
@@ -11,8 +13,8 @@ import { pingReport } from '../../examples/ping-pong/functions.js';
 import { startTestNode, take, withTimeout, type TestNode } from '../helpers.js';
 
 const PYTHON = '/usr/bin/python3';
-const root = fileURLToPath(new URL('../..', import.meta.url));
-const pongScript = fileURLToPath(new URL('../../examples/python/pong.py', import.meta.url));
+const root = repoRoot;
+const pongScript = join(repoRoot, 'examples/python/pong.py');
 const pingModule = fileURLToPath(new URL('../../examples/ping-pong/functions.js', import.meta.url));
 const pongReport = Types.json<{ id: string; hits: number; n: number }>('example/pong-report');
 

@@ -6,12 +6,12 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { Agent, request } from 'node:http';
-import { fileURLToPath } from 'node:url';
+import { repoRoot } from '../../scripts/repo-root.js';
 import { Types } from '../../lib/index.js';
 import { decodeFromFunction, encodeToFunction, type FunctionResponse, type InvocationBatch, type InvocationResult, type RemoteTypedValue } from '../../lib/statefun-protocol.js';
 
 const PYTHON = '/usr/bin/python3';
-const root = fileURLToPath(new URL('../..', import.meta.url));
+const root = repoRoot;
 const INT = 'io.statefun.types/int';
 const STRING = 'io.statefun.types/string';
 const REPORT = 'example/pong-report';
