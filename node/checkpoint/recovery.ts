@@ -13,7 +13,7 @@ import { BlobCorruptError } from '../storage/blob-store.js';
 import { readKeyGroup } from '../../lib/envelope.js';
 import { StatecraftError } from '../../lib/errors.js';
 import type { RollBackResult } from '../main/cluster-port.js';
-import type { ShardPool } from '../main/shard-pool.js';
+import type { ShardRequests } from '../main/shard-pool.js';
 import type { CheckpointManifest } from './checkpoint-coordinator.js';
 import type { Checkpointing } from './checkpointing.js';
 import { decodeChannelObject, manifestKey, readCommittedManifests, readLatest, readManifest } from './checkpoint-format.js';
@@ -21,7 +21,7 @@ import { decodeChannelObject, manifestKey, readCommittedManifests, readLatest, r
 /** What recovery needs of the main thread. */
 export interface RecoveryHost {
   readonly keyGroups: number;
-  readonly pool: ShardPool;
+  readonly pool: ShardRequests;
   /** True while the main thread drops what the shards emit. */
   discarding: boolean;
   /** Drops what the main thread has not yet published, and what waits in its input rings. */

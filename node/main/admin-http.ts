@@ -5,14 +5,26 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { StatecraftError } from '../../lib/errors.js';
 import { KEY_GROUP_HASH } from '../../lib/key-group.js';
-import type { MainThread } from './main-thread.js';
+import type { ClusterHooks } from './cluster-port.js';
+import type { Gateway } from './gateway.js';
+import type { NodeMetrics } from './node-metrics.js';
+
+/** What admin HTTP needs of the main thread. */
+export interface AdminHost {
+  readonly closing: boolean;
+  readonly nodeId: string;
+  readonly keyGroups: number;
+  readonly cluster: ClusterHooks | null;
+  readonly gateway: Pick<Gateway, 'handleUpgrade'> | null;
+  metricsNow(): NodeMetrics;
+}
 
 export class AdminHttp {
   private readonly server: Server;
   /** Where the server listens, once it does. */
   address: { host: string; port: number } | null = null;
 
-  constructor(private readonly main: MainThread) {
+  constructor(private readonly main: AdminHost) {
     this.server = createServer((request, response) => this.serve(request, response));
     this.server.on('upgrade', (request, socket, head) => {
       if (main.closing) {

@@ -5,10 +5,25 @@
 import { StatecraftError } from '../../lib/errors.js';
 import type { CheckpointControl, ClusterPort, RollBackResult } from './cluster-port.js';
 import { MAIN_THREAD } from '../rings/mailbox.js';
-import type { MainThread } from './main-thread.js';
+import type { Checkpointing } from '../checkpoint/checkpointing.js';
+import type { Recovery } from '../checkpoint/recovery.js';
+import type { ShardRequests } from './shard-pool.js';
+
+/** What the port needs of the main thread. */
+export interface PortHost {
+  readonly pool: ShardRequests;
+  readonly routing: Int32Array;
+  readonly checkpointing: Pick<Checkpointing, 'participant' | 'lead' | 'onControl'> | null;
+  readonly recovery: Pick<Recovery, 'begin' | 'prepare' | 'rollBack'> | null;
+  setRouting(owned: (keyGroup: number) => boolean | null): void;
+  deliverFromPeer(bytes: Uint8Array, offset: number, length: number, fromPeer: string | null): void;
+  flush(): void;
+  wake(): void;
+  log(line: string): void;
+}
 
 export class NodePort implements ClusterPort {
-  constructor(private readonly main: MainThread) {}
+  constructor(private readonly main: PortHost) {}
 
   get checkpointing(): boolean {
     return this.main.checkpointing !== null;

@@ -24,6 +24,9 @@ export interface ShardPoolEvents {
   onFatal(error: Error): void;
 }
 
+/** What parts of the main thread ask of the shard threads (a fake stands in for it in tests). */
+export type ShardRequests = Pick<ShardPool, 'size' | 'shardOf' | 'byShard' | 'ask' | 'askAll' | 'post' | 'postAll'>;
+
 export class ShardPool {
   private readonly workers: Worker[] = [];
   private requests = 0;
