@@ -440,7 +440,7 @@ export class Shard implements RecordVisitor, ShardContext, CutHost {
     this.stats.set(this.thread, Stat.Backlog, backlog);
     this.stats.set(this.thread, Stat.IngressReceived, this.ingressReceived);
     this.stats.set(this.thread, Stat.RemoteWork, remoteWaiting + (this.remote?.inFlight ?? 0));
-    this.counters.publish(this.metrics, this.thread, { delayedPending: this.groups.timers.size, backlog, instances: this.groups.records.size, remoteBacklog: remoteWaiting });
+    this.counters.publish(this.metrics, this.thread, this.groups.timers.size, backlog, this.groups.records.size, remoteWaiting);
   }
 
   notice(line: string): void {
