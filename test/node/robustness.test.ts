@@ -1,27 +1,24 @@
 // Hostile input, hostile handlers and lost frames: none of it may take a node down, wedge an address,
-// lose records, or make a client misreport an event. Real nodes with real shard threads and sockets; a
-// fake node (a bare WebSocket server) where the test must control exactly what the client receives.
+// lose records, or make a client misreport an event. Real nodes with real shard threads and sockets (the
+// client against a fake node is in test/lib/client.test.ts).
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { createServer, type IncomingMessage } from 'node:http';
-import { connect as netConnect, createServer as createNetServer, type Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
-import WebSocket, { WebSocketServer } from 'ws';
+import WebSocket from 'ws';
 import { connect, Types, type Client, type DeadLetter, type StatecraftError } from 'statecraft';
 import { utf8Length } from '../../lib/address.js';
 import {
   CloseCode,
-  EVENTS_HEADER_BYTES,
   Frame,
   PROTOCOL_VERSION,
-  RECORDS_HEADER_BYTES,
   decodeAck,
   decodeControl,
-  encodeAck,
   encodeControl,
   type Welcome,
 } from '../../lib/client-protocol.js';
-import { EnvelopeDecoder, egressLengthMax, invokeLengthMax, writeEgress, writeInvoke } from '../../lib/envelope.js';
+import { invokeLengthMax, writeInvoke } from '../../lib/envelope.js';
+import { tcpProxy } from '../fake-node.js';
 import { keyGroupOf } from '../../lib/key-group.js';
 import { TypedValue, toTypedValue } from '../../lib/typed-value.js';
 import { truncateUtf8 } from '../../lib/utf8.js';
@@ -55,40 +52,6 @@ function envelope(typename: string, id: string, value: TypedValue): Uint8Array {
   return buffer.slice(0, writeInvoke(buffer, 0, 0, typename, id, null, null, value));
 }
 
-
-/** The string values of an EVENTS frame, with the sequence number the node gives each. */
-function parseEvents(data: Buffer): { firstSeq: number; values: string[] } {
-  const decoder = new EnvelopeDecoder();
-  const firstSeq = data.readDoubleLE(1);
-  const values: string[] = [];
-  let cursor = EVENTS_HEADER_BYTES;
-  for (let index = 0; index < data.readUInt32LE(9); index++) {
-    const length = data.readUInt32LE(cursor);
-    values.push(decoder.decodeInvoke(data, cursor + 4, length).asString());
-    cursor += 4 + length;
-  }
-  return { firstSeq, values };
-}
-
-function egressEnvelope(egress: string, value: TypedValue): Uint8Array {
-  const buffer = new Uint8Array(egressLengthMax(egress, 'test/sink', 'x', value));
-  return buffer.slice(0, writeEgress(buffer, 0, 0, egress, 'test/sink', 'x', value));
-}
-
-function recordsFrame(subscription: number, firstId: number, envelopes: Uint8Array[]): Buffer {
-  const frame = Buffer.alloc(RECORDS_HEADER_BYTES + envelopes.reduce((sum, bytes) => sum + 4 + bytes.length, 0));
-  frame[0] = Frame.Records;
-  frame.writeUInt32LE(subscription, 1);
-  frame.writeDoubleLE(firstId, 5);
-  frame.writeUInt32LE(envelopes.length, 13);
-  let cursor = RECORDS_HEADER_BYTES;
-  for (const bytes of envelopes) {
-    frame.writeUInt32LE(bytes.length, cursor);
-    frame.set(bytes, cursor + 4);
-    cursor += 4 + bytes.length;
-  }
-  return frame;
-}
 
 interface RawConnection {
   socket: WebSocket;
@@ -143,69 +106,6 @@ async function nodeStillServes(target: TestNode = node): Promise<void> {
     if (record!.value.id === id) break;
   }
   await check.close();
-}
-
-function welcomeFrame(lastSeq = 0): Uint8Array {
-  return encodeControl(Frame.Welcome, {
-    version: PROTOCOL_VERSION,
-    nodeId: 'fake',
-    egressLogId: 'fake-log',
-    lastSeq,
-    keyGroups: 16,
-    limits: { valueBytesMax: 1024 * 1024, idBytesMax: 1024, frameBytesMax: 16 * 1024 * 1024 },
-    functions: ['test/sink'],
-  } satisfies Welcome);
-}
-
-/** A bare WebSocket server standing in for a node; `onConnection` gets each socket and its number (from 1). */
-async function fakeNode(onConnection: (socket: WebSocket, connection: number) => void): Promise<{ url: string; close(): Promise<void> }> {
-  const server = new WebSocketServer({ port: 0, host: '127.0.0.1' });
-  let connections = 0;
-  server.on('connection', (socket) => onConnection(socket, ++connections));
-  await new Promise((resolve) => server.once('listening', resolve));
-  const { port } = server.address() as { port: number };
-  return {
-    url: `ws://127.0.0.1:${port}`,
-    close: async () => {
-      for (const socket of server.clients) socket.terminate();
-      await new Promise((resolve) => server.close(resolve));
-    },
-  };
-}
-
-/** A TCP proxy to `port` that can swallow what the node sends on open connections, and cut them. */
-async function tcpProxy(port: number): Promise<{ url: string; swallow(): void; cut(): void; close(): Promise<void> }> {
-  let swallowing = false;
-  const sockets = new Set<Socket>();
-  const server = createNetServer((downstream) => {
-    const upstream = netConnect(port, '127.0.0.1');
-    sockets.add(downstream).add(upstream);
-    downstream.on('data', (data) => upstream.write(data));
-    upstream.on('data', (data) => {
-      if (!swallowing) downstream.write(data);
-    });
-    const end = () => {
-      downstream.destroy();
-      upstream.destroy();
-      sockets.delete(downstream);
-      sockets.delete(upstream);
-    };
-    for (const socket of [downstream, upstream]) {
-      socket.on('close', end);
-      socket.on('error', () => undefined);
-    }
-  });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const { port: proxyPort } = server.address() as { port: number };
-  return {
-    url: `ws://127.0.0.1:${proxyPort}`,
-    swallow: () => (swallowing = true),
-    cut: () => {
-      swallowing = false; // for the connections that come next
-      for (const socket of sockets) socket.destroy();
-    },
-    close: () => new Promise((resolve) => server.close(() => resolve())),
-  };
 }
 
 // ---- 1. malformed client input ----
@@ -403,31 +303,6 @@ test('a string with a lone surrogate reaches another shard and the client as U+F
   }
 });
 
-test('an egress record the client cannot decode is skipped and reported; the subscription and connection go on', async () => {
-  const fake = await fakeNode((socket) => {
-    socket.on('message', (data: Buffer) => {
-      if (data[0] === Frame.Hello) socket.send(welcomeFrame());
-      if (data[0] !== Frame.Subscribe) return;
-      const { subscription } = decodeControl<{ subscription: number }>(data);
-      socket.send(encodeControl(Frame.Subscribed, { subscription, after: 0 }));
-      socket.send(recordsFrame(subscription, 1, [egressEnvelope('fake', toTypedValue('one')), egressEnvelope('fake', notUtf8), egressEnvelope('fake', toTypedValue('three'))]));
-    });
-  });
-  const errors: [number, string][] = [];
-  const own = await connect(fake.url, { reconnect: false });
-  try {
-    const subscription = own.subscribe<string>('fake', { onError: (error, id) => errors.push([id, error.code]) });
-    const records = await take(subscription, 2, 5000);
-    assert.equal(records.map((record) => [record.id, record.value]), [[1, 'one'], [3, 'three']]);
-    assert.equal(errors, [[2, 'SC_ERR_MALFORMED_FRAME']]);
-    await sleep(50);
-    assert.is(own.nodeId, 'fake', 'still connected');
-  } finally {
-    await own.close({ timeoutMs: 10 });
-    await fake.close();
-  }
-});
-
 // ---- 5, 9, 11: timers and expiry on a one-shard node ----
 
 test('timers and expiry (one shard)', async () => {
@@ -512,78 +387,6 @@ test('timer queue: cancelled entries leave memory long before they would be due;
 });
 
 // ---- 6, 7: the client across reconnects ----
-
-test('close() while a reconnect attempt waits for its WELCOME: the client stays closed', async () => {
-  let first: WebSocket | null = null;
-  let held: WebSocket | null = null;
-  let heldClosed = false;
-  const fake = await fakeNode((socket, connection) => {
-    socket.on('message', (data: Buffer) => {
-      if (data[0] !== Frame.Hello) return;
-      if (connection === 1) {
-        first = socket;
-        socket.send(welcomeFrame());
-      } else if (held === null) {
-        held = socket;
-        socket.once('close', () => (heldClosed = true));
-      }
-    });
-  });
-  let own: Client | undefined;
-  try {
-    own = await connect(fake.url, { reconnect: { delayMs: 10, delayMaxMs: 20 } });
-    first!.terminate();
-    await eventually(() => held !== null, 'a reconnect attempt to say HELLO');
-    await own.close();
-    held!.send(welcomeFrame()); // the attempt succeeds after close()
-    await eventually(() => heldClosed, 'the client to drop the connection it no longer wants', 3000);
-    const closed = own;
-    assert.is(closed.nodeId, null);
-    assert.throws(
-      () => closed.send({ typename: 'test/sink', id: 'x' }, 'after close'),
-      (error: unknown) => (error as StatecraftError).code === 'SC_ERR_CLIENT_CLOSED',
-    );
-  } finally {
-    await own?.close({ timeoutMs: 10 });
-    await fake.close();
-  }
-});
-
-test('reconnect: each event keeps its sequence number, also after a rejected one', async () => {
-  const numbered: string[][] = [[], [], []];
-  const fake = await fakeNode((socket, connection) => {
-    socket.on('message', (data: Buffer) => {
-      if (data[0] === Frame.Hello) return socket.send(welcomeFrame(0));
-      if (data[0] !== Frame.Events) return;
-      const { firstSeq, values } = parseEvents(data);
-      numbered[Math.min(connection, 2)]!.push(...values.map((value, index) => `${value}:${firstSeq + index}`));
-      if (connection === 1) {
-        // Reject the second event, then lose the connection before any ACK.
-        socket.send(encodeControl(Frame.Rejected, { rejections: [[2, 'SC_ERR_INVALID_VALUE', 'e2 is not wanted']] }));
-        setTimeout(() => socket.terminate(), 20);
-      } else {
-        socket.send(encodeAck(firstSeq + values.length - 1));
-      }
-    });
-  });
-  const own = await connect(fake.url, { reconnect: { delayMs: 10, delayMaxMs: 20 } });
-  try {
-    const outcomes = ['e1', 'e2', 'e3'].map((value) =>
-      own.send({ typename: 'test/sink', id: 'r' }, value).then(
-        () => 'accepted',
-        (error: StatecraftError) => error.code,
-      ),
-    );
-    assert.equal(await withTimeout(Promise.all(outcomes), 5000, 'every send to settle'), ['accepted', 'SC_ERR_INVALID_VALUE', 'accepted']);
-    assert.equal(numbered[1], ['e1:1', 'e2:2', 'e3:3']);
-    const again = new Map(numbered[2]!.map((entry) => [entry.split(':')[0], entry]));
-    assert.is(again.get('e1'), 'e1:1');
-    assert.is(again.get('e3'), 'e3:3', `re-sent as ${JSON.stringify(numbered[2])}`);
-  } finally {
-    await own.close({ timeoutMs: 10 });
-    await fake.close();
-  }
-});
 
 test('reconnect after the REJECTED frame was lost: the rejected event still rejects, the others resolve once', async () => {
   const proxy = await tcpProxy(Number(new URL(node.url).port));

@@ -1,0 +1,113 @@
+// The client against a fake node (a bare WebSocket server) where the test must control exactly what the
+// client receives: records it cannot decode, reconnects that race close(), rejected events across
+// reconnects.
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import type WebSocket from 'ws';
+import { connect, type Client, type StatecraftError } from 'statecraft';
+import { Frame, decodeControl, encodeAck, encodeControl } from '../../lib/client-protocol.js';
+import { TypedValue, toTypedValue } from '../../lib/typed-value.js';
+import { egressEnvelope, fakeNode, parseEvents, recordsFrame, welcomeFrame } from '../fake-node.js';
+import { eventually, sleep, take, withTimeout } from '../helpers.js';
+
+/** A string value whose bytes are not UTF-8 (the protobuf wrapper of the single byte 0xff). */
+const notUtf8 = new TypedValue('io.statefun.types/string', undefined, Uint8Array.from([0x0a, 0x01, 0xff]));
+
+test('an egress record the client cannot decode is skipped and reported; the subscription and connection go on', async () => {
+  const fake = await fakeNode((socket) => {
+    socket.on('message', (data: Buffer) => {
+      if (data[0] === Frame.Hello) socket.send(welcomeFrame());
+      if (data[0] !== Frame.Subscribe) return;
+      const { subscription } = decodeControl<{ subscription: number }>(data);
+      socket.send(encodeControl(Frame.Subscribed, { subscription, after: 0 }));
+      socket.send(recordsFrame(subscription, 1, [egressEnvelope('fake', toTypedValue('one')), egressEnvelope('fake', notUtf8), egressEnvelope('fake', toTypedValue('three'))]));
+    });
+  });
+  const errors: [number, string][] = [];
+  const own = await connect(fake.url, { reconnect: false });
+  try {
+    const subscription = own.subscribe<string>('fake', { onError: (error, id) => errors.push([id, error.code]) });
+    const records = await take(subscription, 2, 5000);
+    assert.equal(records.map((record) => [record.id, record.value]), [[1, 'one'], [3, 'three']]);
+    assert.equal(errors, [[2, 'SC_ERR_MALFORMED_FRAME']]);
+    await sleep(50);
+    assert.is(own.nodeId, 'fake', 'still connected');
+  } finally {
+    await own.close({ timeoutMs: 10 });
+    await fake.close();
+  }
+});
+
+test('close() while a reconnect attempt waits for its WELCOME: the client stays closed', async () => {
+  let first: WebSocket | null = null;
+  let held: WebSocket | null = null;
+  let heldClosed = false;
+  const fake = await fakeNode((socket, connection) => {
+    socket.on('message', (data: Buffer) => {
+      if (data[0] !== Frame.Hello) return;
+      if (connection === 1) {
+        first = socket;
+        socket.send(welcomeFrame());
+      } else if (held === null) {
+        held = socket;
+        socket.once('close', () => (heldClosed = true));
+      }
+    });
+  });
+  let own: Client | undefined;
+  try {
+    own = await connect(fake.url, { reconnect: { delayMs: 10, delayMaxMs: 20 } });
+    first!.terminate();
+    await eventually(() => held !== null, 'a reconnect attempt to say HELLO');
+    await own.close();
+    held!.send(welcomeFrame()); // the attempt succeeds after close()
+    await eventually(() => heldClosed, 'the client to drop the connection it no longer wants', 3000);
+    const closed = own;
+    assert.is(closed.nodeId, null);
+    assert.throws(
+      () => closed.send({ typename: 'test/sink', id: 'x' }, 'after close'),
+      (error: unknown) => (error as StatecraftError).code === 'SC_ERR_CLIENT_CLOSED',
+    );
+  } finally {
+    await own?.close({ timeoutMs: 10 });
+    await fake.close();
+  }
+});
+
+test('reconnect: each event keeps its sequence number, also after a rejected one', async () => {
+  const numbered: string[][] = [[], [], []];
+  const fake = await fakeNode((socket, connection) => {
+    socket.on('message', (data: Buffer) => {
+      if (data[0] === Frame.Hello) return socket.send(welcomeFrame(0));
+      if (data[0] !== Frame.Events) return;
+      const { firstSeq, values } = parseEvents(data);
+      numbered[Math.min(connection, 2)]!.push(...values.map((value, index) => `${value}:${firstSeq + index}`));
+      if (connection === 1) {
+        // Reject the second event, then lose the connection before any ACK.
+        socket.send(encodeControl(Frame.Rejected, { rejections: [[2, 'SC_ERR_INVALID_VALUE', 'e2 is not wanted']] }));
+        setTimeout(() => socket.terminate(), 20);
+      } else {
+        socket.send(encodeAck(firstSeq + values.length - 1));
+      }
+    });
+  });
+  const own = await connect(fake.url, { reconnect: { delayMs: 10, delayMaxMs: 20 } });
+  try {
+    const outcomes = ['e1', 'e2', 'e3'].map((value) =>
+      own.send({ typename: 'test/sink', id: 'r' }, value).then(
+        () => 'accepted',
+        (error: StatecraftError) => error.code,
+      ),
+    );
+    assert.equal(await withTimeout(Promise.all(outcomes), 5000, 'every send to settle'), ['accepted', 'SC_ERR_INVALID_VALUE', 'accepted']);
+    assert.equal(numbered[1], ['e1:1', 'e2:2', 'e3:3']);
+    const again = new Map(numbered[2]!.map((entry) => [entry.split(':')[0], entry]));
+    assert.is(again.get('e1'), 'e1:1');
+    assert.is(again.get('e3'), 'e3:3', `re-sent as ${JSON.stringify(numbered[2])}`);
+  } finally {
+    await own.close({ timeoutMs: 10 });
+    await fake.close();
+  }
+});
+
+test.run();
