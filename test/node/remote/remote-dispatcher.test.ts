@@ -3,62 +3,21 @@
 import { createServer, type Server, type ServerResponse } from 'node:http';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import type { StatecraftError } from '../../../lib/errors.js';
-import { EffectKind, type Effect } from '../../../lib/invocation.js';
+import { EffectKind } from '../../../lib/invocation.js';
 import { keyGroupOf } from '../../../lib/key-group.js';
 import { Message } from '../../../lib/message.js';
 import { decodeToFunction, encodeFromFunction, type FunctionResponse, type InvocationBatch, type InvocationResult, type RemoteValueSpec } from '../../../lib/statefun-protocol.js';
 import { toTypedValue } from '../../../lib/typed-value.js';
 import { Types } from '../../../lib/types.js';
-import { KeyGroupState } from '../../../node/keygroups/key-group-state.js';
 import { closeRemoteConnections } from '../../../node/remote/remote-client.js';
 import { RemoteDispatcher } from '../../../node/remote/remote-dispatcher.js';
 import { ENDPOINT_DEFAULTS, EndpointTable, type EndpointSpec } from '../../../node/remote/remote-endpoints.js';
-import type { KeyGroupFate, ShardContext } from '../../../node/shard/shard-context.js';
-import { ShardCounters } from '../../../node/shard/shard-counters.js';
+import { FakeShard, KEY_GROUPS } from '../shard/fake-shard.js';
 import { eventually, sleep, withTimeout } from '../../helpers.js';
 
-const KEY_GROUPS = 16;
 const TYPE = 'remote/fn';
 const WAIT_MS = 5000;
 
-class FakeShard implements ShardContext {
-  readonly thread = 1;
-  readonly limits = { valueBytesMax: 1024 * 1024, idBytesMax: 1024 };
-  readonly groups = new KeyGroupState(KEY_GROUPS, false);
-  readonly counters = new ShardCounters();
-  nowMs = Date.now();
-  fate: KeyGroupFate = 'here';
-  effects: { self: string; keyGroup: number; effects: Effect[] }[] = [];
-  deadLetters: { message: Message; error: unknown }[] = [];
-  forwarded: Message[] = [];
-  runs: string[] = [];
-
-  refreshNow(): void {
-    this.nowMs = Date.now();
-  }
-  applyEffects(effects: readonly Effect[], selfTypename: string, selfId: string, keyGroup: number): void {
-    this.effects.push({ self: `${selfTypename}/${selfId}`, keyGroup, effects: [...effects] });
-  }
-  deadLetter(message: Message, error: unknown): void {
-    this.deadLetters.push({ message, error });
-  }
-  forward(message: Message): void {
-    this.forwarded.push(message);
-  }
-  startRun(keyGroup: number): void {
-    this.runs.push(`start ${keyGroup}`);
-  }
-  endRun(keyGroup: number): KeyGroupFate {
-    this.runs.push(`end ${keyGroup}`);
-    return this.fate;
-  }
-  scheduleFlush(): void {}
-
-  deadLetterCodes(): [string, string][] {
-    return this.deadLetters.map(({ message, error }) => [message.asString(), (error as StatecraftError).code]);
-  }
-}
 
 type Answer = FunctionResponse | { status: number; body: string } | Uint8Array;
 
@@ -146,7 +105,7 @@ async function setup(options: { batchMax?: number; backlogMax?: number; payloadM
     payloadMaxBytes: options.payloadMaxBytes ?? ENDPOINT_DEFAULTS.payloadMaxBytes,
     timeouts: { callMs: 4000, connectMs: 1000, readMs: 4000, writeMs: 4000 },
   };
-  const shard = new FakeShard();
+  const shard = new FakeShard(Date.now);
   const dispatcher = new RemoteDispatcher(shard, new EndpointTable([spec]), options.backlogMax ?? 100);
   return { endpoint, shard, dispatcher };
 }

@@ -4,61 +4,13 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { defineFunction, Types, type FunctionDefinition } from '../../../lib/index.js';
-import { EffectKind, type Effect } from '../../../lib/invocation.js';
 import { keyGroupOf } from '../../../lib/key-group.js';
 import { Message } from '../../../lib/message.js';
 import { toTypedValue } from '../../../lib/typed-value.js';
-import { KeyGroupState } from '../../../node/keygroups/key-group-state.js';
 import { EmbeddedInvoker } from '../../../node/shard/embedded-invoker.js';
-import type { KeyGroupFate, ShardContext } from '../../../node/shard/shard-context.js';
-import { ShardCounters } from '../../../node/shard/shard-counters.js';
+import { FakeShard, KEY_GROUPS } from './fake-shard.js';
 import { withTimeout } from '../../helpers.js';
 
-const KEY_GROUPS = 16;
-
-class FakeShard implements ShardContext {
-  readonly thread = 1;
-  readonly limits = { valueBytesMax: 1024 * 1024, idBytesMax: 1024 };
-  readonly groups = new KeyGroupState(KEY_GROUPS, false);
-  readonly counters = new ShardCounters();
-  nowMs = 1_000;
-  fate: KeyGroupFate = 'here';
-  effects: { self: string; keyGroup: number; effects: Effect[] }[] = [];
-  deadLetters: { message: Message; error: unknown }[] = [];
-  forwarded: Message[] = [];
-  runs: string[] = [];
-  refreshes = 0;
-  flushesScheduled = 0;
-
-  refreshNow(): void {
-    this.refreshes++;
-  }
-  applyEffects(effects: readonly Effect[], selfTypename: string, selfId: string, keyGroup: number): void {
-    this.effects.push({ self: `${selfTypename}/${selfId}`, keyGroup, effects: [...effects] });
-  }
-  deadLetter(message: Message, error: unknown): void {
-    this.deadLetters.push({ message, error });
-  }
-  forward(message: Message): void {
-    this.forwarded.push(message);
-  }
-  startRun(keyGroup: number): void {
-    this.runs.push(`start ${keyGroup}`);
-  }
-  endRun(keyGroup: number): KeyGroupFate {
-    this.runs.push(`end ${keyGroup}`);
-    return this.fate;
-  }
-  scheduleFlush(): void {
-    this.flushesScheduled++;
-  }
-
-  /** The sent values, in order, over every applyEffects call: [kind, target or egress, value]. */
-  sent(): [string, string, unknown][] {
-    const kinds = ['send', 'send-after', 'cancel', 'egress'];
-    return this.effects.flatMap((call) => call.effects.map((effect) => [kinds[effect.kind]!, effect.kind === EffectKind.Egress ? effect.targetTypename : `${effect.targetTypename}/${effect.targetId}`, effect.value?.value ?? effect.value?.toBytes() ?? effect.cancellationToken] as [string, string, unknown]));
-  }
-}
 
 function message(typename: string, id: string, value: unknown): Message {
   const typed = toTypedValue(value);
