@@ -252,22 +252,24 @@ export class ClusterNode implements ClusterHooks {
 
   private onCheckpointControl(from: string, bytes: Uint8Array, offset: number, length: number): void {
     const message = controlPackr.unpack(bytes.subarray(offset + ENVELOPE_HEADER_BYTES, offset + length)) as CheckpointControl;
-    if (typeof message?.checkpoint !== 'number') throw new Error('malformed checkpoint control message');
+    const recovery = message?.type === 'rollback' || message?.type === 'restarted' || message?.type === 'behind';
+    const counter = recovery ? (message as { epoch?: unknown }).epoch : (message as { checkpoint?: unknown } | null)?.checkpoint;
+    if (typeof counter !== 'number') throw new Error('malformed checkpoint control message');
     if (message.type === 'rollback') {
       if (!Array.isArray(message.members) || !message.members.every((member) => typeof member === 'string')) throw new Error('malformed rollback message');
       if (!Number.isSafeInteger(message.restore) || message.restore < 0) throw new Error('malformed rollback message');
-      this.startRollback(message.checkpoint, message.members, `${from} leads a recovery`, message.restore);
+      this.startRollback(message.epoch, message.members, `${from} leads a recovery`, message.restore);
       return;
     }
     if (message.type === 'behind') {
       // A member missed a recovery (it was declared dead, or the order was lost): send it again.
       const last = this.lastRollback;
-      if (last !== null && message.checkpoint < last.epoch) this.sendCheckpointControl(from, { type: 'rollback', checkpoint: last.epoch, members: last.members, restore: last.restore });
+      if (last !== null && message.epoch < last.epoch) this.sendCheckpointControl(from, { type: 'rollback', epoch: last.epoch, members: last.members, restore: last.restore });
       return;
     }
     if (message.type === 'restarted') {
       // Only for a request of this epoch: one made before the last recovery was answered by it.
-      if (this.leaderId() === this.options.nodeId && !this.recovering && message.checkpoint >= this.recoveryEpoch) {
+      if (this.leaderId() === this.options.nodeId && !this.recovering && message.epoch >= this.recoveryEpoch) {
         this.startRollback(this.recoveryEpoch + 1, this.placement.members, `${message.node} restarted or died (reported by ${from})`);
       }
       return;
@@ -305,7 +307,7 @@ export class ClusterNode implements ClusterHooks {
       if (this.behindSince === 0) this.behindSince = now;
       else if (now - this.behindSince > BEHIND_ASK_MS) {
         this.behindSince = now;
-        this.sendCheckpointControl(from, { type: 'behind', checkpoint: this.recoveryEpoch });
+        this.sendCheckpointControl(from, { type: 'behind', epoch: this.recoveryEpoch });
       }
     }
     if (epoch > this.recoveryEpoch || this.recovering) {
@@ -332,7 +334,7 @@ export class ClusterNode implements ClusterHooks {
       // The peer restarted within the failure detector's time: its key groups' state is gone.
       const reason = `${peer} restarted`;
       if (this.leaderId() === this.options.nodeId) this.startRollback(this.recoveryEpoch + 1, this.placement.members, reason);
-      else this.sendCheckpointControl(this.leaderId(), { type: 'restarted', checkpoint: 0, node: peer });
+      else this.sendCheckpointControl(this.leaderId(), { type: 'restarted', epoch: 0, node: peer });
     }
   }
 
@@ -379,7 +381,7 @@ export class ClusterNode implements ClusterHooks {
           if (this.recoveryEpoch !== epoch || this.closed) return;
           this.lastRollback = { epoch, members: [...members], restore: checkpoint };
           for (const member of members) {
-            if (member !== this.options.nodeId) this.sendCheckpointControl(member, { type: 'rollback', checkpoint: epoch, members: [...members], restore: checkpoint });
+            if (member !== this.options.nodeId) this.sendCheckpointControl(member, { type: 'rollback', epoch, members: [...members], restore: checkpoint });
           }
           this.runRollback(epoch, placement, checkpoint);
         },
@@ -516,7 +518,7 @@ export class ClusterNode implements ClusterHooks {
     const last = this.lastRollback;
     if (member.state === 'alive' && this.port.checkpointing && last !== null && !last.members.includes(member.id) && this.leaderId() === this.options.nodeId) {
       // Back after being left out of a recovery: it must drop what it has and join afresh.
-      this.sendCheckpointControl(member.id, { type: 'rollback', checkpoint: last.epoch, members: last.members, restore: last.restore });
+      this.sendCheckpointControl(member.id, { type: 'rollback', epoch: last.epoch, members: last.members, restore: last.restore });
     }
     if (member.state === 'alive' || member.state === 'suspect') {
       this.network.revive(member.id);
@@ -796,7 +798,7 @@ export class ClusterNode implements ClusterHooks {
     if (this.awaitingRollback !== null && !this.recovering && performance.now() - this.lastRollbackAsk > ROLLBACK_ASK_MS && this.leaderId() !== this.options.nodeId) {
       // The leader may not have seen the death that we did (views differ for a while): ask it.
       this.lastRollbackAsk = performance.now();
-      this.sendCheckpointControl(this.leaderId(), { type: 'restarted', checkpoint: this.recoveryEpoch, node: 'a member' });
+      this.sendCheckpointControl(this.leaderId(), { type: 'restarted', epoch: this.recoveryEpoch, node: 'a member' });
     } else if (this.awaitingRollback !== null && !this.recovering && this.leaderId() === this.options.nodeId) {
       // The leader changed to this node meanwhile.
       this.startRollback(this.recoveryEpoch + 1, this.placement.members, this.awaitingRollback);
