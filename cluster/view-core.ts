@@ -46,28 +46,29 @@ export class ClusterView implements PlacementFacts {
   readonly moves: KeyGroupMoves;
   private readonly checkpointing: boolean;
   private readonly perform: (action: ViewAction) => void;
-  private current: ClusterStatus;
+  // A #field has a getter of the same name: one name for each fact, read-only outside.
+  #status: ClusterStatus;
   /** The status this node left from (status `left`): it keeps that status's answers. */
   private leftFrom: ClusterStatus = 'joining';
   /** The last agreed view: member ids (self included). */
   private readonly view = new Set<string>();
-  private currentPlacement: Placement;
+  #placement: Placement;
   /** Counts the views this node acted on (one per new placement). */
-  private version = 1;
+  #viewVersion = 1;
   /** Joined, and a majority of the view was reachable at the last view update (false while joining). */
   private majority: boolean;
   /** Why this node is not in a majority, else null. */
-  private majorityReason: string | null = null;
+  #reason: string | null = null;
   /** Whether this node has had a view with other members (so it is no longer bootstrapping). */
   private joinedView = false;
   /** A node that joins through seeds owns nothing until its first view with them. */
   private ownsNothingYet: boolean;
   // ---- recovery (checkpoints on) ----
   /** Raised by every recovery; stamped on peer frames, so messages of an older epoch are dropped. */
-  private recoveryEpoch = 0;
+  #epoch = 0;
   /** Why this node waits for a rollback order (status awaiting-rollback), else null. */
-  private awaiting: string | null = null;
-  private recoveryCount = 0;
+  #awaitingReason: string | null = null;
+  #recoveries = 0;
   /** The last recovery order this node took part in (re-sent to a member that missed it). */
   private lastRollback: RollbackOrder | null = null;
   /** When this node last asked the leader for a recovery it waits for. */
@@ -84,55 +85,55 @@ export class ClusterView implements PlacementFacts {
     this.perform = options.perform;
     this.moves = new KeyGroupMoves(this, options.perform);
     this.view.add(this.selfId);
-    this.currentPlacement = computePlacement(this.view, this.keyGroups);
-    this.current = options.joining ? 'joining' : 'serving';
+    this.#placement = computePlacement(this.view, this.keyGroups);
+    this.#status = options.joining ? 'joining' : 'serving';
     this.majority = !options.joining;
     this.ownsNothingYet = options.joining;
-    if (options.joining) this.majorityReason = this.joiningReason();
+    if (options.joining) this.#reason = this.joiningReason();
   }
 
   /** Takes the initial ownership: a cluster of one owns every key group, a joining node none. */
   start(): void {
-    const joining = this.current === 'joining';
+    const joining = this.#status === 'joining';
     this.perform({ type: 'own', owned: () => !joining });
-    if (joining) this.perform({ type: 'log', line: `cluster: not serving: ${this.majorityReason}` });
+    if (joining) this.perform({ type: 'log', line: `cluster: not serving: ${this.#reason}` });
   }
 
   // ---- what the shells ask ----
 
   get status(): ClusterStatus {
-    return this.current;
+    return this.#status;
   }
 
   /** The status whose answers apply: the current one, or the one this node left from. */
   private get acting(): ClusterStatus {
-    return this.current === 'left' ? this.leftFrom : this.current;
+    return this.#status === 'left' ? this.leftFrom : this.#status;
   }
 
   get placement(): Placement {
-    return this.currentPlacement;
+    return this.#placement;
   }
 
   get epoch(): number {
-    return this.recoveryEpoch;
+    return this.#epoch;
   }
 
   get viewVersion(): number {
-    return this.version;
+    return this.#viewVersion;
   }
 
   get recoveries(): number {
-    return this.recoveryCount;
+    return this.#recoveries;
   }
 
   /** Why this node waits for a rollback order, else null. */
   get awaitingReason(): string | null {
-    return this.awaiting;
+    return this.#awaitingReason;
   }
 
   /** Why this node is not in a majority (joining, or too few members reachable), else null. */
   get reason(): string | null {
-    return this.majorityReason;
+    return this.#reason;
   }
 
   /** The agreed view's member ids, sorted. */
@@ -145,12 +146,12 @@ export class ClusterView implements PlacementFacts {
   }
 
   ownerOf(keyGroup: number): string {
-    return this.currentPlacement.members[this.currentPlacement.owners[keyGroup]!]!;
+    return this.#placement.members[this.#placement.owners[keyGroup]!]!;
   }
 
   /** The leader of the current placement: its smallest member id. */
   leaderId(): string {
-    return [...this.currentPlacement.members].sort()[0]!;
+    return [...this.#placement.members].sort()[0]!;
   }
 
   inMajority(): boolean {
@@ -162,7 +163,7 @@ export class ClusterView implements PlacementFacts {
   }
 
   hasLeft(): boolean {
-    return this.current === 'left';
+    return this.#status === 'left';
   }
 
   isRecovering(): boolean {
@@ -181,9 +182,9 @@ export class ClusterView implements PlacementFacts {
 
   /** Why this node cannot take a consistent snapshot now, or null. `heldCount`: messages the shell holds. */
   checkpointBlocked(heldCount: number): string | null {
-    if (!this.majority) return `not serving: ${this.majorityReason}`;
+    if (!this.majority) return `not serving: ${this.#reason}`;
     if (this.acting === 'recovering') return 'this node is recovering';
-    if (this.acting === 'awaiting-rollback') return this.awaiting;
+    if (this.acting === 'awaiting-rollback') return this.#awaitingReason;
     if (this.moves.count > 0) return `${this.moves.count} key groups are on the move`;
     if (heldCount > 0) return 'messages wait for their key group to settle';
     return null;
@@ -228,13 +229,13 @@ export class ClusterView implements PlacementFacts {
     }
     if (member.state !== 'alive') return;
     // A seed answered: this node is part of the cluster (its majority is counted at the view update).
-    if (this.current === 'joining') this.moveTo('no-majority');
-    else if (this.current === 'left' && this.leftFrom === 'joining') this.leftFrom = 'no-majority';
+    if (this.#status === 'joining') this.moveTo('no-majority');
+    else if (this.#status === 'left' && this.leftFrom === 'joining') this.leftFrom = 'no-majority';
   }
 
   /** Recomputes the agreed view, whether this node is in a majority, and the placement. */
   viewChanged(members: readonly Member[], nowMs: number): void {
-    invariant(this.current !== 'left', 'a node that left follows no view');
+    invariant(this.#status !== 'left', 'a node that left follows no view');
     const states = stateMap(members);
     // Suspects count as unreachable here: a majority must be positively alive to shrink the view.
     const reachable = (id: string) => id === this.selfId || states.get(id) === 'alive';
@@ -255,7 +256,7 @@ export class ClusterView implements PlacementFacts {
       // The majority is back: newcomers seen meanwhile join the view now.
       for (const [id, state] of states) if ((state === 'alive' || state === 'suspect') && !this.view.has(id)) this.view.add(id);
     }
-    if (!this.majority && this.current !== 'joining') {
+    if (!this.majority && this.#status !== 'joining') {
       // No majority: process nothing until it is back (messages wait), and keep the placement as it
       // was, dead members included, so this node claims no key group it did not own.
       if (hadMajority) this.perform({ type: 'own', owned: (keyGroup) => (this.moves.get(keyGroup)?.state === 'adopting' ? null : false) });
@@ -263,7 +264,7 @@ export class ClusterView implements PlacementFacts {
     }
     // Suspects keep their key groups until they are declared dead: suspicion is often wrong.
     const placement = computePlacement([...this.view].filter((id) => reachable(id) || states.get(id) === 'suspect'), this.keyGroups);
-    if (placement.viewId !== this.currentPlacement.viewId || (!hadMajority && this.majority)) this.placementChanged(placement, states, nowMs);
+    if (placement.viewId !== this.#placement.viewId || (!hadMajority && this.majority)) this.placementChanged(placement, states, nowMs);
     // Links to members that are gone close only now, so what they still held goes by the new placement.
     for (const [id, state] of states) {
       if (state === 'dead') this.perform({ type: 'retire', id });
@@ -280,18 +281,18 @@ export class ClusterView implements PlacementFacts {
 
   /** This node leaves (or closes): false if it had already. */
   leave(): boolean {
-    if (this.current === 'left') return false;
-    this.leftFrom = this.current;
+    if (this.#status === 'left') return false;
+    this.leftFrom = this.#status;
     this.moveTo('left');
     return true;
   }
 
   /** Leaving: every key group goes to its owner in the view of `others` (this node excluded). */
   handOverTo(others: readonly string[], members: readonly Member[], nowMs: number): void {
-    invariant(this.current === 'left', 'key groups are handed over all at once only when leaving');
-    const previous = this.currentPlacement;
-    this.currentPlacement = computePlacement(others, this.keyGroups);
-    this.moves.applyPlacement(previous, this.currentPlacement, stateMap(members), nowMs);
+    invariant(this.#status === 'left', 'key groups are handed over all at once only when leaving');
+    const previous = this.#placement;
+    this.#placement = computePlacement(others, this.keyGroups);
+    this.moves.applyPlacement(previous, this.#placement, stateMap(members), nowMs);
   }
 
   // ---- recovery events (checkpoints on) ----
@@ -301,15 +302,15 @@ export class ClusterView implements PlacementFacts {
     const previous = this.peerInstances.get(peer);
     this.peerInstances.set(peer, instance);
     if (!this.checkpointing) return;
-    if (this.ownsNothingYet && epoch > this.recoveryEpoch) {
+    if (this.ownsNothingYet && epoch > this.#epoch) {
       // A node joining takes the cluster's epoch, so its frames count.
-      this.recoveryEpoch = epoch;
+      this.#epoch = epoch;
       this.perform({ type: 'fence', epoch });
     }
-    if (previous !== undefined && previous !== instance && this.currentPlacement.members.includes(peer) && !this.ownsNothingYet) {
+    if (previous !== undefined && previous !== instance && this.#placement.members.includes(peer) && !this.ownsNothingYet) {
       // The peer restarted within the failure detector's time: its key groups' state is gone.
       const reason = `${peer} restarted`;
-      if (this.leaderId() === this.selfId) this.startRollback(this.recoveryEpoch + 1, this.currentPlacement.members, reason);
+      if (this.leaderId() === this.selfId) this.startRollback(this.#epoch + 1, this.#placement.members, reason);
       else this.perform({ type: 'control', to: this.leaderId(), message: { type: 'restarted', epoch: 0, node: peer } });
     }
   }
@@ -319,18 +320,18 @@ export class ClusterView implements PlacementFacts {
    * node restores) wait ('stash'). A rollback order is taken whatever its epoch (the shell checks).
    */
   fence(epoch: number, from: string, nowMs: number): 'deliver' | 'drop' | 'stash' {
-    if (epoch < this.recoveryEpoch) return 'drop';
+    if (epoch < this.#epoch) return 'drop';
     const recovering = this.acting === 'recovering';
-    if (epoch > this.recoveryEpoch && !recovering) {
+    if (epoch > this.#epoch && !recovering) {
       // Others are in a newer epoch. Its rollback order normally follows at once; if it does not, this
       // node was left out of that recovery (declared dead meanwhile): ask the sender for it.
       if (this.behindSinceMs === 0) this.behindSinceMs = nowMs;
       else if (nowMs - this.behindSinceMs > BEHIND_ASK_MS) {
         this.behindSinceMs = nowMs;
-        this.perform({ type: 'control', to: from, message: { type: 'behind', epoch: this.recoveryEpoch } });
+        this.perform({ type: 'control', to: from, message: { type: 'behind', epoch: this.#epoch } });
       }
     }
-    return epoch > this.recoveryEpoch || recovering ? 'stash' : 'deliver';
+    return epoch > this.#epoch || recovering ? 'stash' : 'deliver';
   }
 
   /** The leader's recovery order. */
@@ -347,14 +348,14 @@ export class ClusterView implements PlacementFacts {
   /** A member reports that `node` restarted or died (to the leader). */
   restartReported(from: string, node: string, epoch: number): void {
     // Only for a request of this epoch: one made before the last recovery was answered by it.
-    if (this.leaderId() === this.selfId && this.acting !== 'recovering' && epoch >= this.recoveryEpoch) {
-      this.startRollback(this.recoveryEpoch + 1, this.currentPlacement.members, `${node} restarted or died (reported by ${from})`);
+    if (this.leaderId() === this.selfId && this.acting !== 'recovering' && epoch >= this.#epoch) {
+      this.startRollback(this.#epoch + 1, this.#placement.members, `${node} restarted or died (reported by ${from})`);
     }
   }
 
   /** Whether `epoch` is still this node's recovery (no newer one took over, and it has not left). */
   isCurrentRecovery(epoch: number): boolean {
-    return epoch === this.recoveryEpoch && this.current !== 'left';
+    return epoch === this.#epoch && this.#status !== 'left';
   }
 
   /** The leader read the checkpoint to restore: every member is ordered to restore it, this node too. */
@@ -370,7 +371,7 @@ export class ClusterView implements PlacementFacts {
   /** This node restored the checkpoint of recovery `epoch`. */
   rollbackDone(epoch: number, members: readonly Member[], nowMs: number): void {
     invariant(this.isCurrentRecovery(epoch), 'the shell finishes only the current recovery');
-    invariant(this.current === 'recovering', 'a recovery finishes while recovering');
+    invariant(this.#status === 'recovering', 'a recovery finishes while recovering');
     this.moveTo(this.majority ? 'serving' : 'no-majority');
     this.settleCheckpointing();
     // The membership may have moved on while this node restored (before the stashed envelopes,
@@ -381,9 +382,9 @@ export class ClusterView implements PlacementFacts {
   // ---- rules ----
 
   private moveTo(next: ClusterStatus): void {
-    invariant(STATUS_EDGES[this.current].includes(next), `status ${this.current} may not become ${next}`);
-    const from = this.current;
-    this.current = next;
+    invariant(STATUS_EDGES[this.#status].includes(next), `status ${this.#status} may not become ${next}`);
+    const from = this.#status;
+    this.#status = next;
     if (next === 'serving') invariant(this.majority, 'serving needs a majority');
     if (next === 'no-majority') invariant(!this.majority, 'no-majority only without a majority');
     this.perform({ type: 'status', from, to: next });
@@ -397,20 +398,20 @@ export class ClusterView implements PlacementFacts {
   private countMajority(states: ReadonlyMap<string, MemberState>): void {
     const reachableCount = [...this.view].filter((id) => id === this.selfId || states.get(id) === 'alive').length;
     const hadMajority = this.majority;
-    if (this.current === 'joining') {
+    if (this.#status === 'joining') {
       this.majority = false;
-      this.majorityReason = this.joiningReason();
+      this.#reason = this.joiningReason();
     } else if (reachableCount * 2 <= this.view.size) {
       this.majority = false;
-      this.majorityReason = `reaches ${reachableCount} of the ${this.view.size} members of the last agreed view, not a majority: waiting for them`;
+      this.#reason = `reaches ${reachableCount} of the ${this.view.size} members of the last agreed view, not a majority: waiting for them`;
     } else {
       this.majority = true;
-      this.majorityReason = null;
+      this.#reason = null;
     }
-    if (this.current === 'serving' && !this.majority) this.moveTo('no-majority');
-    else if (this.current === 'no-majority' && this.majority) this.moveTo('serving');
+    if (this.#status === 'serving' && !this.majority) this.moveTo('no-majority');
+    else if (this.#status === 'no-majority' && this.majority) this.moveTo('serving');
     if (hadMajority !== this.majority) {
-      this.perform({ type: 'log', line: this.majority ? 'cluster: serving' : `cluster: not serving: ${this.majorityReason}` });
+      this.perform({ type: 'log', line: this.majority ? 'cluster: serving' : `cluster: not serving: ${this.#reason}` });
       this.perform({ type: 'majority', reached: this.majority });
     }
   }
@@ -419,29 +420,29 @@ export class ClusterView implements PlacementFacts {
     this.joinedView ||= placement.members.length > 1;
     // A node that just joined takes its key groups over from the owners they had without it.
     const others = placement.members.filter((id) => id !== this.selfId);
-    const previous = this.ownsNothingYet && others.length > 0 ? computePlacement(others, this.keyGroups) : this.currentPlacement;
-    const died = this.currentPlacement.members.filter((id) => !placement.members.includes(id) && (states.get(id) ?? 'dead') === 'dead');
+    const previous = this.ownsNothingYet && others.length > 0 ? computePlacement(others, this.keyGroups) : this.#placement;
+    const died = this.#placement.members.filter((id) => !placement.members.includes(id) && (states.get(id) ?? 'dead') === 'dead');
     if (others.length > 0) this.ownsNothingYet = false;
-    this.currentPlacement = placement;
-    this.version++;
+    this.#placement = placement;
+    this.#viewVersion++;
     if (this.checkpointing && died.length > 0 && this.joinedView) {
       // A member died with its key groups' state: the whole cluster goes back to the last checkpoint.
       const reason = `${died.join(', ')} died`;
-      if (this.leaderId() === this.selfId) this.startRollback(this.recoveryEpoch + 1, placement.members, reason);
-      else if (this.current !== 'recovering') {
-        this.awaiting = `${reason}: waiting for the leader ${this.leaderId()} to start the recovery`;
+      if (this.leaderId() === this.selfId) this.startRollback(this.#epoch + 1, placement.members, reason);
+      else if (this.#status !== 'recovering') {
+        this.#awaitingReason = `${reason}: waiting for the leader ${this.leaderId()} to start the recovery`;
         this.moveTo('awaiting-rollback');
         this.perform({ type: 'lead-checkpoints', lead: null });
         this.perform({ type: 'own', owned: () => false });
       }
-    } else if (this.current === 'serving') {
+    } else if (this.#status === 'serving') {
       this.moves.applyPlacement(previous, placement, states, nowMs);
     }
     this.perform({ type: 'view', members: placement.members });
     const counts = ownedCounts(placement);
     this.perform({
       type: 'log',
-      line: `cluster: view version ${this.version}, view ${placement.viewId}: ${placement.members.map((id) => `${id} (${counts[id]} key groups)`).join(', ')}`,
+      line: `cluster: view version ${this.#viewVersion}, view ${placement.viewId}: ${placement.members.map((id) => `${id} (${counts[id]} key groups)`).join(', ')}`,
     });
     this.perform({ type: 'release-held' });
     this.perform({ type: 'retry-handovers' });
@@ -455,18 +456,18 @@ export class ClusterView implements PlacementFacts {
    * clients re-send what was not committed. The leader orders it (its epoch is above every earlier one).
    */
   private startRollback(epoch: number, members: readonly string[], reason: string, restore?: number): void {
-    if (epoch <= this.recoveryEpoch || this.current === 'left') return;
+    if (epoch <= this.#epoch || this.#status === 'left') return;
     // Fence at once: frames sealed from now on carry the new epoch, older ones are dropped on arrival.
-    this.recoveryEpoch = epoch;
+    this.#epoch = epoch;
     this.perform({ type: 'recovery-begin', epoch });
-    this.recoveryCount++;
+    this.#recoveries++;
     this.behindSinceMs = 0;
-    this.awaiting = null;
+    this.#awaitingReason = null;
     this.moveTo('recovering');
     const placement = computePlacement(members, this.keyGroups);
     this.perform({ type: 'log', line: `cluster: recovery ${epoch} (${reason}): every node restores the last committed checkpoint; view ${placement.viewId}` });
     this.moves.clear();
-    this.currentPlacement = placement;
+    this.#placement = placement;
     this.ownsNothingYet = false;
     this.perform({ type: 'own', owned: () => false });
     const plan: RecoveryPlan = { epoch, members: [...members], placement };
@@ -482,11 +483,11 @@ export class ClusterView implements PlacementFacts {
 
   /** Who coordinates checkpoints and which peers are checkpoint channels, from the current placement. */
   private settleCheckpointing(): void {
-    if (!this.checkpointing || this.current === 'recovering') return;
-    const members = this.currentPlacement.members;
+    if (!this.checkpointing || this.#status === 'recovering') return;
+    const members = this.#placement.members;
     this.perform({ type: 'checkpoint-peers', peers: members.filter((id) => id !== this.selfId) });
-    const leads = this.current === 'serving' && this.leaderId() === this.selfId;
-    this.perform({ type: 'lead-checkpoints', lead: leads ? { participants: members, view: `${this.currentPlacement.viewId}/${this.recoveryEpoch}` } : null });
+    const leads = this.#status === 'serving' && this.leaderId() === this.selfId;
+    this.perform({ type: 'lead-checkpoints', lead: leads ? { participants: members, view: `${this.#placement.viewId}/${this.#epoch}` } : null });
   }
 
   /** Asks the leader for a recovery this node waits for, and claims key groups awaited from a member that is gone. */
@@ -494,10 +495,10 @@ export class ClusterView implements PlacementFacts {
     if (this.acting === 'awaiting-rollback' && nowMs - this.lastRollbackAskMs > ROLLBACK_ASK_MS && this.leaderId() !== this.selfId) {
       // The leader may not have seen the death that we did (views differ for a while): ask it.
       this.lastRollbackAskMs = nowMs;
-      this.perform({ type: 'control', to: this.leaderId(), message: { type: 'restarted', epoch: this.recoveryEpoch, node: 'a member' } });
+      this.perform({ type: 'control', to: this.leaderId(), message: { type: 'restarted', epoch: this.#epoch, node: 'a member' } });
     } else if (this.acting === 'awaiting-rollback' && this.leaderId() === this.selfId) {
       // The leader changed to this node meanwhile.
-      this.startRollback(this.recoveryEpoch + 1, this.currentPlacement.members, this.awaiting!);
+      this.startRollback(this.#epoch + 1, this.#placement.members, this.#awaitingReason!);
     }
     // Without a majority, nothing is claimed (the majority side may own it).
     if (!this.mayClaim()) return;
