@@ -50,6 +50,11 @@ export const SANS_IO_CORES: readonly string[] = [
   'node/keygroups/delayed-message.ts',
   'cluster/membership.ts',
   'cluster/placement.ts',
+  'cluster/view-core.ts',
+  'cluster/view-status.ts',
+  'cluster/view-actions.ts',
+  'cluster/handover-core.ts',
+  'cluster/checkpoint-control.ts',
 ];
 
 /** What a core may not use: I/O modules, timers, the clock, randomness. */

@@ -38,12 +38,12 @@ export type CheckpointControl =
   | { type: 'ack'; checkpoint: number; objects: [number, string | null][]; channels: string[] }
   | { type: 'failed'; checkpoint: number; reason: string }
   | { type: 'outcome'; checkpoint: number; committed: boolean }
-  /** Recovery (from the leader): every node of `members` restores the last committed checkpoint; `checkpoint` carries the new epoch. */
-  | { type: 'rollback'; checkpoint: number; members: string[]; restore: number }
-  /** To the leader: `node` restarted (its state is gone), so the cluster must recover. */
-  | { type: 'restarted'; checkpoint: number; node: string }
-  /** To the leader: this node sees messages of a newer epoch than its own (`checkpoint`) and asked for that recovery. */
-  | { type: 'behind'; checkpoint: number };
+  /** Recovery (from the leader): every node of `members` enters recovery epoch `epoch` and restores checkpoint `restore`. */
+  | { type: 'rollback'; epoch: number; members: string[]; restore: number }
+  /** To the leader: `node` restarted (its state is gone), so the cluster must recover; `epoch`: the sender's recovery epoch. */
+  | { type: 'restarted'; epoch: number; node: string }
+  /** To the sender of a message of a newer recovery epoch than this node's own (`epoch`): asks for that recovery. */
+  | { type: 'behind'; epoch: number };
 
 export interface RollBackResult {
   /** The checkpoint restored (0: none was committed, the node starts empty). */

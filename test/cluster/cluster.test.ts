@@ -13,7 +13,7 @@ import { keyGroupOf } from 'statecraft';
 interface Status {
   nodeId: string;
   serving: boolean;
-  epoch: number;
+  viewVersion: number;
   viewId: string;
   keyGroups: number;
   view: string[];

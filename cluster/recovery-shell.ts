@@ -1,0 +1,130 @@
+/**
+ * The recovery shell: fences peer envelopes by recovery epoch (older ones are dropped, newer ones wait
+ * here until this node reaches their epoch), takes the recovery messages among the checkpoint control
+ * messages (rollback orders, restart reports, "behind" requests), and runs a recovery: the leader reads
+ * the checkpoint every member must restore and orders it; every member restores it, then delivers what
+ * waited. When to recover, and who leads, is decided in view-core.ts; this file does the I/O.
+ */
+import { EnvelopeKind } from '../lib/envelope.js';
+import type { CheckpointControl, ClusterPort } from '../node/index.js';
+import { mayBeRollback } from './checkpoint-control.js';
+import type { Member } from './membership.js';
+import type { ClusterView, RecoveryPlan } from './view-core.js';
+
+/** Envelopes waiting for this node to reach their recovery epoch, at most. */
+const STASHED_MAX = 1_000_000;
+/** How long the leader waits before trying again to read the checkpoint a recovery restores. */
+const PREPARE_RETRY_MS = 1_000;
+
+export interface RecoveryShellOptions {
+  core: ClusterView;
+  port: Pick<ClusterPort, 'beginRecovery' | 'prepareRollBack' | 'rollBack' | 'onCheckpointControl' | 'flush' | 'recheckAdmission'>;
+  /** Stamps peer frames with this recovery epoch from now on. */
+  setEpoch(epoch: number): void;
+  /** Delivers an envelope that waited for its epoch, as if it just arrived from `from`. */
+  redeliver(bytes: Uint8Array, offset: number, length: number, from: string, epoch: number): void;
+  /** The membership's members now (a finished recovery recomputes the view). */
+  members(): readonly Member[];
+  /** Messages held while this node could not route them may go now. */
+  releaseHeld(): void;
+  log(line: string): void;
+}
+
+export class RecoveryShell {
+  private readonly core: ClusterView;
+  /** Envelopes of a newer epoch (or any, while recovering), in arrival order. */
+  private stashed: { from: string; epoch: number; bytes: Uint8Array }[] = [];
+
+  constructor(private readonly options: RecoveryShellOptions) {
+    this.core = options.core;
+  }
+
+  get stashedCount(): number {
+    return this.stashed.length;
+  }
+
+  /**
+   * Fences a peer envelope by recovery epoch (checkpoints on): older ones are dropped, newer ones (and
+   * all while this node restores) wait. A rollback order is taken whatever its epoch. True: deliver it now.
+   */
+  accept(bytes: Uint8Array, offset: number, length: number, from: string, epoch: number): boolean {
+    // Possibly the rollback that takes us to that epoch.
+    if (bytes[offset] === EnvelopeKind.CheckpointControl && epoch > this.core.epoch && mayBeRollback(bytes, offset, length)) return true;
+    const verdict = this.core.fence(epoch, from, performance.now());
+    if (verdict !== 'stash') return verdict === 'deliver';
+    if (this.stashed.length >= STASHED_MAX) {
+      this.options.log(`cluster: dropped a message from ${from} of recovery epoch ${epoch}: ${STASHED_MAX} wait already`);
+      return false;
+    }
+    this.stashed.push({ from, epoch, bytes: bytes.slice(offset, offset + length) });
+    return false;
+  }
+
+  /** A checkpoint control message from a peer: the recovery ones are the cluster's, the rest the node's. */
+  onControl(from: string, message: CheckpointControl): void {
+    switch (message.type) {
+      case 'rollback':
+        this.core.rollbackOrdered(from, message);
+        return;
+      case 'behind':
+        this.core.behindReported(from, message.epoch);
+        return;
+      case 'restarted':
+        this.core.restartReported(from, message.node, message.epoch);
+        return;
+    }
+    if (!this.core.placement.members.includes(from)) return; // not a member of our view: nothing of it counts
+    this.options.port.onCheckpointControl(from, message);
+  }
+
+  /** A recovery to `epoch` begins: frames carry it from now on, and what waits for an older one is dropped. */
+  begin(epoch: number): void {
+    this.options.setEpoch(epoch);
+    this.options.port.beginRecovery(epoch);
+    this.stashed = this.stashed.filter((entry) => entry.epoch >= epoch);
+  }
+
+  /** The leader: stops coordinating (a pointer write in flight lands or fails first) and reads the checkpoint to restore. */
+  prepare(plan: RecoveryPlan): void {
+    this.options.port.prepareRollBack().then(
+      (checkpoint) => {
+        if (this.core.isCurrentRecovery(plan.epoch)) this.core.rollbackPrepared(plan, checkpoint);
+      },
+      (error: Error) => {
+        if (!this.core.isCurrentRecovery(plan.epoch)) return;
+        this.options.log(`cluster: recovery ${plan.epoch} cannot read the last committed checkpoint (${error.message}); retrying in 1 s`);
+        setTimeout(() => this.prepare(plan), PREPARE_RETRY_MS).unref();
+      },
+    );
+  }
+
+  /** Restores checkpoint `restore` for the plan's placement, then delivers what waited for this epoch. */
+  run(plan: RecoveryPlan, restore: number): void {
+    const { epoch, placement } = plan;
+    const self = this.core.selfId;
+    this.options.port.rollBack((keyGroup) => placement.members[placement.owners[keyGroup]!] === self, epoch, restore).then(
+      (result) => {
+        if (!this.core.isCurrentRecovery(epoch)) return; // a newer recovery took over
+        this.options.log(
+          `cluster: recovery ${epoch} done: ${result.checkpoint === 0 ? 'no checkpoint was committed yet, started empty' : `restored checkpoint ${result.checkpoint}`} (${result.instances} instances)`,
+        );
+        this.core.rollbackDone(epoch, this.options.members(), performance.now());
+        const stashed = this.stashed;
+        this.stashed = [];
+        for (const entry of stashed) {
+          if (entry.epoch !== epoch) {
+            if (entry.epoch > epoch) this.stashed.push(entry);
+            continue;
+          }
+          this.options.redeliver(entry.bytes, 0, entry.bytes.length, entry.from, entry.epoch);
+        }
+        this.options.port.flush();
+        this.options.releaseHeld();
+        this.options.port.recheckAdmission();
+      },
+      (error: Error) => {
+        this.options.log(`cluster: recovery ${epoch} failed: ${error.message}; this node cannot serve (restart it once the store is fixed)`);
+      },
+    );
+  }
+}
