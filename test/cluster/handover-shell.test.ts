@@ -73,7 +73,7 @@ test('malformed images: dropped with the reason (SC_ERR_MALFORMED_IMAGE for anot
   node.handovers.onHandover(handoverEnvelope(first!, new Uint8Array([0xc0]))); // msgpack nil
   node.handovers.onHandover(handoverEnvelope(second!, image(first!)));
   assert.equal(node.logs.slice(-2), [
-    `cluster: a hand-over for key group ${first} is malformed (not a version 1 key-group hand-over): dropped`,
+    `cluster: a hand-over for key group ${first} is malformed (not a version 1 key-group image): dropped`,
     `cluster: a hand-over for key group ${second} is malformed (its body is for key group ${first}): dropped`,
   ]);
   assert.ok(node.port.owned[first!] && node.port.owned[second!]);
