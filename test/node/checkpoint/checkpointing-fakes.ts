@@ -1,0 +1,184 @@
+/**
+ * Fakes for driving a node's checkpoint roles without threads (checkpointing.test.ts, recovery.test.ts):
+ * a main thread that records what it is asked, a cluster layer that records control messages and peer
+ * barriers, a real FileBlobStore in a temp dir (optionally holding back a write), and a way to play a
+ * node's shards through one checkpoint.
+ */
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { KEY_GROUP_HASH } from '../../../lib/key-group.js';
+import { CHECKPOINT_MANIFEST_VERSION, type CheckpointManifest } from '../../../node/checkpoint/checkpoint-coordinator.js';
+import type { Checkpointing, CheckpointingHost } from '../../../node/checkpoint/checkpointing.js';
+import type { CheckpointControl, ClusterHooks } from '../../../node/main/cluster-port.js';
+import { openBlobStore, type BlobInfo, type BlobStore } from '../../../node/storage/blob-store.js';
+
+export const KEY_GROUPS = 4;
+
+export class FakeCheckpointingHost implements CheckpointingHost {
+  readonly keyGroups = KEY_GROUPS;
+  readonly shards = 2;
+  closing = false;
+  discarding = false;
+  restoring = false;
+  cluster: ClusterHooks | null = null;
+  barriers: number[] = [];
+  marks: number[] = [];
+  outcomes: [number, boolean][] = [];
+  logs: string[] = [];
+
+  constructor(readonly nodeId = 'n1') {}
+
+  writeBarrierToShards(checkpoint: number): void {
+    this.barriers.push(checkpoint);
+  }
+  markEvents(checkpoint: number): void {
+    this.marks.push(checkpoint);
+  }
+  outcome(checkpoint: number, committed: boolean): void {
+    this.outcomes.push([checkpoint, committed]);
+  }
+  log(line: string): void {
+    this.logs.push(line);
+  }
+}
+
+/** The cluster layer as checkpoints see it: control messages and peer barriers recorded. */
+export class FakeCluster implements ClusterHooks {
+  sent: [string, CheckpointControl][] = [];
+  peerBarriers: number[] = [];
+  blocked: string | null = null;
+
+  forward(): void {
+    throw new Error('not used by checkpoints');
+  }
+  onEgress(): void {
+    throw new Error('not used by checkpoints');
+  }
+  admits(): boolean {
+    return true;
+  }
+  http(_request: IncomingMessage, _response: ServerResponse): boolean {
+    return false;
+  }
+  upgrade(): boolean {
+    return false;
+  }
+  metrics(): string[] {
+    return [];
+  }
+  writeBarrier(checkpoint: number): void {
+    this.peerBarriers.push(checkpoint);
+  }
+  checkpointBlocked(): string | null {
+    return this.blocked;
+  }
+  sendCheckpointControl(peer: string, message: CheckpointControl): void {
+    this.sent.push([peer, message]);
+  }
+}
+
+/** A real store whose writes of one key can be held back until `release()`. */
+export class GatedStore implements BlobStore {
+  private gate: Promise<void> | null = null;
+  private open: (() => void) | null = null;
+  /** Writes of `heldKey` waiting at the gate. */
+  waiting = 0;
+  heldKey: string | null = null;
+
+  constructor(readonly inner: BlobStore) {}
+
+  hold(key: string): void {
+    this.heldKey = key;
+    this.gate = new Promise((resolve) => (this.open = resolve));
+  }
+  release(): void {
+    this.heldKey = null;
+    this.open?.();
+  }
+  async put(key: string, bytes: Uint8Array): Promise<void> {
+    if (key === this.heldKey) {
+      this.waiting++;
+      await this.gate;
+      this.waiting--;
+    }
+    return this.inner.put(key, bytes);
+  }
+  get(key: string): Promise<Uint8Array | null> {
+    return this.inner.get(key);
+  }
+  head(key: string): Promise<BlobInfo | null> {
+    return this.inner.head(key);
+  }
+  exists(key: string): Promise<boolean> {
+    return this.inner.exists(key);
+  }
+  list(prefix?: string): Promise<string[]> {
+    return this.inner.list(prefix);
+  }
+  delete(keys: readonly string[]): Promise<void> {
+    return this.inner.delete(keys);
+  }
+  check(): Promise<void> {
+    return this.inner.check();
+  }
+  close(): Promise<void> {
+    this.release();
+    return this.inner.close();
+  }
+  describe(): string {
+    return this.inner.describe();
+  }
+}
+
+/** A FileBlobStore in a fresh temp dir (no fsync: throwaway data); `remove()` closes it and deletes the dir. */
+export async function tempStore(): Promise<{ store: BlobStore; dir: string; remove: () => Promise<void> }> {
+  const dir = await mkdtemp(join(tmpdir(), 'statecraft-cp-test-'));
+  const store = await openBlobStore(`file://${dir}`, { fsync: false });
+  return {
+    store,
+    dir,
+    remove: async () => {
+      await store.close();
+      await rm(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+/** A committed-looking manifest for K = KEY_GROUPS. */
+export function manifest(checkpoint: number, objects: string[], channels: string[] = [], retained: number[] = [], keyGroups = KEY_GROUPS): CheckpointManifest {
+  return { version: CHECKPOINT_MANIFEST_VERSION, checkpoint, view: 'test', keyGroups, hash: KEY_GROUP_HASH, objects, channels, retained };
+}
+
+/**
+ * Plays both shards of a node through checkpoint `checkpoint`: barrier from each shard thread, then each
+ * shard's uploaded part. Shard 1 owns key groups 0 and 2, shard 2 owns 1 and 3 (pool.shardOf with 2).
+ */
+export function playShards(
+  checkpointing: Checkpointing,
+  checkpoint: number,
+  parts: {
+    epoch?: number;
+    objects?: Record<1 | 2, [number, string | null][]>;
+    channels?: Record<1 | 2, string | null>;
+    errors?: Record<1 | 2, string | null>;
+  } = {},
+): void {
+  const epoch = parts.epoch ?? 0;
+  const objects = parts.objects ?? {
+    1: [
+      [0, `checkpoints/${checkpoint}/seg-s1.bin#0+10`],
+      [2, `checkpoints/${checkpoint}/seg-s1.bin#10+20`],
+    ],
+    2: [
+      [1, `checkpoints/${checkpoint}/seg-s2.bin#0+5`],
+      [3, ''],
+    ],
+  };
+  const channels = parts.channels ?? { 1: `checkpoints/${checkpoint}/ch-s1.bin`, 2: null };
+  const errors = parts.errors ?? { 1: null, 2: null };
+  checkpointing.participant.onBarrier(1, checkpoint);
+  checkpointing.participant.onBarrier(2, checkpoint);
+  for (const thread of [1, 2] as const) checkpointing.participant.onShardPart(thread, checkpoint, epoch, objects[thread], channels[thread], errors[thread]);
+}

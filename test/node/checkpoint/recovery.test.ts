@@ -1,0 +1,416 @@
+// Recovery on a node's main thread with a fake main thread and pool (shards answer 'reset' and
+// 'restore' requests; every step recorded in one ordered log), a real Checkpointing and a real
+// FileBlobStore holding committed checkpoints written by the test: restoring at start (and falling
+// back), rolling back to a named checkpoint in the exact order of steps, discarding around the reset,
+// one rollback at a time, and the errors that name what cannot be read.
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import { readKeyGroup, writeInvoke } from '../../../lib/envelope.js';
+import { StatecraftError } from '../../../lib/errors.js';
+import { toTypedValue } from '../../../lib/typed-value.js';
+import { encodeChannelObject, writeLatest, writeManifest } from '../../../node/checkpoint/checkpoint-format.js';
+import { Checkpointing } from '../../../node/checkpoint/checkpointing.js';
+import { Recovery, type RecoveryHost } from '../../../node/checkpoint/recovery.js';
+import { ShardPool, type ShardReply, type ShardRequest, type ShardRequests } from '../../../node/main/shard-pool.js';
+import type { MainToShard } from '../../../node/shard/shard-worker.js';
+import { BlobCorruptError, type BlobStore } from '../../../node/storage/blob-store.js';
+import { eventually, sleep, withTimeout } from '../../helpers.js';
+import { FakeCheckpointingHost, FakeCluster, KEY_GROUPS, manifest, playShards, tempStore } from './checkpointing-fakes.js';
+
+const TIMEOUT_MS = 10_000;
+const RECOVERING = 'the cluster is recovering from a failed node: reconnect and re-send what was not committed';
+
+type Reply = ShardReply<'released' | 'adopted' | 'restored'>;
+type Restore = Extract<MainToShard, { type: 'restore' }>;
+
+/** Two shards answering like shard-worker.ts: reset at once, restore as `restoreAnswer` says. */
+class FakePool implements ShardRequests {
+  readonly size = 2;
+  private readonly real = new ShardPool(2, { log: () => undefined, onPart: () => undefined, onFatal: () => undefined });
+  asked: { shard: number; message: ShardRequest; discarding: boolean; restoring: boolean }[] = [];
+  /** A shard's answer to a restore (default: 10 × shard + keys instances). */
+  restoreAnswer: (shard: number, message: Restore) => Partial<Reply> = (shard, message) => ({ instances: 10 * shard + message.keys.length });
+  /** Awaited before a request is answered (to hold a rollback in the middle). */
+  gate: ((shard: number, message: ShardRequest) => Promise<void>) | null = null;
+  recovery: Recovery | null = null;
+
+  constructor(private readonly host: FakeRecoveryHost) {}
+
+  shardOf(keyGroup: number): number {
+    return this.real.shardOf(keyGroup);
+  }
+  byShard<T>(items: Iterable<T>, keyGroupOf: (item: T) => number): Map<number, T[]> {
+    return this.real.byShard(items, keyGroupOf);
+  }
+  ask<Type extends 'released' | 'adopted' | 'restored'>(shard: number, message: ShardRequest): Promise<ShardReply<Type>> {
+    this.asked.push({ shard, message, discarding: this.host.discarding, restoring: this.recovery?.restoring ?? false });
+    if (message.type === 'reset') this.host.events.push(`reset ${message.phase} e${message.epoch} @${shard}`);
+    else if (message.type === 'restore') {
+      this.host.events.push(`restore ${message.checkpoint} @${shard} keys=[${message.keys}] clean=[${message.clean}]${message.fallback ? ' fallback' : ''}`);
+    } else this.host.events.push(`ask ${message.type} @${shard}`);
+    return (async () => {
+      await this.gate?.(shard, message);
+      const reply: Reply = message.type === 'restore' ? { type: 'restored', request: 0, instances: 0, ...this.restoreAnswer(shard, message) } as Reply : { type: 'restored', request: 0, instances: 0 };
+      return reply as ShardReply<Type>;
+    })();
+  }
+  askAll<Type extends 'released' | 'adopted' | 'restored'>(message: ShardRequest): Promise<ShardReply<Type>[]> {
+    return Promise.all([1, 2].map((shard) => this.ask<Type>(shard, message)));
+  }
+  post(shard: number, message: MainToShard): void {
+    this.host.events.push(`post ${message.type} @${shard}`);
+  }
+  postAll(message: MainToShard): void {
+    this.host.events.push(`post-all ${message.type}`);
+  }
+}
+
+/** The main thread as recovery sees it; `events` is the one ordered log of everything asked. */
+class FakeRecoveryHost implements RecoveryHost {
+  readonly keyGroups = KEY_GROUPS;
+  events: string[] = [];
+  readonly pool: FakePool = new FakePool(this);
+  discarding = false;
+  /** `discarding` at each event, by index in `events`. */
+  discardingAt: boolean[] = [];
+  /** Per key group: its shard, or 'M' (the main thread). */
+  routing = 'MMMM';
+  replayed: { keyGroup: number; bytes: number[] }[] = [];
+  logs: string[] = [];
+
+  private note(event: string): void {
+    this.events.push(event);
+    this.discardingAt[this.events.length - 1] = this.discarding;
+  }
+  dropUnpublished(): void {
+    this.note('dropUnpublished');
+  }
+  drainInputs(): void {
+    this.note('drain');
+  }
+  setRouting(owned: (keyGroup: number) => boolean): void {
+    this.routing = Array.from({ length: KEY_GROUPS }, (_, keyGroup) => (owned(keyGroup) ? String(this.pool.shardOf(keyGroup)) : 'M')).join('');
+    this.note(`routing ${this.routing}`);
+  }
+  async dropClients(reason: string): Promise<void> {
+    this.note(`dropClients: ${reason}`);
+  }
+  replay(messages: readonly Uint8Array[]): void {
+    for (const message of messages) this.replayed.push({ keyGroup: readKeyGroup(message, 0), bytes: [...message] });
+    this.note(`replay ${messages.map((message) => readKeyGroup(message, 0)).join(',')}`);
+  }
+  log(line: string): void {
+    this.logs.push(line);
+  }
+}
+
+const cleanups: (() => Promise<void>)[] = [];
+test.after.each(async () => {
+  for (const cleanup of cleanups.splice(0).reverse()) await withTimeout(cleanup(), TIMEOUT_MS, 'cleanup');
+});
+
+async function setup() {
+  const temp = await tempStore();
+  cleanups.push(temp.remove);
+  const store = temp.store;
+  const host = new FakeRecoveryHost();
+  const checkpointingHost = new FakeCheckpointingHost('n1');
+  const cluster = new FakeCluster();
+  checkpointingHost.cluster = cluster;
+  const checkpointing = new Checkpointing(checkpointingHost, { store, intervalMs: 20, retain: 3, ackTimeoutMs: TIMEOUT_MS }, 'n1-test');
+  cleanups.push(() => checkpointing.lead(null));
+  // Every lead call shows in the log (stopForRecovery and prepare stop leading through it).
+  const lead = checkpointing.lead.bind(checkpointing);
+  checkpointing.lead = (how) => {
+    host.events.push(`lead ${how === null ? 'null' : how.view}`);
+    return lead(how);
+  };
+  const recovery = new Recovery(host, checkpointing);
+  host.pool.recovery = recovery;
+  return { store, host, checkpointing, checkpointingHost, cluster, recovery };
+}
+
+function invoke(keyGroup: number, id: string): Uint8Array {
+  const bytes = new Uint8Array(256);
+  return bytes.slice(0, writeInvoke(bytes, 0, keyGroup, 'test/fn', id, null, null, toTypedValue(id)));
+}
+
+/** Checkpoint `checkpoint` committed: objects per key group, two channel objects with messages for key groups 0, 3, 1 and 2. */
+async function commit(store: BlobStore, checkpoint: number, retained: number[] = [], latest = true): Promise<void> {
+  const channels = [`checkpoints/${checkpoint}/ch-a.bin`, `checkpoints/${checkpoint}/ch-b.bin`];
+  await store.put(channels[0]!, encodeChannelObject(checkpoint, [invoke(0, 'a'), invoke(3, 'b'), invoke(1, 'c')]));
+  await store.put(channels[1]!, encodeChannelObject(checkpoint, [invoke(2, 'd')]));
+  const segment = (shard: number) => `checkpoints/${checkpoint}/seg-s${shard}.bin`;
+  await writeManifest(store, manifest(checkpoint, [`${segment(1)}#0+10`, '', `${segment(1)}#10+4`, `${segment(2)}#0+8`], channels, retained));
+  if (latest) await writeLatest(store, checkpoint);
+}
+
+async function failure(promise: Promise<unknown>): Promise<StatecraftError> {
+  try {
+    await withTimeout(promise, TIMEOUT_MS, 'the call to fail');
+  } catch (error) {
+    assert.instance(error, StatecraftError, String(error));
+    return error as StatecraftError;
+  }
+  assert.unreachable('the call succeeded');
+  throw new Error('unreachable');
+}
+
+test('restoreAtStart: every shard restores LATEST (its refs, its empty key groups as clean), then resume, then the recorded messages of owned key groups', async () => {
+  const { store, host, checkpointing, recovery } = await setup();
+  await commit(store, 2);
+  const result = await withTimeout(recovery.restoreAtStart((keyGroup) => keyGroup !== 3), TIMEOUT_MS, 'restoreAtStart');
+  assert.equal(host.events, [
+    'restore 2 @1 keys=[checkpoints/2/seg-s1.bin#0+10,checkpoints/2/seg-s1.bin#10+4] clean=[]',
+    'restore 2 @2 keys=[] clean=[1]',
+    'post-all resume',
+    'replay 0,1,2',
+  ]);
+  // In the order recorded: channel a (key groups 0, 3 left out, 1), then channel b (2).
+  assert.equal(host.replayed.map(({ keyGroup, bytes }) => [keyGroup, bytes]), [
+    [0, [...invoke(0, 'a')]],
+    [1, [...invoke(1, 'c')]],
+    [2, [...invoke(2, 'd')]],
+  ]);
+  assert.equal(result, { checkpoint: 2, instances: 10 + 2 + 20 });
+  assert.is(checkpointing.restoredCheckpoint, 2);
+  assert.is(host.discarding, false);
+  assert.equal(host.logs, []);
+});
+
+test('restoreAtStart: a shard error on LATEST falls back to the one before, resetting the shards in between', async () => {
+  const { store, host, checkpointing, checkpointingHost, recovery } = await setup();
+  await commit(store, 1);
+  await commit(store, 2, [1]);
+  host.pool.restoreAnswer = (shard, message) =>
+    message.checkpoint === 2 && shard === 2 ? { error: 'object checkpoints/2/seg-s2.bin is corrupt', code: 'SC_ERR_STORE_CORRUPT' } : { instances: shard };
+  const result = await withTimeout(recovery.restoreAtStart(() => true), TIMEOUT_MS, 'restoreAtStart');
+  assert.equal(host.events, [
+    'restore 2 @1 keys=[checkpoints/2/seg-s1.bin#0+10,checkpoints/2/seg-s1.bin#10+4] clean=[]',
+    'restore 2 @2 keys=[checkpoints/2/seg-s2.bin#0+8] clean=[1]',
+    'dropUnpublished',
+    'reset 1 e0 @1',
+    'reset 1 e0 @2',
+    'drain',
+    'reset 2 e0 @1',
+    'reset 2 e0 @2',
+    'drain',
+    'restore 1 @1 keys=[checkpoints/1/seg-s1.bin#0+10,checkpoints/1/seg-s1.bin#10+4] clean=[] fallback',
+    'restore 1 @2 keys=[checkpoints/1/seg-s2.bin#0+8] clean=[1] fallback',
+    'post-all resume',
+    'replay 0,3,1,2',
+  ]);
+  assert.equal(result, { checkpoint: 1, instances: 3 });
+  assert.is(checkpointing.restoredCheckpoint, 1);
+  for (const asked of host.pool.asked) {
+    if (asked.message.type === 'reset') assert.ok(asked.discarding, 'shard output is discarded while shards reset');
+  }
+  assert.is(host.discarding, false, 'not discarding once the reset is done');
+  assert.equal(host.logs, [
+    'checkpoints: cannot restore checkpoint 2 (object checkpoints/2/seg-s2.bin is corrupt); trying the one before',
+    'checkpoints: restored checkpoint 1, older than the last committed one (see above)',
+  ]);
+  // Restored from a fall-back: the next leader numbers above LATEST and builds on checkpoint 1.
+  await checkpointing.lead({ participants: ['n1'], view: 'single' });
+  await eventually(() => checkpointingHost.barriers.length > 0, 'the first checkpoint after the restore', TIMEOUT_MS);
+  assert.equal(checkpointingHost.barriers, [3]);
+});
+
+test('restoreAtStart: a channel object that is not one fails its checkpoint before any shard is asked', async () => {
+  const { store, host, recovery } = await setup();
+  await commit(store, 1);
+  await commit(store, 2, [1]);
+  // Intact for the store (checksum fine), but a msgpack 42 rather than a channel object.
+  await store.put('checkpoints/2/ch-b.bin', Uint8Array.of(42));
+  const result = await withTimeout(recovery.restoreAtStart(() => true), TIMEOUT_MS, 'restoreAtStart');
+  assert.is(result.checkpoint, 1);
+  assert.ok(!host.events.some((event) => event.startsWith('restore 2')), host.events.join('\n'));
+  assert.is(host.logs[0], 'checkpoints: cannot restore checkpoint 2 (not a version 1 channel object); trying the one before');
+});
+
+// Source bug (node/checkpoint/checkpoint-format.ts, decodeChannelObject): bytes that are not msgpack at
+// all escape as msgpackr's own Error ("Data read, but end of buffer not reached 110"), without the
+// SC_ERR_STORE_CORRUPT code and without saying a channel object is damaged; a rollBack rejects with it
+// as is. Skipped until decodeChannelObject wraps decoding errors.
+test.skip('rollBack: a channel object that is not msgpack fails with SC_ERR_STORE_CORRUPT saying so', async () => {
+  const { store, recovery } = await setup();
+  await commit(store, 2);
+  await store.put('checkpoints/2/ch-b.bin', new TextEncoder().encode('not a channel object'));
+  const error = await failure(recovery.rollBack(() => true, 1, 2));
+  assert.is(error.code, 'SC_ERR_STORE_CORRUPT');
+  assert.match(error.message, /channel object/);
+});
+
+test('restoreAtStart: nothing restorable → BlobCorruptError naming LATEST, the store and every reason; no resume', async () => {
+  const { store, host, recovery } = await setup();
+  await commit(store, 1);
+  await commit(store, 2, [1]);
+  host.pool.restoreAnswer = (shard, message) => (shard === 1 ? { error: `segment of ${message.checkpoint} truncated` } : { instances: 1 });
+  const error = await failure(recovery.restoreAtStart(() => true));
+  assert.instance(error, BlobCorruptError);
+  assert.is(error.code, 'SC_ERR_STORE_CORRUPT');
+  assert.is((error as BlobCorruptError).key, 'LATEST');
+  assert.is(
+    error.message,
+    `object "LATEST" in ${store.describe()} is corrupt: no committed checkpoint it names can be restored ` +
+      '(checkpoint 2: segment of 2 truncated; checkpoint 1: segment of 1 truncated). ' +
+      'Do not use it: restore from an older checkpoint, and check the storage for damage.',
+  );
+  assert.not.ok(host.events.includes('post-all resume'), 'shards stay frozen');
+  assert.is(host.events.filter((event) => event === 'dropUnpublished').length, 2, 'reset after each failed checkpoint');
+});
+
+test('restoreAtStart: LATEST names a checkpoint whose manifest is gone, or one taken with another K', async () => {
+  {
+    const { store, recovery } = await setup();
+    await writeLatest(store, 3);
+    const error = await failure(recovery.restoreAtStart(() => true));
+    assert.instance(error, BlobCorruptError);
+    assert.match(error.message, /is corrupt: no committed checkpoint it names can be restored \(LATEST names 3, whose manifest cannot be read\)\./);
+  }
+  {
+    const { store, recovery } = await setup();
+    await writeManifest(store, manifest(4, Array.from({ length: 8 }, () => ''), [], [], 8));
+    await writeLatest(store, 4);
+    const error = await failure(recovery.restoreAtStart(() => true));
+    assert.match(error.message, /\(checkpoint 4: it was taken with 8 key groups, this node has 4\)/);
+  }
+});
+
+test('restoreAtStart on an empty store: checkpoint 0, shards resume, nothing restored', async () => {
+  const { host, checkpointing, recovery } = await setup();
+  checkpointing.restoredCheckpoint = 5;
+  assert.equal(await withTimeout(recovery.restoreAtStart(() => true), TIMEOUT_MS, 'restoreAtStart'), { checkpoint: 0, instances: 0 });
+  assert.equal(host.events, ['post-all resume']);
+  assert.is(checkpointing.restoredCheckpoint, 0);
+});
+
+test('rollBack: stop leading, routing to main, clients dropped, reset, restore c, resume, replay, routing to owned — discarding until the reset', async () => {
+  const { store, host, checkpointing, checkpointingHost, cluster, recovery } = await setup();
+  await commit(store, 2);
+  await checkpointing.lead({ participants: ['n1'], view: 'single' });
+  host.events = [];
+  const owned = (keyGroup: number) => keyGroup % 2 === 0;
+  const rolling = recovery.rollBack(owned, 3, 2);
+  assert.is(host.discarding, true, 'discarding from the start');
+  const result = await withTimeout(rolling, TIMEOUT_MS, 'rollBack');
+  assert.equal(host.events, [
+    'lead null',
+    'routing MMMM',
+    `dropClients: ${RECOVERING}`,
+    'dropUnpublished',
+    'reset 1 e3 @1',
+    'reset 1 e3 @2',
+    'drain',
+    'reset 2 e3 @1',
+    'reset 2 e3 @2',
+    'drain',
+    'restore 2 @1 keys=[checkpoints/2/seg-s1.bin#0+10,checkpoints/2/seg-s1.bin#10+4] clean=[]',
+    'restore 2 @2 keys=[] clean=[]',
+    'post-all resume',
+    'replay 0,2',
+    'routing 1M1M',
+  ]);
+  assert.equal(result, { checkpoint: 2, instances: 12 + 20 });
+  assert.is(checkpointing.leaderStats, null, 'no longer leading');
+  for (const asked of host.pool.asked) {
+    assert.ok(asked.restoring, 'restoring throughout');
+    assert.is(asked.discarding, asked.message.type === 'reset', `discarding at ${asked.message.type}`);
+  }
+  assert.is(host.discardingAt[host.events.indexOf('routing MMMM')], true);
+  assert.is(host.discarding, false);
+  assert.is(recovery.restoring, false);
+  assert.is(recovery.epoch, 3);
+  assert.is(checkpointing.restoredCheckpoint, 2);
+  // The participant starts over above checkpoint 2, in epoch 3: a part of epoch 3 completes a checkpoint.
+  checkpointing.onControl('n0', { type: 'start', checkpoint: 2 });
+  assert.equal(checkpointingHost.barriers, [], 'checkpoint 2 is the restored one');
+  checkpointing.onControl('n0', { type: 'start', checkpoint: 3 });
+  assert.equal(checkpointingHost.barriers, [3]);
+  playShards(checkpointing, 3, { epoch: 3 });
+  await eventually(() => cluster.sent.length > 0, 'the ack of checkpoint 3', TIMEOUT_MS);
+  assert.equal(cluster.sent.map(([to, message]) => [to, message.type, message.checkpoint]), [['n0', 'ack', 3]]);
+});
+
+test('rollBack to checkpoint 0: nothing restored, shards resume, routing to owned', async () => {
+  const { host, checkpointing, recovery } = await setup();
+  checkpointing.restoredCheckpoint = 4;
+  const result = await withTimeout(recovery.rollBack(() => true, 1, 0), TIMEOUT_MS, 'rollBack');
+  assert.equal(result, { checkpoint: 0, instances: 0 });
+  assert.equal(host.events.slice(-2), ['post-all resume', 'routing 1212']);
+  assert.ok(!host.events.some((event) => event.startsWith('restore')));
+  assert.is(checkpointing.restoredCheckpoint, 0);
+});
+
+test('discarding stays on after a rollback when a newer epoch began meanwhile, until that one resets', async () => {
+  const { host, recovery } = await setup();
+  let open: () => void = () => undefined;
+  const held = new Promise<void>((resolve) => (open = resolve));
+  host.pool.gate = async (_shard, message) => {
+    if (message.type === 'reset' && message.epoch === 1 && message.phase === 1) await held;
+  };
+  const first = recovery.rollBack(() => true, 1, 0);
+  await eventually(() => host.events.includes('reset 1 e1 @2'), 'epoch 1 to reach its reset', TIMEOUT_MS);
+  recovery.begin(2);
+  recovery.begin(1); // older: ignored
+  open();
+  await withTimeout(first, TIMEOUT_MS, 'rollBack 1');
+  assert.is(host.discarding, true, 'epoch 2 began and has not reset yet');
+  await withTimeout(recovery.rollBack(() => true, 2, 0), TIMEOUT_MS, 'rollBack 2');
+  assert.is(host.discarding, false);
+});
+
+test('rollbacks run one at a time, in order; a failed one does not stop the next', async () => {
+  const { store, host, recovery } = await setup();
+  await commit(store, 2);
+  const owned = () => true;
+  const first = recovery.rollBack(owned, 1, 9); // no such checkpoint
+  const second = recovery.rollBack(owned, 2, 2);
+  const third = recovery.rollBack(owned, 3, 2);
+  const error = await failure(first);
+  assert.instance(error, BlobCorruptError);
+  assert.is((error as BlobCorruptError).key, 'checkpoints/9/manifest.json');
+  assert.is(
+    error.message,
+    `object "checkpoints/9/manifest.json" in ${store.describe()} is corrupt: the manifest of checkpoint 9, which the recovery restores, is missing. ` +
+      'Do not use it: restore from an older checkpoint, and check the storage for damage.',
+  );
+  assert.equal((await withTimeout(second, TIMEOUT_MS, 'rollBack 2')).checkpoint, 2);
+  assert.equal((await withTimeout(third, TIMEOUT_MS, 'rollBack 3')).checkpoint, 2);
+  // Each rollback's steps are contiguous: each begins with 'lead null' after the previous one ended.
+  const starts = host.events.flatMap((event, index) => (event === 'lead null' ? [index] : []));
+  assert.is(starts.length, 3);
+  const epochs = (from: number, to: number) => new Set(host.events.slice(from, to).flatMap((event) => /^reset \d e(\d+)/.exec(event)?.[1] ?? []));
+  assert.equal([...epochs(starts[0]!, starts[1]!)], ['1']);
+  assert.equal([...epochs(starts[1]!, starts[2]!)], ['2']);
+  assert.equal([...epochs(starts[2]!, host.events.length)], ['3']);
+  assert.is(host.events[starts[1]! - 1], 'drain', 'the failed rollback ended after its reset (no restore, no routing to owned)');
+  assert.is(host.events[starts[2]! - 1], 'routing 1212', 'the second ended with routing before the third began');
+  assert.is(recovery.epoch, 3);
+});
+
+test('rollBack: a shard that cannot restore fails the recovery with its code; no fall-back, routing left at main', async () => {
+  const { store, host, recovery } = await setup();
+  await commit(store, 1);
+  await commit(store, 2, [1]);
+  host.pool.restoreAnswer = (shard) => (shard === 2 ? { error: 'object checkpoints/2/seg-s2.bin is corrupt', code: 'SC_ERR_STORE_CORRUPT' } : { instances: 1 });
+  const error = await failure(recovery.rollBack(() => true, 1, 2));
+  assert.is(error.code, 'SC_ERR_STORE_CORRUPT');
+  assert.is(error.message, 'object checkpoints/2/seg-s2.bin is corrupt');
+  assert.ok(!host.events.some((event) => event.startsWith('restore 1')), 'no other checkpoint tried');
+  assert.is(host.routing, 'MMMM');
+  assert.is(recovery.restoring, false);
+});
+
+test('prepare: stops leading (a write in flight settles first) and resolves with LATEST', async () => {
+  const { store, host, checkpointing, recovery } = await setup();
+  await commit(store, 6);
+  await checkpointing.lead({ participants: ['n1'], view: 'single' });
+  assert.ok(checkpointing.leaderStats !== null);
+  assert.is(await withTimeout(recovery.prepare(), TIMEOUT_MS, 'prepare'), 6);
+  assert.is(checkpointing.leaderStats, null);
+  assert.equal(host.events, ['lead single', 'lead null']);
+  await sleep(50);
+});
+
+test.run();
