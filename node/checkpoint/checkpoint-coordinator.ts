@@ -204,7 +204,7 @@ export class CheckpointCoordinator {
     const running = this.running;
     if (running !== null && running.phase !== 'pointer' && now >= running.deadlineMs) {
       const missing = running.phase === 'acks' ? `no acknowledgement from ${[...running.waiting].sort().join(', ')}` : 'the manifest write did not finish';
-      this.fail(running, `timed out after ${now - running.startedMs} ms: ${missing}`, actions);
+      this.fail(running, `timed out after ${Math.round(now - running.startedMs)} ms: ${missing}`, actions);
     }
     if (this.running === null && now >= this.nextStartMs) {
       if (this.participantSet.size === 0) {

@@ -44,7 +44,12 @@ export function encodeChannelObject(checkpoint: number, messages: readonly Uint8
 }
 
 export function decodeChannelObject(bytes: Uint8Array): Uint8Array[] {
-  const value = packr.unpack(bytes) as { v?: number; messages?: unknown };
+  let value: { v?: number; messages?: unknown };
+  try {
+    value = packr.unpack(bytes) as { v?: number; messages?: unknown };
+  } catch (error) {
+    throw new StatecraftError('SC_ERR_STORE_CORRUPT', `a channel object cannot be decoded: ${(error as Error).message}`);
+  }
   if (value?.v !== CHANNELS_VERSION || !Array.isArray(value.messages) || !value.messages.every((message) => message instanceof Uint8Array)) {
     throw new StatecraftError('SC_ERR_STORE_CORRUPT', `not a version ${CHANNELS_VERSION} channel object`);
   }
