@@ -36,6 +36,7 @@
  * Besides, every message carries its sender's incarnation (a member is the authority on itself), and a
  * reply to a member we hold dead carries that verdict, so the member learns it and refutes.
  */
+import { invariant } from '../lib/errors.js';
 
 /** Wire-protocol version of these messages; a joiner with another version is refused. */
 export const MEMBERSHIP_PROTOCOL_VERSION = 1;
@@ -273,9 +274,6 @@ interface Broadcast {
   order: number;
 }
 
-function invariant(condition: boolean, message: string): asserts condition {
-  if (!condition) throw new Error(`membership invariant: ${message}`);
-}
 
 function memberOf(record: MemberRecord): Member {
   return { id: record.id, address: record.address, incarnation: record.incarnation, state: record.state };
