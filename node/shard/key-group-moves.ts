@@ -30,11 +30,6 @@ export class KeyGroupMoves {
   private captured: (Uint8Array | number)[] = [];
   /** Key groups adopted before the routing table points here. */
   private readonly adopted = new Set<number>();
-  /** True while a recovery drains the input rings into nothing. */
-  discarding = false;
-  /** True from a reset or a restore until resume(): the loop runs nothing. */
-  frozen = false;
-  private readonly thawWaiters: (() => void)[] = [];
   /** Messages queued in restored key groups, delivered by resume() once every shard has loaded. */
   private restoredQueued: Message[] = [];
 
@@ -182,11 +177,10 @@ export class KeyGroupMoves {
     const shard = this.shard;
     if (phase === 2) {
       for (let rounds = 0; rounds < DRAIN_POLLS_MAX && shard.inbox.poll(RECORDS_PER_RING_PER_POLL) > 0; rounds++);
-      this.discarding = false;
+      shard.enter('frozen');
       return;
     }
-    this.discarding = true;
-    this.frozen = true;
+    shard.enter('discarding');
     this.restoredQueued = [];
     shard.outbox.discardOverflow();
     shard.groups.clear();
@@ -211,7 +205,7 @@ export class KeyGroupMoves {
    */
   restore(checkpoint: number, bodies: readonly Uint8Array[], clean: readonly number[], fallback: boolean): number {
     const shard = this.shard;
-    this.frozen = true;
+    shard.enter('frozen');
     shard.cut?.restored(checkpoint);
     let instances = 0;
     for (const body of bodies) {
@@ -230,22 +224,12 @@ export class KeyGroupMoves {
     const shard = this.shard;
     const queued = this.restoredQueued;
     this.restoredQueued = [];
-    this.frozen = false;
+    shard.enter('live');
     shard.refreshNow();
     for (const message of queued) shard.deliver(message);
     shard.armTimer();
     shard.flush();
-    this.thaw();
     shard.inbox.wake();
-  }
-
-  /** Wakes a loop waiting for resume() (or for stop()). */
-  thaw(): void {
-    for (const resolve of this.thawWaiters.splice(0)) resolve();
-  }
-
-  whenThawed(): Promise<void> {
-    return new Promise<void>((resolve) => this.thawWaiters.push(resolve));
   }
 
   /** A function type's index in the records, adding a remote type its endpoints serve when first seen. */

@@ -34,6 +34,7 @@ import { EmbeddedInvoker } from './embedded-invoker.js';
 import { KeyGroupMoves } from './key-group-moves.js';
 import type { KeyGroupFate, ShardContext } from './shard-context.js';
 import { ShardCounters } from './shard-counters.js';
+import { checkPhaseChange, type ShardPhase } from './shard-phase.js';
 
 export interface ShardConfig {
   readonly thread: number;
@@ -96,7 +97,9 @@ export class Shard implements RecordVisitor, ShardContext, CutHost {
   private inTurn = false;
   parked = false;
   private flushScheduled = false;
-  private stopping = false;
+  /** The shard's lifecycle (shard-phase.ts). */
+  private current: ShardPhase = 'live';
+  private readonly thawWaiters: (() => void)[] = [];
   private timerHandle: NodeJS.Timeout | null = null;
   private timerDueMs = Infinity;
   /** Sweeps expired state while the loop is parked (turns sweep too, but an idle shard has no turns). */
@@ -131,10 +134,10 @@ export class Shard implements RecordVisitor, ShardContext, CutHost {
       this.sweepTimer = setInterval(this.sweepWhileIdle, SWEEP_INTERVAL_MS);
       this.sweepTimer.unref();
     }
-    while (!this.stopping) {
-      if (this.moves.frozen) {
-        // A restore is loading key groups: nothing runs until every shard has loaded (resume()).
-        await this.moves.whenThawed();
+    while (this.current !== 'stopping') {
+      if (this.current !== 'live') {
+        // A recovery is under way: nothing runs until every shard has loaded (resume()).
+        await new Promise<void>((resolve) => this.thawWaiters.push(resolve));
         continue;
       }
       const worked = this.turn();
@@ -153,14 +156,25 @@ export class Shard implements RecordVisitor, ShardContext, CutHost {
   }
 
   stop(): void {
-    this.stopping = true;
-    this.moves.thaw();
+    this.enter('stopping');
     this.inbox.wake();
+  }
+
+  get phase(): ShardPhase {
+    return this.current;
+  }
+
+  /** Moves to `next` (a request racing with stop() finds the shard stopping and changes nothing). */
+  enter(next: ShardPhase): void {
+    if (this.current === 'stopping') return;
+    checkPhaseChange(this.current, next);
+    this.current = next;
+    if (next === 'live' || next === 'stopping') for (const resolve of this.thawWaiters.splice(0)) resolve();
   }
 
   /** One turn; returns how much work it found. */
   turn(): number {
-    if (this.moves.frozen) return 0;
+    if (this.current === 'discarding' || this.current === 'frozen') return 0;
     this.inTurn = true;
     this.nowMs = Date.now();
     let work = this.inbox.poll(RECORDS_PER_RING_PER_TURN);
@@ -175,7 +189,7 @@ export class Shard implements RecordVisitor, ShardContext, CutHost {
   /** A record from an input ring. */
   visit(data: Uint8Array, offset: number, length: number, source: number): void {
     if (source === MAIN_THREAD) this.ingressReceived = (this.ingressReceived + 1) | 0;
-    if (this.moves.discarding) return;
+    if (this.current === 'discarding') return;
     const kind = data[offset];
     if (kind === EnvelopeKind.Invoke) {
       const keyGroup = readKeyGroup(data, offset);
@@ -413,7 +427,7 @@ export class Shard implements RecordVisitor, ShardContext, CutHost {
 
   private readonly sweepWhileIdle = (): void => {
     // Timers never run inside a turn (turns are synchronous); a busy shard sweeps in its turns already.
-    if (this.stopping || Date.now() - this.lastSweepMs < SWEEP_INTERVAL_MS) return;
+    if (this.current === 'stopping' || Date.now() - this.lastSweepMs < SWEEP_INTERVAL_MS) return;
     this.nowMs = Date.now();
     this.sweep();
     this.flush(); // publishes the instance count

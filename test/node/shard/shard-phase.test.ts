@@ -1,0 +1,34 @@
+// A shard's lifecycle edges: the recovery sequence, a fallback that resets a frozen shard again, a
+// resume with nothing restored, and stopping for good.
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import { InternalError } from '../../../lib/errors.js';
+import { checkPhaseChange, type ShardPhase } from '../../../node/shard/shard-phase.js';
+
+const allowed = (from: ShardPhase, to: ShardPhase) => {
+  try {
+    checkPhaseChange(from, to);
+    return true;
+  } catch (error) {
+    assert.instance(error, InternalError);
+    return false;
+  }
+};
+
+test('a recovery: live → discarding → frozen → live; a restore at start: live → frozen → live', () => {
+  for (const [from, to] of [['live', 'discarding'], ['discarding', 'frozen'], ['frozen', 'live'], ['live', 'frozen'], ['frozen', 'frozen'], ['frozen', 'discarding'], ['live', 'live']] as const) {
+    assert.ok(allowed(from, to), `${from} → ${to}`);
+  }
+});
+
+test('no skipping the reset: discarding never resumes, and is entered once per reset', () => {
+  assert.not.ok(allowed('discarding', 'live'));
+  assert.not.ok(allowed('discarding', 'discarding'));
+});
+
+test('stopping is for good, from anywhere', () => {
+  for (const from of ['live', 'discarding', 'frozen'] as const) assert.ok(allowed(from, 'stopping'));
+  for (const to of ['live', 'discarding', 'frozen', 'stopping'] as const) assert.not.ok(allowed('stopping', to), `stopping → ${to}`);
+});
+
+test.run();
