@@ -358,7 +358,7 @@ export class CheckpointWorld {
     const shardCount = this.buildTopology();
     this.keyGroups = shardCount + this.int(2 * shardCount + 1);
     this.releasedBySeq = Array.from({ length: this.keyGroups }, () => []);
-    for (const proc of this.processes) if (proc.shard === null && !this.isSource(proc)) proc.shard = this.newShardPart(proc);
+    for (const proc of this.processes) if (proc.main === null) proc.shard = this.newShardPart(proc);
     this.place();
     this.log = { epoch: 0, baseCounters: new Map(), baseIds: new Uint8Array(0), baseSize: 0, firstId: this.nextId, origins: [] };
     this.coordinator = this.newCoordinator([], 0);
@@ -419,10 +419,6 @@ export class CheckpointWorld {
   }
 
   // ---- topology and placement ----
-
-  private isSource(proc: Proc): boolean {
-    return proc.main !== null;
-  }
 
   /** Builds processes and channels; returns the number of shards. */
   private buildTopology(): number {
