@@ -1,37 +1,81 @@
 /**
- * A seeded discrete-event world for the checkpoint cores (node/checkpoint/barrier-tracker.ts and
- * node/checkpoint/checkpoint-coordinator.ts): a fake clock, processes joined by FIFO channels with random
- * delays, a fake blob store, and the coordinator over them. Nothing here is real I/O, so a seed replays
+ * A seeded discrete-event world that runs the checkpoint code the shards run: a fake clock, processes
+ * joined by FIFO channels with random delays, a fake blob store, and the real CheckpointCoordinator
+ * (node/checkpoint/checkpoint-coordinator.ts) over them. Nothing here is real I/O, so a seed replays
  * exactly.
  *
- * Each process is a small state machine whose state is a map of counters, grouped in key groups it
- * owns. It originates messages at random (an increment of a counter owned by itself or a neighbour,
- * sometimes with hops left: the receiver applies it and originates the next hop, so traffic runs in
- * cycles) and runs a BarrierTracker: on 'snapshot' it copies its state, it lets the tracker record
- * channel messages, and on 'complete' it uploads one object per changed key group (state, the ids it
- * applied, the recorded messages aimed at it) and acknowledges. Uploads fail or stall at random, as do
- * manifest and pointer writes and channels; processes crash (their channels close, the coordinator
- * hears of it later) and the world recovers as DESIGN.md says: a new epoch, every process restored from
- * LATEST, key groups placed anew, recorded messages replayed, sometimes under a new coordinator.
+ * Processes are threads 1..n (thread 0 stands for a node's main thread as the sink of released egress).
+ * - A shard holds a real KeyGroupState (node/keygroups/key-group-state.ts) with two function types:
+ *   `sim/counter` (id: the counter; record: its value) and `sim/applied` (id: a message id; record: its
+ *   amount, so a state tells which messages it covers). Its real ShardCut (node/checkpoint/shard-cut.ts)
+ *   runs through a CutHost the world implements. Messages are real invoke envelopes (lib/envelope.ts),
+ *   handled as Shard.visit() does: recorded while the cut records their channel, forwarded when not its
+ *   own, else delivered. Applying one sets its counter, adds its applied record, marks the key group
+ *   changed, sometimes emits an egress record (held by the cut until a commit covers it), and with hops
+ *   left originates the next hop. A hop to its own key group waits in a local queue for the next turn,
+ *   so snapshot images carry it as a queued message.
+ * - A source is a node's main thread: a bare source BarrierTracker owning no key groups. It begins on
+ *   the coordinator's start (or a barrier), forwards messages towards their key group's owner (recorded
+ *   while it records), and uploads what it recorded as a channel object.
+ * Every process originates messages at random (a shard as a timer would) to counters of any shard, so
+ * traffic runs in cycles. Parts become store objects with the real planUpload (one segment object with
+ * slices, one channel object) and are acknowledged with their references and channel keys. Uploads fail
+ * or stall at random, as do manifest and pointer writes and channels; processes crash (their channels
+ * close; the coordinator hears of it later, fails the running checkpoint and starts nothing more, as a
+ * leader fences its coordinator) and the world recovers as docs/checkpoints.md says: a new epoch, every
+ * process reset, key groups placed anew and loaded from LATEST with the real sliceImages, decodeImage and
+ * KeyGroupState.put (ShardCut.restored and release as KeyGroupMoves.restore does), queued messages
+ * delivered, then the recorded channel messages replayed to their owners; sometimes under a new
+ * coordinator.
  *
  * Checks (a failed one throws a CheckFailure; the caller names the seed):
- * - at every commit: restoring the manifest's objects and replaying their recorded messages gives
- *   exactly the counters of the consistent cut (base state of the epoch plus every message originated
- *   before its originator's snapshot), computed from the world's event log; and at the id level, the
- *   objects cover each such message exactly once (applied or recorded, never both) and no other;
+ * - at every commit: restoring the manifest (images into a fresh KeyGroupState, their queued messages,
+ *   the channel objects' messages) gives exactly the counters of the consistent cut (base of the epoch
+ *   plus every message originated before its originator's snapshot), computed from the world's event
+ *   log; and at the id level, every message of the epoch's base and of the cut is covered exactly once
+ *   (an applied record, a queued message or a recorded channel message, never two) and no other is; an
+ *   image's held egress belongs to messages it applied. At recovery the loaded shards give the same;
+ * - a shard's state applies a message at most once;
+ * - egress: a released record (a thread-0 write; repeats of a key group + seq dropped as clients do)
+ *   carries a message applied in some committed checkpoint's restored state; a record id never names two
+ *   messages nor a message two ids; per key group seqs have no gaps; at the end every message with
+ *   egress that a settled commit applied was released;
  * - outcomes: a checkpoint commits or fails at most once, never both; the pointer only ever names
  *   committed checkpoints and never goes back; numbers increase strictly, across coordinators too;
- * - the tracker: one snapshot per checkpoint, first, immediately followed by forward-barrier;
- * - retention: a deleted key is referenced by no retained manifest; LATEST's manifest and objects are
+ * - barriers: a source's tracker snapshots once per checkpoint, first, immediately followed by
+ *   forward-barrier; a shard's cut snapshots once per checkpoint and forwards it to every other thread
+ *   at once, only on a barrier's arrival;
+ * - retention: a deleted object is referenced by no retained manifest; LATEST's manifest and objects are
  *   always there; at the end, everything of checkpoints past the retain count is gone;
  * - liveness: once faults stop (the calm phase), every checkpoint started commits, also after a crash.
  */
 import { EventQueue } from '../../sim/event-queue.js';
+import { BARRIER_BYTES, EnvelopeDecoder, EnvelopeKind, invokeLengthMax, readBarrier, readKeyGroup, writeBarrier, writeInvoke } from '../../../lib/envelope.js';
+import type { Message } from '../../../lib/message.js';
+import { toTypedValue } from '../../../lib/typed-value.js';
+import { Types } from '../../../lib/types.js';
 import { BarrierTracker, type BarrierAction } from '../../../node/checkpoint/barrier-tracker.js';
-import { CheckpointCoordinator, type AcknowledgedObjects, type CheckpointManifest, type CoordinatorAction } from '../../../node/checkpoint/checkpoint-coordinator.js';
+import { CheckpointCoordinator, type CheckpointManifest, type CoordinatorAction } from '../../../node/checkpoint/checkpoint-coordinator.js';
+import { decodeChannelObject, manifestKey, parseObjectRef } from '../../../node/checkpoint/checkpoint-format.js';
+import { planUpload, sliceImages } from '../../../node/checkpoint/part-upload.js';
+import { ShardCut, type CheckpointPart, type CutHost } from '../../../node/checkpoint/shard-cut.js';
+import { decodeImage, type KeyGroupImage } from '../../../node/keygroups/key-group-image.js';
+import { KeyGroupState } from '../../../node/keygroups/key-group-state.js';
+import type { RecordLayout } from '../../../node/keygroups/state-store.js';
+import { MAIN_THREAD } from '../../../node/rings/mailbox.js';
 import { createRandom } from '../../cluster/sim-network.js';
 
 export class CheckFailure extends Error {}
+
+/**
+ * Negative controls: the world misuses the real code once (or, for 'release-on-failure', at every
+ * failure), so the checks must catch it.
+ * - 'drop-recording': a shard does not record one message in flight at its cut;
+ * - 'skip-changed': a shard does not mark the key group of one delivered message changed (one unchanged
+ *   since its last snapshot, and the message emits no egress, which would mark it);
+ * - 'release-on-failure': a failed checkpoint releases the egress it held, as a commit would.
+ */
+export type Breakage = 'drop-recording' | 'skip-changed' | 'release-on-failure';
 
 export interface WorldOptions {
   seed: number;
@@ -45,6 +89,7 @@ export interface WorldOptions {
   coordinatorFailover: boolean;
   /** Failed and slow uploads, failed store writes, stalled channels. */
   faults: boolean;
+  breakage?: Breakage;
 }
 
 export interface WorldStats {
@@ -55,25 +100,67 @@ export interface WorldStats {
   failed: number;
   superseded: number;
   recordedMessages: number;
+  /** Messages queued for an instance in committed images. */
+  queuedMessages: number;
   reusedObjects: number;
   recoveries: number;
   coordinators: number;
   messages: number;
+  /** Egress records released for the first time, and released again (dropped as repeats). */
+  egressReleased: number;
+  egressRepeats: number;
   deletedKeys: number;
 }
 
 const COUNTERS_PER_GROUP = 3;
-const manifestKey = (checkpoint: number) => `checkpoints/${checkpoint}/manifest.json`;
+/** Breakages strike at the first chance from here on (after the first commits, so reuse is possible). */
+const BREAKAGE_FROM_MS = 300;
+const COUNTER_TYPE = 'sim/counter';
+const APPLIED_TYPE = 'sim/applied';
+const EGRESS_NAME = 'sim/out';
+const plainLayout: RecordLayout = { hasExpiry: false, expire: (record) => record };
 
-interface SimMessage {
+/** What a message carries. `hops` left: the receiver originates the next one. */
+interface SimBody {
   readonly id: number;
-  readonly counter: number;
   readonly amount: number;
-  /** Hops left: the receiver originates the next one. */
   readonly hops: number;
+  /** Whether applying it emits an egress record. */
+  readonly egress: boolean;
 }
 
-type ChannelItem = { kind: 'message'; message: SimMessage } | { kind: 'barrier'; checkpoint: number } | { kind: 'close' };
+/** The value of a message: a string "id amount hops egress" (a primitive type: cheap to write and read). */
+function encodeInvoke(keyGroup: number, counter: number, body: SimBody): Uint8Array {
+  const value = toTypedValue(`${body.id} ${body.amount} ${body.hops} ${body.egress ? 1 : 0}`, Types.string);
+  const id = String(counter);
+  const buffer = new Uint8Array(invokeLengthMax(COUNTER_TYPE, id, null, null, value));
+  return buffer.subarray(0, writeInvoke(buffer, 0, keyGroup, COUNTER_TYPE, id, null, null, value));
+}
+
+function bodyOf(message: Message): SimBody {
+  const text = message.as(Types.string);
+  const first = text.indexOf(' ');
+  const second = text.indexOf(' ', first + 1);
+  const third = text.indexOf(' ', second + 1);
+  return { id: Number(text.slice(0, first)), amount: Number(text.slice(first + 1, second)), hops: Number(text.slice(second + 1, third)), egress: text.endsWith('1') };
+}
+
+function barrierEnvelope(checkpoint: number): Uint8Array {
+  const bytes = new Uint8Array(BARRIER_BYTES);
+  writeBarrier(bytes, 0, checkpoint);
+  return bytes;
+}
+
+/** A KeyGroupState with the world's two function types: index 0 counters, index 1 applied messages. */
+function newKeyGroupState(keyGroups: number): KeyGroupState {
+  const groups = new KeyGroupState(keyGroups, true);
+  if (groups.addType(COUNTER_TYPE, plainLayout) !== COUNTER || groups.addType(APPLIED_TYPE, plainLayout) !== APPLIED) throw new Error('function type indices changed');
+  return groups;
+}
+const COUNTER = 0;
+const APPLIED = 1;
+
+type ChannelItem = { kind: 'envelope'; bytes: Uint8Array } | { kind: 'close' };
 
 interface Channel {
   readonly id: string;
@@ -83,28 +170,30 @@ interface Channel {
   lastDeliveryMs: number;
 }
 
-/** One key group's object in the store. `appliedIds` is append-only: the first `appliedLength` are its. */
-interface GroupObject {
-  readonly kind: 'group';
-  readonly keyGroup: number;
-  readonly counters: readonly (readonly [number, number])[];
-  readonly appliedIds: readonly number[];
-  readonly appliedLength: number;
-  readonly recorded: readonly SimMessage[];
+type Stored = { readonly kind: 'object'; readonly bytes: Uint8Array } | { readonly kind: 'manifest'; readonly manifest: CheckpointManifest };
+
+/** A main thread's part: its tracker and the checkpoints it has a snapshot of, not complete. */
+interface MainPart {
+  tracker: BarrierTracker<Uint8Array, string>;
+  open: Set<number>;
 }
 
-type Stored = GroupObject | { readonly kind: 'manifest'; readonly manifest: CheckpointManifest };
-
-interface Snapshot {
-  counters: Map<number, number>;
-  appliedLengths: Map<number, number>;
-  lastChange: Map<number, number>;
+/** A shard's part: the real state and cut, and what the world's CutHost keeps for it. */
+interface ShardPart {
+  readonly groups: KeyGroupState;
+  readonly cut: ShardCut;
+  /** Messages to its own key groups, delivered next turn (Shard.local). */
+  local: { keyGroup: number; bytes: Uint8Array }[];
+  turnScheduled: boolean;
+  /** The checkpoint it snapshotted whose part has not come yet (null: none). */
+  openSnapshot: number | null;
 }
 
 interface Proc {
   readonly index: number;
   readonly id: string;
-  readonly source: boolean;
+  /** Its thread number for the cut (index + 1: thread 0 is the egress sink). */
+  readonly thread: number;
   readonly inputs: Channel[];
   readonly outputs: Channel[];
   /** Output channel by target process. */
@@ -114,18 +203,11 @@ interface Proc {
   alive: boolean;
   /** Bumped on a crash: uploads and signals of the dead incarnation are lost. */
   incarnation: number;
-  tracker: BarrierTracker<SimMessage, string>;
-  counters: Map<number, number>;
-  /** Per owned key group: ids of messages applied to it this epoch, in order. */
-  applied: Map<number, number[]>;
-  /** Per owned key group: the event seq of its last change this epoch. */
-  lastChange: Map<number, number>;
-  /** Event seq of its snapshot per checkpoint (this epoch; the restored one at the restore). */
+  /** Exactly one of `main` and `shard`. */
+  main: MainPart | null;
+  shard: ShardPart | null;
+  /** Event seq of its snapshot per checkpoint (this epoch). */
   snapSeq: Map<number, number>;
-  pending: Map<number, Snapshot>;
-  snapshotted: Set<number>;
-  /** The newest committed checkpoint it has heard of (this epoch), null: none. */
-  base: number | null;
 }
 
 interface Origin {
@@ -138,9 +220,40 @@ interface Origin {
 interface EpochLog {
   epoch: number;
   baseCounters: Map<number, number>;
+  /** Messages of earlier epochs the restored checkpoint covers: baseIds[id] = 1 (ids below firstId). */
+  baseIds: Uint8Array;
+  baseSize: number;
   /** Message ids of this epoch start here; origins[id - firstId]. */
   firstId: number;
   origins: Origin[];
+}
+
+/** A checkpoint as read back from the store: its images by key group ('' ones absent), and its recorded messages. */
+interface ReadCheckpoint {
+  images: Map<number, KeyGroupImage>;
+  recorded: Uint8Array[];
+}
+
+/** What a restored checkpoint holds: counters after its pending messages are applied, and message ids. */
+interface Tally {
+  counters: Map<number, number>;
+  /** Ids in applied records. */
+  applied: number[];
+  /** Ids of queued and recorded messages (applied after the restore). */
+  pending: number[];
+  queued: number;
+}
+
+interface Commit {
+  checkpoint: number;
+  manifest: CheckpointManifest;
+  /** Object keys the manifest references (segments and channel objects). */
+  keys: Set<string>;
+  counters: Map<number, number>;
+  covered: number;
+  /** Messages its restored state applied. */
+  applied: number[];
+  timeMs: number;
 }
 
 interface QueuedEvent {
@@ -148,7 +261,6 @@ interface QueuedEvent {
   order: number;
   run: () => void;
 }
-
 
 function addTo(map: Map<number, number>, key: number, amount: number): void {
   map.set(key, (map.get(key) ?? 0) + amount);
@@ -164,17 +276,29 @@ function counterDifference(actual: Map<number, number>, expected: Map<number, nu
   return null;
 }
 
+/** The objects a manifest references, by object key (a slice names its segment). */
+function referencedKeys(manifest: CheckpointManifest): Set<string> {
+  const keys = new Set<string>(manifest.channels);
+  for (const ref of manifest.objects) if (ref !== '') keys.add(parseObjectRef(ref).key);
+  return keys;
+}
+
 export class CheckpointWorld {
   readonly stats: WorldStats;
   private readonly random: () => number;
   private readonly queue = new EventQueue<QueuedEvent>();
+  private readonly decoder = new EnvelopeDecoder();
   private order = 0;
   nowMs = 0;
-  /** Global event sequence: orders origins, applications and snapshots. */
+  /** Global event sequence: orders origins and snapshots. */
   private seq = 0;
   private nextId = 1;
   private readonly processes: Proc[] = [];
   private readonly channels: Channel[] = [];
+  /** The channel a message from process `from` takes towards process `to`: nextHop[from][to]. */
+  private nextHop: (Channel | undefined)[][] = [];
+  /** Indexes of the shards (the processes that own key groups). */
+  private shardIndexes: number[] = [];
   private readonly keyGroups: number;
   /** Key group → owning process index (this epoch). */
   private owner: number[] = [];
@@ -187,50 +311,72 @@ export class CheckpointWorld {
   private readonly intervalMs: number;
   private readonly ackTimeoutMs: number;
   private readonly retain: number;
+  private breakagePending: boolean;
 
   private coordinator: CheckpointCoordinator;
-  private coordinatorGeneration = 0;
-  private tickGeneration = 0;
+  /** Bumped when a new coordinator takes over (a new leader): the old one's writes and ticks are fenced. */
+  private coordinatorTerm = 0;
+  /** Bumped to cancel the scheduled tick. */
+  private tickToken = 0;
   private scheduledTickMs = Infinity;
+  /** From a crash's detection until the recovery: the coordinator starts nothing. */
+  private fenced = false;
 
   private readonly store = new Map<string, Stored>();
   private pointer: number | null = null;
-  private readonly pointerHistory: { generation: number; checkpoint: number }[] = [];
-  /** `${generation}:${checkpoint}` → outcome. */
+  private readonly pointerHistory: { term: number; checkpoint: number }[] = [];
+  /** `${term}:${checkpoint}` → outcome. */
   private readonly outcomes = new Map<string, 'committed' | 'failed'>();
-  private readonly starts: { generation: number; checkpoint: number; timeMs: number }[] = [];
-  private lastStartInGeneration = 0;
-  /** Every commit, in order, with the cut's counters. */
-  private readonly commits: { checkpoint: number; manifest: CheckpointManifest; counters: Map<number, number>; timeMs: number }[] = [];
+  private readonly starts: { term: number; checkpoint: number; timeMs: number }[] = [];
+  private lastStartInTerm = 0;
+  private readonly commits: Commit[] = [];
   private readonly recoveries: number[] = [];
   private recovering = false;
+
+  /** Messages whose application emits egress. */
+  private readonly withEgress = new Set<number>();
+  /** Messages applied in the restored state of some committed checkpoint. */
+  private readonly committedApplied = new Set<number>();
+  /** Per key group: the message of each egress seq released (index: seq). */
+  private readonly releasedBySeq: number[][];
+  /** Message id → its released record id. */
+  private readonly releasedMessages = new Map<number, string>();
+
+  /** The shard whose cut handles a barrier's arrival now, the checkpoint it forwards, and how many times. */
+  private barrierArrival: Proc | null = null;
+  private forwarded: { checkpoint: number; writes: number } | null = null;
 
   constructor(private readonly options: WorldOptions) {
     this.random = createRandom(options.seed);
     this.faulty = options.faults;
+    this.breakagePending = options.breakage !== undefined;
     this.intervalMs = 50 + this.int(100);
     this.ackTimeoutMs = 250 + this.int(250);
     this.retain = 1 + this.int(4);
     this.calmStartMs = options.durationMs;
     this.endMs = this.calmStartMs + 800 + this.ackTimeoutMs + 5 * this.intervalMs;
-    this.buildTopology();
-    const count = this.processes.length;
-    this.keyGroups = count + this.int(2 * count + 1);
+    const shardCount = this.buildTopology();
+    this.keyGroups = shardCount + this.int(2 * shardCount + 1);
+    this.releasedBySeq = Array.from({ length: this.keyGroups }, () => []);
+    for (const proc of this.processes) if (proc.main === null) proc.shard = this.newShardPart(proc);
     this.place();
-    this.log = { epoch: 0, baseCounters: new Map(), firstId: this.nextId, origins: [] };
+    this.log = { epoch: 0, baseCounters: new Map(), baseIds: new Uint8Array(0), baseSize: 0, firstId: this.nextId, origins: [] };
     this.coordinator = this.newCoordinator([], 0);
     this.stats = {
-      processes: count,
+      processes: this.processes.length,
       keyGroups: this.keyGroups,
       started: 0,
       committed: 0,
       failed: 0,
       superseded: 0,
       recordedMessages: 0,
+      queuedMessages: 0,
       reusedObjects: 0,
       recoveries: 0,
       coordinators: 1,
       messages: 0,
+      egressReleased: 0,
+      egressRepeats: 0,
       deletedKeys: 0,
     };
   }
@@ -265,9 +411,17 @@ export class CheckpointWorld {
     throw new CheckFailure(`at ${this.nowMs} ms (epoch ${this.epoch}): ${message}`);
   }
 
+  /** True once, at the first chance for the breakage `kind` (negative controls only). */
+  private breakNow(kind: Breakage): boolean {
+    if (!this.breakagePending || this.options.breakage !== kind || this.nowMs < BREAKAGE_FROM_MS) return false;
+    this.breakagePending = false;
+    return true;
+  }
+
   // ---- topology and placement ----
 
-  private buildTopology(): void {
+  /** Builds processes and channels; returns the number of shards. */
+  private buildTopology(): number {
     const link = (from: number, to: number) => {
       const channel: Channel = { id: `${this.processes[from]!.id}>${this.processes[to]!.id}`, from, to, lastDeliveryMs: 0 };
       this.channels.push(channel);
@@ -280,42 +434,41 @@ export class CheckpointWorld {
       this.processes.push({
         index,
         id,
-        source,
+        thread: index + 1,
         inputs: [],
         outputs: [],
         outputTo: new Map(),
-        meanGapMs: 4 + this.int(16),
+        meanGapMs: 10 + this.int(30),
         alive: true,
         incarnation: 0,
-        tracker: undefined as unknown as BarrierTracker<SimMessage, string>,
-        counters: new Map(),
-        applied: new Map(),
-        lastChange: new Map(),
+        // Filled in once the channels exist (sources) and the key groups are known (shards).
+        main: source ? { tracker: undefined as unknown as BarrierTracker<Uint8Array, string>, open: new Set() } : null,
+        shard: null,
         snapSeq: new Map(),
-        pending: new Map(),
-        snapshotted: new Set(),
-        base: null,
       });
       return index;
     };
     if (this.options.topology === 'nodes') {
       // Each node: a main thread (source) and its shards; threads of a node all linked; mains linked.
       const nodes = 1 + this.int(3);
+      const shardCounts = Array.from({ length: nodes }, () => (nodes === 1 ? 1 : 0) + this.int(4));
+      if (!shardCounts.some((count) => count > 0)) shardCounts[0] = 1;
       const mains: number[] = [];
       for (let node = 0; node < nodes; node++) {
         const threads = [add(`n${node}`, true)];
         mains.push(threads[0]!);
-        const shards = (nodes === 1 ? 1 : 0) + this.int(4);
-        for (let shard = 0; shard < shards; shard++) threads.push(add(`n${node}s${shard}`, false));
+        for (let shard = 0; shard < shardCounts[node]!; shard++) threads.push(add(`n${node}s${shard}`, false));
         for (const a of threads) for (const b of threads) if (a !== b) link(a, b);
       }
       for (const a of mains) for (const b of mains) if (a !== b) link(a, b);
     } else {
-      // A random directed graph with a ring through every process (so barriers reach everyone).
+      // A random directed graph with a ring through every process (so barriers reach everyone); at least
+      // one source and one shard.
       const count = 2 + this.int(5);
       const sources = new Set<number>();
       for (let index = 0; index < count; index++) if (this.random() < 0.4) sources.add(index);
       if (sources.size === 0) sources.add(this.int(count));
+      if (sources.size === count) sources.delete(this.int(count));
       for (let index = 0; index < count; index++) add(`p${index}`, sources.has(index));
       for (let a = 0; a < count; a++) {
         for (let b = 0; b < count; b++) {
@@ -323,29 +476,74 @@ export class CheckpointWorld {
         }
       }
     }
-    for (const proc of this.processes) proc.tracker = this.newTracker(proc, 0);
+    for (const proc of this.processes) if (proc.main !== null) proc.main.tracker = this.newTracker(proc, 0);
+    this.nextHop = this.processes.map((proc) => this.routesFrom(proc));
+    this.shardIndexes = this.processes.filter((proc) => proc.main === null).map((proc) => proc.index);
+    return this.shardIndexes.length;
   }
 
-  private newTracker(proc: Proc, lastCheckpoint: number): BarrierTracker<SimMessage, string> {
-    return new BarrierTracker<SimMessage, string>({ inputs: proc.inputs.map((channel) => channel.id), source: proc.source, lastCheckpoint });
+  /** Breadth-first: the first channel of a shortest path from `proc` to every process. */
+  private routesFrom(proc: Proc): (Channel | undefined)[] {
+    const first: (Channel | undefined)[] = new Array(this.processes.length).fill(undefined);
+    const frontier = [proc.index];
+    const seen = new Set(frontier);
+    while (frontier.length > 0) {
+      const at = frontier.shift()!;
+      for (const channel of this.processes[at]!.outputs) {
+        if (seen.has(channel.to)) continue;
+        seen.add(channel.to);
+        first[channel.to] = at === proc.index ? channel : first[at];
+        frontier.push(channel.to);
+      }
+    }
+    return first;
   }
 
-  /** Key groups to processes at random, at least one each (a process without any would hold no state). */
+  private newTracker(proc: Proc, lastCheckpoint: number): BarrierTracker<Uint8Array, string> {
+    return new BarrierTracker<Uint8Array, string>({ inputs: proc.inputs.map((channel) => channel.id), source: true, lastCheckpoint });
+  }
+
+  private newShardPart(proc: Proc): ShardPart {
+    const groups = newKeyGroupState(this.keyGroups);
+    const world = this;
+    const host: CutHost = {
+      thread: proc.thread,
+      threads: this.processes.length + 1,
+      groups,
+      get epoch() {
+        return world.epoch;
+      },
+      owns: (keyGroup) => this.owner[keyGroup] === proc.index,
+      addWaiting: (images) => {
+        for (const item of proc.shard!.local) images.get(item.keyGroup)?.queued.push(item.bytes.slice());
+      },
+      write: (thread, bytes) => this.onShardWrite(proc, thread, bytes),
+      scheduleFlush: () => {},
+      flush: () => {},
+    };
+    const cut = new ShardCut({
+      host,
+      inputs: proc.inputs.map((channel) => this.processes[channel.from]!.thread),
+      // Encoding is synchronous here: onPart is called within the barrier's arrival.
+      pause: null,
+      now: () => this.nowMs,
+      onPart: (part) => this.onShardPart(proc, part),
+    });
+    return { groups, cut, local: [], turnScheduled: false, openSnapshot: null };
+  }
+
+  /** Key groups to shards at random, at least one each. */
   private place(): void {
-    const count = this.processes.length;
+    const count = this.shardIndexes.length;
     const groups = Array.from({ length: this.keyGroups }, (_, group) => group);
     for (let index = groups.length - 1; index > 0; index--) {
       const other = this.int(index + 1);
       [groups[index], groups[other]] = [groups[other]!, groups[index]!];
     }
     this.owner = new Array<number>(this.keyGroups);
-    groups.forEach((group, position) => (this.owner[group] = position < count ? position : this.int(count)));
+    groups.forEach((group, position) => (this.owner[group] = this.shardIndexes[position < count ? position : this.int(count)]!));
     this.groupsOf = this.processes.map(() => []);
     for (let group = 0; group < this.keyGroups; group++) this.groupsOf[this.owner[group]!]!.push(group);
-    for (const proc of this.processes) {
-      proc.applied = new Map(this.groupsOf[proc.index]!.map((group) => [group, []]));
-      proc.lastChange = new Map();
-    }
   }
 
   private newCoordinator(committed: CheckpointManifest[], lastCheckpoint: number): CheckpointCoordinator {
@@ -375,33 +573,71 @@ export class CheckpointWorld {
     });
   }
 
-  /** A counter owned by `proc` or by one of the processes it has an output channel to. */
+  /** A counter of `proc` (a shard), of a shard it has a channel to, or of any shard. */
   private pickCounter(proc: Proc): number {
-    const choice = this.int(proc.outputs.length + 1);
-    const target = choice === proc.outputs.length ? proc.index : proc.outputs[choice]!.to;
+    const near: number[] = [];
+    if (proc.shard !== null) near.push(proc.index);
+    for (const channel of proc.outputs) if (this.processes[channel.to]!.shard !== null) near.push(channel.to);
+    const target = near.length === 0 || this.random() < 0.25 ? this.shardIndexes[this.int(this.shardIndexes.length)]! : near[this.int(near.length)]!;
     const groups = this.groupsOf[target]!;
-    // Skewed towards one key group per process, so others often stay unchanged (incremental objects).
+    // Skewed towards one key group per shard, so others often stay unchanged (incremental objects).
     const group = this.random() < 0.7 ? groups[0]! : groups[this.int(groups.length)]!;
     return group + this.keyGroups * this.int(COUNTERS_PER_GROUP);
   }
 
   private originate(proc: Proc, amount: number, hops: number): void {
     const counter = this.pickCounter(proc);
-    const message: SimMessage = { id: this.nextId++, counter, amount, hops };
+    const id = this.nextId++;
+    const egress = this.random() < 0.5;
+    if (egress) this.withEgress.add(id);
     this.log.origins.push({ process: proc.index, seq: this.seq++, counter, amount });
     this.stats.messages++;
-    const target = this.owner[counter % this.keyGroups]!;
-    if (target === proc.index) this.apply(proc, message);
-    else this.send(proc.outputTo.get(target)!, { kind: 'message', message });
+    const keyGroup = counter % this.keyGroups;
+    const bytes = encodeInvoke(keyGroup, counter, { id, amount, hops, egress });
+    const target = this.owner[keyGroup]!;
+    if (target === proc.index) this.enqueueLocal(proc, keyGroup, bytes);
+    else this.send(this.nextHop[proc.index]![target]!, { kind: 'envelope', bytes });
   }
 
-  private apply(proc: Proc, message: SimMessage): void {
-    const group = message.counter % this.keyGroups;
-    if (this.owner[group] !== proc.index) this.fail(`${proc.id} got message ${message.id} for key group ${group}, owned by ${this.owner[group]}`);
-    addTo(proc.counters, message.counter, message.amount);
-    proc.applied.get(group)!.push(message.id);
-    proc.lastChange.set(group, this.seq++);
-    if (message.hops > 0) this.originate(proc, message.amount, message.hops - 1);
+  /** A message to a shard's own key group: delivered next turn, marked changed now (as Shard.route does). */
+  private enqueueLocal(proc: Proc, keyGroup: number, bytes: Uint8Array): void {
+    const shard = proc.shard!;
+    shard.groups.changed[keyGroup] = 1;
+    shard.local.push({ keyGroup, bytes });
+    if (shard.turnScheduled) return;
+    shard.turnScheduled = true;
+    const epoch = this.epoch;
+    const incarnation = proc.incarnation;
+    this.at(this.nowMs + this.int(3), () => {
+      if (epoch !== this.epoch || incarnation !== proc.incarnation || !proc.alive) return;
+      shard.turnScheduled = false;
+      // What this turn's deliveries send to themselves waits for the next turn.
+      for (const item of shard.local.splice(0)) this.deliverMessage(proc, this.decode(item.bytes), false);
+    });
+  }
+
+  private decode(bytes: Uint8Array): Message {
+    return this.decoder.decodeInvoke(bytes, 0, bytes.length);
+  }
+
+  /** Shard.deliver and the function: the counter and the applied record, changed mark, egress, next hop. */
+  private deliverMessage(proc: Proc, message: Message, fromChannel: boolean): void {
+    const shard = proc.shard!;
+    const keyGroup = message.keyGroup;
+    const body = bodyOf(message);
+    if (this.owner[keyGroup] !== proc.index) this.fail(`${proc.id} got message ${body.id} for key group ${keyGroup}, owned by ${this.processes[this.owner[keyGroup]!]!.id}`);
+    const counter = Number(message.targetId);
+    if (counter % this.keyGroups !== keyGroup) this.fail(`message ${body.id} names key group ${keyGroup} for counter ${counter}`);
+    const groups = shard.groups;
+    // The breakage strikes where the mark matters: a key group unchanged since its last snapshot.
+    if (!(fromChannel && !body.egress && groups.changed[keyGroup] === 0 && this.breakNow('skip-changed'))) groups.changed[keyGroup] = 1;
+    const appliedId = String(body.id);
+    if (groups.records.get(keyGroup, APPLIED, appliedId) !== undefined) this.fail(`${proc.id} applies message ${body.id} a second time`);
+    const value = (groups.records.get(keyGroup, COUNTER, message.targetId) as number | undefined) ?? 0;
+    groups.records.set(keyGroup, COUNTER, message.targetId, value + body.amount);
+    groups.records.set(keyGroup, APPLIED, appliedId, body.amount);
+    if (body.egress) shard.cut.holdEgress(keyGroup, EGRESS_NAME, COUNTER_TYPE, message.targetId, toTypedValue(body.id, Types.long));
+    if (body.hops > 0) this.originate(proc, body.amount, body.hops - 1);
   }
 
   private send(channel: Channel, item: ChannelItem): void {
@@ -418,18 +654,95 @@ export class CheckpointWorld {
   private deliver(channel: Channel, item: ChannelItem): void {
     const proc = this.processes[channel.to]!;
     if (!proc.alive) return;
-    switch (item.kind) {
-      case 'message':
-        if (proc.tracker.onMessage(channel.id, item.message)) this.stats.recordedMessages++;
-        this.apply(proc, item.message);
-        break;
-      case 'barrier':
-        this.perform(proc, proc.tracker.onBarrier(channel.id, item.checkpoint));
-        break;
-      case 'close':
-        this.perform(proc, proc.tracker.channelClosed(channel.id));
-        break;
+    if (proc.main !== null) this.mainReceives(proc, proc.main, channel, item);
+    else this.shardReceives(proc, proc.shard!, channel, item);
+  }
+
+  /** A main thread: barriers to its tracker, messages recorded while it records and passed on. */
+  private mainReceives(proc: Proc, main: MainPart, channel: Channel, item: ChannelItem): void {
+    if (item.kind === 'close') {
+      this.perform(proc, main.tracker.channelClosed(channel.id));
+      return;
     }
+    const bytes = item.bytes;
+    if (bytes[0] === EnvelopeKind.Barrier) {
+      this.perform(proc, main.tracker.onBarrier(channel.id, readBarrier(bytes, 0)));
+      return;
+    }
+    if (main.tracker.onMessage(channel.id, bytes)) this.stats.recordedMessages++;
+    this.send(this.nextHop[proc.index]![this.owner[readKeyGroup(bytes, 0)]!]!, item);
+  }
+
+  /** A shard, as Shard.visit() does: record while the cut records, pass on what is not its own, deliver. */
+  private shardReceives(proc: Proc, shard: ShardPart, channel: Channel, item: ChannelItem): void {
+    // A shard's input rings never close (its node's threads die together): the cut has no word for it.
+    if (item.kind === 'close') return;
+    const bytes = item.bytes;
+    const source = this.processes[channel.from]!.thread;
+    if (bytes[0] === EnvelopeKind.Barrier) {
+      this.barrierArrival = proc;
+      this.forwarded = null;
+      shard.cut.onBarrier(source, readBarrier(bytes, 0));
+      this.barrierArrival = null;
+      const forwarded = this.forwarded as { checkpoint: number; writes: number } | null;
+      if (forwarded !== null && forwarded.writes !== this.processes.length) {
+        this.fail(`${proc.id} forwarded barrier ${forwarded.checkpoint} to ${forwarded.writes} of the ${this.processes.length} other threads`);
+      }
+      return;
+    }
+    if (bytes[0] !== EnvelopeKind.Invoke) this.fail(`${proc.id} got an envelope of kind ${bytes[0]}`);
+    const keyGroup = readKeyGroup(bytes, 0);
+    const recording = shard.cut.isRecording(source);
+    const owner = this.owner[keyGroup]!;
+    if (owner !== proc.index) {
+      if (recording) this.record(shard, source, bytes);
+      this.send(this.nextHop[proc.index]![owner]!, item);
+      return;
+    }
+    const message = this.decode(bytes);
+    if (recording && !this.breakNow('drop-recording')) this.record(shard, source, bytes);
+    this.deliverMessage(proc, message, true);
+  }
+
+  private record(shard: ShardPart, source: number, bytes: Uint8Array): void {
+    shard.cut.record(source, bytes.slice());
+    this.stats.recordedMessages++;
+  }
+
+  /** CutHost.write: barriers on the output channel to that thread, egress to thread 0. */
+  private onShardWrite(proc: Proc, thread: number, bytes: Uint8Array): void {
+    const kind = bytes[0];
+    if (kind === EnvelopeKind.Egress) {
+      if (thread !== MAIN_THREAD) this.fail(`${proc.id} wrote an egress record to thread ${thread}`);
+      this.onEgress(bytes);
+      return;
+    }
+    if (kind !== EnvelopeKind.Barrier) this.fail(`${proc.id}'s cut wrote an envelope of kind ${kind}`);
+    const checkpoint = readBarrier(bytes, 0);
+    if (this.barrierArrival !== proc) this.fail(`${proc.id} forwarded barrier ${checkpoint} outside a barrier's arrival`);
+    if (this.forwarded === null) {
+      // The cut snapshots right before it forwards: this is the snapshot.
+      if (proc.snapSeq.has(checkpoint)) this.fail(`${proc.id} took its snapshot of ${checkpoint} twice`);
+      proc.snapSeq.set(checkpoint, this.seq++);
+      const shard = proc.shard!;
+      if (shard.openSnapshot !== null) this.stats.superseded++;
+      shard.openSnapshot = checkpoint;
+      this.forwarded = { checkpoint, writes: 0 };
+    } else if (this.forwarded.checkpoint !== checkpoint) {
+      this.fail(`${proc.id} forwarded barriers ${this.forwarded.checkpoint} and ${checkpoint} on one arrival`);
+    }
+    this.forwarded.writes++;
+    if (thread === proc.thread) this.fail(`${proc.id} wrote a barrier to itself`);
+    if (thread === MAIN_THREAD) return; // the egress sink is no process of the snapshot
+    const channel = proc.outputTo.get(thread - 1);
+    if (channel !== undefined) this.send(channel, { kind: 'envelope', bytes: bytes.slice() });
+  }
+
+  /** ShardCut.onPart: runs within the barrier's arrival (encoding is synchronous), so it only schedules. */
+  private onShardPart(proc: Proc, part: CheckpointPart): void {
+    const shard = proc.shard!;
+    if (shard.openSnapshot === part.checkpoint) shard.openSnapshot = null;
+    this.upload(proc, part);
   }
 
   /** A signal from the coordinator's side reaches a process later, unless it died or the epoch moved on. */
@@ -441,71 +754,50 @@ export class CheckpointWorld {
     });
   }
 
-  private perform(proc: Proc, actions: BarrierAction<SimMessage, string>[]): void {
+  /** A main thread's tracker actions. */
+  private perform(proc: Proc, actions: BarrierAction<Uint8Array, string>[]): void {
+    const main = proc.main!;
     actions.forEach((action, index) => {
       switch (action.type) {
         case 'snapshot': {
           const next = actions[index + 1];
-          if (proc.snapshotted.has(action.checkpoint)) this.fail(`${proc.id} was told to snapshot ${action.checkpoint} twice`);
+          if (proc.snapSeq.has(action.checkpoint)) this.fail(`${proc.id} was told to snapshot ${action.checkpoint} twice`);
           if (next?.type !== 'forward-barrier' || next.checkpoint !== action.checkpoint) this.fail(`${proc.id}: snapshot ${action.checkpoint} not followed by forward-barrier`);
-          proc.snapshotted.add(action.checkpoint);
           proc.snapSeq.set(action.checkpoint, this.seq++);
-          proc.pending.set(action.checkpoint, {
-            counters: new Map(proc.counters),
-            appliedLengths: new Map([...proc.applied].map(([group, ids]) => [group, ids.length])),
-            lastChange: new Map(proc.lastChange),
-          });
+          main.open.add(action.checkpoint);
           break;
         }
         case 'forward-barrier':
           if (actions[index - 1]?.type !== 'snapshot') this.fail(`${proc.id}: forward-barrier ${action.checkpoint} without a snapshot just before`);
-          for (const channel of proc.outputs) this.send(channel, { kind: 'barrier', checkpoint: action.checkpoint });
+          for (const channel of proc.outputs) this.send(channel, { kind: 'envelope', bytes: barrierEnvelope(action.checkpoint) });
           break;
-        case 'complete':
-          this.complete(proc, action.checkpoint, action.recorded);
+        case 'complete': {
+          if (!main.open.delete(action.checkpoint)) this.fail(`${proc.id}: complete ${action.checkpoint} without its snapshot`);
+          const messages: Uint8Array[] = [];
+          for (const list of action.recorded.values()) messages.push(...list);
+          this.upload(proc, { checkpoint: action.checkpoint, epoch: this.epoch, keyGroups: [], channel: messages.length > 0 ? messages : null, error: null });
           break;
+        }
         case 'aborted':
-          if (!proc.pending.delete(action.checkpoint)) this.fail(`${proc.id}: aborted ${action.checkpoint}, which it had no snapshot of`);
+          if (!main.open.delete(action.checkpoint)) this.fail(`${proc.id}: aborted ${action.checkpoint}, which it had no snapshot of`);
           if (action.reason === 'superseded') this.stats.superseded++;
           break;
       }
     });
   }
 
-  private complete(proc: Proc, checkpoint: number, recorded: Map<string, SimMessage[]>): void {
-    const snapshot = proc.pending.get(checkpoint);
-    if (snapshot === undefined) this.fail(`${proc.id}: complete ${checkpoint} without its snapshot`);
-    proc.pending.delete(checkpoint);
-    const byGroup = new Map<number, SimMessage[]>();
-    for (const messages of recorded.values()) {
-      for (const message of messages) {
-        const group = message.counter % this.keyGroups;
-        const list = byGroup.get(group);
-        if (list === undefined) byGroup.set(group, [message]);
-        else list.push(message);
-      }
+  /** A part's objects into the store (planUpload), then the acknowledgement with their references. */
+  private upload(proc: Proc, part: CheckpointPart): void {
+    const { checkpoint, epoch } = part;
+    const incarnation = proc.incarnation;
+    if (part.error !== null) {
+      const reason = part.error;
+      if (epoch === this.epoch) this.toCoordinator((coordinator) => coordinator.uploadFailed(this.nowMs, proc.id, checkpoint, reason));
+      return;
     }
-    // Unchanged since the committed base: no change before this snapshot after the base's snapshot, and
-    // nothing recorded (a recorded message is applied after the snapshot, so the base cannot hold it).
-    const baseSeq = proc.base === null ? undefined : proc.snapSeq.get(proc.base);
-    const ack = new Map<number, string | null>();
-    const uploads: [string, GroupObject][] = [];
-    for (const group of this.groupsOf[proc.index]!) {
-      const messages = byGroup.get(group) ?? [];
-      if (baseSeq !== undefined && messages.length === 0 && (snapshot.lastChange.get(group) ?? -1) < baseSeq) {
-        ack.set(group, null);
-        continue;
-      }
-      const key = `checkpoints/${checkpoint}/kg-${group}-e${this.epoch}`;
-      const counters: [number, number][] = [];
-      for (const [counter, value] of snapshot.counters) if (counter % this.keyGroups === group) counters.push([counter, value]);
-      uploads.push([key, { kind: 'group', keyGroup: group, counters, appliedIds: proc.applied.get(group)!, appliedLength: snapshot.appliedLengths.get(group)!, recorded: messages }]);
-      ack.set(group, key);
-    }
+    const { objects, channel, puts } = planUpload(part, `${proc.id}-t${proc.thread}-g${epoch}`);
     const slow = this.faulty && this.random() < 0.02;
     const broken = this.faulty && this.random() < 0.02;
-    const epoch = this.epoch;
-    const incarnation = proc.incarnation;
     this.at(this.nowMs + (slow ? 200 + this.int(800) : 1 + this.int(30)), () => {
       // A crash kills the upload; a recovery does not stop one in flight (a PUT lands late), but the
       // shell fences its acknowledgement.
@@ -514,24 +806,48 @@ export class CheckpointWorld {
         if (epoch === this.epoch) this.toCoordinator((coordinator) => coordinator.uploadFailed(this.nowMs, proc.id, checkpoint, 'injected upload failure'));
         return;
       }
-      for (const [key, object] of uploads) this.store.set(key, object);
-      for (const group of ack.keys()) if (ack.get(group) === null) this.stats.reusedObjects++;
-      if (epoch === this.epoch) this.toCoordinator((coordinator) => coordinator.acknowledged(this.nowMs, proc.id, checkpoint, ack as AcknowledgedObjects));
+      for (const [key, bytes] of puts) this.store.set(key, { kind: 'object', bytes });
+      for (const [, ref] of objects) if (ref === null) this.stats.reusedObjects++;
+      if (epoch === this.epoch) this.toCoordinator((coordinator) => coordinator.acknowledged(this.nowMs, proc.id, checkpoint, new Map(objects), channel === null ? [] : [channel]));
     });
+  }
+
+  // ---- egress ----
+
+  /** A released egress record at the sink, as a subscription sees it: repeats (same key group and seq) dropped. */
+  private onEgress(bytes: Uint8Array): void {
+    const record = this.decoder.decodeEgress(bytes, 0, bytes.length);
+    const { keyGroup, recordSeq: seq } = record;
+    const id = record.decoded as number;
+    if (seq === null) this.fail(`an egress record of key group ${keyGroup} without a seq`);
+    const released = this.releasedBySeq[keyGroup]!;
+    const recordId = `${keyGroup}:${seq}`;
+    if (seq < released.length) {
+      if (released[seq] !== id) this.fail(`egress record ${recordId} was released for message ${released[seq]}, and again for message ${id}`);
+      this.stats.egressRepeats++;
+      return;
+    }
+    if (seq !== released.length) this.fail(`egress of key group ${keyGroup} jumps from seq ${released.length - 1} to ${seq}`);
+    if (!this.committedApplied.has(id)) this.fail(`egress record ${recordId} of message ${id} was released, but no committed checkpoint covers that message`);
+    const earlier = this.releasedMessages.get(id);
+    if (earlier !== undefined) this.fail(`message ${id} was released as egress record ${earlier} and again as ${recordId}`);
+    released.push(id);
+    this.releasedMessages.set(id, recordId);
+    this.stats.egressReleased++;
   }
 
   // ---- the coordinator and the store ----
 
   private toCoordinator(call: (coordinator: CheckpointCoordinator) => CoordinatorAction[]): void {
     const epoch = this.epoch;
-    const generation = this.coordinatorGeneration;
+    const term = this.coordinatorTerm;
     this.at(this.nowMs + 1 + this.int(10), () => {
-      if (epoch === this.epoch && generation === this.coordinatorGeneration) this.handle(call(this.coordinator));
+      if (epoch === this.epoch && term === this.coordinatorTerm) this.handle(call(this.coordinator));
     });
   }
 
   private scheduleTick(): void {
-    const deadline = this.coordinator.nextDeadline();
+    const deadline = this.fenced ? Infinity : this.coordinator.nextDeadline();
     if (deadline === Infinity) {
       this.scheduledTickMs = Infinity;
       return;
@@ -539,20 +855,20 @@ export class CheckpointWorld {
     const timeMs = Math.max(this.nowMs, deadline);
     if (timeMs === this.scheduledTickMs) return;
     this.scheduledTickMs = timeMs;
-    const tick = ++this.tickGeneration;
+    const tick = ++this.tickToken;
     this.at(timeMs, () => {
-      if (tick !== this.tickGeneration) return;
+      if (tick !== this.tickToken) return;
       this.scheduledTickMs = Infinity;
       this.handle(this.coordinator.tick(this.nowMs));
     });
   }
 
   private storeWrite(checkpoint: number, what: 'manifest' | 'pointer', write: () => void): void {
-    const generation = this.coordinatorGeneration;
+    const term = this.coordinatorTerm;
     const broken = this.faulty && this.random() < 0.03;
     this.at(this.nowMs + 1 + this.int(10), () => {
       // A deposed coordinator's writes never land (the shell fences them).
-      if (generation !== this.coordinatorGeneration) return;
+      if (term !== this.coordinatorTerm) return;
       if (broken) {
         this.handle(this.coordinator.writeFailed(this.nowMs, checkpoint, what, 'injected write failure'));
         return;
@@ -563,7 +879,7 @@ export class CheckpointWorld {
   }
 
   private outcomeKey(checkpoint: number): string {
-    return `${this.coordinatorGeneration}:${checkpoint}`;
+    return `${this.coordinatorTerm}:${checkpoint}`;
   }
 
   private handle(actions: CoordinatorAction[]): void {
@@ -572,24 +888,25 @@ export class CheckpointWorld {
         case 'start': {
           const { checkpoint } = action;
           const lastCommitted = this.commits.at(-1)?.checkpoint ?? 0;
-          if (checkpoint <= this.lastStartInGeneration || checkpoint <= lastCommitted) {
-            this.fail(`checkpoint ${checkpoint} started after ${this.lastStartInGeneration} (last committed ${lastCommitted}): numbers must increase strictly`);
+          if (checkpoint <= this.lastStartInTerm || checkpoint <= lastCommitted) {
+            this.fail(`checkpoint ${checkpoint} started after ${this.lastStartInTerm} (last committed ${lastCommitted}): numbers must increase strictly`);
           }
-          this.lastStartInGeneration = checkpoint;
-          this.starts.push({ generation: this.coordinatorGeneration, checkpoint, timeMs: this.nowMs });
+          this.lastStartInTerm = checkpoint;
+          this.starts.push({ term: this.coordinatorTerm, checkpoint, timeMs: this.nowMs });
           this.stats.started++;
           for (const proc of this.processes) {
-            if (proc.source && action.participants.includes(proc.id)) this.signal(proc, 10, () => this.perform(proc, proc.tracker.start(checkpoint)));
+            const main = proc.main;
+            if (main !== null && action.participants.includes(proc.id)) this.signal(proc, 10, () => this.perform(proc, main.tracker.start(checkpoint)));
           }
           break;
         }
         case 'write-manifest': {
           const { checkpoint, manifest, key } = action;
           if (manifest.objects.length !== this.keyGroups) this.fail(`manifest ${checkpoint} has ${manifest.objects.length} objects for ${this.keyGroups} key groups`);
-          manifest.objects.forEach((objectKey, group) => {
-            const object = this.store.get(objectKey);
-            if (object?.kind !== 'group' || object.keyGroup !== group) this.fail(`manifest ${checkpoint} names ${objectKey} for key group ${group}, which the store does not hold`);
+          manifest.objects.forEach((ref, group) => {
+            if (ref !== '' && this.store.get(parseObjectRef(ref).key)?.kind !== 'object') this.fail(`manifest ${checkpoint} names ${ref} for key group ${group}, which the store does not hold`);
           });
+          for (const channelKey of manifest.channels) if (this.store.get(channelKey)?.kind !== 'object') this.fail(`manifest ${checkpoint} names channel object ${channelKey}, which the store does not hold`);
           const copy = JSON.parse(JSON.stringify(manifest)) as CheckpointManifest;
           this.storeWrite(checkpoint, 'manifest', () => this.store.set(key, { kind: 'manifest', manifest: copy }));
           break;
@@ -599,7 +916,7 @@ export class CheckpointWorld {
           this.storeWrite(checkpoint, 'pointer', () => {
             if (this.pointer !== null && checkpoint <= this.pointer) this.fail(`the pointer would go back from ${this.pointer} to ${checkpoint}`);
             this.pointer = checkpoint;
-            this.pointerHistory.push({ generation: this.coordinatorGeneration, checkpoint });
+            this.pointerHistory.push({ term: this.coordinatorTerm, checkpoint });
           });
           break;
         }
@@ -607,12 +924,24 @@ export class CheckpointWorld {
           this.onCommitted(action.checkpoint, action.manifest);
           break;
         case 'failed': {
-          const key = this.outcomeKey(action.checkpoint);
-          if (this.outcomes.has(key)) this.fail(`checkpoint ${action.checkpoint} failed after it ${this.outcomes.get(key)}`);
-          if (this.pointer === action.checkpoint) this.fail(`checkpoint ${action.checkpoint} failed, but the pointer names it`);
+          const { checkpoint } = action;
+          const key = this.outcomeKey(checkpoint);
+          if (this.outcomes.has(key)) this.fail(`checkpoint ${checkpoint} failed after it ${this.outcomes.get(key)}`);
+          if (this.pointer === checkpoint) this.fail(`checkpoint ${checkpoint} failed, but the pointer names it`);
           this.outcomes.set(key, 'failed');
           this.stats.failed++;
-          for (const proc of this.processes) if (proc.alive) this.signal(proc, 30, () => this.perform(proc, proc.tracker.abort(action.checkpoint)));
+          for (const proc of this.processes) {
+            if (!proc.alive) continue;
+            const { main, shard } = proc;
+            if (main !== null) this.signal(proc, 30, () => this.perform(proc, main.tracker.abort(checkpoint)));
+            else {
+              this.signal(proc, 30, () => {
+                if (shard!.openSnapshot !== null && shard!.openSnapshot <= checkpoint) shard!.openSnapshot = null;
+                shard!.cut.outcome(checkpoint, false);
+                if (this.options.breakage === 'release-on-failure') shard!.cut.release(checkpoint);
+              });
+            }
+          }
           break;
         }
         case 'delete':
@@ -635,41 +964,109 @@ export class CheckpointWorld {
     const expectedRetained = this.commits.slice(Math.max(0, this.commits.length - (this.retain - 1))).map((commit) => commit.checkpoint);
     if (JSON.stringify(manifest.retained) !== JSON.stringify(expectedRetained)) this.fail(`manifest ${checkpoint} retains [${manifest.retained}], expected [${expectedRetained}]`);
 
-    const counters = this.checkCut(checkpoint, manifest);
-    this.commits.push({ checkpoint, manifest, counters, timeMs: this.nowMs });
+    const tally = this.checkCut(checkpoint, manifest);
+    for (const id of tally.applied) this.committedApplied.add(id);
+    this.stats.queuedMessages += tally.queued;
+    this.commits.push({
+      checkpoint,
+      manifest,
+      keys: referencedKeys(manifest),
+      counters: tally.counters,
+      covered: tally.applied.length + tally.pending.length,
+      applied: tally.applied,
+      timeMs: this.nowMs,
+    });
     this.stats.committed++;
     for (const proc of this.processes) {
-      if (proc.alive) this.signal(proc, 30, () => (proc.base = Math.max(proc.base ?? 0, checkpoint)));
+      const shard = proc.shard;
+      if (proc.alive && shard !== null) this.signal(proc, 30, () => shard.cut.outcome(checkpoint, true));
     }
   }
 
-  /** Restores from the manifest's objects: counters after replay, and every message id they cover. */
-  private restore(checkpoint: number, manifest: CheckpointManifest): { counters: Map<number, number>; covered: number[]; recorded: SimMessage[][] } {
-    const counters = new Map<number, number>();
-    const covered: number[] = [];
-    const recorded: SimMessage[][] = [];
-    manifest.objects.forEach((key, group) => {
-      const object = this.store.get(key);
-      if (object?.kind !== 'group' || object.keyGroup !== group) this.fail(`restoring ${checkpoint}: object ${key} of key group ${group} is missing`);
-      for (const [counter, value] of object.counters) {
-        if (counter % this.keyGroups !== group) this.fail(`restoring ${checkpoint}: object ${key} holds counter ${counter} of another key group`);
-        addTo(counters, counter, value);
-      }
-      for (let index = 0; index < object.appliedLength; index++) covered.push(object.appliedIds[index]!);
-      for (const message of object.recorded) {
-        addTo(counters, message.counter, message.amount);
-        covered.push(message.id);
-      }
-      recorded[group] = [...object.recorded];
+  /** A committed checkpoint's objects, read as a restore reads them (sliceImages, decodeImage, decodeChannelObject). */
+  private readCheckpoint(checkpoint: number, manifest: CheckpointManifest): ReadCheckpoint {
+    const refs: string[] = [];
+    const refGroups: number[] = [];
+    manifest.objects.forEach((ref, group) => {
+      if (ref === '') return;
+      refs.push(ref);
+      refGroups.push(group);
     });
-    return { counters, covered, recorded };
+    const objects = new Map<string, Uint8Array>();
+    refs.forEach((ref, index) => {
+      const { key } = parseObjectRef(ref);
+      if (objects.has(key)) return;
+      const stored = this.store.get(key);
+      if (stored?.kind !== 'object') this.fail(`restoring ${checkpoint}: object ${key} of key group ${refGroups[index]} is missing`);
+      objects.set(key, stored.bytes);
+    });
+    const images = new Map<number, KeyGroupImage>();
+    sliceImages(refs, objects).forEach((body, index) => {
+      const image = decodeImage(body);
+      if (image.keyGroup !== refGroups[index]) this.fail(`restoring ${checkpoint}: ${refs[index]} holds key group ${image.keyGroup}, the manifest says ${refGroups[index]}`);
+      images.set(image.keyGroup, image);
+    });
+    const recorded: Uint8Array[] = [];
+    for (const key of manifest.channels) {
+      const stored = this.store.get(key);
+      if (stored?.kind !== 'object') this.fail(`restoring ${checkpoint}: channel object ${key} is missing`);
+      recorded.push(...decodeChannelObject(stored.bytes));
+    }
+    return { images, recorded };
   }
 
   /**
-   * Property (a) and (b): the committed checkpoint restores to the consistent cut. Returns its counters.
+   * What a restored checkpoint holds: each key group's records (from the state `stateOf` gives, with the
+   * images loaded), the messages queued in its images and the recorded ones; counters as after they are
+   * applied.
    */
-  private checkCut(checkpoint: number, manifest: CheckpointManifest): Map<number, number> {
-    const { counters, covered } = this.restore(checkpoint, manifest);
+  private tally(checkpoint: number, read: ReadCheckpoint, stateOf: (keyGroup: number) => KeyGroupState): Tally {
+    const counters = new Map<number, number>();
+    const applied: number[] = [];
+    const pending: number[] = [];
+    let queued = 0;
+    const addPending = (envelope: Uint8Array, where: string) => {
+      const message = this.decode(envelope);
+      const body = bodyOf(message);
+      if (Number(message.targetId) % this.keyGroups !== message.keyGroup) this.fail(`restoring ${checkpoint}: ${where} holds message ${body.id} with a wrong key group`);
+      addTo(counters, Number(message.targetId), body.amount);
+      pending.push(body.id);
+    };
+    for (let group = 0; group < this.keyGroups; group++) {
+      const tables = stateOf(group).records.peekKeyGroup(group);
+      for (const [id, value] of tables?.[COUNTER] ?? []) {
+        const counter = Number(id);
+        if (counter % this.keyGroups !== group) this.fail(`restoring ${checkpoint}: key group ${group} holds counter ${counter} of another key group`);
+        addTo(counters, counter, value as number);
+      }
+      const appliedHere = tables?.[APPLIED];
+      for (const id of appliedHere?.keys() ?? []) applied.push(Number(id));
+      const image = read.images.get(group);
+      if (image === undefined) continue;
+      for (const [seq, bytes] of image.egress ?? []) {
+        const egress = this.decoder.decodeEgress(bytes, 0, bytes.length);
+        if (egress.recordSeq !== seq || seq >= (image.egressSeq ?? 0)) this.fail(`restoring ${checkpoint}: key group ${group} holds egress seq ${seq} (record ${egress.recordSeq}, next ${image.egressSeq})`);
+        if (appliedHere?.has(String(egress.decoded)) !== true) this.fail(`restoring ${checkpoint}: key group ${group} holds egress of message ${egress.decoded}, which it has not applied`);
+      }
+      for (const envelope of image.queued) {
+        if (readKeyGroup(envelope, 0) !== group) this.fail(`restoring ${checkpoint}: key group ${group} queues a message of key group ${readKeyGroup(envelope, 0)}`);
+        addPending(envelope, `key group ${group}'s queue`);
+        queued++;
+      }
+    }
+    for (const envelope of read.recorded) addPending(envelope, 'a channel object');
+    return { counters, applied, pending, queued };
+  }
+
+  /**
+   * The committed checkpoint restores to the consistent cut, each message covered once. Returns what it
+   * holds.
+   */
+  private checkCut(checkpoint: number, manifest: CheckpointManifest): Tally {
+    const read = this.readCheckpoint(checkpoint, manifest);
+    const groups = newKeyGroupState(this.keyGroups);
+    for (const image of read.images.values()) groups.put(image, checkpoint);
+    const tally = this.tally(checkpoint, read, () => groups);
     const log = this.log;
     const expected = new Map(log.baseCounters);
     const inCut = new Uint8Array(log.origins.length);
@@ -685,22 +1082,36 @@ export class CheckpointWorld {
       }
     });
     const seen = new Uint8Array(log.origins.length);
+    const baseSeen = new Uint8Array(log.baseIds.length);
     let coveredSize = 0;
-    for (const id of covered) {
-      if (id < log.firstId) continue; // an earlier epoch's message, inside the restored base
+    let baseCovered = 0;
+    const cover = (id: number) => {
+      if (id < log.firstId) {
+        if (log.baseIds[id] !== 1) this.fail(`checkpoint ${checkpoint} covers message ${id} of an earlier epoch, which the restored checkpoint did not cover`);
+        if (baseSeen[id] === 1) this.fail(`checkpoint ${checkpoint} counts message ${id} of the epoch's base twice`);
+        baseSeen[id] = 1;
+        baseCovered++;
+        return;
+      }
       const index = id - log.firstId;
       if (inCut[index] !== 1) this.fail(`checkpoint ${checkpoint} covers message ${id}, originated after its originator's snapshot (${this.describe(index)})`);
-      if (seen[index] === 1) this.fail(`checkpoint ${checkpoint} counts message ${id} twice: in a snapshot and in a recorded channel state, or recorded twice (${this.describe(index)})`);
+      if (seen[index] === 1) this.fail(`checkpoint ${checkpoint} counts message ${id} twice: applied, queued or recorded more than once (${this.describe(index)})`);
       seen[index] = 1;
       coveredSize++;
+    };
+    for (const id of tally.applied) cover(id);
+    for (const id of tally.pending) cover(id);
+    if (baseCovered !== log.baseSize) {
+      const missing = log.baseIds.findIndex((flag, id) => flag === 1 && baseSeen[id] !== 1);
+      this.fail(`checkpoint ${checkpoint} misses message ${missing} of the epoch's base (covered by the restored checkpoint)`);
     }
     if (coveredSize !== cutSize) {
       const missing = inCut.findIndex((flag, index) => flag === 1 && seen[index] !== 1);
-      this.fail(`checkpoint ${checkpoint} misses message ${log.firstId + missing}: originated before the cut, neither in a snapshot nor recorded (${this.describe(missing)})`);
+      this.fail(`checkpoint ${checkpoint} misses message ${log.firstId + missing}: originated before the cut, neither applied, queued nor recorded (${this.describe(missing)})`);
     }
-    const difference = counterDifference(counters, expected);
+    const difference = counterDifference(tally.counters, expected);
     if (difference !== null) this.fail(`checkpoint ${checkpoint} restores to a state that is not the cut: ${difference}`);
-    return expected;
+    return tally;
   }
 
   private describe(index: number): string {
@@ -708,14 +1119,13 @@ export class CheckpointWorld {
     return `from ${this.processes[origin.process]!.id} at seq ${origin.seq}, to ${this.processes[this.owner[origin.counter % this.keyGroups]!]!.id}`;
   }
 
-  /** Property (e): nothing a retained manifest needs is deleted. */
+  /** Nothing a retained manifest needs is deleted. */
   private onDelete(keys: string[]): void {
     const retained = this.commits.slice(-this.retain);
     for (const key of keys) {
       for (const commit of retained) {
         if (manifestKey(commit.checkpoint) === key) this.fail(`deleting ${key}, the manifest of retained checkpoint ${commit.checkpoint}`);
-        const group = commit.manifest.objects.indexOf(key);
-        if (group >= 0) this.fail(`deleting ${key}, key group ${group} of retained checkpoint ${commit.checkpoint}`);
+        if (commit.keys.has(key)) this.fail(`deleting ${key}, an object of retained checkpoint ${commit.checkpoint}`);
       }
       if (this.store.delete(key)) this.stats.deletedKeys++;
     }
@@ -742,13 +1152,17 @@ export class CheckpointWorld {
     const epoch = this.epoch;
     this.at(this.nowMs + 20 + this.int(130), () => {
       if (epoch !== this.epoch) return;
+      // The view change fails the running checkpoint; the leader then fences its coordinator.
       this.handle(this.coordinator.viewChanged(this.nowMs, this.processes.filter((other) => other.alive).map((other) => other.id)));
+      this.fenced = true;
+      this.tickToken++;
+      this.scheduledTickMs = Infinity;
       this.recovering = true;
       this.at(this.nowMs + this.int(300), () => this.recover());
     });
   }
 
-  /** A new epoch: every process restored from LATEST, key groups placed anew, channels fresh. */
+  /** A new epoch: every process reset and loaded from LATEST, key groups placed anew, channels fresh. */
   private recover(): void {
     // The commit point cannot be taken back: wait for an in-flight pointer write to settle.
     if (this.coordinator.inProgress?.phase === 'pointer') {
@@ -759,15 +1173,16 @@ export class CheckpointWorld {
     if ((this.pointer ?? 0) !== latest) this.fail(`the coordinator's last commit is ${latest}, the pointer ${this.pointer}`);
     this.epoch++;
     this.recovering = false;
+    this.fenced = false;
     this.recoveries.push(this.nowMs);
     this.stats.recoveries++;
     const manifest = latest === 0 ? null : this.readManifest(latest);
     if (this.options.coordinatorFailover && this.random() < 0.5) {
       // A new leader: it knows only what the store says.
       const committed = manifest === null ? [] : [...manifest.retained.map((checkpoint) => this.readManifest(checkpoint)), manifest];
-      this.coordinatorGeneration++;
-      this.lastStartInGeneration = 0;
-      this.tickGeneration++;
+      this.coordinatorTerm++;
+      this.lastStartInTerm = 0;
+      this.tickToken++;
       this.scheduledTickMs = Infinity;
       for (const proc of this.processes) proc.alive = true; // the crashed one is replaced in this epoch
       this.coordinator = this.newCoordinator(committed, latest);
@@ -775,31 +1190,57 @@ export class CheckpointWorld {
     }
     this.place();
     for (const channel of this.channels) channel.lastDeliveryMs = this.nowMs;
-    let restored = new Map<number, number>();
-    let recorded: SimMessage[][] = [];
-    if (manifest !== null) {
-      ({ counters: restored, recorded } = this.restore(latest, manifest));
-      const difference = counterDifference(restored, this.commits.at(-1)!.counters);
-      if (difference !== null) this.fail(`restoring ${latest} at recovery: ${difference}`);
-    }
+    // Everyone forgets everything (KeyGroupMoves.reset, CheckpointParticipant.reset).
     for (const proc of this.processes) {
       proc.alive = true;
-      proc.tracker = this.newTracker(proc, latest);
-      proc.counters = new Map();
       proc.snapSeq = new Map();
-      proc.pending = new Map();
-      proc.snapshotted = new Set();
-      proc.base = manifest === null ? null : latest;
+      if (proc.main !== null) {
+        proc.main.tracker.reset(latest, proc.inputs.map((channel) => channel.id));
+        proc.main.open.clear();
+      } else {
+        const shard = proc.shard!;
+        shard.groups.clear();
+        shard.cut.reset();
+        shard.local = [];
+        shard.turnScheduled = false;
+        shard.openSnapshot = null;
+      }
     }
-    for (const [counter, value] of restored) addTo(this.processes[this.owner[counter % this.keyGroups]!]!.counters, counter, value);
-    const restoreSeq = this.seq++;
-    for (const proc of this.processes) if (manifest !== null) proc.snapSeq.set(latest, restoreSeq);
-    this.log = { epoch: this.epoch, baseCounters: restored, firstId: this.nextId, origins: [] };
-    // Replaying a recorded message applies it (already in `restored`) and sends its next hop.
-    recorded.forEach((messages, group) => {
-      const proc = this.processes[this.owner[group]!]!;
-      for (const message of messages) if (message.hops > 0) this.originate(proc, message.amount, message.hops - 1);
-    });
+    let baseCounters = new Map<number, number>();
+    let baseIds = new Uint8Array(0);
+    let baseSize = 0;
+    let read: ReadCheckpoint = { images: new Map(), recorded: [] };
+    if (manifest !== null) {
+      read = this.readCheckpoint(latest, manifest);
+      // Each shard loads the key groups it owns now (KeyGroupMoves.restore and adopt).
+      for (const index of this.shardIndexes) this.processes[index]!.shard!.cut.restored(latest);
+      for (let group = 0; group < this.keyGroups; group++) {
+        const shard = this.processes[this.owner[group]!]!.shard!;
+        const image = read.images.get(group);
+        if (image !== undefined) {
+          shard.groups.put(image, shard.cut.heldCheckpoint(latest));
+          // Held egress of a committed checkpoint goes out now (subscribers drop repeats).
+          shard.cut.release(latest);
+        }
+        shard.groups.changed[group] = 0;
+      }
+      const tally = this.tally(latest, read, (group) => this.processes[this.owner[group]!]!.shard!.groups);
+      const commit = this.commits.at(-1)!;
+      const difference = counterDifference(tally.counters, commit.counters);
+      if (difference !== null) this.fail(`restoring ${latest} at recovery: ${difference}`);
+      if (tally.applied.length + tally.pending.length !== commit.covered) this.fail(`restoring ${latest} at recovery covers ${tally.applied.length + tally.pending.length} messages, its commit ${commit.covered}`);
+      baseCounters = tally.counters;
+      baseIds = new Uint8Array(this.nextId);
+      for (const id of [...tally.applied, ...tally.pending]) baseIds[id] = 1;
+      baseSize = tally.applied.length + tally.pending.length;
+    }
+    this.log = { epoch: this.epoch, baseCounters, baseIds, baseSize, firstId: this.nextId, origins: [] };
+    // Every shard has loaded: the restored queued messages run first, then the recorded ones, each at
+    // its key group's owner. They are applied now (their amounts are in the base) and send their next hops.
+    for (const [group, image] of read.images) {
+      for (const envelope of image.queued) this.deliverMessage(this.processes[this.owner[group]!]!, this.decode(envelope), false);
+    }
+    for (const envelope of read.recorded) this.deliverMessage(this.processes[this.owner[readKeyGroup(envelope, 0)]!]!, this.decode(envelope), false);
     this.handle(this.coordinator.viewChanged(this.nowMs, this.processes.map((proc) => proc.id), `v${this.epoch}`));
     for (const proc of this.processes) this.scheduleExternal(proc);
     this.scheduleCrash(this.nowMs + this.ackTimeoutMs);
@@ -815,31 +1256,37 @@ export class CheckpointWorld {
 
   private finalChecks(): void {
     if (this.recovering) this.fail('a recovery was still pending at the end');
-    // (c) The pointer only ever named committed checkpoints.
-    for (const { generation, checkpoint } of this.pointerHistory) {
-      const outcome = this.outcomes.get(`${generation}:${checkpoint}`);
+    // The pointer only ever named committed checkpoints.
+    for (const { term, checkpoint } of this.pointerHistory) {
+      const outcome = this.outcomes.get(`${term}:${checkpoint}`);
       if (outcome !== 'committed') this.fail(`the pointer named ${checkpoint}, whose outcome is ${outcome ?? 'none'}`);
     }
-    // (d) Once calm, every checkpoint started commits (after a crash too).
+    // Once calm, every checkpoint started commits (after a crash too).
     const settledMs = this.calmStartMs + 800;
     const calm = this.starts.filter((start) => start.timeMs >= settledMs && start.timeMs <= this.endMs - this.ackTimeoutMs - 50);
     if (calm.length === 0) this.fail('no checkpoint started in the calm phase');
     for (const start of calm) {
-      const outcome = this.outcomes.get(`${start.generation}:${start.checkpoint}`);
+      const outcome = this.outcomes.get(`${start.term}:${start.checkpoint}`);
       if (outcome !== 'committed') this.fail(`checkpoint ${start.checkpoint}, started at ${start.timeMs} ms in the calm phase, ended ${outcome ?? 'never'}`);
     }
     const lastRecovery = this.recoveries.at(-1);
     if (lastRecovery !== undefined && !this.commits.some((commit) => commit.timeMs > lastRecovery)) this.fail(`nothing committed after the recovery at ${lastRecovery} ms`);
-    // (e) Everything the retained checkpoints need is there; what only older ones needed is gone.
+    // Every message with egress that a settled commit applied was released (its outcome reached every shard).
+    const settled = this.commits.filter((commit) => commit.timeMs <= this.endMs - 50).at(-1);
+    if (settled === undefined) this.fail('no commit settled before the end');
+    for (const id of settled.applied) {
+      if (this.withEgress.has(id) && !this.releasedMessages.has(id)) this.fail(`checkpoint ${settled.checkpoint} committed message ${id}, but its egress was never released`);
+    }
+    // Everything the retained checkpoints need is there; what only older ones needed is gone.
     const retained = this.commits.slice(-this.retain);
     const needed = new Set<string>();
     for (const commit of retained) {
       needed.add(manifestKey(commit.checkpoint));
-      for (const key of commit.manifest.objects) needed.add(key);
+      for (const key of commit.keys) needed.add(key);
     }
     for (const key of needed) if (!this.store.has(key)) this.fail(`${key}, needed by a retained checkpoint, is missing`);
     for (const commit of this.commits.slice(0, -this.retain)) {
-      for (const key of [manifestKey(commit.checkpoint), ...commit.manifest.objects]) {
+      for (const key of [manifestKey(commit.checkpoint), ...commit.keys]) {
         if (!needed.has(key) && this.store.has(key)) this.fail(`${key} of checkpoint ${commit.checkpoint}, beyond the ${this.retain} retained, was not deleted`);
       }
     }

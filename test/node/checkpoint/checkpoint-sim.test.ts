@@ -1,13 +1,14 @@
 // The checkpoint cores (node/checkpoint/barrier-tracker.ts, node/checkpoint/checkpoint-coordinator.ts): their rules driven
-// by hand, then a seeded simulation (test/node/checkpoint/checkpoint-sim-world.ts) over thousands of seeds. A
-// failing seed is named in the assertion; replay it alone with:
+// by hand, then a seeded simulation (test/node/checkpoint/checkpoint-sim-world.ts) that runs them with the real key-group
+// state, cut, upload plan and restore over thousands of seeds, and negative controls showing that its checks catch a
+// misuse of that code. A failing seed is named in the assertion; replay it alone with:
 //   CHECKPOINT_SEED=<seed> node test/node/checkpoint/checkpoint-sim.test.js
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { BarrierTracker, type BarrierAction } from '../../../node/checkpoint/barrier-tracker.js';
 import { CHECKPOINT_DEFAULTS, CheckpointCoordinator, type CheckpointManifest, type CoordinatorAction } from '../../../node/checkpoint/checkpoint-coordinator.js';
 import { KEY_GROUP_HASH } from '../../../lib/key-group.js';
-import { CheckpointWorld, type WorldOptions, type WorldStats } from './checkpoint-sim-world.js';
+import { CheckFailure, CheckpointWorld, type Breakage, type WorldOptions, type WorldStats } from './checkpoint-sim-world.js';
 
 const replaySeed = process.env.CHECKPOINT_SEED === undefined ? null : Number(process.env.CHECKPOINT_SEED);
 /** CHECKPOINT_SEED_SCALE=10 runs ten times the seeds, for a soak run by hand. */
@@ -311,7 +312,22 @@ type Totals = Omit<WorldStats, 'processes' | 'keyGroups'> & { seeds: number };
 
 function forSeeds(name: string, first: number, count: number, options: (seed: number) => WorldOptions): Totals {
   const seeds = replaySeed === null ? Array.from({ length: Math.ceil(count * seedScale) }, (_, index) => first + index) : [replaySeed];
-  const totals: Totals = { seeds: 0, started: 0, committed: 0, failed: 0, superseded: 0, recordedMessages: 0, reusedObjects: 0, recoveries: 0, coordinators: 0, messages: 0, deletedKeys: 0 };
+  const totals: Totals = {
+    seeds: 0,
+    started: 0,
+    committed: 0,
+    failed: 0,
+    superseded: 0,
+    recordedMessages: 0,
+    queuedMessages: 0,
+    reusedObjects: 0,
+    recoveries: 0,
+    coordinators: 0,
+    messages: 0,
+    egressReleased: 0,
+    egressRepeats: 0,
+    deletedKeys: 0,
+  };
   const started = Date.now();
   for (const seed of seeds) {
     let stats: WorldStats;
@@ -327,26 +343,28 @@ function forSeeds(name: string, first: number, count: number, options: (seed: nu
   }
   console.log(
     `  ${name}: ${totals.seeds} seeds in ${Date.now() - started} ms; checkpoints ${totals.started} started, ${totals.committed} committed, ${totals.failed} failed, ` +
-      `${totals.superseded} superseded in a tracker; ${totals.messages} messages, ${totals.recordedMessages} recorded; ${totals.reusedObjects} unchanged key groups reused; ` +
+      `${totals.superseded} superseded; ${totals.messages} messages, ${totals.recordedMessages} recorded, ${totals.queuedMessages} queued in committed images; ` +
+      `${totals.reusedObjects} unchanged key groups reused; ${totals.egressReleased} egress records released (${totals.egressRepeats} repeats dropped); ` +
       `${totals.recoveries} recoveries, ${totals.coordinators} coordinators; ${totals.deletedKeys} keys deleted`,
   );
   return totals;
 }
 
 test('simulation, main threads and shards: every commit restores to the consistent cut despite failed uploads, writes and stalls', () => {
-  const totals = forSeeds('nodes', 1, 1000, (seed) => ({ seed, topology: 'nodes', durationMs: 1500, crashes: 0, coordinatorFailover: false, faults: true }));
+  const totals = forSeeds('nodes', 1, 800, (seed) => ({ seed, topology: 'nodes', durationMs: 1500, crashes: 0, coordinatorFailover: false, faults: true }));
   if (replaySeed === null) {
     assert.ok(totals.failed > 0 && totals.superseded > 0 && totals.recordedMessages > 0 && totals.reusedObjects > 0, 'the faults and paths under test did occur');
+    assert.ok(totals.queuedMessages > 0 && totals.egressReleased > 0, 'images carried queued messages, and egress was released');
   }
 });
 
 test('simulation, random graphs with several sources: consistent cuts', () => {
-  const totals = forSeeds('mesh', 100_001, 800, (seed) => ({ seed, topology: 'mesh', durationMs: 1500, crashes: 0, coordinatorFailover: false, faults: seed % 4 !== 0 }));
+  const totals = forSeeds('mesh', 100_001, 600, (seed) => ({ seed, topology: 'mesh', durationMs: 1500, crashes: 0, coordinatorFailover: false, faults: seed % 4 !== 0 }));
   if (replaySeed === null) assert.ok(totals.committed > totals.seeds * 5);
 });
 
 test('simulation, crashes at random points: the running checkpoint fails, recovery restores LATEST, later checkpoints commit', () => {
-  const totals = forSeeds('crashes', 200_001, 1000, (seed) => ({
+  const totals = forSeeds('crashes', 200_001, 800, (seed) => ({
     seed,
     topology: seed % 2 === 0 ? 'nodes' : 'mesh',
     durationMs: 2000,
@@ -354,7 +372,53 @@ test('simulation, crashes at random points: the running checkpoint fails, recove
     coordinatorFailover: seed % 3 !== 0,
     faults: seed % 5 !== 0,
   }));
-  if (replaySeed === null) assert.ok(totals.recoveries > totals.seeds && totals.coordinators > totals.seeds, 'crashes, recoveries and new coordinators did occur');
+  if (replaySeed === null) {
+    assert.ok(totals.recoveries > totals.seeds && totals.coordinators > totals.seeds, 'crashes, recoveries and new coordinators did occur');
+    assert.ok(totals.egressRepeats > 0, 'restores released egress again (dropped as repeats)');
+  }
+});
+
+/**
+ * Runs seeds with a breakage until `wanted` of them fail with a CheckFailure matching `expected`; any other
+ * failure fails the test. Returns how many were caught, and the first message.
+ */
+function caughtBy(breakage: Breakage, expected: RegExp, first: number, count: number, wanted: number): { caught: number; seeds: number; example: string } {
+  let caught = 0;
+  let seeds = 0;
+  let example = '';
+  for (let seed = first; seed < first + count && caught < wanted; seed++) {
+    seeds++;
+    const topology = seed % 2 === 0 ? 'nodes' : 'mesh';
+    try {
+      new CheckpointWorld({ seed, topology, durationMs: 1500, crashes: seed % 3 === 0 ? 1 : 0, coordinatorFailover: true, faults: seed % 4 !== 0, breakage }).run();
+    } catch (error) {
+      const text = error instanceof Error ? error.message : String(error);
+      if (!(error instanceof CheckFailure) || !expected.test(text)) assert.unreachable(`breakage ${breakage}, seed ${seed}: expected a CheckFailure matching ${expected}, got: ${text}`);
+      if (caught === 0) example = `seed ${seed}: ${text}`;
+      caught++;
+    }
+  }
+  return { caught, seeds, example };
+}
+
+test('negative controls: a misused cut, a key group not marked changed and egress released on a failure are caught', () => {
+  if (replaySeed !== null) {
+    console.log('  negative controls: skipped under CHECKPOINT_SEED (they run seeds of their own)');
+    return;
+  }
+  const controls: [Breakage, RegExp][] = [
+    // One message in flight at a shard's cut is not recorded: the checkpoint misses it.
+    ['drop-recording', /misses message \d+: originated before the cut, neither applied, queued nor recorded/],
+    // One delivered message does not mark its key group changed: the manifest reuses an object without it.
+    ['skip-changed', /misses message \d+: originated before the cut, neither applied, queued nor recorded/],
+    // A failed checkpoint releases the egress it held: a record of a message no commit covers goes out.
+    ['release-on-failure', /egress record \d+:\d+ of message \d+ was released, but no committed checkpoint covers that message/],
+  ];
+  for (const [breakage, expected] of controls) {
+    const { caught, seeds, example } = caughtBy(breakage, expected, 300_001, 200, 5);
+    console.log(`  ${breakage}: ${caught} of ${seeds} seeds caught; first, ${example}`);
+    assert.ok(caught >= 5, `breakage ${breakage} was caught by ${caught} of ${seeds} seeds`);
+  }
 });
 
 test.run();
