@@ -90,7 +90,6 @@ export class HandoverTable {
    * starts afresh: its state went with that node.
    */
   applyPlacement(previous: Placement, next: Placement, states: ReadonlyMap<string, MemberState>, nowMs: number): void {
-    invariant(this.facts.hasJoined(), 'a node moves key groups only once it has joined (while joining it knows no other member)');
     const self = this.facts.selfId;
     const outgoing: number[] = [];
     for (let keyGroup = 0; keyGroup < this.facts.keyGroups; keyGroup++) {
@@ -106,7 +105,7 @@ export class HandoverTable {
         }
       } else if (was !== self && owner === self) {
         const from = states.get(was);
-        if (moving === undefined && (from === 'alive' || from === 'suspect' || from === 'left')) {
+        if (moving === undefined && this.facts.hasJoined() && (from === 'alive' || from === 'suspect' || from === 'left')) {
           this.moving.set(keyGroup, { state: 'awaiting', from: was, sinceMs: nowMs });
         } else if (moving === undefined) {
           // Its owner is gone: it starts afresh, but a hand-over still on its way (re-routed by a
@@ -127,7 +126,7 @@ export class HandoverTable {
       owned: (keyGroup) => {
         const moving = this.moving.get(keyGroup);
         if (moving !== undefined) return moving.state === 'adopting' ? null : false;
-        return next.members[next.owners[keyGroup]!] === self;
+        return this.facts.hasJoined() && next.members[next.owners[keyGroup]!] === self;
       },
     });
     // One request per key group: an invocation that never ends holds up its own key group only.

@@ -435,7 +435,8 @@ export class ClusterView implements PlacementFacts {
         this.perform({ type: 'lead-checkpoints', lead: null });
         this.perform({ type: 'own', owned: () => false });
       }
-    } else if (this.#status === 'serving') {
+    } else if (this.#status === 'serving' || this.#status === 'joining') {
+      // Joining, it owns nothing yet (ownership stays false until it has joined).
       this.moves.applyPlacement(previous, placement, states, nowMs);
     }
     this.perform({ type: 'view', members: placement.members });

@@ -28,8 +28,9 @@
 export type ClusterStatus = 'joining' | 'serving' | 'no-majority' | 'awaiting-rollback' | 'recovering' | 'left';
 
 export const STATUS_EDGES: Readonly<Record<ClusterStatus, readonly ClusterStatus[]>> = {
-  // A seed answered (the majority is counted at the view update that follows); or a rollback order came.
-  joining: ['no-majority', 'recovering', 'left'],
+  // A seed answered (the majority is counted at the view update that follows); or a rollback order came;
+  // or, checkpoints on, a member of its view died before it joined (it awaits the leader's order).
+  joining: ['no-majority', 'awaiting-rollback', 'recovering', 'left'],
   serving: ['no-majority', 'awaiting-rollback', 'recovering', 'left'],
   'no-majority': ['serving', 'recovering', 'left'],
   // awaiting → awaiting: another member died meanwhile (the reason changes).

@@ -98,8 +98,12 @@ export class Recovery {
       }
     }
     if (manifests.length > 0 || errors.length > 0 || latest > 0) {
-      // Restore the store from a backup, or point --checkpoint-store elsewhere.
-      throw new BlobCorruptError(store.describe(), 'LATEST', `no committed checkpoint it names can be restored (${errors.join('; ') || `LATEST names ${latest}, whose manifest cannot be read`})`);
+      throw new BlobCorruptError(
+        store.describe(),
+        'LATEST',
+        `no committed checkpoint it names can be restored (${errors.join('; ') || `LATEST names ${latest}, whose manifest cannot be read`})`,
+        'Restore the store from a backup, or point --checkpoint-store elsewhere.',
+      );
     }
     this.checkpointing.restoredCheckpoint = 0;
     this.resumeShards();

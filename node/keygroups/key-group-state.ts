@@ -153,6 +153,13 @@ export class KeyGroupState {
 
   // ---- images ----
 
+  /** Throws SC_ERR_MALFORMED_IMAGE unless `keyGroup` is one of this state's. */
+  checkKeyGroup(keyGroup: number): void {
+    if (!Number.isInteger(keyGroup) || keyGroup < 0 || keyGroup >= this.count) {
+      throw new StatecraftError('SC_ERR_MALFORMED_IMAGE', `an image of key group ${keyGroup}, but there are ${this.count}`);
+    }
+  }
+
   /** Images of `keyGroups` (their `queued` empty), everything kept: a snapshot. Records are immutable, so a shallow copy suffices. */
   peek(keyGroups: Iterable<number>, frozenAt: number): Map<number, KeyGroupImage> {
     const images = new Map<number, KeyGroupImage>();
@@ -208,9 +215,7 @@ export class KeyGroupState {
    */
   put(image: KeyGroupImage, heldCheckpoint: number, indexOf: (typename: string) => number | undefined = (typename) => this.indexOf(typename)): PutResult {
     const keyGroup = image.keyGroup;
-    if (!Number.isInteger(keyGroup) || keyGroup < 0 || keyGroup >= this.count) {
-      throw new StatecraftError('SC_ERR_MALFORMED_IMAGE', `an image of key group ${keyGroup}, but there are ${this.count}`);
-    }
+    this.checkKeyGroup(keyGroup);
     this.changed[keyGroup] = 1;
     if (this.holdsEgress) {
       if (image.egressSeq !== undefined) this.egressSeq[keyGroup] = Math.max(this.egressSeq[keyGroup]!, image.egressSeq);

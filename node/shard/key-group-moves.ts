@@ -141,10 +141,13 @@ export class KeyGroupMoves {
     for (const body of bodies) {
       const image = body instanceof Uint8Array ? decodeImage(body) : body;
       const keyGroup = image.keyGroup;
-      const result = shard.groups.put(image, shard.cut?.heldCheckpoint(restoredFrom) ?? 0, (typename) => this.indexOf(typename));
+      // A restore reads its queued messages first: one that cannot be read fails it before anything applies.
+      const restoredQueued = restoredFrom === null ? null : image.queued.map((envelope) => shard.decoder.decodeInvoke(envelope, 0, envelope.length));
+      shard.groups.checkKeyGroup(keyGroup);
       // The main thread points the routing here once every shard has adopted; until then this shard
       // treats the key group as its own, so what it imported is not sent away again.
       this.adopted.add(keyGroup);
+      const result = shard.groups.put(image, shard.cut?.heldCheckpoint(restoredFrom) ?? 0, (typename) => this.indexOf(typename));
       instances += result.instances;
       for (const [typename, count] of result.unknown) {
         shard.notice(`shard ${shard.thread}: a hand-over carried state of ${typename}, which this node does not run: dropped ${count} instances. Run the same functions on every node.`);
@@ -153,7 +156,7 @@ export class KeyGroupMoves {
         // Held egress of a committed checkpoint goes out now, with its ids (subscribers drop repeats).
         shard.cut?.release(restoredFrom);
         // Their queued messages run in resume(), after every shard has loaded (they may message any key group).
-        for (const envelope of image.queued) this.restoredQueued.push(shard.decoder.decodeInvoke(envelope, 0, envelope.length));
+        for (const message of restoredQueued!) this.restoredQueued.push(message);
       } else {
         // Queued messages passed the producer check where they were accepted.
         for (const envelope of image.queued) shard.deliver(shard.decoder.decodeInvoke(envelope, 0, envelope.length));

@@ -1,10 +1,9 @@
 /**
- * A shard's lifecycle, one phase at a time (whether its loop is parked is another matter: a parked
- * loop is live and idle):
+ * A shard's phase in recoveries (whether its loop is parked, or told to stop, is another matter: a
+ * parked loop is live and idle, and a stop ends the loop in whatever phase):
  *
  *   live ── reset 1 ──► discarding ── reset 2 ──► frozen ── resume ──► live
  *   live ── restore ──► frozen             frozen ── restore, or reset 1 again (a fallback) ──► …
- *   any ── stop ──► stopping (for good)
  *
  * live: turns run. discarding: a recovery drops everything the input rings bring. frozen: key groups
  * are being loaded; nothing runs until every shard has loaded (resume). A resume with nothing restored
@@ -12,13 +11,12 @@
  */
 import { invariant } from '../../lib/errors.js';
 
-export type ShardPhase = 'live' | 'discarding' | 'frozen' | 'stopping';
+export type ShardPhase = 'live' | 'discarding' | 'frozen';
 
 const EDGES: Record<ShardPhase, readonly ShardPhase[]> = {
-  live: ['live', 'discarding', 'frozen', 'stopping'],
-  discarding: ['frozen', 'stopping'],
-  frozen: ['frozen', 'discarding', 'live', 'stopping'],
-  stopping: [],
+  live: ['live', 'discarding', 'frozen'],
+  discarding: ['frozen'],
+  frozen: ['frozen', 'discarding', 'live'],
 };
 
 /** Asserts that a shard may go from `from` to `to`. */

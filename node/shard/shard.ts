@@ -97,8 +97,9 @@ export class Shard implements RecordVisitor, ShardContext, CutHost {
   private inTurn = false;
   parked = false;
   private flushScheduled = false;
-  /** The shard's lifecycle (shard-phase.ts). */
+  /** The shard's phase in recoveries (shard-phase.ts). */
   private current: ShardPhase = 'live';
+  private stopping = false;
   private readonly thawWaiters: (() => void)[] = [];
   private timerHandle: NodeJS.Timeout | null = null;
   private timerDueMs = Infinity;
@@ -134,7 +135,7 @@ export class Shard implements RecordVisitor, ShardContext, CutHost {
       this.sweepTimer = setInterval(this.sweepWhileIdle, SWEEP_INTERVAL_MS);
       this.sweepTimer.unref();
     }
-    while (this.current !== 'stopping') {
+    while (!this.stopping) {
       if (this.current !== 'live') {
         // A recovery is under way: nothing runs until every shard has loaded (resume()).
         await new Promise<void>((resolve) => this.thawWaiters.push(resolve));
@@ -156,7 +157,8 @@ export class Shard implements RecordVisitor, ShardContext, CutHost {
   }
 
   stop(): void {
-    this.enter('stopping');
+    this.stopping = true;
+    this.thaw();
     this.inbox.wake();
   }
 
@@ -164,12 +166,15 @@ export class Shard implements RecordVisitor, ShardContext, CutHost {
     return this.current;
   }
 
-  /** Moves to `next` (a request racing with stop() finds the shard stopping and changes nothing). */
   enter(next: ShardPhase): void {
-    if (this.current === 'stopping') return;
     checkPhaseChange(this.current, next);
     this.current = next;
-    if (next === 'live' || next === 'stopping') for (const resolve of this.thawWaiters.splice(0)) resolve();
+    if (next === 'live') this.thaw();
+  }
+
+  /** Wakes a loop waiting for the shard to be live again (or to stop). */
+  private thaw(): void {
+    for (const resolve of this.thawWaiters.splice(0)) resolve();
   }
 
   /** One turn; returns how much work it found. */
@@ -427,7 +432,7 @@ export class Shard implements RecordVisitor, ShardContext, CutHost {
 
   private readonly sweepWhileIdle = (): void => {
     // Timers never run inside a turn (turns are synchronous); a busy shard sweeps in its turns already.
-    if (this.current === 'stopping' || Date.now() - this.lastSweepMs < SWEEP_INTERVAL_MS) return;
+    if (this.stopping || Date.now() - this.lastSweepMs < SWEEP_INTERVAL_MS) return;
     this.nowMs = Date.now();
     this.sweep();
     this.flush(); // publishes the instance count

@@ -58,13 +58,14 @@ export class BlobStoreError extends StatecraftError {
 
 /** An object failed its integrity check (damaged, truncated or not written by a blob store). */
 export class BlobCorruptError extends BlobStoreError {
-  constructor(readonly store: string, key: string, readonly reason: string) {
-    super(
-      'SC_ERR_STORE_CORRUPT',
-      `object "${key}" in ${store} is corrupt: ${reason}. ` +
-        'Do not use it: restore from an older checkpoint, and check the storage for damage.',
-      { key },
-    );
+  constructor(
+    readonly store: string,
+    key: string,
+    readonly reason: string,
+    /** What to do about it. */
+    advice = 'Do not use it: restore from an older checkpoint, and check the storage for damage.',
+  ) {
+    super('SC_ERR_STORE_CORRUPT', `object "${key}" in ${store} is corrupt: ${reason}. ${advice}`, { key });
   }
 }
 

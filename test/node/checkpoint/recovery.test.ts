@@ -252,7 +252,7 @@ test('restoreAtStart: nothing restorable → BlobCorruptError naming LATEST, the
     error.message,
     `object "LATEST" in ${store.describe()} is corrupt: no committed checkpoint it names can be restored ` +
       '(checkpoint 2: segment of 2 truncated; checkpoint 1: segment of 1 truncated). ' +
-      'Do not use it: restore from an older checkpoint, and check the storage for damage.',
+      'Restore the store from a backup, or point --checkpoint-store elsewhere.',
   );
   assert.not.ok(host.events.includes('post-all resume'), 'shards stay frozen');
   assert.is(host.events.filter((event) => event === 'dropUnpublished').length, 2, 'reset after each failed checkpoint');

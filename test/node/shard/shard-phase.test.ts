@@ -1,5 +1,5 @@
-// A shard's lifecycle edges: the recovery sequence, a fallback that resets a frozen shard again, a
-// resume with nothing restored, and stopping for good.
+// A shard's phases in recoveries: the recovery sequence, a fallback that resets a frozen shard again,
+// and a resume with nothing restored.
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { InternalError } from '../../../lib/errors.js';
@@ -24,11 +24,6 @@ test('a recovery: live → discarding → frozen → live; a restore at start: l
 test('no skipping the reset: discarding never resumes, and is entered once per reset', () => {
   assert.not.ok(allowed('discarding', 'live'));
   assert.not.ok(allowed('discarding', 'discarding'));
-});
-
-test('stopping is for good, from anywhere', () => {
-  for (const from of ['live', 'discarding', 'frozen'] as const) assert.ok(allowed(from, 'stopping'));
-  for (const to of ['live', 'discarding', 'frozen', 'stopping'] as const) assert.not.ok(allowed('stopping', to), `stopping → ${to}`);
 });
 
 test.run();
