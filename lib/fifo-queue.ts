@@ -47,6 +47,7 @@ export class FifoQueue<T> {
 
   /** Removes and returns up to `count` of the oldest items, oldest first. */
   take(count: number): T[] {
+    if (count >= this.items.length - this.head) return this.drain(); // all of them: no copy when nothing was taken before
     const taken = this.items.slice(this.head, this.head + count);
     this.items.fill(undefined as T, this.head, this.head + taken.length);
     this.head += taken.length;
