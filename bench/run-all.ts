@@ -10,6 +10,7 @@ import { parseArgs } from 'node:util';
 
 const benchmarks: { name: string; script: string; nodeFlags: string[] }[] = [
   { name: 'function-to-function', script: 'function-to-function.js', nodeFlags: [] },
+  { name: 'shard-loop', script: 'shard-loop.js', nodeFlags: [] },
   { name: 'client-ingress', script: 'client-ingress.js', nodeFlags: [] },
   { name: 'client-latency', script: 'client-latency.js', nodeFlags: [] },
   { name: 'memory', script: 'memory.js', nodeFlags: ['--expose-gc'] },
