@@ -1,10 +1,11 @@
 // test-timeout-ms: 60000
 // Any language: the TypeScript function ts/ping runs embedded, the Python function py/pong runs in
 // examples/python/pong.py (python3 + Debian's python3-protobuf, no SDK), and they rally, each keeping state.
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { repoRoot } from '../../scripts/repo-root.js';
+import { probe, requireTool } from '../requirements.js';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { connect, Types, type Client } from '../../lib/index.js';
@@ -28,13 +29,10 @@ test.after(async () => {
   python?.kill('SIGKILL');
 });
 
-const available = spawnSync(PYTHON, ['-c', 'import google.protobuf'], { encoding: 'utf8' }).status === 0;
+const available = probe(PYTHON, ['-c', 'import google.protobuf']);
 
 test('a TypeScript function and a Python function message each other, and both keep state', async () => {
-  if (!available) {
-    console.log(`  skipped: ${PYTHON} cannot import google.protobuf (apt-get install python3-protobuf; .ci/run does)`);
-    return;
-  }
+  if (!requireTool(available, `${PYTHON} with google.protobuf`, 'apt-get install python3-protobuf')) return;
   python = spawn(PYTHON, [pongScript, '--port', '0'], { cwd: root, stdio: ['ignore', 'pipe', 'pipe'] });
   let output = '';
   const url = await withTimeout(
