@@ -1,6 +1,7 @@
 // The membership core (SWIM + Lifeguard), driven directly and in a seeded simulation with a fake clock
 // and a network that delays, loses, reorders and partitions. A failing seed is named in the assertion;
-// replay it alone with: MEMBERSHIP_SEED=<seed> node test/cluster/membership-sim.test.js
+// replay it alone with: MEMBERSHIP_SEED=<seed> node dist/test/cluster/membership-sim.test.js (each run adds
+// fresh seeds to the fixed ones, printed first)
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { pack, unpack } from 'msgpackr';
@@ -18,6 +19,7 @@ import {
   type WireMessage,
 } from '../../cluster/membership.js';
 import { SimCluster, createRandom, type NetworkConditions } from './sim-network.js';
+import { replayLine, seedsFor } from '../sim/seeds.js';
 
 const replaySeed = process.env.MEMBERSHIP_SEED === undefined ? null : Number(process.env.MEMBERSHIP_SEED);
 /** MEMBERSHIP_SEED_SCALE=10 runs ten times the seeds, for a soak run by hand. */
@@ -29,11 +31,19 @@ const { probeIntervalMs, suspicionMultiplier, suspicionMaxMultiplier } = MEMBERS
  * Runs `scenario` for `count` seeds from `first` (or only the replayed seed), failing on the first seed
  * whose scenario returns a problem. The message names the seed so it can be replayed.
  */
+const REPLAY = 'MEMBERSHIP_SEED=<seed> node dist/test/cluster/membership-sim.test.js';
+
 function forSeeds(name: string, first: number, count: number, scenario: (seed: number) => string | null): void {
-  const seeds = replaySeed === null ? Array.from({ length: Math.ceil(count * seedScale) }, (_, index) => first + index) : [replaySeed];
+  const seeds = seedsFor({ name, first, count: Math.ceil(count * seedScale), replay: replaySeed, replayCommand: REPLAY });
   for (const seed of seeds) {
-    const problem = scenario(seed);
-    if (problem !== null) assert.unreachable(`${name}, seed ${seed}: ${problem} (replay: MEMBERSHIP_SEED=${seed} node test/cluster/membership-sim.test.js)`);
+    let problem: string | null;
+    try {
+      problem = scenario(seed);
+    } catch (error) {
+      // An exception is a failure of this seed too: it gets its replay line.
+      problem = `threw ${error instanceof Error ? (error.stack ?? error.message) : String(error)}`;
+    }
+    if (problem !== null) assert.unreachable(`${name}, seed ${seed}: ${problem} (replay: ${replayLine({ replayCommand: REPLAY }, seed)})`);
   }
 }
 
@@ -462,6 +472,69 @@ test('partition, then heal: each side declares the other dead, and after healing
     }
     cluster.heal();
     cluster.runUntil(64_000);
+    return viewProblem(cluster, allAlive(ids(count)));
+  });
+});
+
+test('duplicated messages: views converge with every node alive, and nobody is declared dead', () => {
+  forSeeds('duplicates', 60_000, 200, (seed) => {
+    const count = 3 + (seed % 5);
+    const cluster = buildCluster(seed, count, { ...CLEAN, duplicateRate: 0.3 });
+    cluster.runUntil(15_000);
+    const dead = cluster.changes.find((change) => change.member.state === 'dead');
+    if (dead !== undefined) return `at ${dead.timeMs} ms ${dead.observer} declared ${dead.member.id} dead`;
+    return viewProblem(cluster, allAlive(ids(count)));
+  });
+});
+
+test('a one-way cut between two nodes: indirect probes keep both alive in every view', () => {
+  forSeeds('one-way pair', 70_000, 200, (seed) => {
+    const count = 4 + (seed % 4); // enough members to probe through
+    const cluster = buildCluster(seed, count);
+    cluster.runUntil(4000);
+    const [from, to] = [Math.floor(cluster.random() * count), Math.floor(cluster.random() * (count - 1))].map((value, index, [first]) => (index === 1 && value >= first! ? value + 1 : value));
+    cluster.cutOneWay(`n${from}`, `n${to}`);
+    cluster.runUntil(24_000);
+    const dead = cluster.changes.find((change) => change.member.state === 'dead');
+    if (dead !== undefined) return `with n${from}→n${to} cut, at ${dead.timeMs} ms ${dead.observer} declared ${dead.member.id} dead`;
+    cluster.heal();
+    cluster.runUntil(30_000);
+    return viewProblem(cluster, allAlive(ids(count)));
+  });
+});
+
+test('a node that hears nothing (every message to it cut, it still sends): after healing everyone is alive again', () => {
+  forSeeds('one-way deaf', 80_000, 150, (seed) => {
+    const count = 3 + (seed % 5);
+    const cluster = buildCluster(seed, count);
+    cluster.runUntil(4000);
+    const deaf = `n${Math.floor(cluster.random() * count)}`;
+    for (const other of ids(count)) if (other !== deaf) cluster.cutOneWay(other, deaf);
+    cluster.runUntil(4000 + detectionBoundMs(count) + 5000);
+    cluster.heal();
+    cluster.runUntil(cluster.nowMs + 40_000);
+    return viewProblem(cluster, allAlive(ids(count)));
+  });
+});
+
+test('a paused node (SIGSTOP): a short pause costs no death verdict; a long one is declared dead and comes back alive on resume', () => {
+  forSeeds('pause', 90_000, 200, (seed) => {
+    const count = 3 + (seed % 5);
+    const cluster = buildCluster(seed, count);
+    cluster.runUntil(4000);
+    const paused = `n${Math.floor(cluster.random() * count)}`;
+    const long = seed % 2 === 0;
+    const pauseMs = long ? detectionBoundMs(count) + 2000 : probeIntervalMs;
+    cluster.pause(paused, 4000 + pauseMs);
+    cluster.runUntil(4000 + pauseMs);
+    const dead = cluster.changes.filter((change) => change.member.id === paused && change.member.state === 'dead');
+    if (!long && dead.length > 0) return `a pause of ${pauseMs} ms got ${paused} declared dead by ${dead[0]!.observer}`;
+    if (long) {
+      const verdicts = new Set(dead.map((change) => change.observer));
+      const others = ids(count).filter((id) => id !== paused);
+      if (!others.every((id) => verdicts.has(id))) return `after a pause of ${pauseMs} ms only ${[...verdicts].join(', ') || 'nobody'} declared ${paused} dead`;
+    }
+    cluster.runUntil(cluster.nowMs + 30_000);
     return viewProblem(cluster, allAlive(ids(count)));
   });
 });

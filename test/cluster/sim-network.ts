@@ -1,6 +1,7 @@
 /**
  * A discrete-event simulator for the membership core: a fake clock, a fake network that delays,
- * loses, reorders and partitions messages, and nodes that crash. One seed drives everything (network
+ * loses, duplicates, reorders and partitions messages (both ways, or one way only), and nodes that crash
+ * or pause (SIGSTOP: no ticks, and what arrives waits until they resume). One seed drives everything (network
  * and every node's `random`), so a failing seed replays exactly.
  *
  * Events (message deliveries and node ticks) sit in a binary heap ordered by (time, insertion order);
@@ -39,6 +40,8 @@ export interface NetworkConditions {
   delayMaxMs: number;
   /** Probability that one message is lost. */
   lossRate: number;
+  /** Probability that a message is delivered twice (the copy later). Default 0. */
+  duplicateRate?: number;
 }
 
 /** One observed view change: `observer` saw `member` become `member.state`. */
@@ -64,6 +67,8 @@ export interface SimNode {
   /** Ticks run at the current time: a core whose deadline never moves on would spin forever. */
   ticksAtSameTime: number;
   lastTickMs: number;
+  /** Paused (SIGSTOP) until this time: no ticks; messages to it wait, in order. */
+  pausedUntilMs: number;
 }
 
 type Event =
@@ -88,6 +93,8 @@ export class SimCluster {
   transcode: (message: WireMessage) => WireMessage = copyMessage;
   private readonly queue = new EventQueue<Event>();
   private order = 0;
+  /** One-way cuts: `from>to` pairs of node ids whose messages are lost in that direction only. */
+  private readonly cuts = new Set<string>();
 
   constructor(
     readonly seed: number,
@@ -110,7 +117,7 @@ export class SimCluster {
       keyGroups: overrides.keyGroups ?? this.tuning.keyGroups ?? 1024,
       random: createRandom(Math.floor(this.random() * 2 ** 32)),
     });
-    const node: SimNode = { id, address, membership, running: true, group: 0, refused: [], refusedPeers: [], tickGeneration: 0, scheduledTickMs: Infinity, ticksAtSameTime: 0, lastTickMs: -1 };
+    const node: SimNode = { id, address, membership, running: true, group: 0, refused: [], refusedPeers: [], tickGeneration: 0, scheduledTickMs: Infinity, ticksAtSameTime: 0, lastTickMs: -1, pausedUntilMs: 0 };
     this.nodes.set(id, node);
     this.byAddress.set(address, node);
     const seedAddresses = seeds.map((seed) => this.nodes.get(seed)?.address ?? `${seed}:7000`);
@@ -139,6 +146,21 @@ export class SimCluster {
 
   heal(): void {
     for (const node of this.nodes.values()) node.group = 0;
+    this.cuts.clear();
+  }
+
+  /** Messages from `from` to `to` are lost (in flight ones too); the other direction still works. */
+  cutOneWay(from: string, to: string): void {
+    this.cuts.add(`${from}>${to}`);
+  }
+
+  /** The node stops running until `untilMs` (SIGSTOP … SIGCONT): then it ticks and reads what waited. */
+  pause(id: string, untilMs: number): void {
+    this.node(id).pausedUntilMs = untilMs;
+  }
+
+  private cut(from: SimNode, to: SimNode): boolean {
+    return from.group !== to.group || (this.cuts.size > 0 && this.cuts.has(`${from.id}>${to.id}`));
   }
 
   node(id: string): SimNode {
@@ -159,6 +181,10 @@ export class SimCluster {
       if (event.kind === 'tick') {
         const node = event.node;
         if (!node.running || event.generation !== node.tickGeneration) continue;
+        if (node.pausedUntilMs > this.nowMs) {
+          this.queue.push({ ...event, timeMs: node.pausedUntilMs, order: this.order++ });
+          continue;
+        }
         node.scheduledTickMs = Infinity;
         node.ticksAtSameTime = node.lastTickMs === this.nowMs ? node.ticksAtSameTime + 1 : 0;
         node.lastTickMs = this.nowMs;
@@ -169,7 +195,12 @@ export class SimCluster {
         const sender = this.byAddress.get(event.from);
         if (node === undefined || !node.running) continue;
         // A partition also cuts messages already in flight.
-        if (sender !== undefined && sender.group !== node.group) continue;
+        if (sender !== undefined && this.cut(sender, node)) continue;
+        if (node.pausedUntilMs > this.nowMs) {
+          // Waits in the socket until the process runs again (re-queued in arrival order).
+          this.queue.push({ ...event, timeMs: node.pausedUntilMs, order: this.order++ });
+          continue;
+        }
         this.perform(node, node.membership.receive(this.nowMs, event.from, event.message));
       }
     }
@@ -201,11 +232,15 @@ export class SimCluster {
   private transmit(sender: SimNode, to: string, message: WireMessage): void {
     this.messagesSent++;
     const target = this.byAddress.get(to);
-    if (target === undefined || target.group !== sender.group) return;
+    if (target === undefined || this.cut(sender, target)) return;
     if (this.random() < this.conditions.lossRate) return;
     const { delayMinMs, delayMaxMs } = this.conditions;
-    const delay = delayMinMs + Math.floor(this.random() * (delayMaxMs - delayMinMs + 1));
-    this.queue.push({ kind: 'deliver', timeMs: this.nowMs + delay, order: this.order++, to, from: sender.address, message: this.transcode(message) });
+    const delay = () => delayMinMs + Math.floor(this.random() * (delayMaxMs - delayMinMs + 1));
+    this.queue.push({ kind: 'deliver', timeMs: this.nowMs + delay(), order: this.order++, to, from: sender.address, message: this.transcode(message) });
+    const duplicateRate = this.conditions.duplicateRate ?? 0;
+    if (duplicateRate > 0 && this.random() < duplicateRate) {
+      this.queue.push({ kind: 'deliver', timeMs: this.nowMs + delay() + delayMaxMs, order: this.order++, to, from: sender.address, message: this.transcode(message) });
+    }
   }
 
   private scheduleTick(node: SimNode): void {

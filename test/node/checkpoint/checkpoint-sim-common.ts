@@ -61,6 +61,9 @@ export interface WorldStats {
   egressReleased: number;
   egressRepeats: number;
   deletedKeys: number;
+  /** Crashes that happened, and crashes asked for that could not happen (no faulty time left for them). */
+  crashes: number;
+  crashesSkipped: number;
 }
 
 export const COUNTERS_PER_GROUP = 3;

@@ -60,6 +60,8 @@ export class SimCore {
       egressReleased: 0,
       egressRepeats: 0,
       deletedKeys: 0,
+      crashes: 0,
+      crashesSkipped: 0,
     };
   }
 

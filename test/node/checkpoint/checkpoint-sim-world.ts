@@ -342,14 +342,22 @@ export class CheckpointWorld {
   // ---- crashes and recovery ----
 
   private scheduleCrash(afterMs: number): void {
-    if (this.options.crashes <= this.recoveries.length) return;
+    const remaining = this.options.crashes - this.recoveries.length;
+    if (remaining <= 0) return;
     const earliest = Math.max(afterMs, 200);
-    const latest = this.calmStartMs - 700;
-    if (earliest >= latest) return;
-    this.core.at(earliest + this.core.int(latest - earliest), () => this.crash());
+    const end = this.calmStartMs - 700;
+    if (earliest >= end) {
+      // Counted, not dropped silently: the test says how many could not happen.
+      this.stats.crashesSkipped += remaining;
+      return;
+    }
+    // Each crash still to come gets its share of the faulty time left, so the later ones have time too.
+    const window = Math.max(1, Math.floor((end - earliest) / remaining));
+    this.core.at(earliest + this.core.int(window), () => this.crash());
   }
 
   private crash(): void {
+    this.stats.crashes++;
     const proc = this.core.processes[this.core.int(this.core.processes.length)]!;
     proc.alive = false;
     proc.incarnation++;

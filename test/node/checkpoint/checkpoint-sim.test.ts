@@ -1,14 +1,16 @@
 // The checkpoint cores (node/checkpoint/barrier-tracker.ts, node/checkpoint/checkpoint-coordinator.ts): their rules driven
 // by hand, then a seeded simulation (test/node/checkpoint/checkpoint-sim-world.ts) that runs them with the real key-group
 // state, cut, upload plan and restore over thousands of seeds, and negative controls showing that its checks catch a
-// misuse of that code. A failing seed is named in the assertion; replay it alone with:
-//   CHECKPOINT_SEED=<seed> node test/node/checkpoint/checkpoint-sim.test.js
+// misuse of that code. Each run adds fresh seeds to the fixed ones (printed first). A failing seed is
+// named in the assertion; replay it alone with:
+//   CHECKPOINT_SEED=<seed> node dist/test/node/checkpoint/checkpoint-sim.test.js
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { BarrierTracker, type BarrierAction } from '../../../node/checkpoint/barrier-tracker.js';
 import { CHECKPOINT_DEFAULTS, CheckpointCoordinator, type CheckpointManifest, type CoordinatorAction } from '../../../node/checkpoint/checkpoint-coordinator.js';
 import { KEY_GROUP_HASH } from '../../../lib/key-group.js';
 import { CheckFailure, CheckpointWorld, type Breakage, type WorldOptions, type WorldStats } from './checkpoint-sim-world.js';
+import { replayLine, seedsFor } from '../../sim/seeds.js';
 
 const replaySeed = process.env.CHECKPOINT_SEED === undefined ? null : Number(process.env.CHECKPOINT_SEED);
 /** CHECKPOINT_SEED_SCALE=10 runs ten times the seeds, for a soak run by hand. */
@@ -308,10 +310,12 @@ test('coordinator: placement disagreements fail the checkpoint; a new coordinato
 // The simulation
 
 /** Sums over runs: the world's stats (less its size) and the number of seeds. */
-type Totals = Omit<WorldStats, 'processes' | 'keyGroups'> & { seeds: number };
+type Totals = Omit<WorldStats, 'processes' | 'keyGroups'> & { seeds: number; crashesAsked: number };
+
+const REPLAY = 'CHECKPOINT_SEED=<seed> node dist/test/node/checkpoint/checkpoint-sim.test.js';
 
 function forSeeds(name: string, first: number, count: number, options: (seed: number) => WorldOptions): Totals {
-  const seeds = replaySeed === null ? Array.from({ length: Math.ceil(count * seedScale) }, (_, index) => first + index) : [replaySeed];
+  const seeds = seedsFor({ name, first, count: Math.ceil(count * seedScale), replay: replaySeed, replayCommand: REPLAY });
   const totals: Totals = {
     seeds: 0,
     started: 0,
@@ -327,25 +331,31 @@ function forSeeds(name: string, first: number, count: number, options: (seed: nu
     egressReleased: 0,
     egressRepeats: 0,
     deletedKeys: 0,
+    crashes: 0,
+    crashesSkipped: 0,
+    crashesAsked: 0,
   };
   const started = Date.now();
   for (const seed of seeds) {
     let stats: WorldStats;
+    const worldOptions = options(seed);
+    totals.crashesAsked += worldOptions.crashes;
     try {
-      stats = new CheckpointWorld(options(seed)).run();
+      stats = new CheckpointWorld(worldOptions).run();
     } catch (error) {
       const text = error instanceof Error ? (error.stack ?? error.message) : String(error);
-      assert.unreachable(`${name}, seed ${seed}: ${text} (replay: CHECKPOINT_SEED=${seed} node test/node/checkpoint/checkpoint-sim.test.js)`);
+      assert.unreachable(`${name}, seed ${seed}: ${text} (replay: ${replayLine({ replayCommand: REPLAY }, seed)})`);
       return totals;
     }
     totals.seeds++;
-    for (const key of Object.keys(totals) as (keyof Totals)[]) if (key !== 'seeds') totals[key] += stats[key];
+    for (const key of Object.keys(totals) as (keyof Totals)[]) if (key !== 'seeds' && key !== 'crashesAsked') totals[key] += stats[key];
   }
   console.log(
     `  ${name}: ${totals.seeds} seeds in ${Date.now() - started} ms; checkpoints ${totals.started} started, ${totals.committed} committed, ${totals.failed} failed, ` +
       `${totals.superseded} superseded; ${totals.messages} messages, ${totals.recordedMessages} recorded, ${totals.queuedMessages} queued in committed images; ` +
       `${totals.reusedObjects} unchanged key groups reused; ${totals.egressReleased} egress records released (${totals.egressRepeats} repeats dropped); ` +
-      `${totals.recoveries} recoveries, ${totals.coordinators} coordinators; ${totals.deletedKeys} keys deleted`,
+      `${totals.crashes} crashes (${totals.crashesSkipped} asked for found no time left), ${totals.recoveries} recoveries, ${totals.coordinators} coordinators; ` +
+      `${totals.deletedKeys} keys deleted`,
   );
   return totals;
 }
@@ -367,13 +377,18 @@ test('simulation, crashes at random points: the running checkpoint fails, recove
   const totals = forSeeds('crashes', 200_001, 800, (seed) => ({
     seed,
     topology: seed % 2 === 0 ? 'nodes' : 'mesh',
-    durationMs: 2000,
+    // About a second of faulty time per crash: each needs detection, recovery and the ack timeout.
+    durationMs: 1200 + 900 * (1 + (seed % 3)),
     crashes: 1 + (seed % 3),
     coordinatorFailover: seed % 3 !== 0,
     faults: seed % 5 !== 0,
   }));
   if (replaySeed === null) {
     assert.ok(totals.recoveries > totals.seeds && totals.coordinators > totals.seeds, 'crashes, recoveries and new coordinators did occur');
+    const asked = totals.crashesAsked;
+    assert.is(totals.crashes + totals.crashesSkipped, asked, 'every crash asked for happened or was counted as skipped');
+    assert.ok(totals.crashesSkipped <= asked / 50, `${totals.crashesSkipped} of ${asked} crashes found no time left`);
+    assert.is(totals.recoveries, totals.crashes, 'each crash was recovered');
     assert.ok(totals.egressRepeats > 0, 'restores released egress again (dropped as repeats)');
   }
 });
