@@ -41,6 +41,12 @@ export interface WorldOptions {
   /** Failed and slow uploads, failed store writes, stalled channels. */
   faults: boolean;
   breakage?: Breakage;
+  /**
+   * A deposed coordinator (a paused or partitioned leader) is not waited for: its manifest and pointer
+   * writes in flight land at any later time, after a new coordinator took over. The real store path is
+   * not fenced against that yet (issue 12), so this option shows the gap.
+   */
+  zombieWrites?: boolean;
 }
 
 export interface WorldStats {

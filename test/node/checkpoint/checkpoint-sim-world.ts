@@ -68,6 +68,8 @@ export class CheckpointWorld {
   private fenced = false;
 
   private pointer: number | null = null;
+  /** zombieWrites: the leader paused at a crash; its writes in flight wait until it runs again. */
+  private pausedLeader: { term: number; untilMs: number } | null = null;
   private lastStartInTerm = 0;
   private readonly recoveries: number[] = [];
   private recovering = false;
@@ -249,16 +251,35 @@ export class CheckpointWorld {
   private storeWrite(checkpoint: number, what: 'manifest' | 'pointer', write: () => void): void {
     const term = this.coordinatorTerm;
     const broken = this.core.faulty && this.core.random() < 0.03;
-    this.core.at(this.core.nowMs + 1 + this.core.int(10), () => {
-      // A deposed coordinator's writes never land (the shell fences them).
-      if (term !== this.coordinatorTerm) return;
+    const land = () => {
+      const paused = this.pausedLeader;
+      if (paused !== null && paused.term === term && paused.untilMs > this.core.nowMs) {
+        this.core.at(paused.untilMs, land); // the leader is paused: its write waits for it
+        return;
+      }
+      if (term !== this.coordinatorTerm) {
+        // A deposed coordinator's write: dropped (the shell fences them), or, with zombieWrites, landing
+        // when the old leader runs again, nobody waiting for it; a manifest is followed by its pointer.
+        if (this.options.zombieWrites !== true || broken) return;
+        write();
+        if (what === 'manifest') this.core.at(this.core.nowMs + 1 + this.core.int(10), () => this.writePointer(checkpoint, term));
+        return;
+      }
       if (broken) {
         this.handle(this.coordinator.writeFailed(this.core.nowMs, checkpoint, what, 'injected write failure'));
         return;
       }
       write();
       this.handle(what === 'manifest' ? this.coordinator.manifestWritten(this.core.nowMs, checkpoint) : this.coordinator.pointerWritten(this.core.nowMs, checkpoint));
-    });
+    };
+    this.core.at(this.core.nowMs + 1 + this.core.int(10), land);
+  }
+
+  /** LATEST := checkpoint, as coordinator `term` writes it. */
+  private writePointer(checkpoint: number, term: number): void {
+    if (this.pointer !== null && checkpoint <= this.pointer) this.core.fail(`the pointer would go back from ${this.pointer} to ${checkpoint} (written by coordinator ${term}, now ${this.coordinatorTerm})`);
+    this.pointer = checkpoint;
+    this.checks.pointerHistory.push({ term, checkpoint });
   }
 
   private outcomeKey(checkpoint: number): string {
@@ -296,11 +317,8 @@ export class CheckpointWorld {
         }
         case 'write-pointer': {
           const { checkpoint } = action;
-          this.storeWrite(checkpoint, 'pointer', () => {
-            if (this.pointer !== null && checkpoint <= this.pointer) this.core.fail(`the pointer would go back from ${this.pointer} to ${checkpoint}`);
-            this.pointer = checkpoint;
-            this.checks.pointerHistory.push({ term: this.coordinatorTerm, checkpoint });
-          });
+          const term = this.coordinatorTerm;
+          this.storeWrite(checkpoint, 'pointer', () => this.writePointer(checkpoint, term));
           break;
         }
         case 'committed':
@@ -358,6 +376,8 @@ export class CheckpointWorld {
 
   private crash(): void {
     this.stats.crashes++;
+    // zombieWrites: the crash is the leader's pause (SIGSTOP, a partition): what it writes waits.
+    if (this.options.zombieWrites === true) this.pausedLeader = { term: this.coordinatorTerm, untilMs: this.core.nowMs + 200 + this.core.int(1800) };
     const proc = this.core.processes[this.core.int(this.core.processes.length)]!;
     proc.alive = false;
     proc.incarnation++;
@@ -378,8 +398,9 @@ export class CheckpointWorld {
 
   /** A new epoch: every process reset and loaded from LATEST, key groups placed anew, channels fresh. */
   private recover(): void {
-    // The commit point cannot be taken back: wait for an in-flight pointer write to settle.
-    if (this.coordinator.inProgress?.phase === 'pointer') {
+    // The commit point cannot be taken back: wait for an in-flight pointer write to settle (a real
+    // cluster cannot wait for a paused or partitioned leader: zombieWrites does not).
+    if (this.coordinator.inProgress?.phase === 'pointer' && this.options.zombieWrites !== true) {
       this.core.at(this.core.nowMs + 1, () => this.recover());
       return;
     }
@@ -391,7 +412,7 @@ export class CheckpointWorld {
     this.recoveries.push(this.core.nowMs);
     this.stats.recoveries++;
     const manifest = latest === 0 ? null : this.readManifest(latest);
-    if (this.options.coordinatorFailover && this.core.random() < 0.5) {
+    if (this.options.zombieWrites === true || (this.options.coordinatorFailover && this.core.random() < 0.5)) {
       // A new leader: it knows only what the store says.
       const committed = manifest === null ? [] : [...manifest.retained.map((checkpoint) => this.readManifest(checkpoint)), manifest];
       this.coordinatorTerm++;

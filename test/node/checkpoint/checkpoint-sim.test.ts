@@ -393,6 +393,23 @@ test('simulation, crashes at random points: the running checkpoint fails, recove
   }
 });
 
+// Issue 12: a deposed coordinator's manifest and pointer writes may land after a new coordinator took
+// over and committed (a leader paused by SIGSTOP, or partitioned, cannot be waited for). LATEST is a plain
+// put and manifests are named by number only, so such a late write moves the pointer back or replaces a
+// committed manifest: today about 1 seed in 3 here fails (e.g. seed 400001, "checkpoint 16 failed, but the
+// pointer names it"). Skipped until the store path is fenced (tagged or conditional writes).
+test.skip('simulation, a deposed coordinator whose writes land late: the pointer never goes back, no committed manifest is replaced', () => {
+  forSeeds('zombie writes', 400_001, 300, (seed) => ({
+    seed,
+    topology: seed % 2 === 0 ? 'nodes' : 'mesh',
+    durationMs: 1200 + 900 * (1 + (seed % 3)),
+    crashes: 1 + (seed % 3),
+    coordinatorFailover: true,
+    faults: seed % 5 !== 0,
+    zombieWrites: true,
+  }));
+});
+
 /**
  * Runs seeds with a breakage until `wanted` of them fail with a CheckFailure matching `expected`; any other
  * failure fails the test. Returns how many were caught, and the first message.
