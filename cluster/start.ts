@@ -308,13 +308,7 @@ async function main(): Promise<void> {
       process.exit(2);
     },
   });
-  if (seeds.length > 0) process.stderr.write(`statecraft: joining through ${seeds.join(', ')} as ${node.nodeId} (${advertise})\n`);
-  await cluster.whenServing();
-  process.stdout.write(
-    `statecraft node ready ${node.url} (node ${node.nodeId}, ${node.shards} shards, ${node.keyGroups} key groups, ` +
-      `${seeds.length > 0 ? `joined through ${seeds.join(',')}` : 'cluster of one until others join'}, functions: ${node.functions.join(', ')})\n`,
-  );
-
+  // Installed before the ready line: a SIGTERM as soon as it is printed (or while joining) stops cleanly.
   let stopping = false;
   const stop = (signal: string) => {
     if (stopping) {
@@ -341,6 +335,12 @@ async function main(): Promise<void> {
   };
   process.on('SIGTERM', () => stop('SIGTERM'));
   process.on('SIGINT', () => stop('SIGINT'));
+  if (seeds.length > 0) process.stderr.write(`statecraft: joining through ${seeds.join(', ')} as ${node.nodeId} (${advertise})\n`);
+  await cluster.whenServing();
+  process.stdout.write(
+    `statecraft node ready ${node.url} (node ${node.nodeId}, ${node.shards} shards, ${node.keyGroups} key groups, ` +
+      `${seeds.length > 0 ? `joined through ${seeds.join(',')}` : 'cluster of one until others join'}, functions: ${node.functions.join(', ')})\n`,
+  );
 }
 
 await main();
