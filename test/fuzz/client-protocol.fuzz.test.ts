@@ -235,8 +235,9 @@ class Connection {
 
   static async open(url: string): Promise<Connection> {
     const socket = new WebSocket(url, { perMessageDeflate: false });
+    const connection = new Connection(socket); // listening before 'open', so nothing sent at once is missed
     await new Promise((resolve, reject) => socket.once('open', resolve).once('error', reject));
-    return new Connection(socket);
+    return connection;
   }
 
   /** Sends `frame`, then a SUBSCRIBE probe: the gateway handles frames in order, so its answer means `frame` was handled. */
