@@ -36,7 +36,7 @@ import { randomInvoke } from './fuzz-envelopes.js';
 
 const plan = planSeeds('client-protocol', import.meta.url, 12, 3);
 const DIRECT_CASES_PER_SEED = 1500;
-const SOCKET_CASES_PER_SEED = 200;
+const SOCKET_CASES_PER_SEED = 150;
 const CONTRACT: ErrorContract = { codes: ['SC_ERR_MALFORMED_FRAME'] };
 const KEY_GROUPS = 16;
 const FUNCTIONS = new Set(['test/counter', 'ns/fn']);

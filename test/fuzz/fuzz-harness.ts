@@ -137,7 +137,8 @@ function writeField(bytes: Uint8Array, field: LengthField, random: Random): void
 /** A copy of `bytes` changed by one mutation of `kind` (a random kind when none is given). */
 export function mutateBytes(random: Random, source: Uint8Array, fields: readonly LengthField[] = [], kind?: ByteMutation): { kind: ByteMutation; bytes: Uint8Array } {
   const chosen = kind ?? random.pick(fields.length > 0 ? BYTE_MUTATIONS : BYTE_MUTATIONS.filter((name) => name !== 'length-field'));
-  let bytes: Uint8Array = source.slice();
+  // A copy even of a Buffer (whose own slice() is a view: mutating it would change the valid base).
+  let bytes: Uint8Array = Uint8Array.prototype.slice.call(source);
   const at = () => random.int(bytes.length + 1);
   switch (chosen) {
     case 'bit-flip': {
