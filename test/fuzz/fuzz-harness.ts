@@ -19,7 +19,7 @@ import { StatecraftError, type ErrorCode } from '../../lib/errors.js';
 import { createRandom } from '../cluster/sim-network.js';
 
 /** A call slower than this is reported as a hang (inputs are small: a decoder needs well under 1 ms). */
-export const CALL_MS_MAX = 250;
+export const CALL_MS_MAX = 500;
 
 // ---- seeds ----
 
