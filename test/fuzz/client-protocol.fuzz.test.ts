@@ -46,6 +46,7 @@ const FUNCTIONS = new Set(['test/counter', 'ns/fn']);
 
 const gaps = new KnownGaps('client-protocol', [
   { name: 'decode-control-empty-frame', skippedTest: 'BUG: decodeControl of an empty frame throws a TypeError, not SC_ERR_MALFORMED_FRAME' },
+  { name: 'events-seq-past-2^53', skippedTest: 'BUG: the gateway takes an EVENTS frame whose seqs run past 2^53 - 1, and acknowledges an event it dropped' },
 ]);
 
 // ---- valid frames ----
@@ -267,17 +268,28 @@ class Connection {
 }
 
 /** Checks what the gateway sent back: every frame decodes, every ACK is a whole number. */
-function checkAnswers(label: CaseLabel, frames: Buffer[]): void {
+/** An EVENTS frame whose last event's seq lies past 2^53 - 1 (its seqs are no longer exact). */
+function seqsPastSafe(sent: Uint8Array): boolean {
+  if (sent[0] !== Frame.Events || sent.length < EVENTS_HEADER_BYTES) return false;
+  const view = new DataView(sent.buffer, sent.byteOffset, sent.byteLength);
+  return view.getFloat64(1, true) + view.getUint32(9, true) - 1 > Number.MAX_SAFE_INTEGER;
+}
+
+function checkAnswers(label: CaseLabel, frames: Buffer[], sent: Uint8Array): void {
   for (const data of frames.splice(0)) {
     switch (data[0]) {
       case Frame.Ack: {
         const seq = decodeAck(data);
-        if (!Number.isSafeInteger(seq) || seq < 0) fail(label, `ACK of ${seq}`);
+        if (!Number.isSafeInteger(seq) && seqsPastSafe(sent)) gaps.hit('events-seq-past-2^53');
+        else if (!Number.isSafeInteger(seq) || seq < 0) fail(label, `ACK of ${seq}`);
         break;
       }
       case Frame.Rejected: {
         const { rejections } = decodeControl<{ rejections: [number, string, string][] }>(data);
-        for (const [seq, code] of rejections) if (!Number.isSafeInteger(seq) || !/^SC_ERR_[A-Z_]+$/.test(code)) fail(label, `REJECTED [${seq}, ${code}]`);
+        for (const [seq, code] of rejections) {
+          if (!Number.isSafeInteger(seq) && seqsPastSafe(sent)) gaps.hit('events-seq-past-2^53');
+          else if (!Number.isSafeInteger(seq) || !/^SC_ERR_[A-Z_]+$/.test(code)) fail(label, `REJECTED [${seq}, ${code}]`);
+        }
         break;
       }
       case Frame.Welcome:
@@ -375,7 +387,7 @@ test('the gateway: mutated HELLO, EVENTS and control frames are answered or clos
         } catch (error) {
           fail(label, (error as Error).message);
         }
-        checkAnswers(label, connection!.frames);
+        checkAnswers(label, connection!.frames, frame);
         admitted += checkAdmitted(label, harness.admitted);
         if (outcome === 'closed') {
           checkClose(label, connection!, harness);
@@ -406,6 +418,37 @@ test.skip('BUG: decodeControl of an empty frame throws a TypeError, not SC_ERR_M
     assert.unreachable('an empty frame was decoded');
   } catch (error) {
     assert.ok(isContracted(error, CONTRACT), describeError(error));
+  }
+});
+
+// BUG (reported, not fixed here): the gateway checks that an EVENTS frame's firstSeq is a safe integer,
+// not that firstSeq + count - 1 is. From 2^53 on the seqs are inexact: with firstSeq = 2^53 - 1 and three
+// valid events, the third event's seq (2^53 + 1) rounds to 2^53, the second's, so the gateway takes it
+// for a re-send and does not admit it, yet the ACK (2^53, itself not a safe integer) covers it: an event
+// acknowledged and lost. Only a broken or hostile client sends such seqs; the frame should be refused.
+test.skip('BUG: the gateway takes an EVENTS frame whose seqs run past 2^53 - 1, and acknowledges an event it dropped', async () => {
+  const harness = await startGateway();
+  const connection = await Connection.open(harness.url);
+  try {
+    await hello(connection, new Random(1));
+    const random = new Random(2);
+    const events = [0, 1, 2].map((index) => randomInvoke(random, { caller: false, producer: true, typename: 'ns/fn', id: `id-${index}` }).bytes);
+    const frame = concat(Uint8Array.of(Frame.Events), new Uint8Array(12), ...events.flatMap((bytes) => [new Uint8Array(4), bytes]));
+    const view = new DataView(frame.buffer);
+    view.setFloat64(1, Number.MAX_SAFE_INTEGER, true);
+    view.setUint32(9, events.length, true);
+    let cursor = EVENTS_HEADER_BYTES;
+    for (const bytes of events) {
+      view.setUint32(cursor, bytes.length, true);
+      cursor += 4 + bytes.length;
+    }
+    const outcome = await connection.exchange(frame);
+    if (outcome === 'closed') return; // refused whole: what the fix should do
+    const acks = connection.frames.filter((data) => data[0] === Frame.Ack).map((data) => decodeAck(data));
+    assert.equal({ admitted: harness.admitted.length, acks: acks.map((seq) => Number.isSafeInteger(seq)) }, { admitted: 3, acks: [true] });
+  } finally {
+    connection.terminate();
+    await harness.close();
   }
 });
 
