@@ -20,20 +20,51 @@ export function encodeControlEnvelope(message: CheckpointControl): Uint8Array {
 }
 
 function unpack(bytes: Uint8Array, offset: number, length: number): unknown {
-  return controlPackr.unpack(bytes.subarray(offset + ENVELOPE_HEADER_BYTES, offset + length));
+  try {
+    return controlPackr.unpack(bytes.subarray(offset + ENVELOPE_HEADER_BYTES, offset + length));
+  } catch (error) {
+    throw new StatecraftError('SC_ERR_MALFORMED_FRAME', `a checkpoint control message that is not msgpack: ${(error as Error).message}`);
+  }
+}
+
+const isCount = (value: unknown): value is number => Number.isSafeInteger(value) && (value as number) >= 0;
+/** Checkpoint numbers start at 1 and travel as u32 in barriers. */
+const isCheckpoint = (value: unknown): value is number => isCount(value) && value >= 1 && value <= 0xffff_ffff;
+const isText = (value: unknown): value is string => typeof value === 'string';
+
+/** Whether `message` has the fields its type needs, of the right types (a peer's bytes are checked before use). */
+function wellFormed(message: CheckpointControl): boolean {
+  switch (message.type) {
+    case 'start':
+      return isCheckpoint(message.checkpoint);
+    case 'ack':
+      return (
+        isCheckpoint(message.checkpoint) &&
+        Array.isArray(message.objects) &&
+        message.objects.every((entry) => Array.isArray(entry) && entry.length === 2 && isCount(entry[0]) && (entry[1] === null || isText(entry[1]))) &&
+        Array.isArray(message.channels) &&
+        message.channels.every(isText)
+      );
+    case 'failed':
+      return isCheckpoint(message.checkpoint) && isText(message.reason);
+    case 'outcome':
+      return isCheckpoint(message.checkpoint) && typeof message.committed === 'boolean';
+    case 'rollback':
+      return isCount(message.epoch) && Array.isArray(message.members) && message.members.every(isText) && isCount(message.restore);
+    case 'restarted':
+      return isCount(message.epoch) && isText(message.node);
+    case 'behind':
+      return isCount(message.epoch);
+    default:
+      return false;
+  }
 }
 
 /** Decodes and checks a control envelope; throws SC_ERR_MALFORMED_FRAME when it is not one. */
 export function decodeControlEnvelope(bytes: Uint8Array, offset: number, length: number): CheckpointControl {
-  const message = unpack(bytes, offset, length) as CheckpointControl;
-  const recovery = message?.type === 'rollback' || message?.type === 'restarted' || message?.type === 'behind';
-  const counter = recovery ? (message as { epoch?: unknown }).epoch : (message as { checkpoint?: unknown } | null)?.checkpoint;
-  if (typeof counter !== 'number') throw new StatecraftError('SC_ERR_MALFORMED_FRAME', 'malformed checkpoint control message');
-  if (message.type === 'rollback') {
-    if (!Array.isArray(message.members) || !message.members.every((member) => typeof member === 'string')) {
-      throw new StatecraftError('SC_ERR_MALFORMED_FRAME', 'malformed rollback message');
-    }
-    if (!Number.isSafeInteger(message.restore) || message.restore < 0) throw new StatecraftError('SC_ERR_MALFORMED_FRAME', 'malformed rollback message');
+  const message = unpack(bytes, offset, length) as CheckpointControl | null;
+  if (message === null || typeof message !== 'object' || !wellFormed(message)) {
+    throw new StatecraftError('SC_ERR_MALFORMED_FRAME', message?.type === 'rollback' ? 'malformed rollback message' : 'malformed checkpoint control message');
   }
   return message;
 }

@@ -94,6 +94,7 @@ export function writeEnvelopesHeader(frame: Buffer, seq: number, count: number, 
 }
 
 export function envelopesEpoch(frame: Uint8Array): number {
+  if (frame.length < ENVELOPES_HEADER_BYTES) throw new PeerProtocolError('ENVELOPES frame shorter than its header');
   return Buffer.from(frame.buffer, frame.byteOffset, frame.byteLength).readUInt32LE(13);
 }
 
@@ -110,6 +111,7 @@ export function envelopesSeq(frame: Uint8Array): number {
  * malformed frame is refused whole rather than half applied.
  */
 export function readEnvelopes(frame: Uint8Array, visit: (bytes: Uint8Array, offset: number, length: number) => void, envelopeBytesMin = 8): void {
+  if (frame.length < ENVELOPES_HEADER_BYTES) throw new PeerProtocolError('ENVELOPES frame shorter than its header');
   const view = new DataView(frame.buffer, frame.byteOffset, frame.byteLength);
   const count = view.getUint32(9, true);
   let cursor = ENVELOPES_HEADER_BYTES;

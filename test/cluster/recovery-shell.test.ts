@@ -22,7 +22,7 @@ test('control envelopes: recovery messages carry epoch, checkpoint messages chec
   assert.equal(decodeControlEnvelope(envelope, 0, envelope.length), { type: 'rollback', epoch: 3, members: ['a', 'b'], restore: 7 });
   assert.equal(decode({ type: 'behind', epoch: 2 }), { type: 'behind', epoch: 2 });
   assert.equal(decode({ type: 'start', checkpoint: 4 }), { type: 'start', checkpoint: 4 });
-  assert.throws(() => decode({ type: 'rollback', checkpoint: 3, members: [], restore: 0 }), malformed('malformed checkpoint control message'), 'the old field name is not read');
+  assert.throws(() => decode({ type: 'rollback', checkpoint: 3, members: [], restore: 0 }), malformed('malformed rollback message'), 'the old field name is not read');
   assert.throws(() => decode({ type: 'start', epoch: 4 }), malformed('malformed checkpoint control message'));
   assert.throws(() => decode(42), malformed('malformed checkpoint control message'));
   assert.throws(() => decode({ type: 'rollback', epoch: 3, members: ['a', 1], restore: 0 }), malformed('malformed rollback message'));
