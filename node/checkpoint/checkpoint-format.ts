@@ -13,6 +13,7 @@
  * lands late never overwrites an object of a checkpoint that reused its number.
  */
 import { Packr } from 'msgpackr';
+import { EnvelopeDecoder } from '../../lib/envelope.js';
 import { StatecraftError } from '../../lib/errors.js';
 import type { BlobStore } from '../storage/blob-store.js';
 import { CHECKPOINT_MANIFEST_VERSION, type CheckpointManifest } from './checkpoint-coordinator.js';
@@ -43,6 +44,9 @@ export function encodeChannelObject(checkpoint: number, messages: readonly Uint8
   return Uint8Array.prototype.slice.call(packr.pack({ v: CHANNELS_VERSION, checkpoint, messages }));
 }
 
+const channelDecoder = new EnvelopeDecoder();
+
+/** The recorded messages of a channel object; each is checked to be an invoke envelope (recovery replays them). */
 export function decodeChannelObject(bytes: Uint8Array): Uint8Array[] {
   let value: { v?: number; messages?: unknown };
   try {
@@ -53,7 +57,15 @@ export function decodeChannelObject(bytes: Uint8Array): Uint8Array[] {
   if (value?.v !== CHANNELS_VERSION || !Array.isArray(value.messages) || !value.messages.every((message) => message instanceof Uint8Array)) {
     throw new StatecraftError('SC_ERR_STORE_CORRUPT', `not a version ${CHANNELS_VERSION} channel object`);
   }
-  return value.messages as Uint8Array[];
+  const messages = value.messages as Uint8Array[];
+  messages.forEach((message, index) => {
+    try {
+      channelDecoder.decodeInvoke(message, 0, message.length);
+    } catch (error) {
+      throw new StatecraftError('SC_ERR_STORE_CORRUPT', `message ${index} of a channel object is not an invoke envelope: ${(error as Error).message}`);
+    }
+  });
+  return messages;
 }
 
 export async function writeLatest(store: BlobStore, checkpoint: number): Promise<void> {
@@ -64,28 +76,47 @@ export async function writeManifest(store: BlobStore, manifest: CheckpointManife
   await store.put(manifestKey(manifest.checkpoint), new TextEncoder().encode(JSON.stringify(manifest)));
 }
 
-function parseManifest(bytes: Uint8Array, key: string): CheckpointManifest {
-  const manifest = JSON.parse(new TextDecoder().decode(bytes)) as CheckpointManifest;
-  if (manifest?.version !== CHECKPOINT_MANIFEST_VERSION || !Array.isArray(manifest.objects) || !Number.isSafeInteger(manifest.checkpoint)) {
-    throw new StatecraftError('SC_ERR_STORE_CORRUPT', `${key} is not a version ${CHECKPOINT_MANIFEST_VERSION} checkpoint manifest`);
+function parseJson(bytes: Uint8Array, key: string): unknown {
+  try {
+    return JSON.parse(new TextDecoder().decode(bytes));
+  } catch (error) {
+    throw new StatecraftError('SC_ERR_STORE_CORRUPT', `${key} is not JSON: ${(error as Error).message}`);
   }
+}
+
+const isStrings = (value: unknown): value is string[] => Array.isArray(value) && value.every((item) => typeof item === 'string');
+
+/** Reads manifest `checkpoint` (stored under `key`) and checks every field recovery and the coordinator use. */
+function parseManifest(bytes: Uint8Array, key: string, checkpoint: number): CheckpointManifest {
+  const manifest = parseJson(bytes, key) as CheckpointManifest;
+  const bad = (why: string) => new StatecraftError('SC_ERR_STORE_CORRUPT', `${key} is not a version ${CHECKPOINT_MANIFEST_VERSION} checkpoint manifest: ${why}`);
+  if (manifest === null || typeof manifest !== 'object' || manifest.version !== CHECKPOINT_MANIFEST_VERSION) throw bad('another version, or not a manifest');
+  if (manifest.checkpoint !== checkpoint) throw bad(`it names checkpoint ${String(manifest.checkpoint)}`);
+  if (typeof manifest.view !== 'string' || typeof manifest.hash !== 'string') throw bad('view or hash is not a string');
+  if (!Number.isSafeInteger(manifest.keyGroups) || manifest.keyGroups < 1) throw bad(`keyGroups is ${String(manifest.keyGroups)}`);
+  if (!isStrings(manifest.objects) || manifest.objects.length !== manifest.keyGroups) throw bad(`objects is not ${manifest.keyGroups} object keys`);
   manifest.channels ??= [];
   manifest.retained ??= [];
+  if (!isStrings(manifest.channels)) throw bad('channels is not a list of object keys');
+  const retained = manifest.retained as unknown[];
+  if (!Array.isArray(retained) || !retained.every((earlier, index) => Number.isSafeInteger(earlier) && (earlier as number) >= 1 && (earlier as number) < checkpoint && (index === 0 || (earlier as number) > (retained[index - 1] as number)))) {
+    throw bad('retained is not a rising list of earlier checkpoints');
+  }
   return manifest;
 }
 
 export async function readManifest(store: BlobStore, checkpoint: number): Promise<CheckpointManifest | null> {
   const key = manifestKey(checkpoint);
   const bytes = await store.get(key);
-  return bytes === null ? null : parseManifest(bytes, key);
+  return bytes === null ? null : parseManifest(bytes, key, checkpoint);
 }
 
 /** The last committed checkpoint's number (0: none). */
 export async function readLatest(store: BlobStore): Promise<number> {
   const bytes = await store.get(LATEST_KEY);
   if (bytes === null) return 0;
-  const value = JSON.parse(new TextDecoder().decode(bytes)) as { checkpoint?: unknown };
-  if (!Number.isSafeInteger(value?.checkpoint) || (value.checkpoint as number) < 1) throw new StatecraftError('SC_ERR_STORE_CORRUPT', `${LATEST_KEY} does not name a checkpoint`);
+  const value = parseJson(bytes, LATEST_KEY) as { checkpoint?: unknown } | null;
+  if (value === null || !Number.isSafeInteger(value?.checkpoint) || (value.checkpoint as number) < 1) throw new StatecraftError('SC_ERR_STORE_CORRUPT', `${LATEST_KEY} does not name a checkpoint`);
   return value.checkpoint as number;
 }
 

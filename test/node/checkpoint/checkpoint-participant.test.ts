@@ -5,6 +5,8 @@
 // blocked, the upload), outcomes, setPeers and reset.
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
+import { EnvelopeDecoder, invokeLengthMax, writeInvoke } from '../../../lib/envelope.js';
+import { toTypedValue } from '../../../lib/typed-value.js';
 import { channelObjectKey, decodeChannelObject } from '../../../node/checkpoint/checkpoint-format.js';
 import { CheckpointParticipant, type ParticipantHost } from '../../../node/checkpoint/checkpoint-participant.js';
 import { eventually, sleep, withTimeout } from '../../helpers.js';
@@ -96,16 +98,27 @@ test("the coordinator's start: client events marked, barriers to shards and peer
   assert.equal(host.events, ['mark 5', 'shards 5', 'peers 5'], 'barriers are written once');
 });
 
+/** An invoke envelope carrying `value` (what channels record), and the value back out of one. */
+function envelope(value: number): Uint8Array {
+  const typed = toTypedValue(value);
+  const buffer = new Uint8Array(invokeLengthMax('test/sink', `id-${value}`, null, null, typed));
+  return buffer.subarray(0, writeInvoke(buffer, 0, 0, 'test/sink', `id-${value}`, null, null, typed));
+}
+const decoder = new EnvelopeDecoder();
+const valuesOf = (messages: Uint8Array[]) => messages.map((message) => decoder.decodeInvoke(message, 0, message.length).asInt());
+
 test("messages in flight are copied into the main thread's channel object; the ack combines it with every shard's part", async () => {
   const { host, participant, raw, store } = await setup();
   participant.start(1);
-  const source = bytes(9, 1, 2, 3, 9);
-  participant.record(2, source, 1, 3);
+  const first = envelope(123);
+  const source = new Uint8Array(first.length + 2).fill(9);
+  source.set(first, 1);
+  participant.record(2, source, 1, first.length);
   source.fill(0); // the participant copied the slice
-  participant.record(1, bytes(4, 5), 0, 2);
-  participant.record(2, bytes(6), 0, 1);
+  participant.record(1, envelope(45), 0, envelope(45).length);
+  participant.record(2, envelope(6), 0, envelope(6).length);
   participant.onBarrier(1, 1);
-  participant.record(1, bytes(7), 0, 1); // after shard 1's barrier: belongs to checkpoint 2, not recorded
+  participant.record(1, envelope(7), 0, envelope(7).length); // after shard 1's barrier: belongs to checkpoint 2, not recorded
   shardPart(participant, 1, 1);
   participant.onBarrier(2, 1);
   await sleep(50);
@@ -128,8 +141,8 @@ test("messages in flight are copied into the main thread's channel object; the a
   ]);
   assert.equal(host.failures, []);
   assert.equal(store.puts, [channel]);
-  const recorded = decodeChannelObject((await raw.get(channel))!).map((message) => [...message]);
-  assert.equal(recorded, [[1, 2, 3], [6], [4, 5]], "each channel's messages in arrival order, channel by channel");
+  const recorded = valuesOf(decodeChannelObject((await raw.get(channel))!));
+  assert.equal(recorded, [123, 6, 45], "each channel's messages in arrival order, channel by channel");
 });
 
 test('nothing recorded: no channel object is written, and the ack lists only the shards\' channels', async () => {
@@ -210,7 +223,7 @@ test("peers' links are inputs too: recorded until each peer's barrier; a barrier
   participant.start(1);
   assert.is(participant.recording('peer:n2'), true);
   assert.is(participant.recording('peer:n3'), true);
-  participant.record('peer:n3', bytes(3), 0, 1);
+  participant.record('peer:n3', envelope(3), 0, envelope(3).length);
   participant.onBarrier('peer:n9', 1); // not in the view
   participant.onBarrier(1, 1);
   participant.onBarrier(2, 1);
@@ -219,11 +232,11 @@ test("peers' links are inputs too: recorded until each peer's barrier; a barrier
   shardPart(participant, 2, 1);
   await sleep(50);
   assert.equal(host.acks, [], "waits for n3's barrier");
-  participant.record('peer:n3', bytes(33), 0, 1);
+  participant.record('peer:n3', envelope(33), 0, envelope(33).length);
   participant.onBarrier('peer:n3', 1);
   await settled(host);
   const channel = host.acks[0]!.channels[0]!;
-  assert.equal(decodeChannelObject((await raw.get(channel))!).map((message) => [...message]), [[3], [33]]);
+  assert.equal(valuesOf(decodeChannelObject((await raw.get(channel))!)), [3, 33]);
 });
 
 test("a peer's barrier before the coordinator's start begins the checkpoint; that link records nothing, and the start is then refused", async () => {
