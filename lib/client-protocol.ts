@@ -34,7 +34,8 @@
  * another protocol version is closed with 4426. Both are final: the client does not reconnect.
  */
 import { Packr } from 'msgpackr';
-import { ProtocolError } from './errors.js';
+import { ProtocolError, isErrorCode, type ErrorCode } from './errors.js';
+import { KEY_GROUPS_MAX } from './key-group.js';
 
 export const PROTOCOL_VERSION = 1;
 
@@ -107,11 +108,51 @@ export function encodeControl(frame: number, body: unknown): Uint8Array {
 }
 
 export function decodeControl<T>(data: Uint8Array): T {
+  if (data.length === 0) throw new ProtocolError('SC_ERR_MALFORMED_FRAME', 'empty frame: every frame starts with its type byte');
   try {
     return packr.unpack(data.subarray(1)) as T;
   } catch (error) {
     throw new ProtocolError('SC_ERR_MALFORMED_FRAME', `frame 0x${data[0]!.toString(16)} has a malformed body: ${(error as Error).message}`);
   }
+}
+
+function isCount(value: unknown, min: number): value is number {
+  return Number.isSafeInteger(value) && (value as number) >= min;
+}
+
+function malformed(frame: string, what: string): never {
+  throw new ProtocolError('SC_ERR_MALFORMED_FRAME', `${frame} ${what}; is the node a Statecraft node of this protocol version (${PROTOCOL_VERSION})?`);
+}
+
+/** A WELCOME's body, every field checked: the client sizes and routes events by it. */
+export function decodeWelcome(data: Uint8Array): Welcome {
+  const body = decodeControl<Partial<Record<keyof Welcome, unknown>> | null>(data);
+  if (typeof body !== 'object' || body === null || Array.isArray(body)) malformed('WELCOME', 'body is not a map');
+  if (body.version !== PROTOCOL_VERSION) malformed('WELCOME', `has version ${String(body.version)}`);
+  if (typeof body.nodeId !== 'string' || typeof body.egressLogId !== 'string') malformed('WELCOME', 'lacks nodeId or egressLogId');
+  if (!isCount(body.lastSeq, 0)) malformed('WELCOME', `lastSeq ${String(body.lastSeq)} is not a whole number`);
+  if (!isCount(body.keyGroups, 1) || body.keyGroups > KEY_GROUPS_MAX) malformed('WELCOME', `keyGroups ${String(body.keyGroups)} is not 1..${KEY_GROUPS_MAX}`);
+  const limits = body.limits as Partial<Record<keyof Limits, unknown>> | null | undefined;
+  if (typeof limits !== 'object' || limits === null || !isCount(limits.valueBytesMax, 1) || !isCount(limits.idBytesMax, 1) || !isCount(limits.frameBytesMax, 1)) {
+    malformed('WELCOME', 'lacks limits { valueBytesMax, idBytesMax, frameBytesMax } of positive whole numbers');
+  }
+  if (!Array.isArray(body.functions) || !body.functions.every((name) => typeof name === 'string')) malformed('WELCOME', 'functions is not a list of typenames');
+  if (body.durable !== undefined && typeof body.durable !== 'boolean') malformed('WELCOME', 'durable is not a boolean');
+  return body as Welcome;
+}
+
+export type Rejection = [seq: number, code: ErrorCode, message: string];
+
+/** A REJECTED frame's entries, each [seq, code, message] checked: the code reaches the caller's error. */
+export function decodeRejections(data: Uint8Array): Rejection[] {
+  const body = decodeControl<{ rejections?: unknown } | null>(data);
+  const rejections = typeof body === 'object' && body !== null ? body.rejections : undefined;
+  if (!Array.isArray(rejections)) malformed('REJECTED', 'body lacks its rejections list');
+  for (const entry of rejections) {
+    if (!Array.isArray(entry) || entry.length !== 3 || !isCount(entry[0], 1) || typeof entry[2] !== 'string') malformed('REJECTED', 'entry is not [seq, code, message]');
+    if (!isErrorCode(entry[1])) malformed('REJECTED', `entry has code ${JSON.stringify(entry[1])}, not a Statecraft error code`);
+  }
+  return rejections as Rejection[];
 }
 
 export function encodeAck(lastSeq: number, frame: number = Frame.Ack): Uint8Array {

@@ -27,6 +27,8 @@ import {
   PROTOCOL_VERSION,
   decodeAck,
   decodeControl,
+  decodeRejections,
+  decodeWelcome,
   encodeControl,
   type Limits,
   type Subscribe,
@@ -408,18 +410,20 @@ class StatecraftClient implements Client {
   /** Tries each URL once; resolves when one welcomes us. */
   async open(): Promise<void> {
     const errors: string[] = [];
+    let last: unknown;
     for (let attempt = 0; attempt < this.urls.length; attempt++) {
       try {
         await this.attempt();
         return;
       } catch (error) {
+        last = error;
         errors.push(`${this.urls[this.urlIndex]}: ${(error as Error).message}`);
         if (error instanceof ProtocolError) break;
         this.urlIndex = (this.urlIndex + 1) % this.urls.length;
       }
     }
     this.state = 'closed';
-    throw new ConnectionError('SC_ERR_CONNECT_FAILED', `cannot connect to a Statecraft node (${errors.join('; ')}); check that a node is running and the URL is its ws:// URL.`);
+    throw new ConnectionError('SC_ERR_CONNECT_FAILED', `cannot connect to a Statecraft node (${errors.join('; ')}); check that a node is running and the URL is its ws:// URL.`, { cause: last });
   }
 
   /** One connection attempt to the current URL: open, HELLO, wait for WELCOME. */
@@ -451,7 +455,7 @@ class StatecraftClient implements Client {
         if (data[0] !== Frame.Welcome) return fail(new ProtocolError('SC_ERR_MALFORMED_FRAME', `expected WELCOME, got frame 0x${data[0]?.toString(16)}`));
         let welcome: Welcome;
         try {
-          welcome = decodeControl<Welcome>(data);
+          welcome = decodeWelcome(data);
         } catch (error) {
           return fail(error as Error);
         }
@@ -590,8 +594,7 @@ class StatecraftClient implements Client {
           this.checkDrained();
           break;
         case Frame.Rejected: {
-          const { rejections } = decodeControl<{ rejections: [number, ErrorCode, string][] }>(data);
-          for (const [seq, code, message] of rejections) {
+          for (const [seq, code, message] of decodeRejections(data)) {
             const event = this.inFlightEvent(seq);
             if (event !== undefined && !event.settled) {
               event.settled = true;
@@ -619,7 +622,11 @@ class StatecraftClient implements Client {
           throw new ProtocolError('SC_ERR_MALFORMED_FRAME', `unknown frame type 0x${data[0]?.toString(16)}`);
       }
     } catch (error) {
-      this.socket?.close(CloseCode.MalformedFrame, truncateUtf8(String((error as Error)?.message ?? error), CLOSE_REASON_BYTES_MAX));
+      // A frame we cannot take ends the client (as a 4400 from the node does), with the error that says why.
+      const socket = this.socket;
+      this.socket = null;
+      socket?.close(CloseCode.MalformedFrame, truncateUtf8(String((error as Error)?.message ?? error), CLOSE_REASON_BYTES_MAX));
+      this.fail(error instanceof StatecraftError ? error : new ProtocolError('SC_ERR_MALFORMED_FRAME', String((error as Error)?.message ?? error)));
     }
   }
 

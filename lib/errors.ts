@@ -3,38 +3,48 @@
  * the text) and a message that says what went wrong and what to do about it.
  */
 
-export type ErrorCode =
-  | 'SC_ERR_INVALID_TYPENAME'
-  | 'SC_ERR_INVALID_ID'
-  | 'SC_ERR_INVALID_VALUE'
-  | 'SC_ERR_VALUE_TOO_LARGE'
-  | 'SC_ERR_INVALID_EGRESS'
-  | 'SC_ERR_INVALID_SPEC'
-  | 'SC_ERR_INVALID_FUNCTION'
-  | 'SC_ERR_INVALID_OPTION'
-  | 'SC_ERR_UNDECLARED_STATE'
-  | 'SC_ERR_UNKNOWN_FUNCTION_TYPE'
-  | 'SC_ERR_TYPE_MISMATCH'
-  | 'SC_ERR_CONTEXT_CLOSED'
-  | 'SC_ERR_MALFORMED_FRAME'
-  | 'SC_ERR_PROTOCOL_VERSION'
-  | 'SC_ERR_NOT_CONNECTED'
-  | 'SC_ERR_CLIENT_CLOSED'
-  | 'SC_ERR_QUEUE_FULL'
-  | 'SC_ERR_CONNECT_FAILED'
-  | 'SC_ERR_NODE_SHUTTING_DOWN'
-  | 'SC_ERR_EGRESS_GAP'
-  | 'SC_ERR_MODULE_LOAD'
-  | 'SC_ERR_SHARD_START'
-  | 'SC_ERR_STORE_CORRUPT'
-  | 'SC_ERR_STORE_UNAVAILABLE'
-  | 'SC_ERR_STORE_FAILED'
-  | 'SC_ERR_MALFORMED_IMAGE'
-  | 'SC_ERR_REMOTE_CALL'
-  | 'SC_ERR_REMOTE_RESPONSE'
-  | 'SC_ERR_REMOTE_HANDLER'
-  | 'SC_ERR_REMOTE_BACKLOG_FULL'
-  | 'SC_ERR_INTERNAL';
+export const ERROR_CODES = [
+  'SC_ERR_INVALID_TYPENAME',
+  'SC_ERR_INVALID_ID',
+  'SC_ERR_INVALID_VALUE',
+  'SC_ERR_VALUE_TOO_LARGE',
+  'SC_ERR_INVALID_EGRESS',
+  'SC_ERR_INVALID_SPEC',
+  'SC_ERR_INVALID_FUNCTION',
+  'SC_ERR_INVALID_OPTION',
+  'SC_ERR_UNDECLARED_STATE',
+  'SC_ERR_UNKNOWN_FUNCTION_TYPE',
+  'SC_ERR_TYPE_MISMATCH',
+  'SC_ERR_CONTEXT_CLOSED',
+  'SC_ERR_MALFORMED_FRAME',
+  'SC_ERR_PROTOCOL_VERSION',
+  'SC_ERR_NOT_CONNECTED',
+  'SC_ERR_CLIENT_CLOSED',
+  'SC_ERR_QUEUE_FULL',
+  'SC_ERR_CONNECT_FAILED',
+  'SC_ERR_NODE_SHUTTING_DOWN',
+  'SC_ERR_EGRESS_GAP',
+  'SC_ERR_MODULE_LOAD',
+  'SC_ERR_SHARD_START',
+  'SC_ERR_STORE_CORRUPT',
+  'SC_ERR_STORE_UNAVAILABLE',
+  'SC_ERR_STORE_FAILED',
+  'SC_ERR_MALFORMED_IMAGE',
+  'SC_ERR_REMOTE_CALL',
+  'SC_ERR_REMOTE_RESPONSE',
+  'SC_ERR_REMOTE_HANDLER',
+  'SC_ERR_REMOTE_BACKLOG_FULL',
+  'SC_ERR_INTERNAL',
+] as const;
+
+export type ErrorCode = (typeof ERROR_CODES)[number];
+
+const errorCodes: ReadonlySet<string> = new Set(ERROR_CODES);
+
+/** Whether `value` is one of the codes above (a code that came over the wire is checked before use). */
+export function isErrorCode(value: unknown): value is ErrorCode {
+  return typeof value === 'string' && errorCodes.has(value);
+}
 
 export class StatecraftError extends Error {
   readonly code: ErrorCode;

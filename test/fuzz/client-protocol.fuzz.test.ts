@@ -44,10 +44,7 @@ const CONTRACT: ErrorContract = { codes: ['SC_ERR_MALFORMED_FRAME'] };
 const KEY_GROUPS = 16;
 const FUNCTIONS = new Set(['test/counter', 'ns/fn']);
 
-const gaps = new KnownGaps('client-protocol', [
-  { name: 'decode-control-empty-frame', skippedTest: 'BUG: decodeControl of an empty frame throws a TypeError, not SC_ERR_MALFORMED_FRAME' },
-  { name: 'events-seq-past-2^53', skippedTest: 'BUG: the gateway takes an EVENTS frame whose seqs run past 2^53 - 1, and acknowledges an event it dropped' },
-]);
+const gaps = new KnownGaps('client-protocol', []);
 
 // ---- valid frames ----
 
@@ -129,10 +126,6 @@ function wellFormed(value: unknown): unknown {
 
 function checkDecodeControl(label: CaseLabel, bytes: Uint8Array): void {
   const outcome = attempt(() => decodeControl<unknown>(bytes));
-  if (!outcome.ok && !isContracted(outcome.error, CONTRACT) && bytes.length === 0 && outcome.error instanceof TypeError) {
-    gaps.hit('decode-control-empty-frame');
-    return;
-  }
   expectContract(label, outcome, CONTRACT);
 }
 
@@ -268,27 +261,18 @@ class Connection {
 }
 
 /** Checks what the gateway sent back: every frame decodes, every ACK is a whole number. */
-/** An EVENTS frame whose last event's seq lies past 2^53 - 1 (its seqs are no longer exact). */
-function seqsPastSafe(sent: Uint8Array): boolean {
-  if (sent[0] !== Frame.Events || sent.length < EVENTS_HEADER_BYTES) return false;
-  const view = new DataView(sent.buffer, sent.byteOffset, sent.byteLength);
-  return view.getFloat64(1, true) + view.getUint32(9, true) - 1 > Number.MAX_SAFE_INTEGER;
-}
-
-function checkAnswers(label: CaseLabel, frames: Buffer[], sent: Uint8Array): void {
+function checkAnswers(label: CaseLabel, frames: Buffer[]): void {
   for (const data of frames.splice(0)) {
     switch (data[0]) {
       case Frame.Ack: {
         const seq = decodeAck(data);
-        if (!Number.isSafeInteger(seq) && seqsPastSafe(sent)) gaps.hit('events-seq-past-2^53');
-        else if (!Number.isSafeInteger(seq) || seq < 0) fail(label, `ACK of ${seq}`);
+        if (!Number.isSafeInteger(seq) || seq < 0) fail(label, `ACK of ${seq}`);
         break;
       }
       case Frame.Rejected: {
         const { rejections } = decodeControl<{ rejections: [number, string, string][] }>(data);
         for (const [seq, code] of rejections) {
-          if (!Number.isSafeInteger(seq) && seqsPastSafe(sent)) gaps.hit('events-seq-past-2^53');
-          else if (!Number.isSafeInteger(seq) || !/^SC_ERR_[A-Z_]+$/.test(code)) fail(label, `REJECTED [${seq}, ${code}]`);
+          if (!Number.isSafeInteger(seq) || !/^SC_ERR_[A-Z_]+$/.test(code)) fail(label, `REJECTED [${seq}, ${code}]`);
         }
         break;
       }
@@ -387,7 +371,7 @@ test('the gateway: mutated HELLO, EVENTS and control frames are answered or clos
         } catch (error) {
           fail(label, (error as Error).message);
         }
-        checkAnswers(label, connection!.frames, frame);
+        checkAnswers(label, connection!.frames);
         admitted += checkAdmitted(label, harness.admitted);
         if (outcome === 'closed') {
           checkClose(label, connection!, harness);
@@ -405,13 +389,10 @@ test('the gateway: mutated HELLO, EVENTS and control frames are answered or clos
   gaps.report();
 });
 
-// ---- known gaps, pinned ----
+// ---- gaps the fuzz found, fixed and held here ----
 
-// BUG (reported, not fixed here): decodeControl reads the frame type for its error message with
-// `data[0]!.toString(16)`; for an empty frame msgpackr fails first, and building the message then throws
-// a TypeError. The gateway and the peer network check for empty frames before calling it, so no
-// caller reaches it today; the decoder's own contract (SC_ERR_MALFORMED_FRAME) still does not hold.
-test.skip('BUG: decodeControl of an empty frame throws a TypeError, not SC_ERR_MALFORMED_FRAME', () => {
+// decodeControl built its error message from `data[0]!.toString(16)`: an empty frame threw a TypeError.
+test('decodeControl of an empty frame throws SC_ERR_MALFORMED_FRAME', () => {
   const input = new Uint8Array(0);
   try {
     decodeControl(input);
@@ -421,12 +402,11 @@ test.skip('BUG: decodeControl of an empty frame throws a TypeError, not SC_ERR_M
   }
 });
 
-// BUG (reported, not fixed here): the gateway checks that an EVENTS frame's firstSeq is a safe integer,
-// not that firstSeq + count - 1 is. From 2^53 on the seqs are inexact: with firstSeq = 2^53 - 1 and three
-// valid events, the third event's seq (2^53 + 1) rounds to 2^53, the second's, so the gateway takes it
-// for a re-send and does not admit it, yet the ACK (2^53, itself not a safe integer) covers it: an event
-// acknowledged and lost. Only a broken or hostile client sends such seqs; the frame should be refused.
-test.skip('BUG: the gateway takes an EVENTS frame whose seqs run past 2^53 - 1, and acknowledges an event it dropped', async () => {
+// The gateway checked that an EVENTS frame's firstSeq is a safe integer, not that firstSeq + count - 1 is.
+// From 2^53 on seqs are inexact: with firstSeq = 2^53 - 1 and three events, the third's seq (2^53 + 1)
+// rounds to the second's, so the gateway took it for a re-send and dropped it, yet the ACK covered it.
+// The frame is refused whole now, before anything in it is admitted.
+test('the gateway refuses an EVENTS frame whose seqs run past 2^53 - 1, admitting none of it', async () => {
   const harness = await startGateway();
   const connection = await Connection.open(harness.url);
   try {
@@ -443,9 +423,7 @@ test.skip('BUG: the gateway takes an EVENTS frame whose seqs run past 2^53 - 1, 
       cursor += 4 + bytes.length;
     }
     const outcome = await connection.exchange(frame);
-    if (outcome === 'closed') return; // refused whole: what the fix should do
-    const acks = connection.frames.filter((data) => data[0] === Frame.Ack).map((data) => decodeAck(data));
-    assert.equal({ admitted: harness.admitted.length, acks: acks.map((seq) => Number.isSafeInteger(seq)) }, { admitted: 3, acks: [true] });
+    assert.equal({ outcome, admitted: harness.admitted.length, acks: connection.frames.filter((data) => data[0] === Frame.Ack).length }, { outcome: 'closed', admitted: 0, acks: 0 });
   } finally {
     connection.terminate();
     await harness.close();
@@ -476,40 +454,65 @@ async function fakeNode(welcome: unknown, answer: (firstSeq: number) => Uint8Arr
 
 const WELCOME = { version: PROTOCOL_VERSION, nodeId: 'n', egressLogId: 'l', lastSeq: 0, keyGroups: KEY_GROUPS, limits: { valueBytesMax: 4096, idBytesMax: 64, frameBytesMax: 1 << 20 }, functions: ['a/b'] };
 
-// BUG (reported, not fixed here; the client's side, found while writing the fuzz): the client takes a
-// WELCOME whose body is any msgpack (decodeControl) and keeps its fields unchecked. A WELCOME without
-// `limits` (smallest: { version: 1 }, bytes 81 81 a7 76657273696f6e 01) is accepted, and every send()
-// then throws a TypeError ("reading 'idBytesMax'"), not a typed error. Only a node of another build or
-// something else on the port sends such a WELCOME; the client should refuse it (SC_ERR_MALFORMED_FRAME).
-test.skip('BUG: the client accepts a WELCOME without limits or functions, and send() then throws a TypeError', async () => {
-  const node = await fakeNode({ version: PROTOCOL_VERSION });
-  try {
-    const connected = await attemptAsync(() => connect(node.url, { reconnect: false, connectTimeoutMs: 2000 }));
-    if (!connected.ok) {
-      assert.ok(isContracted(connected.error, CONTRACT), describeError(connected.error));
-      return;
+// The client took a WELCOME whose body was any msgpack and kept its fields unchecked: one without
+// `limits` (smallest: { version: 1 }) was accepted, and every send() then threw a TypeError. Each field
+// is checked now and a WELCOME that breaks one fails connect() with SC_ERR_MALFORMED_FRAME.
+test('the client refuses a WELCOME without limits or functions, or with a field of the wrong kind', async () => {
+  const broken: unknown[] = [
+    { version: PROTOCOL_VERSION },
+    { ...WELCOME, limits: undefined },
+    { ...WELCOME, functions: 'a/b' },
+    { ...WELCOME, keyGroups: 0 },
+    { ...WELCOME, lastSeq: -1 },
+    { ...WELCOME, limits: { ...WELCOME.limits, idBytesMax: '64' } },
+    { ...WELCOME, durable: 1 },
+    [1, 2, 3],
+    null,
+  ];
+  for (const welcome of broken) {
+    const node = await fakeNode(welcome);
+    try {
+      const connected = await attemptAsync(() => connect(node.url, { reconnect: false, connectTimeoutMs: 2000 }));
+      if (connected.ok) await connected.value.close().catch(() => undefined);
+      // connect() fails as it does for any node it cannot use (SC_ERR_CONNECT_FAILED), the WELCOME's fault as its cause.
+      const cause = connected.ok ? undefined : (connected.error as Error).cause;
+      assert.ok(!connected.ok && (connected.error as StatecraftError).code === 'SC_ERR_CONNECT_FAILED' && isContracted(cause, CONTRACT), `WELCOME ${JSON.stringify(welcome)}: ${connected.ok ? 'connected' : `${describeError(connected.error)} caused by ${describeError(cause)}`}`);
+    } finally {
+      await node.close();
     }
-    const sent = await attemptAsync(() => connected.value.send({ typename: 'a/b', id: 'x' }, 1));
-    await connected.value.close().catch(() => undefined);
-    assert.ok(!sent.ok && sent.error instanceof StatecraftError, `send() after a WELCOME without limits: ${sent.ok ? 'resolved' : describeError(sent.error)}`);
+  }
+  const node = await fakeNode(WELCOME);
+  try {
+    const client = await connect(node.url, { reconnect: false, connectTimeoutMs: 2000 });
+    await client.close();
   } finally {
     await node.close();
   }
 });
 
-// BUG (reported, not fixed here; the client's side): a REJECTED entry's code goes into the error that
-// send() rejects with unchecked (lib/client.ts rejectionError), so a node's bytes decide `error.code`:
-// REJECTED { rejections: [[1, 7, 'm']] } makes send() reject with a ValidationError whose code is the
-// number 7, not a code of lib/errors.ts. Callers branch on the code.
-test.skip('BUG: the client passes a REJECTED entry\'s code to the caller unchecked', async () => {
+// A REJECTED entry's code went into the error send() rejects with unchecked, so a node's bytes decided
+// `error.code` (the number 7 below). Callers branch on the code: an entry whose code is not one of
+// lib/errors.ts is a malformed frame now, which ends the client with SC_ERR_MALFORMED_FRAME.
+test('the client refuses a REJECTED entry whose code is not a Statecraft error code', async () => {
   const node = await fakeNode(WELCOME, (firstSeq) => [encodeControl(Frame.Rejected, { rejections: [[firstSeq, 7, 'm']] }), encodeAck(firstSeq)]);
   try {
     const client = await connect(node.url, { reconnect: false, connectTimeoutMs: 2000 });
     const sent = await attemptAsync(() => client.send({ typename: 'a/b', id: 'x' }, 1));
     await client.close().catch(() => undefined);
-    assert.ok(!sent.ok && sent.error instanceof StatecraftError && /^SC_ERR_[A-Z_]+$/.test(String(sent.error.code)), sent.ok ? 'resolved' : `code ${JSON.stringify((sent.error as StatecraftError).code)}`);
+    assert.ok(!sent.ok && sent.error instanceof StatecraftError && sent.error.code === 'SC_ERR_MALFORMED_FRAME', sent.ok ? 'resolved' : `code ${JSON.stringify((sent.error as StatecraftError).code)}`);
   } finally {
     await node.close();
+  }
+  // A code of lib/errors.ts still reaches the caller as sent, and the client stays open.
+  const valid = await fakeNode(WELCOME, (firstSeq) => [encodeControl(Frame.Rejected, { rejections: [[firstSeq, 'SC_ERR_INVALID_VALUE', 'm']] }), encodeAck(firstSeq)]);
+  try {
+    const client = await connect(valid.url, { reconnect: false, connectTimeoutMs: 2000 });
+    const sent = await attemptAsync(() => client.send({ typename: 'a/b', id: 'x' }, 1));
+    assert.ok(!sent.ok && sent.error instanceof StatecraftError && sent.error.code === 'SC_ERR_INVALID_VALUE', sent.ok ? 'resolved' : describeError(sent.error));
+    assert.is(client.nodeId, 'n');
+    await client.close();
+  } finally {
+    await valid.close();
   }
 });
 
