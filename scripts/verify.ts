@@ -11,9 +11,11 @@
  *   npm run verify                                 the long run: 3 nodes, 128 ids, 5 kills, 60 s
  *   node scripts/verify.js --duration 10 --kills 1 a short one (the tests run this)
  *
- * Prints progress every second and one final JSON line; exits 1 on any mismatch.
+ * Prints the seed and a command line to replay it first, progress every second, and one final JSON
+ * line; exits 1 on any mismatch. A kill counts only when events were in flight at that moment (sent,
+ * not yet confirmed): one that lands on an idle cluster proves nothing and is reported apart.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -72,6 +74,34 @@ if (hostKillCount > 0 && !remote) {
 }
 const MAX_DEPTH = 10;
 const OPS_PER_TREE_MAX = 24;
+/** How long a kill waits for events in flight before it lands anyway (and is not counted). */
+const TRAFFIC_WAIT_MS = 10_000;
+
+// First of all, so that a run that hangs or is killed still says how to run it again.
+const replayArgs = [
+  ['--seed', seed],
+  ['--nodes', nodeCount],
+  ['--ids', idCount],
+  ['--duration', durationMs / 1000],
+  ['--kills', killCount],
+  ['--rate', rate],
+  ['--shards', values.shards],
+  ['--checkpoint-interval', values['checkpoint-interval']],
+  ['--max-delay', maxDelayMs],
+  ...(values['checkpoint-store'] === undefined ? [] : [['--checkpoint-store', values['checkpoint-store']]]),
+  ...(restartDelayMs === null ? [] : [['--restart-delay', restartDelayMs]]),
+  ...(remote ? [['--remote'], ['--host-kills', hostKillCount]] : []),
+].flat();
+console.log(`verify: seed ${seed}${gitCommit()}; replay: node scripts/verify.js ${replayArgs.join(' ')}`);
+
+function gitCommit(): string {
+  try {
+    const commit = execFileSync('git', ['rev-parse', '--short', 'HEAD'], { cwd: fileURLToPath(new URL('.', import.meta.url)), stdio: ['ignore', 'pipe', 'ignore'] }).toString().trim();
+    return commit === '' ? '' : ` at commit ${commit}`;
+  } catch {
+    return ''; // not in a git checkout
+  }
+}
 
 // ---- seeded randomness (mulberry32) ----
 let state = seed >>> 0;
@@ -245,13 +275,37 @@ async function dumpNodes(): Promise<void> {
 
 // ---- the run ----
 const started = Date.now();
+/** Kills that landed with events in flight, and the events in flight at each. */
 let kills = 0;
+const inFlightAtKills: number[] = [];
+/** Kills that found nothing in flight within TRAFFIC_WAIT_MS: not counted as kills. */
+let idleKills = 0;
 let hostKills = 0;
+const inFlightAtHostKills: number[] = [];
+let idleHostKills = 0;
 let sent = 0;
 let confirmed = 0;
 let failedSends = 0;
 const seen = new Map<string, number>();
 const reports = new Map<string, { count: number; nonce: number }>();
+
+/** Events sent and not yet confirmed (nor failed). */
+const inFlight = (): number => sent - confirmed - failedSends;
+
+/**
+ * Waits (at most TRAFFIC_WAIT_MS) until events are in flight, then SIGKILLs `owner`'s process in the same step.
+ * Returns how many were in flight when it landed (0: the cluster was idle).
+ */
+async function killWithTraffic(name: string, owner: { child: ChildProcess | null }): Promise<number> {
+  const deadline = Date.now() + TRAFFIC_WAIT_MS;
+  while (inFlight() === 0 && Date.now() < deadline) await sleep(1);
+  if (owner.child === null) throw new Error(`${name} should be running at its kill, but its process is gone`);
+  const load = inFlight();
+  owner.child.kill('SIGKILL');
+  return load;
+}
+
+const seconds = (): string => ((Date.now() - started) / 1000).toFixed(1);
 
 async function main(): Promise<number> {
   if (remote) await launchHost();
@@ -284,14 +338,17 @@ async function main(): Promise<number> {
     for (const at of killTimes) {
       await sleep(Math.max(0, at - Date.now()));
       const victim = pick(handles);
-      victim.child?.kill('SIGKILL');
-      kills++;
-      console.log(`verify: SIGKILL ${victim.id} at ${((Date.now() - started) / 1000).toFixed(1)} s`);
+      const load = await killWithTraffic(victim.id, victim);
+      if (load > 0) {
+        kills++;
+        inFlightAtKills.push(load);
+      } else idleKills++;
+      console.log(`verify: SIGKILL ${victim.id} at ${seconds()} s with ${load} events in flight${load > 0 ? '' : ' (idle: not counted)'}`);
       await sleep(restartDelayMs ?? 200 + Math.floor(random() * 1000));
       const others = handles.filter((handle) => handle !== victim).map((handle) => `127.0.0.1:${handle.port}`);
       await launch(victim, others);
       await waitSettled(60_000);
-      console.log(`verify: ${victim.id} back and the cluster settled at ${((Date.now() - started) / 1000).toFixed(1)} s`);
+      console.log(`verify: ${victim.id} back and the cluster settled at ${seconds()} s`);
     }
   })();
 
@@ -300,20 +357,26 @@ async function main(): Promise<number> {
   const hostKiller = (async () => {
     for (const at of hostKillTimes) {
       await sleep(Math.max(0, at - Date.now()));
-      host.child?.kill('SIGKILL');
-      hostKills++;
-      console.log(`verify: SIGKILL the function host at ${((Date.now() - started) / 1000).toFixed(1)} s`);
+      const load = await killWithTraffic('the function host', host);
+      if (load > 0) {
+        hostKills++;
+        inFlightAtHostKills.push(load);
+      } else idleHostKills++;
+      console.log(`verify: SIGKILL the function host at ${seconds()} s with ${load} events in flight${load > 0 ? '' : ' (idle: not counted)'}`);
       await sleep(200 + Math.floor(random() * 1000));
       await launchHost();
-      console.log(`verify: the function host is back at ${((Date.now() - started) / 1000).toFixed(1)} s`);
+      console.log(`verify: the function host is back at ${seconds()} s`);
     }
   })();
 
+  // Traffic goes on until the last kill has landed and its node is back, however late that is.
+  let killsDone = false;
+  void Promise.allSettled([killer, hostKiller]).then(() => (killsDone = true));
   const sends: Promise<void>[] = [];
   const tickMs = 20;
   const perTick = rate * (tickMs / 1000);
   let carry = 0;
-  while (Date.now() - started < durationMs) {
+  while (Date.now() - started < durationMs || !killsDone) {
     carry += perTick;
     for (; carry >= 1; carry--) {
       const target = pick(ids);
@@ -387,7 +450,9 @@ async function main(): Promise<number> {
     commands: sent,
     confirmed,
     kills,
-    ...(remote ? { remote: true, hostKills } : {}),
+    idleKills,
+    inFlightAtKills,
+    ...(remote ? { remote: true, hostKills, idleHostKills, inFlightAtHostKills } : {}),
     recoveries,
     increments,
     egressExpected: expectedEgress.size,

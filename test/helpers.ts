@@ -35,6 +35,15 @@ export async function eventually(check: () => boolean | Promise<boolean>, what: 
   }
 }
 
+/**
+ * Resolves once the node has acknowledged `subscription` (its SUBSCRIBED frame sets `lastId`): from
+ * then on every record the node appends to that egress reaches it. Await it before causing records
+ * through another client or node, whose frames may overtake the SUBSCRIBE.
+ */
+export async function subscribed(subscription: Subscription<any>, timeoutMs = 10_000): Promise<void> {
+  await eventually(() => subscription.lastId !== undefined, `the node to acknowledge the subscription to ${subscription.egress}`, timeoutMs);
+}
+
 /** Reads `count` records from a subscription (leaving it open), failing after `timeoutMs`. */
 export async function take<T>(subscription: Subscription<T>, count: number, timeoutMs = 10_000): Promise<EgressRecord<T>[]> {
   const records: EgressRecord<T>[] = [];
@@ -192,7 +201,7 @@ export async function rawClientConnection(url: string, producerId = `raw-${Math.
 export async function countReports(through: Client, watcher: Client, ids: string[], timeoutMs = 20_000): Promise<Map<string, number>> {
   const seen = new Map<string, number>();
   const subscription = watcher.subscribe('count-reports', { type: counted });
-  await sleep(100);
+  await subscribed(subscription);
   await Promise.all(ids.map((id) => through.send({ typename: 'test/counter', id }, 'report')));
   await withTimeout(
     (async () => {

@@ -5,7 +5,7 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { WebSocket } from 'ws';
 import { connect, type Client } from 'statecraft';
-import { adminJson, clientEnvelope, eventually, eventsFrame, fixture, killNodeProcesses, rawClientConnection, sleep, startClusterProcesses, startNodeProcess, take, withTimeout, type NodeProcess } from '../helpers.js';
+import { adminJson, clientEnvelope, countReports, eventually, eventsFrame, fixture, killNodeProcesses, rawClientConnection, sleep, startClusterProcesses, startNodeProcess, subscribed, take, withTimeout, type NodeProcess } from '../helpers.js';
 import { counted } from '../fixtures/functions.js';
 import { computePlacement } from '../../cluster/placement.js';
 import { keyGroupOf } from 'statecraft';
@@ -51,6 +51,30 @@ async function converged(of: NodeProcess[], expected: number, timeoutMs = 15_000
   return last;
 }
 
+/** A node's /metrics as numbers, by name without the `statecraft_` prefix. */
+async function metricsOf(node: NodeProcess): Promise<Record<string, number>> {
+  const text = await (await fetch(`http://127.0.0.1:${node.port}/metrics`)).text();
+  return Object.fromEntries([...text.matchAll(/^statecraft_(\w+) (\S+)$/gm)].map((match) => [match[1]!, Number(match[2])]));
+}
+
+/**
+ * Invocations per node once they add up to at least `total` (a node publishes its counters once per
+ * turn, after the egress that may already have reached the test): the caller checks for exactly.
+ */
+async function invocationsReaching(total: number): Promise<number[]> {
+  let invocations: number[] = [];
+  await eventually(async () => {
+    invocations = await Promise.all(nodes.map(async (node) => (await metricsOf(node)).invocations!));
+    return invocations.reduce((sum, count) => sum + count, 0) >= total;
+  }, `${total} invocations over the cluster`, 20_000).catch((error: Error) => {
+    throw new Error(`${error.message}: invocations per node: ${invocations}`);
+  });
+  return invocations;
+}
+
+/** How long the minority test's delayed message waits: n1 must have noticed it is alone well before. */
+const MINORITY_TIMER_MS = 8000;
+
 async function client(node: NodeProcess): Promise<Client> {
   const created = await connect(node.url);
   clients.push(created);
@@ -75,18 +99,16 @@ test('events to 1,000 addresses through one node are each processed exactly once
   const sender = await client(nodes[0]!);
   const watcher = await client(nodes[2]!);
   const counts = watcher.subscribe('counts', { type: counted });
-  await sleep(100); // the subscription reaches node 3 before the first record is emitted
+  await subscribed(counts); // node 3 has it before the first record is emitted
   await Promise.all(Array.from({ length: 1000 }, (_, index) => sender.send({ typename: 'test/counter', id: `a${index}` }, 1)));
   const records = await take(counts, 1000, 20_000);
   const byId = new Map(records.map((record) => [record.value.id, record.value.count]));
   assert.is(byId.size, 1000, 'each address reported once');
   assert.ok([...byId.values()].every((count) => count === 1), 'each event applied once');
   // The addresses were spread: every node ran some of them.
-  const invocations = await Promise.all(
-    nodes.map(async (node) => Number(/statecraft_invocations (\d+)/.exec(await (await fetch(`http://127.0.0.1:${node.port}/metrics`)).text())![1])),
-  );
+  const invocations = await invocationsReaching(1000);
   assert.ok(invocations.every((count) => count > 100), `invocations per node: ${invocations}`);
-  assert.is(invocations.reduce((sum, count) => sum + count, 0), 1000);
+  assert.is(invocations.reduce((sum, count) => sum + count, 0), 1000, `invocations per node: ${invocations}`);
 });
 
 test('functions message each other across nodes by address: every hop of 100 relays happens once', async () => {
@@ -94,14 +116,12 @@ test('functions message each other across nodes by address: every hop of 100 rel
   await converged(nodes, 3);
   const sender = await client(nodes[1]!);
   const done = sender.subscribe<string>('relay-done');
-  await sleep(100);
+  await subscribed(done);
   // 100 relay chains of 20 hops each, over ids r0..r999 spread on all nodes.
   await Promise.all(Array.from({ length: 100 }, (_, index) => sender.send({ typename: 'test/relay', id: `r${index * 10}` }, 20)));
   const finished = await take(done, 100, 20_000);
   assert.is(finished.length, 100);
-  const invocations = await Promise.all(
-    nodes.map(async (node) => Number(/statecraft_invocations (\d+)/.exec(await (await fetch(`http://127.0.0.1:${node.port}/metrics`)).text())![1])),
-  );
+  const invocations = await invocationsReaching(100 * 21);
   assert.is(invocations.reduce((sum, count) => sum + count, 0), 100 * 21, `invocations per node: ${invocations}`);
 });
 
@@ -118,7 +138,7 @@ test('SIGKILL of a node: the survivors agree on a new view and keep serving ever
   console.log(`  new view ${Math.round(detectionMs)} ms after SIGKILL (probe interval 100 ms)`);
   const sender = await client(nodes[0]!);
   const counts = sender.subscribe('counts', { type: counted });
-  await sleep(100);
+  await subscribed(counts);
   await Promise.all(Array.from({ length: 300 }, (_, index) => sender.send({ typename: 'test/counter', id: `k${index}` }, 1)));
   const records = await take(counts, 300, 20_000);
   assert.is(new Set(records.map((record) => record.value.id)).size, 300);
@@ -152,41 +172,64 @@ test('SIGTERM leaves gracefully: the others mark the node left, never dead, and 
   }
 });
 
-test('a node that cannot reach a majority of its view stops admitting events, says why, and resumes', async () => {
+test('a node that cannot reach a majority of its view admits nothing and processes nothing, says why, and resumes', async () => {
   nodes = await startClusterProcesses(3, args);
   await converged(nodes, 3);
-  // A delayed message of an instance on n1 (id t4 is n1's in this placement) falls due while n1 has
-  // no majority: n1 must hold it, not process it.
   const placement = computePlacement(['n1', 'n2', 'n3'], 128);
-  const timerId = ['t0', 't1', 't2', 't3', 't4', 't5', 't6', 't7', 't8', 't9'].find((id) => placement.members[placement.owners[keyGroupOf(id, 128)]!] === 'n1')!;
+  const ownedByN1 = (prefix: string) => {
+    for (let index = 0; ; index++) if (placement.members[placement.owners[keyGroupOf(`${prefix}${index}`, 128)]!] === 'n1') return `${prefix}${index}`;
+  };
+  // A delayed message of an instance on n1 falls due while n1 has no majority: n1 must hold it, not
+  // process it. Armed and committed before the majority goes.
+  const timerId = ownedByN1('t');
   const watcher = await client(nodes[0]!);
   const fired: number[] = [];
+  const timerRecords = watcher.subscribe<{ at: number }>('self-timer');
   void (async () => {
-    for await (const record of watcher.subscribe<{ at: number }>('self-timer')) fired.push(record.value.at);
+    for await (const record of timerRecords) fired.push(record.value.at);
   })();
-  await sleep(100);
-  await watcher.send({ typename: 'test/self-timer', id: timerId }, 2500);
+  await subscribed(timerRecords);
+  const armedAt = Date.now();
+  await watcher.send({ typename: 'test/self-timer', id: timerId }, MINORITY_TIMER_MS);
   nodes[1]!.kill('SIGSTOP');
   nodes[2]!.kill('SIGSTOP');
   await eventually(async () => (await adminJson(nodes[0]!.port, '/health')).status === 503, 'n1 stops serving', 15_000);
-  await sleep(3000);
-  assert.equal(fired, [], 'the minority processed a delayed message');
+  const alone = await metricsOf(nodes[0]!);
+  assert.is(alone.delayed_pending, 1, `n1 lost its majority before the delayed message fell due (${Date.now() - armedAt} ms after it was armed for ${MINORITY_TIMER_MS} ms)`);
+  // A client's event, confirmed on acceptance: it must wait instead of being admitted by a minority.
+  const sender = await connect(nodes[0]!.url, { confirm: 'accept' });
+  clients.push(sender);
+  const counterId = ownedByN1('minority-');
+  let accepted = false;
+  const pending = sender.send({ typename: 'test/counter', id: counterId }, 1).then(() => (accepted = true));
+  pending.catch(() => undefined); // awaited below; a failed check closes the client first
+  // Until well past the delayed message's due time.
+  await sleep(armedAt + MINORITY_TIMER_MS + 1000 - Date.now());
+  const held = await metricsOf(nodes[0]!);
+  assert.not.ok(accepted, 'no event is accepted without a majority');
+  assert.is(held.events_accepted - alone.events_accepted, 0, 'events admitted without a majority');
+  assert.is(held.invocations - alone.invocations, 0, 'invocations without a majority');
+  // The shard pops the due timer, but n1 owns no key group while alone: the message it sends waits
+  // at the main thread. Either way exactly one delayed message waits, and none ran.
+  assert.ok(held.delayed_fired - alone.delayed_fired <= 1, `delayed messages fired without a majority: ${held.delayed_fired - alone.delayed_fired}`);
+  assert.is(held.delayed_pending + held.messages_held - alone.messages_held, 1, `the delayed message waits (pending ${held.delayed_pending}, held ${held.messages_held})`);
+  assert.equal(fired, [], 'no delayed message processed');
   const [status] = await statuses([nodes[0]!]);
   assert.not.ok(status!.serving);
   assert.ok(status!.view.length >= 2 && status!.view.includes('n1'), `the minority never shrinks its view to itself: ${status!.view}`);
   assert.match((await adminJson<{ reason: string }>(nodes[0]!.port, '/health')).body.reason, /not a majority/);
-  // A client's events wait instead of being applied by a minority.
-  const sender = await client(nodes[0]!);
-  let accepted = false;
-  const pending = sender.send({ typename: 'test/counter', id: 'minority' }, 1).then(() => (accepted = true));
-  await sleep(500);
-  assert.not.ok(accepted, 'no event is accepted without a majority');
   nodes[1]!.kill('SIGCONT');
   nodes[2]!.kill('SIGCONT');
   await converged(nodes, 3, 20_000);
-  // Confirmed once committed: after the recovery the majority's return may cause (about 2 s here).
-  await withTimeout(pending, 30_000, 'the waiting event is confirmed once the majority is back');
-  await eventually(() => fired.length === 1, 'the held delayed message is processed once the majority is back');
+  // Accepted now; the delayed message fires; its egress comes once committed.
+  await withTimeout(pending, 30_000, 'the waiting event is accepted once the majority is back');
+  await eventually(() => fired.length === 1, 'the held delayed message is processed once the majority is back', 30_000);
+  const counts = await countReports(sender, watcher, [counterId]);
+  assert.is(counts.get(counterId), 1, 'the event applied once');
+  const back = await metricsOf(nodes[0]!);
+  assert.ok(back.events_accepted - held.events_accepted >= 1, 'the event is admitted');
+  assert.ok(back.delayed_fired - alone.delayed_fired >= 1, 'the delayed message fired');
+  assert.ok(back.invocations - held.invocations >= 2, 'the event and the delayed message ran');
 });
 
 test('a client given several nodes fails over when its node leaves, and its events keep landing', async () => {
@@ -197,7 +240,7 @@ test('a client given several nodes fails over when its node leaves, and its even
   assert.is(sender.nodeId, 'n2');
   const watcher = await client(nodes[0]!);
   const counts = watcher.subscribe('counts', { type: counted });
-  await sleep(100);
+  await subscribed(counts);
   await Promise.all(Array.from({ length: 100 }, (_, index) => sender.send({ typename: 'test/counter', id: `f${index}` }, 1)));
   nodes[1]!.kill('SIGTERM');
   await nodes[1]!.exited;
@@ -213,6 +256,7 @@ test('a node joins and another leaves under steady load: state moves with its ke
   const sender = await client(nodes[0]!);
   const watcher = await client(nodes[0]!);
   const counts = watcher.subscribe('counts', { type: counted, bufferMax: 100_000 });
+  await subscribed(counts);
   const seen = new Map<string, number[]>();
   let received = 0;
   void (async () => {
@@ -223,7 +267,6 @@ test('a node joins and another leaves under steady load: state moves with its ke
       received++;
     }
   })();
-  await sleep(100);
   const ids = Array.from({ length: 500 }, (_, index) => `m${index}`);
   const rounds = 30;
   let joiner: NodeProcess | null = null;
@@ -252,7 +295,7 @@ test('an event re-sent through another node is applied once: producer marks live
   await converged(nodes, 3);
   const watcher = await client(nodes[0]!);
   const counts = watcher.subscribe('counts', { type: counted });
-  await sleep(100);
+  await subscribed(counts);
   const ids = Array.from({ length: 20 }, (_, index) => `twice-${index}`);
   const envelopes = await Promise.all(ids.map((id, index) => clientEnvelope('test/counter', id, 1, { session: 'session-x', seq: index + 1 })));
   // The same events, as a client would re-send them after losing its node: through n2, then n3.
@@ -265,10 +308,15 @@ test('an event re-sent through another node is applied once: producer marks live
   const records = await take(counts, 20, 10_000);
   assert.equal(new Set(records.map((record) => record.value.id)).size, 20);
   assert.ok(records.every((record) => record.value.count === 1));
-  await sleep(500);
-  const duplicates = await Promise.all(
-    nodes.map(async (node) => Number(/statecraft_duplicates_dropped (\d+)/.exec(await (await fetch(`http://127.0.0.1:${node.port}/metrics`)).text())![1])),
-  );
+  // The second copies reach their key groups after the first: wait until all 20 are counted, then
+  // require exactly 20.
+  let duplicates: number[] = [];
+  await eventually(async () => {
+    duplicates = await Promise.all(nodes.map(async (node) => (await metricsOf(node)).duplicates_dropped!));
+    return duplicates.reduce((sum, count) => sum + count, 0) >= 20;
+  }, 'the second copies dropped', 20_000).catch((error: Error) => {
+    throw new Error(`${error.message}: duplicates dropped per node: ${duplicates}`);
+  });
   assert.is(duplicates.reduce((sum, count) => sum + count, 0), 20, `duplicates dropped per node: ${duplicates}`);
   throughTwo.socket.close();
   throughThree.socket.close();
@@ -295,7 +343,7 @@ test('a peer sending garbage is disconnected; the node keeps serving', async () 
   await converged(nodes, 2);
   const sender = await client(nodes[0]!);
   const counts = sender.subscribe('counts', { type: counted });
-  await sleep(50);
+  await subscribed(counts);
   await sender.send({ typename: 'test/counter', id: 'after-garbage' }, 1);
   assert.is((await take(counts, 1))[0]!.value.count, 1);
 });

@@ -31,8 +31,8 @@ function tempDir(name: string): string {
   return dir;
 }
 
-/** Runs scripts/verify.js and returns its final JSON line. */
-async function runVerifier(args: string[], timeoutMs: number): Promise<Record<string, number>> {
+/** Runs scripts/verify.js and returns its final JSON line (`output`: how to find what it printed, when it failed). */
+async function runVerifier(args: string[], timeoutMs: number): Promise<Record<string, any>> {
   const script = fileURLToPath(new URL('../../scripts/verify.js', import.meta.url));
   const child = spawn(process.execPath, [script, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
   let output = '';
@@ -40,22 +40,24 @@ async function runVerifier(args: string[], timeoutMs: number): Promise<Record<st
   child.stderr.on('data', (chunk: Buffer) => (output += chunk.toString()));
   const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
   // The whole output goes to a file when the run fails; the message shows the nodes' dump if there is one.
+  // The verifier prints its seed and how to replay it first: it leads every failure message, a timeout's too.
+  const replay = () => /^verify: seed .*$/m.exec(output)?.[0] ?? `no seed line yet; arguments: ${args.join(' ')}`;
   const explain = () => {
     const file = `${tmpdir()}/statecraft-verifier-${Date.now()}.log`;
     writeFileSync(file, output);
     const dump = output.indexOf('still unconfirmed');
     const lines = (dump >= 0 ? output.slice(dump, dump + 12_000) : output.slice(-4000)).split('\n').filter((line) => !line.startsWith('verify: ') || !line.includes(' s  sent '));
-    return `full output in ${file}\n${lines.join('\n')}`;
+    return `${replay()}\nfull output in ${file}\n${lines.join('\n')}`;
   };
   const code = await withTimeout(exited, timeoutMs, 'the verifier').catch((error) => {
     child.kill('SIGKILL');
     throw new Error(`${(error as Error).message}; ${explain()}`);
   });
   const last = output.trim().split('\n').reverse().find((line) => line.startsWith('{'));
-  if (last === undefined) throw new Error(`the verifier (exit ${code}) printed no result:\n${output.slice(-4000)}`);
-  const result = JSON.parse(last) as Record<string, number>;
+  if (last === undefined) throw new Error(`the verifier (exit ${code}) printed no result; ${explain()}`);
+  const result = JSON.parse(last) as Record<string, any>;
   if (process.env.VERBOSE) console.log(output);
-  return Object.assign(result, { exitCode: code ?? -1, output: (result.mismatches === 0 && code === 0 ? '' : explain()) as unknown as number });
+  return Object.assign(result, { exitCode: code ?? -1, output: result.mismatches === 0 && code === 0 ? replay() : explain() });
 }
 
 /** n1 alone (it restores from the store), then the others joining it. */
@@ -93,9 +95,11 @@ test('the short verifier: random command trees, a node SIGKILLed and restarted, 
   const result = await runVerifier(['--duration', '12', '--kills', '2', '--ids', '128', '--rate', '150', '--seed', String(1 + Math.floor(Math.random() * 1e6))], 180_000);
   console.log(`  verifier: ${JSON.stringify({ ...result, output: undefined })}`);
   assert.is(result.mismatches, 0, `mismatches:\n${result.output}`);
-  assert.is(result.exitCode, 0);
-  assert.ok(result.kills! >= 1 && result.recoveries! >= 1, `kills ${result.kills}, recoveries ${result.recoveries}`);
-  assert.ok(result.increments! > 1000 && result.egressExpected! > 100, 'the run did real work');
+  assert.is(result.exitCode, 0, result.output);
+  // Each kill landed while events were in flight (the verifier counts no other).
+  assert.is(result.kills, 2, `kills with traffic in flight: ${result.kills} (idle ${result.idleKills}, in flight ${result.inFlightAtKills}); ${result.output}`);
+  assert.ok(result.recoveries >= 1, `recoveries ${result.recoveries}; ${result.output}`);
+  assert.ok(result.increments > 1000 && result.egressExpected > 100, `the run did real work; ${result.output}`);
 });
 
 test('the verifier over remote functions: the function host SIGKILLed twice and a node once mid-run, 0 mismatches', async () => {
@@ -104,18 +108,20 @@ test('the verifier over remote functions: the function host SIGKILLed twice and 
   const result = await runVerifier(['--remote', '--host-kills', '2', '--duration', '12', '--kills', '1', '--ids', '128', '--rate', '150', '--seed', String(1 + Math.floor(Math.random() * 1e6))], 180_000);
   console.log(`  remote verifier: ${JSON.stringify({ ...result, output: undefined })}`);
   assert.is(result.mismatches, 0, `mismatches:\n${result.output}`);
-  assert.is(result.exitCode, 0);
-  assert.is(result.hostKills, 2);
-  assert.ok(result.kills! >= 1 && result.recoveries! >= 1, `kills ${result.kills}, recoveries ${result.recoveries}`);
-  assert.ok(result.increments! > 1000 && result.egressExpected! > 100, 'the run did real work');
+  assert.is(result.exitCode, 0, result.output);
+  assert.is(result.hostKills, 2, `host kills with traffic in flight: ${result.hostKills} (idle ${result.idleHostKills}, in flight ${result.inFlightAtHostKills}); ${result.output}`);
+  assert.is(result.kills, 1, `kills with traffic in flight: ${result.kills} (idle ${result.idleKills}, in flight ${result.inFlightAtKills}); ${result.output}`);
+  assert.ok(result.recoveries >= 1, `recoveries ${result.recoveries}; ${result.output}`);
+  assert.ok(result.increments > 1000 && result.egressExpected > 100, `the run did real work; ${result.output}`);
 });
 
 test('the verifier fails when nodes do not checkpoint (state of a killed node is lost): it can catch a broken runtime', async () => {
   // The killed node stays down until it is declared dead (without checkpoints, a node back sooner with
   // the same id waits for hand-overs nobody sends).
   const result = await runVerifier(['--duration', '6', '--kills', '1', '--ids', '64', '--rate', '150', '--seed', '4', '--checkpoint-store', 'off', '--restart-delay', '2500'], 150_000);
-  assert.ok(result.mismatches! > 0, `expected mismatches without checkpoints: ${JSON.stringify({ ...result, output: undefined })}`);
-  assert.is(result.exitCode, 1);
+  assert.ok(result.mismatches > 0, `expected mismatches without checkpoints: ${JSON.stringify({ ...result, output: undefined })}; ${result.output}`);
+  assert.is(result.kills, 1, `kills with traffic in flight: ${result.kills}; ${result.output}`);
+  assert.is(result.exitCode, 1, result.output);
 });
 
 test('every node SIGKILLed, then started again with the same store: state and egress resume from the last checkpoint', async () => {

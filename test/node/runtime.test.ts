@@ -3,7 +3,7 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { connect, Types, type Client, type DeadLetter } from 'statecraft';
 import { eventually, fixture, sleep, startTestNode, take, type TestNode } from '../helpers.js';
-import { counted } from '../fixtures/functions.js';
+import { TTL_MS, counted } from '../fixtures/functions.js';
 
 let node: TestNode;
 let client: Client;
@@ -56,16 +56,35 @@ test('async handlers: one message at a time per address, in order, other address
 });
 
 test('many addresses concurrently, across shards: every hop of every relay happens exactly once', async () => {
-  const done = client.subscribe('relay-done');
+  const done = client.subscribe<string>('relay-done');
   const chains = 200;
   const hops = 50;
+  const before = node.metrics();
   await Promise.all(Array.from({ length: chains }, (_, index) => client.send({ typename: 'test/relay', id: `r${index}` }, hops)));
   const finished = await take(done, chains, 20_000);
+  // Each chain ends where test/relay's ring of ids takes it: r<i> → r<(7i + 13) mod 1000>, once per hop.
+  const ends = Array.from({ length: chains }, (_, index) => {
+    let id = index;
+    for (let hop = 0; hop < hops; hop++) id = (id * 7 + 13) % 1000;
+    return `r${id}`;
+  });
+  assert.equal(finished.map((record) => record.value).sort(), ends.sort(), 'each chain ended once, where it must');
+  // A marker through the same egress after every chain has ended: a record repeated by a duplicated
+  // last hop would come before it.
+  await client.send({ typename: 'test/relay', id: 'r-marker' }, 0);
+  assert.equal((await take(done, 1)).map((record) => record.value), ['r-marker'], 'no relay-done record beyond one per chain');
   done.close();
-  assert.is(finished.length, chains);
-  await eventually(() => node.metrics().Backlog === 0, 'backlog drained');
-  const metrics = node.metrics();
-  assert.ok(metrics.Invocations >= chains * (hops + 1), `invocations ${metrics.Invocations}`);
+  // Every hop ran before its chain's last record: wait for the counters to show at least that many,
+  // then require exactly that many (a duplicated hop is one invocation more).
+  const invocations = chains * (hops + 1) + 1;
+  const records = chains + 1;
+  await eventually(() => {
+    const now = node.metrics();
+    return now.Backlog === 0 && now.Invocations - before.Invocations >= invocations && now.EgressRecords - before.EgressRecords >= records;
+  }, `at least ${invocations} invocations and ${records} egress records, and no backlog`);
+  const after = node.metrics();
+  assert.is(after.Invocations - before.Invocations, invocations, 'invocations: one per hop, plus the marker');
+  assert.is(after.EgressRecords - before.EgressRecords, records, 'egress records: one per chain, plus the marker');
 });
 
 test('a throwing handler: state unchanged, messages discarded, dead letter emitted, address goes on', async () => {
@@ -128,27 +147,36 @@ test('a message to an unknown function type becomes a dead letter', async () => 
 
 test('delayed messages arrive after their delay, in due order; cancelled ones never arrive', async () => {
   const sink = client.subscribe('sink');
+  const before = node.metrics();
   const started = Date.now();
   const schedule = (tag: string, delayMs: number, token?: string) =>
     client.send({ typename: 'test/delayer', id: 'd1' }, { op: 'schedule', tag, delayMs, ...(token ? { token } : {}) }, Types.json());
-  await schedule('late', 600);
-  await schedule('early', 200);
-  await schedule('cancelled', 300, 'tok-1');
-  await schedule('also-cancelled', 400, 'tok-1');
-  await schedule('other-token', 450, 'tok-2');
-  // Another instance's cancel with the same token must not touch d1's messages (tokens are per sender).
-  await client.send({ typename: 'test/delayer', id: 'd2' }, { op: 'cancel', token: 'tok-2' }, Types.json());
-  await client.send({ typename: 'test/delayer', id: 'd1' }, { op: 'cancel', token: 'tok-1' }, Types.json());
-  const records = await take(sink, 3, 5000);
+  // Sent together (one frame, d1's in order): the due times stay hundreds of ms apart even when the
+  // machine is slow to run the commands, and the cancel lands long before 'cancelled' is due.
+  await Promise.all([
+    schedule('late', 2000),
+    schedule('early', 200),
+    schedule('cancelled', 1000, 'tok-1'),
+    schedule('also-cancelled', 1200, 'tok-1'),
+    schedule('other-token', 1400, 'tok-2'),
+    // Another instance's cancel with the same token must not touch d1's messages (tokens are per sender).
+    client.send({ typename: 'test/delayer', id: 'd2' }, { op: 'cancel', token: 'tok-2' }, Types.json()),
+    client.send({ typename: 'test/delayer', id: 'd1' }, { op: 'cancel', token: 'tok-1' }, Types.json()),
+  ]);
+  const records = await take(sink, 3, 20_000);
   const tags = records.map((record) => (record.value as { value: string }).value);
   assert.equal(tags, ['early', 'other-token', 'late']);
   const early = records[0]!.value as { at: number; caller: unknown };
-  assert.ok(early.at - started >= 190, `early arrived after ${early.at - started} ms`);
+  assert.ok(early.at - started >= 200, `early arrived after ${early.at - started} ms, before its delay`);
+  const late = records[2]!.value as { at: number };
+  assert.ok(late.at - started >= 2000, `late arrived after ${late.at - started} ms, before its delay`);
   assert.equal(early.caller, { typename: 'test/delayer', id: 'd1' });
-  await sleep(300);
-  const metrics = node.metrics();
-  assert.is(metrics.DelayedCancelled, 2);
-  assert.is(metrics.DelayedPending, 0);
+  // Nothing pending any more: the cancelled two can never arrive.
+  await eventually(() => node.metrics().DelayedPending === 0, 'no delayed message pending');
+  const after = node.metrics();
+  assert.is(after.DelayedScheduled - before.DelayedScheduled, 5);
+  assert.is(after.DelayedCancelled - before.DelayedCancelled, 2);
+  assert.is(after.DelayedFired - before.DelayedFired, 3);
   sink.close();
 });
 
@@ -157,20 +185,26 @@ test('values expire after write and after the last call', async () => {
   const address = { typename: 'test/ttl', id: 'x' };
   await client.send(address, 'write');
   await take(ttl, 1);
-  // Keep calling every 150 ms: `touched` stays alive, `written` expires 400 ms after its write.
-  for (let call = 0; call < 4; call++) {
-    await sleep(150);
+  const writtenBy = Date.now(); // the write ran before its record arrived
+  // Call every 100 ms until a call is sent more than TTL_MS after the write: `written` has expired by
+  // then, while `touched` stays alive (each call far less than TTL_MS after the one before).
+  const reads: { written: string | null; touched: string | null }[] = [];
+  for (;;) {
+    await sleep(100);
+    const sentAt = Date.now();
     await client.send(address, 'read');
+    reads.push((await take(ttl, 1))[0]!.value as { written: string | null; touched: string | null });
+    if (sentAt - writtenBy > TTL_MS) break;
   }
-  const reads = (await take(ttl, 4)).map((record) => record.value as { written: string | null; touched: string | null });
+  assert.ok(reads.length >= 3, `${reads.length} reads`);
   assert.is(reads[0]!.written, 'w');
-  assert.is(reads.at(-1)!.written, null, 'written expired 400 ms after the write');
+  assert.is(reads.at(-1)!.written, null, `written expired ${TTL_MS} ms after the write`);
   assert.ok(reads.every((read) => read.touched === 't'), 'touched refreshed by every call');
-  await sleep(550);
+  await sleep(TTL_MS + 10); // from after the last call's record: the next call is more than TTL_MS after it
   await client.send(address, 'read');
   const [last] = await take(ttl, 1);
   assert.equal(last!.value, { op: 'read', written: null, touched: null });
-  await eventually(() => node.metrics().Instances === countWithout('x'), 'the expired instance is removed', 5000);
+  await eventually(() => node.metrics().Instances === countWithout('x'), 'the expired instance is removed');
   ttl.close();
 });
 

@@ -5,12 +5,12 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync, unlinkSync, mkdirSync
 import { tmpdir } from 'node:os';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { connect, type Client } from '../../../lib/index.js';
+import { connect, keyGroupOf, type Client } from '../../../lib/index.js';
 import { openBlobStore } from '../../../node/storage/blob-store.js';
 import { parseObjectRef, readLatest, readManifest } from '../../../node/checkpoint/checkpoint-format.js';
 import type { NodeOptions } from '../../../node/index.js';
 import { counted } from '../../fixtures/functions.js';
-import { countReports, eventually, fixture, sleep, startTestNode, withTimeout, type TestNode } from '../../helpers.js';
+import { countReports, eventually, fixture, sleep, startTestNode, subscribed, withTimeout, type TestNode } from '../../helpers.js';
 import { startS3Server, type S3TestServer } from '../../s3-server.js';
 
 const functions: string[] = [fixture('functions')];
@@ -63,7 +63,7 @@ test('send() resolves once a checkpoint commits; egress is released on commit, w
   void (async () => {
     for await (const record of subscription) received.push({ id: record.recordId, count: record.value.count });
   })();
-  await sleep(50);
+  await subscribed(subscription);
   const ids = ['a', 'b', 'c', 'd'];
   for (let round = 0; round < 5; round++) await Promise.all(ids.map((id) => sender.send({ typename: 'test/counter', id }, 1)));
   const latest = await readLatest(await openBlobStore(store));
@@ -83,11 +83,12 @@ test("confirm: 'accept' resolves on acceptance; without a commit the egress wait
   const node = await start({ store: `file://${tempDir()}`, intervalMs: 3_600_000 });
   const sender = await client(node, { confirm: 'accept' });
   const records: number[] = [];
+  const counts = sender.subscribe('counts', { type: counted });
   void (async () => {
-    for await (const record of sender.subscribe('counts', { type: counted })) records.push(record.value.count);
+    for await (const record of counts) records.push(record.value.count);
   })();
-  await sleep(50);
-  await withTimeout(sender.send({ typename: 'test/counter', id: 'x' }, 1), 5000, 'accepted');
+  await subscribed(counts);
+  await withTimeout(sender.send({ typename: 'test/counter', id: 'x' }, 1), 20_000, 'accepted');
   await eventually(() => node.metrics().Invocations === 1, 'processed');
   await sleep(300);
   assert.equal(records, [], 'no checkpoint has committed: the record is held');
@@ -101,10 +102,11 @@ test('an upload that fails fails that checkpoint only: the node goes on, and the
   const node = await start({ store: `file://${dir}`, intervalMs: 100 });
   const sender = await client(node);
   const records: number[] = [];
+  const counts = sender.subscribe('counts', { type: counted });
   void (async () => {
-    for await (const record of sender.subscribe('counts', { type: counted })) records.push(record.value.count);
+    for await (const record of counts) records.push(record.value.count);
   })();
-  await sleep(50);
+  await subscribed(counts);
   let resolved = false;
   const sends = Promise.all([1, 2, 3].map(() => sender.send({ typename: 'test/counter', id: 'up' }, 1))).then(() => (resolved = true));
   await eventually(() => node.metrics().Invocations === 3, 'the events are processed meanwhile');
@@ -114,7 +116,7 @@ test('an upload that fails fails that checkpoint only: the node goes on, and the
   assert.equal(records, [], 'no egress before a commit');
   unlinkSync(`${dir}/checkpoints`);
   mkdirSync(`${dir}/checkpoints`);
-  await withTimeout(sends, 10_000, 'the sends resolve once a checkpoint commits');
+  await withTimeout(sends, 30_000, 'the sends resolve once a checkpoint commits');
   await eventually(() => records.length === 3, 'the egress is released once');
   assert.equal(records, [1, 2, 3]);
   await sleep(400);
@@ -129,23 +131,26 @@ test('a corrupt checkpoint object is detected on restore, and the checkpoint bef
   await Promise.all([1, 2, 3].map(() => sender.send({ typename: 'test/counter', id: 'k' }, 1)));
   await sleep(300); // idle checkpoints meanwhile: they reuse the objects written for these three
   const quiet = await readLatest(await openBlobStore(store));
-  await Promise.all([1, 2].map(() => sender.send({ typename: 'test/counter', id: 'k' }, 1)));
+  // One event, so that one checkpoint takes k from 3 to 5 (two could land in two checkpoints, and the one
+  // before the corrupt one would hold 4).
+  await sender.send({ typename: 'test/counter', id: 'k' }, 2);
   await stopAll();
   const blobs = await openBlobStore(store);
   const latest = await readLatest(blobs);
-  assert.ok(latest > quiet, `a newer checkpoint (${latest}) than ${quiet}`);
-  const manifest = (await readManifest(blobs, latest))!;
-  const written = manifest.objects.filter((key) => key.startsWith(`checkpoints/${latest}/`));
-  assert.is(written.length, 1, `checkpoint ${latest} wrote k's key group: ${written}`);
-  const path = `${dir}/${parseObjectRef(written[0]!).key}`;
+  // The object holding k's key group (idle checkpoints after its own point at it too).
+  const ref = (await readManifest(blobs, latest))!.objects[keyGroupOf('k', 64)]!;
+  const slice = parseObjectRef(ref);
+  const written = Number(/^checkpoints\/(\d+)\//.exec(slice.key)?.[1]);
+  assert.ok(written > quiet && written <= latest, `k's key group was written by checkpoint ${written} (${ref}), after ${quiet}`);
+  const path = `${dir}/${slice.key}`;
   const bytes = readFileSync(path);
-  bytes[bytes.length - 1] ^= 0xff; // one flipped bit in the payload
+  bytes[bytes.length - 1] ^= 0xff; // one flipped bit in the payload of the object that holds k's key group
   writeFileSync(path, bytes);
 
   const logs: string[] = [];
   node = await start({ store, intervalMs: 50 }, { log: (line) => logs.push(line) });
   const restored = node.checkpointStatus()!.restored;
-  assert.ok(restored < latest && restored >= quiet, `restored ${restored}, between ${quiet} and ${latest}`);
+  assert.ok(restored < written && restored >= quiet, `restored ${restored}, between ${quiet} and ${written}`);
   assert.ok(logs.some((line) => line.includes(`cannot restore checkpoint ${latest}`) && /corrupt|checksum/i.test(line)), logs.join('\n'));
   const found = await reportCounts(node, ['k']);
   assert.is(found.get('k'), 3, 'the state of the checkpoint before the corrupt one');

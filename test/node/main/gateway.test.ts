@@ -8,7 +8,7 @@ import { CloseCode, Frame, PROTOCOL_VERSION, decodeAck, decodeControl, encodeCon
 import { invokeLengthMax, writeInvoke } from '../../../lib/envelope.js';
 import { toTypedValue } from '../../../lib/typed-value.js';
 import { counted } from '../../fixtures/functions.js';
-import { eventually, fixture, startTestNode, take, withTimeout, type TestNode, eventsFrame } from '../../helpers.js';
+import { eventually, fixture, startTestNode, subscribed, take, withTimeout, type TestNode, eventsFrame } from '../../helpers.js';
 
 let node: TestNode;
 let client: Client;
@@ -73,6 +73,7 @@ test('the client rejects bad input before sending, with a typed error that says 
 test('the node validates again: each bad event is rejected on its own, good ones in the same frame are accepted', async () => {
   const raw = await rawConnection();
   const counts = client.subscribe('counts', { type: counted });
+  await subscribed(counts); // the events go through another connection
   raw.socket.send(
     eventsFrame(1, [
       envelope('test/counter', 'v1', 3),
@@ -150,6 +151,7 @@ test('a socket cut in the middle of a frame leaves the node serving', async () =
 test('events re-sent on a new connection are acknowledged but applied once', async () => {
   const producerId = `resend-${Math.random()}`;
   const counts = client.subscribe('counts', { type: counted });
+  await subscribed(counts); // the events go through other connections
   const first = await rawConnection(producerId);
   assert.is(first.welcome.lastSeq, 0);
   first.socket.send(eventsFrame(1, [envelope('test/counter', 'once', 1), envelope('test/counter', 'once', 10)]));
@@ -168,6 +170,7 @@ test('events re-sent on a new connection are acknowledged but applied once', asy
 
 test('a client event re-sent on another connection is applied once: the key group remembers its session and sequence', async () => {
   const counts = client.subscribe('counts', { type: counted });
+  await subscribed(counts); // the events go through other connections
   const id = `marked-${Math.random()}`;
   const typed = toTypedValue(1);
   const producer = { session: 'session-a', seq: 1 };
@@ -199,6 +202,7 @@ test('a client event re-sent on another connection is applied once: the key grou
 test('a full queue: the node stops admitting events until it drains, and loses none', async () => {
   // test/slow takes 5 ms per message and handles one at a time per address: 4 addresses, 200 events each.
   const slow = client.subscribe<{ id: string; count: number }>('slow', { type: Types.json() });
+  await subscribed(slow); // the events go through another client
   const producer = await connect(node.url, { window: 20 });
   const sends: Promise<void>[] = [];
   for (let index = 0; index < 800; index++) sends.push(producer.send({ typename: 'test/slow', id: `s${index % 4}` }, 5));

@@ -110,9 +110,11 @@ test('an embedded function and a function served by serve() message each other, 
 });
 
 test('missing state is negotiated: the same invocations are sent again with the registered specs, and remote state expires', async () => {
+  // Long enough that the second message surely finds the value of the first, even on a slow machine.
+  const SEEN_TTL_MS = 1500;
   const endpointServer = await scriptedEndpoint((batch) => {
     const seen = batch.state.find((entry) => entry.name === 'seen');
-    if (seen === undefined) return { kind: 'incomplete', missingValues: [{ name: 'seen', typename: 'io.statefun.types/int', expireMode: 'after-write', expireAfterMs: 400 }] };
+    if (seen === undefined) return { kind: 'incomplete', missingValues: [{ name: 'seen', typename: 'io.statefun.types/int', expireMode: 'after-write', expireAfterMs: SEEN_TTL_MS }] };
     const before = seen.value.value === null ? 0 : Types.int.deserialize(seen.value.value);
     const after = before + batch.invocations.length;
     return {
@@ -138,7 +140,7 @@ test('missing state is negotiated: the same invocations are sent again with the 
   assert.equal((await take(seen, 1)).map((record) => record.value), [2]);
   assert.equal(endpointServer.requests[2]!.state[0]!.value.value, intBytes(1), 'the registered value travels with the next request');
 
-  await sleep(600); // past the value's expire-after-write of 400 ms
+  await sleep(SEEN_TTL_MS + 100); // from after the second answer was applied: past the value's expire-after-write
   await sender.send({ typename: 'scripted/fn', id: 'x' }, 'third');
   assert.equal((await take(seen, 1)).map((record) => record.value), [1], 'the expired value is gone: counting starts again');
   assert.is(endpointServer.requests[3]!.state[0]!.value.value, null);
@@ -152,7 +154,7 @@ test('an endpoint that is down: retried with back-off, then a dead letter with t
     return { ...EMPTY_RESULT, outgoingEgresses: [{ namespace: 'test', type: 'ok', argument: batch.invocations[0]!.argument }] };
   });
   const node = await start({
-    endpoints: [endpoint('flaky/*', endpointServer.url, { timeouts: { callMs: 700 } }), endpoint('gone/*', 'http://127.0.0.1:1/', { timeouts: { callMs: 300 } })],
+    endpoints: [endpoint('flaky/*', endpointServer.url, { timeouts: { callMs: 1500 } }), endpoint('gone/*', 'http://127.0.0.1:1/', { timeouts: { callMs: 300 } })],
     functions: [fixture('functions')],
   });
   const sender = await client(node);
@@ -164,47 +166,62 @@ test('an endpoint that is down: retried with back-off, then a dead letter with t
   // The cluster is not stalled meanwhile: an embedded function answers at once.
   await sender.send({ typename: 'test/counter', id: 'c' }, 1);
   assert.is((await take(counts, 1))[0]!.value.count, 1);
-  const [letter] = (await take(letters, 1, 5000)).map((record) => record.value);
+  const [letter] = (await take(letters, 1, 20_000)).map((record) => record.value);
   assert.is(letter!.code, 'SC_ERR_REMOTE_CALL');
   assert.equal(letter!.address, { typename: 'flaky/fn', id: 'a' });
   assert.match(letter!.reason, /HTTP 503: warming up/);
-  assert.match(letter!.reason, /gave up after \d+ attempts/);
+  assert.match(letter!.reason, /gave up after \d+ attempts in 1500 ms/);
   assert.ok(endpointServer.requests.length >= 3, `retried: ${endpointServer.requests.length} attempts`);
+  // Back-off starts at 10 ms, doubles, and keeps 50-100 % of each step: giving up before the next step
+  // would pass the budget of 1500 ms cannot happen sooner than 635 ms in. Only the lower bound is
+  // exact (a slow machine makes everything later); the upper one only says the endpoint's budget, not
+  // the default of 60 s, was spent.
   const elapsed = Date.now() - startedAt;
-  assert.ok(elapsed >= 300 && elapsed < 3000, `retries spend the call budget of 700 ms, not much less or more: ${elapsed} ms`);
+  assert.ok(elapsed >= 600, `retries spend most of the call budget of 1500 ms, not ${elapsed} ms`);
+  assert.ok(elapsed < 20_000, `retries stop when the call budget of 1500 ms is spent, not after ${elapsed} ms`);
 
   down = false;
   await sender.send({ typename: 'flaky/fn', id: 'a' }, 'works');
   assert.equal((await take(ok, 1)).map((record) => record.value), ['works']);
 
   await sender.send({ typename: 'gone/fn', id: 'b' }, 'nobody listens');
-  const [refused] = (await take(letters, 1, 5000)).map((record) => record.value);
+  const [refused] = (await take(letters, 1, 20_000)).map((record) => record.value);
   assert.is(refused!.code, 'SC_ERR_REMOTE_CALL');
   assert.match(refused!.reason, /ECONNREFUSED/);
 });
 
 test('a slow endpoint backs up only its own addresses; what waited goes in one batch', async () => {
+  // The slow endpoint answers nothing until the test lets it: what must not wait for it has to finish
+  // first, and what queues behind its first request is all there before the second one is made.
+  let answerSlow!: () => void;
+  const slowMayAnswer = new Promise<void>((resolve) => (answerSlow = resolve));
   const slow = await scriptedEndpoint(async (batch) => {
-    await sleep(1500);
+    await slowMayAnswer;
     return { ...EMPTY_RESULT, outgoingEgresses: batch.invocations.map((invocation) => ({ namespace: 'test', type: 'slow', argument: invocation.argument })) };
   });
   const fast = await scriptedEndpoint((batch) => ({ ...EMPTY_RESULT, outgoingEgresses: batch.invocations.map((invocation) => ({ namespace: 'test', type: 'fast', argument: invocation.argument })) }));
-  const node = await start({ endpoints: [endpoint('slow/*', slow.url), endpoint('fast/*', fast.url)], functions: [fixture('functions')] });
+  const node = await start({ endpoints: [endpoint('slow/*', slow.url, { timeouts: { readMs: 120_000 } }), endpoint('fast/*', fast.url)], functions: [fixture('functions')] });
   const sender = await client(node);
-  const slowOut = sender.subscribe<number>('test/slow', { type: Types.int });
-  const fastOut = sender.subscribe<number>('test/fast', { type: Types.int });
-  const counts = sender.subscribe('counts', { type: counted });
-  for (let index = 0; index < 50; index++) await sender.send({ typename: 'slow/fn', id: 'x' }, index, Types.int);
-  const startedAt = Date.now();
-  for (let index = 0; index < 20; index++) await sender.send({ typename: 'fast/fn', id: `y${index}` }, index, Types.int);
-  await sender.send({ typename: 'test/counter', id: 'k' }, 5);
-  assert.is((await take(fastOut, 20, 1000)).length, 20);
-  assert.is((await take(counts, 1, 1000))[0]!.value.count, 5);
-  assert.ok(Date.now() - startedAt < 1000, 'other endpoints and embedded functions did not wait for the slow one');
-  const slowRecords = await take(slowOut, 50, 10_000);
-  assert.equal(slowRecords.map((record) => record.value), Array.from({ length: 50 }, (_, index) => index), 'in order');
-  assert.is(slow.requests.length, 2, 'the first message alone, then the 49 that waited as one batch');
-  assert.is(slow.requests[1]!.invocations.length, 49);
+  try {
+    const slowOut = sender.subscribe<number>('test/slow', { type: Types.int });
+    const fastOut = sender.subscribe<number>('test/fast', { type: Types.int });
+    const counts = sender.subscribe('counts', { type: counted });
+    for (let index = 0; index < 50; index++) await sender.send({ typename: 'slow/fn', id: 'x' }, index, Types.int);
+    await eventually(() => slow.requests.length === 1 && node.metrics().RemoteBacklog === 49, 'the first message in flight alone and the other 49 waiting for it');
+    for (let index = 0; index < 20; index++) await sender.send({ typename: 'fast/fn', id: `y${index}` }, index, Types.int);
+    await sender.send({ typename: 'test/counter', id: 'k' }, 5);
+    // Other endpoints and embedded functions do not wait for the slow one (which has not answered yet).
+    assert.is((await take(fastOut, 20, 20_000)).length, 20);
+    assert.is((await take(counts, 1, 20_000))[0]!.value.count, 5);
+    assert.is(slow.requests.length, 1, 'nothing more went to the slow endpoint meanwhile');
+    answerSlow();
+    const slowRecords = await take(slowOut, 50, 20_000);
+    assert.equal(slowRecords.map((record) => record.value), Array.from({ length: 50 }, (_, index) => index), 'in order');
+    assert.is(slow.requests.length, 2, 'the first message alone, then the 49 that waited as one batch');
+    assert.is(slow.requests[1]!.invocations.length, 49);
+  } finally {
+    answerSlow(); // a failed check must not leave a request hanging for the node's close to wait on
+  }
 });
 
 test('malformed, oversize and invalid answers are rejected whole: a clear dead letter, nothing applied', async () => {
@@ -234,7 +251,7 @@ test('malformed, oversize and invalid answers are rejected whole: a clear dead l
   for (const mode of modes) {
     await sender.send({ typename: 'strict/fn', id: 'z' }, mode);
     if (mode === 'good') break;
-    const [letter] = (await take(letters, 1, 5000)).map((record) => record.value);
+    const [letter] = (await take(letters, 1, 20_000)).map((record) => record.value);
     assert.is(letter!.code, 'SC_ERR_REMOTE_RESPONSE', `${mode}: ${letter!.reason}`);
     assert.match(letter!.reason, /nothing of it (was )?applied/);
     if (mode === 'undeclared') assert.match(letter!.reason, /writes state "other", which the function never declared/);
@@ -251,21 +268,29 @@ test('malformed, oversize and invalid answers are rejected whole: a clear dead l
 });
 
 test('a batch larger than the endpoint accepts is split; one message too large alone becomes a dead letter', async () => {
+  // The first request is answered once the other 29 messages wait behind it: they go as batches.
+  let answerFirst!: () => void;
+  const firstMayAnswer = new Promise<void>((resolve) => (answerFirst = resolve));
   const endpointServer = await scriptedEndpoint(async (batch) => {
-    await sleep(50); // let messages pile up behind the first request
+    await firstMayAnswer;
     return { ...EMPTY_RESULT, outgoingEgresses: batch.invocations.map(() => ({ namespace: 'test', type: 'done', argument: { typename: 'io.statefun.types/int', value: intBytes(batch.invocations.length) } })) };
   });
-  const node = await start({ endpoints: [endpoint('split/*', endpointServer.url, { payloadMaxBytes: 3000 })], valueBytesMax: 16_384 });
+  const node = await start({ endpoints: [endpoint('split/*', endpointServer.url, { payloadMaxBytes: 3000, timeouts: { readMs: 120_000 } })], valueBytesMax: 16_384 });
   const sender = await client(node);
   const done = sender.subscribe<number>('test/done', { type: Types.int });
   const letters = deadLetters(sender);
   await Promise.all(Array.from({ length: 30 }, () => sender.send({ typename: 'split/fn', id: 's' }, 'x'.repeat(400))));
-  assert.is((await take(done, 30)).length, 30, 'every message was invoked');
+  try {
+    await eventually(() => endpointServer.requests.length === 1 && node.metrics().RemoteBacklog === 29, 'the first message in flight and 29 waiting');
+  } finally {
+    answerFirst();
+  }
+  assert.is((await take(done, 30, 20_000)).length, 30, 'every message was invoked');
   const sizes = endpointServer.requests.map((request) => request.invocations.length);
   assert.ok(sizes.every((size) => size * 400 < 3000), `batches stayed under the limit: ${sizes.join(',')}`);
   assert.ok(sizes.some((size) => size > 1), `messages still went in batches: ${sizes.join(',')}`);
   await sender.send({ typename: 'split/fn', id: 's' }, 'y'.repeat(5000));
-  const [letter] = (await take(letters, 1)).map((record) => record.value);
+  const [letter] = (await take(letters, 1, 20_000)).map((record) => record.value);
   assert.is(letter!.code, 'SC_ERR_REMOTE_CALL');
   assert.match(letter!.reason, /over the endpoint's payload limit of 3000/);
 });
