@@ -22,7 +22,7 @@ import { startNode, type NodeOptions, type StatecraftNode } from 'statecraft/nod
 import { computePlacement } from '../cluster/placement.js';
 import { keyGroupOf } from '../lib/key-group.js';
 import { openBlobStore } from '../node/storage/blob-store.js';
-import { readLatest } from '../node/checkpoint/checkpoint-format.js';
+import { readHead } from '../node/checkpoint/terms.js';
 import { startS3Server, type S3TestServer } from '../test/s3-server.js';
 import { format, median, quiet, sampleRates, sleep } from './harness.js';
 import { startBenchCluster } from './processes.js';
@@ -195,7 +195,7 @@ if (only.has('C')) {
     })();
     await sleep(2000);
     const before = await openStore();
-    const latestBefore = await readLatest(before);
+    const latestBefore = (await readHead(before)).checkpoint;
     await before.close();
     const killedAt = Date.now();
     victim.child.kill('SIGKILL');
@@ -204,7 +204,7 @@ if (only.has('C')) {
     // And the first commit after the kill (events confirmed again).
     const store = await openStore();
     const commitDeadline = Date.now() + 30_000;
-    while ((await readLatest(store)) <= latestBefore && Date.now() < commitDeadline) await sleep(20);
+    while ((await readHead(store)).checkpoint <= latestBefore && Date.now() < commitDeadline) await sleep(20);
     const commit = Date.now() - killedAt;
     await store.close();
     times.push(first);

@@ -7,7 +7,7 @@
 import { Packr } from 'msgpackr';
 import { ENVELOPE_HEADER_BYTES, EnvelopeKind } from '../lib/envelope.js';
 import { StatecraftError } from '../lib/errors.js';
-import type { CheckpointControl } from '../node/index.js';
+import { isCheckpointRef, type CheckpointControl } from '../node/index.js';
 
 const controlPackr = new Packr({ useRecords: false });
 
@@ -50,7 +50,7 @@ function wellFormed(message: CheckpointControl): boolean {
     case 'outcome':
       return isCheckpoint(message.checkpoint) && typeof message.committed === 'boolean';
     case 'rollback':
-      return isCount(message.epoch) && Array.isArray(message.members) && message.members.every(isText) && isCount(message.restore);
+      return isCount(message.epoch) && Array.isArray(message.members) && message.members.every(isText) && isCheckpointRef(message.restore);
     case 'restarted':
       return isCount(message.epoch) && isText(message.node);
     case 'behind':

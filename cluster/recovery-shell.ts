@@ -6,7 +6,7 @@
  * waited. When to recover, and who leads, is decided in view-core.ts; this file does the I/O.
  */
 import { EnvelopeKind } from '../lib/envelope.js';
-import type { CheckpointControl, ClusterPort } from '../node/index.js';
+import type { CheckpointControl, CheckpointRef, ClusterPort } from '../node/index.js';
 import { mayBeRollback } from './checkpoint-control.js';
 import type { Member } from './membership.js';
 import type { ClusterView, RecoveryPlan } from './view-core.js';
@@ -84,7 +84,7 @@ export class RecoveryShell {
     this.stashed = this.stashed.filter((entry) => entry.epoch >= epoch);
   }
 
-  /** The leader: stops coordinating (a pointer write in flight lands or fails first) and reads the checkpoint to restore. */
+  /** The leader: stops coordinating (a commit write in flight lands or fails first), begins a term and reads the checkpoint to restore. */
   prepare(plan: RecoveryPlan): void {
     this.options.port.prepareRollBack().then(
       (checkpoint) => {
@@ -99,7 +99,7 @@ export class RecoveryShell {
   }
 
   /** Restores checkpoint `restore` for the plan's placement, then delivers what waited for this epoch. */
-  run(plan: RecoveryPlan, restore: number): void {
+  run(plan: RecoveryPlan, restore: CheckpointRef): void {
     const { epoch, placement } = plan;
     const self = this.core.selfId;
     this.options.port.rollBack((keyGroup) => placement.members[placement.owners[keyGroup]!] === self, epoch, restore).then(

@@ -2,7 +2,7 @@
  * What the view core (view-core.ts, handover-core.ts) asks its shell to do, as plain data. The shell
  * performs each action as it is emitted, in order (cluster-node.ts `perform`).
  */
-import type { CheckpointControl } from '../node/index.js';
+import type { CheckpointControl, CheckpointRef } from '../node/index.js';
 import type { Placement } from './placement.js';
 import type { ClusterStatus } from './view-status.js';
 
@@ -10,7 +10,7 @@ import type { ClusterStatus } from './view-status.js';
 export interface RollbackOrder {
   epoch: number;
   members: string[];
-  restore: number;
+  restore: CheckpointRef;
 }
 
 /** A recovery this node takes part in: its epoch, its members, and the placement it restores. */
@@ -48,7 +48,7 @@ export type ViewAction =
   /** The leader reads the checkpoint every member must restore, then calls `rollbackPrepared`. */
   | { type: 'rollback-prepare'; plan: RecoveryPlan }
   /** Restore checkpoint `restore` for the plan's placement, then call `rollbackDone`. */
-  | { type: 'rollback-run'; plan: RecoveryPlan; restore: number }
+  | { type: 'rollback-run'; plan: RecoveryPlan; restore: CheckpointRef }
   /** The peers of the agreed view are the checkpoint channels. */
   | { type: 'checkpoint-peers'; peers: readonly string[] }
   /** Coordinate checkpoints for these participants (this node leads), or stop (null). */

@@ -14,6 +14,7 @@
  * it goes), and keeping the order is what keeps messages in order. No socket, timer or clock in here.
  */
 import { invariant } from '../lib/errors.js';
+import type { CheckpointRef } from '../node/index.js';
 import { HandoverTable, type PlacementFacts } from './handover-core.js';
 import type { Member, MemberState } from './membership.js';
 import { computePlacement, ownedCounts, type Placement } from './placement.js';
@@ -359,7 +360,7 @@ export class ClusterView implements PlacementFacts {
   }
 
   /** The leader read the checkpoint to restore: every member is ordered to restore it, this node too. */
-  rollbackPrepared(plan: RecoveryPlan, restore: number): void {
+  rollbackPrepared(plan: RecoveryPlan, restore: CheckpointRef): void {
     invariant(this.isCurrentRecovery(plan.epoch), 'the shell prepares only the current recovery');
     this.lastRollback = { epoch: plan.epoch, members: [...plan.members], restore };
     for (const member of plan.members) {
@@ -456,7 +457,7 @@ export class ClusterView implements PlacementFacts {
    * loads them from the store; what was sent before the recovery is dropped (epoch fencing), and
    * clients re-send what was not committed. The leader orders it (its epoch is above every earlier one).
    */
-  private startRollback(epoch: number, members: readonly string[], reason: string, restore?: number): void {
+  private startRollback(epoch: number, members: readonly string[], reason: string, restore?: CheckpointRef): void {
     if (epoch <= this.#epoch || this.#status === 'left') return;
     // Fence at once: frames sealed from now on carry the new epoch, older ones are dropped on arrival.
     this.#epoch = epoch;
@@ -477,8 +478,8 @@ export class ClusterView implements PlacementFacts {
       this.perform({ type: 'rollback-run', plan, restore });
       return;
     }
-    // The leader: stop coordinating (a pointer write in flight lands or fails first), read LATEST, and
-    // order every member to restore exactly that checkpoint.
+    // The leader: stop coordinating (a commit write in flight lands or fails first), begin a term and
+    // read the head (node/checkpoint/terms.ts), and order every member to restore exactly that checkpoint.
     this.perform({ type: 'rollback-prepare', plan });
   }
 

@@ -8,32 +8,37 @@
  *   tick: due and idle → start c (to every participant's main thread)
  *   every participant acknowledged c (its key groups' object keys; null: unchanged)
  *     → write-manifest c   (unchanged key groups keep the previous committed manifest's entry)
- *   manifestWritten c → write-pointer c
- *   pointerWritten c  → committed c, then delete (checkpoints past the retain count, failed leftovers)
+ *   manifestWritten c → write-commit c  (the commit record of c in this leader's term: terms.ts)
+ *   commitWritten c   → committed c, then delete (checkpoints past the retain count, failed leftovers)
+ *   deposed c         → deposed c: a newer term began, c is not announced and this coordinator stops
  *
  * One checkpoint at a time; checkpoint numbers increase strictly, also across coordinators (a new one
  * starts above `lastCheckpoint`). An upload failure, a failed manifest write, a missing ack or manifest
  * by the deadline (`ackTimeoutMs` after the start), or a view change fails c only; the next one starts
  * on schedule (`intervalMs` after the previous start, or at once when that time has passed).
  *
- * The pointer write is the commit point and cannot be taken back, so once it is requested neither the
- * deadline nor a view change fails c: the shell must report its definite outcome (pointerWritten, or
- * writeFailed when it knows the write did not land). Objects of failed checkpoints are deleted only
- * after a later commit has moved the pointer past them, so even a pointer write reported failed that
- * did land cannot leave the pointer on deleted objects.
+ * The commit record is the commit point and cannot be taken back, so once it is requested neither the
+ * deadline nor a view change fails c: the shell must report its definite outcome (commitWritten;
+ * deposed when a newer term was sealed, so c may or may not be in the store's history but is never
+ * announced; writeFailed when the write or the check after it failed). Objects of failed checkpoints
+ * are deleted only after a later commit of this term has moved the head past them, so a commit record
+ * reported failed that did land cannot leave the head on deleted objects.
  *
- * Fencing (acks of another view, a deposed leader's writes) is the shell's: it drops control frames of
- * other view ids. Object keys must be unique per upload (e.g. include the view id), so that a late
- * upload of a previous epoch never overwrites an object of a checkpoint reusing its number.
+ * Fencing acks of another view is the shell's: it drops control frames of other view ids. Object keys
+ * must be unique per upload (e.g. include the view id), so that a late upload of a previous epoch never
+ * overwrites an object of a checkpoint reusing its number; manifests and commit records carry the term.
  */
 import { KEY_GROUP_HASH } from '../../lib/key-group.js';
+import { commitKey, termId, type CheckpointRef, type CommitRecord } from './terms.js';
 
-export const CHECKPOINT_MANIFEST_VERSION = 1;
+export const CHECKPOINT_MANIFEST_VERSION = 2;
 
-/** Written as `manifestKey(c)`; the pointer (LATEST) names the last committed one. */
+/** Written as `manifestKey(c, term)`; a commit record (terms.ts) makes it the committed one. */
 export interface CheckpointManifest {
   version: number;
   checkpoint: number;
+  /** The term of the leader that wrote it. */
+  term: string;
   /** The view (epoch) id the checkpoint was taken in. */
   view: string;
   /** K, fixed for the cluster's lifetime. */
@@ -49,9 +54,9 @@ export interface CheckpointManifest {
   channels: string[];
   /**
    * Earlier committed checkpoints kept alongside this one (oldest first): a new coordinator rebuilds
-   * retention from LATEST's manifest and these, without listing the store.
+   * retention from the head's manifest and these, without listing the store.
    */
-  retained: number[];
+  retained: CheckpointRef[];
 }
 
 /**
@@ -65,12 +70,18 @@ export type CoordinatorAction =
   | { type: 'start'; checkpoint: number; participants: string[] }
   /** Write `manifest` under `key`; report manifestWritten or writeFailed(…, 'manifest'). */
   | { type: 'write-manifest'; checkpoint: number; key: string; manifest: CheckpointManifest }
-  /** Write the pointer (LATEST) = checkpoint; report pointerWritten or writeFailed(…, 'pointer'). */
-  | { type: 'write-pointer'; checkpoint: number }
+  /** Write the commit record, then check no newer term began; report commitWritten, deposed or writeFailed(…, 'commit'). */
+  | { type: 'write-commit'; checkpoint: number; record: CommitRecord }
   /** The checkpoint is durable: release its egress, confirm the client events it covers. */
   | { type: 'committed'; checkpoint: number; manifest: CheckpointManifest }
   /** The checkpoint will never commit; participants drop what they hold for it. */
   | { type: 'failed'; checkpoint: number; reason: string }
+  /**
+   * A newer term began before the commit was confirmed: the checkpoint is not announced (participants
+   * treat it as failed; the newer term's writer decides whether it is in the history) and the
+   * coordinator stops for good.
+   */
+  | { type: 'deposed'; checkpoint: number; by: string }
   /** Best-effort deletion of objects no retained manifest references. */
   | { type: 'delete'; keys: string[] };
 
@@ -81,6 +92,8 @@ export interface CheckpointCoordinatorConfig {
   keyGroups: number;
   /** The view (epoch) id written into manifests; changes with viewChanged. Default '0'. */
   view?: string;
+  /** This leader's term (terms.ts): in its manifests' keys and commit records. Default term 0. */
+  term?: string;
   /** Default 1000. */
   intervalMs?: number;
   /** Acks and the manifest write must be done this long after the start; default 30000. */
@@ -93,15 +106,15 @@ export interface CheckpointCoordinatorConfig {
    */
   lastCheckpoint?: number;
   /**
-   * The retained committed manifests, oldest first, the last being LATEST's (read back on a new
+   * The retained committed manifests, oldest first, the last being the head's (read back on a new
    * leader). Empty: nothing committed yet, so the first checkpoint must upload every key group.
    */
   committed?: readonly CheckpointManifest[];
-  /** Default `checkpoints/<c>/manifest.json`. */
-  manifestKey?: (checkpoint: number) => string;
+  /** Default `checkpoints/<c>/manifest-<term>.json`. */
+  manifestKey?: (checkpoint: number, term: string) => string;
 }
 
-export type CheckpointPhase = 'acks' | 'manifest' | 'pointer';
+export type CheckpointPhase = 'acks' | 'manifest' | 'commit';
 
 interface Running {
   checkpoint: number;
@@ -119,7 +132,7 @@ interface Running {
 
 export const CHECKPOINT_DEFAULTS = Object.freeze({ intervalMs: 1000, ackTimeoutMs: 30_000, retain: 3 });
 
-const defaultManifestKey = (checkpoint: number) => `checkpoints/${checkpoint}/manifest.json`;
+const defaultManifestKey = (checkpoint: number, term: string) => `checkpoints/${checkpoint}/manifest-${term}.json`;
 
 function integer(name: string, value: number, minimum: number): void {
   if (!Number.isSafeInteger(value) || value < minimum) throw new RangeError(`checkpoint coordinator: ${name} must be an integer >= ${minimum} (got ${value})`);
@@ -130,18 +143,21 @@ export class CheckpointCoordinator {
   readonly ackTimeoutMs: number;
   readonly retain: number;
   readonly keyGroups: number;
-  private readonly manifestKey: (checkpoint: number) => string;
+  readonly term: string;
+  private readonly manifestKey: (checkpoint: number, term: string) => string;
   private participantSet: Set<string>;
   private view: string;
   /** Highest number used: strictly increasing. */
   private last: number;
-  /** Committed manifests kept, oldest first; the last is LATEST's. */
+  /** Committed manifests kept, oldest first; the last is the head's. */
   private readonly retainedManifests: CheckpointManifest[];
   private running: Running | null = null;
   /** Keys of failed checkpoints, deleted after the next commit. */
   private readonly garbage = new Set<string>();
   /** null until the first tick arms the schedule. */
   private nextStartMs: number | null = null;
+  /** Set when a newer term began: nothing starts or commits any more. */
+  private newerTerm: string | null = null;
 
   constructor(config: CheckpointCoordinatorConfig) {
     this.intervalMs = config.intervalMs ?? CHECKPOINT_DEFAULTS.intervalMs;
@@ -153,6 +169,7 @@ export class CheckpointCoordinator {
     integer('retain', this.retain, 1);
     integer('keyGroups', this.keyGroups, 1);
     this.manifestKey = config.manifestKey ?? defaultManifestKey;
+    this.term = config.term ?? termId(0, '00000000');
     this.participantSet = new Set(config.participants);
     this.view = config.view ?? '0';
     const committed = [...(config.committed ?? [])];
@@ -180,6 +197,11 @@ export class CheckpointCoordinator {
     return this.running === null ? null : { checkpoint: this.running.checkpoint, phase: this.running.phase };
   }
 
+  /** The newer term that deposed this coordinator, or null. */
+  get deposedBy(): string | null {
+    return this.newerTerm;
+  }
+
   /** The last committed checkpoint number, 0 when none. */
   get lastCommitted(): number {
     return this.retainedManifests.at(-1)?.checkpoint ?? 0;
@@ -200,9 +222,10 @@ export class CheckpointCoordinator {
   /** Starts a checkpoint when due, fails the running one past its deadline. Idempotent. */
   tick(now: number): CoordinatorAction[] {
     const actions: CoordinatorAction[] = [];
+    if (this.newerTerm !== null) return actions;
     if (this.nextStartMs === null) this.nextStartMs = now + this.intervalMs;
     const running = this.running;
-    if (running !== null && running.phase !== 'pointer' && now >= running.deadlineMs) {
+    if (running !== null && running.phase !== 'commit' && now >= running.deadlineMs) {
       const missing = running.phase === 'acks' ? `no acknowledgement from ${[...running.waiting].sort().join(', ')}` : 'the manifest write did not finish';
       this.fail(running, `timed out after ${Math.round(now - running.startedMs)} ms: ${missing}`, actions);
     }
@@ -219,11 +242,12 @@ export class CheckpointCoordinator {
 
   /** When `tick` must run next. Before the first tick: 0 (tick at once; it arms the schedule). */
   nextDeadline(): number {
+    if (this.newerTerm !== null) return Infinity;
     if (this.nextStartMs === null) return 0;
     const running = this.running;
     if (running === null) return this.nextStartMs;
     // The next start waits for the running one, whose own deadline (if any) comes first.
-    return running.phase === 'pointer' ? Infinity : running.deadlineMs;
+    return running.phase === 'commit' ? Infinity : running.deadlineMs;
   }
 
   /** `process` finished its part of `checkpoint` and uploaded its objects. */
@@ -279,16 +303,18 @@ export class CheckpointCoordinator {
     const actions: CoordinatorAction[] = [];
     const running = this.running;
     if (running === null || running.checkpoint !== checkpoint || running.phase !== 'manifest') return actions;
-    running.phase = 'pointer';
-    actions.push({ type: 'write-pointer', checkpoint });
+    running.phase = 'commit';
+    const manifest = running.manifest!;
+    actions.push({ type: 'write-commit', checkpoint, record: { checkpoint, term: this.term, retained: manifest.retained } });
     return actions;
   }
 
-  pointerWritten(now: number, checkpoint: number): CoordinatorAction[] {
+  /** The commit record of `checkpoint` landed and no newer term had begun: it is committed. */
+  commitWritten(now: number, checkpoint: number): CoordinatorAction[] {
     void now;
     const actions: CoordinatorAction[] = [];
     const running = this.running;
-    if (running === null || running.checkpoint !== checkpoint || running.phase !== 'pointer') return actions;
+    if (running === null || running.checkpoint !== checkpoint || running.phase !== 'commit') return actions;
     const manifest = running.manifest!;
     this.running = null;
     actions.push({ type: 'committed', checkpoint, manifest });
@@ -297,13 +323,14 @@ export class CheckpointCoordinator {
     this.garbage.clear();
     while (this.retainedManifests.length > this.retain) {
       const dropped = this.retainedManifests.shift()!;
-      candidates.push(this.manifestKey(dropped.checkpoint), ...dropped.objects, ...(dropped.channels ?? []));
+      candidates.push(this.manifestKey(dropped.checkpoint, dropped.term), commitKey(dropped.term, dropped.checkpoint), ...dropped.objects, ...(dropped.channels ?? []));
     }
     // An entry may name a slice of a shared object (`key#offset+length`): objects are kept or deleted whole.
     const object = (key: string) => (key.includes('#') ? key.slice(0, key.lastIndexOf('#')) : key);
     const keep = new Set<string>();
     for (const kept of this.retainedManifests) {
-      keep.add(this.manifestKey(kept.checkpoint));
+      keep.add(this.manifestKey(kept.checkpoint, kept.term));
+      keep.add(commitKey(kept.term, kept.checkpoint));
       for (const key of kept.objects) keep.add(object(key));
       for (const key of kept.channels ?? []) keep.add(object(key));
     }
@@ -312,8 +339,24 @@ export class CheckpointCoordinator {
     return actions;
   }
 
-  /** A manifest or pointer write for `checkpoint` failed (for the pointer: it is known not to have landed). */
-  writeFailed(now: number, checkpoint: number, what: 'manifest' | 'pointer', reason = 'write failed'): CoordinatorAction[] {
+  /**
+   * A commit record landed, but term `by`, newer than this coordinator's, was sealed before the check:
+   * the checkpoint is not announced and this coordinator stops (nothing of it is deleted).
+   */
+  deposed(now: number, checkpoint: number, by: string): CoordinatorAction[] {
+    void now;
+    const actions: CoordinatorAction[] = [];
+    const running = this.running;
+    if (running === null || running.checkpoint !== checkpoint || running.phase !== 'commit') return actions;
+    this.running = null;
+    this.newerTerm = by;
+    this.garbage.clear();
+    actions.push({ type: 'deposed', checkpoint, by });
+    return actions;
+  }
+
+  /** A manifest or commit write for `checkpoint` failed (for the commit: the write or the check after it). */
+  writeFailed(now: number, checkpoint: number, what: 'manifest' | 'commit', reason = 'write failed'): CoordinatorAction[] {
     void now;
     const actions: CoordinatorAction[] = [];
     const running = this.running;
@@ -324,7 +367,7 @@ export class CheckpointCoordinator {
 
   /**
    * The agreed view changed: the participants (and the view id) are replaced. A checkpoint in its acks or
-   * manifest phase fails; one whose pointer write is in flight is decided by that write.
+   * manifest phase fails; one whose commit write is in flight is decided by that write.
    */
   viewChanged(now: number, participants: Iterable<string>, view: string = this.view): CoordinatorAction[] {
     void now;
@@ -334,7 +377,7 @@ export class CheckpointCoordinator {
     this.participantSet = next;
     this.view = view;
     const running = this.running;
-    if (!same && running !== null && running.phase !== 'pointer') this.fail(running, `the view changed to ${view}`, actions);
+    if (!same && running !== null && running.phase !== 'commit') this.fail(running, `the view changed to ${view}`, actions);
     return actions;
   }
 
@@ -382,21 +425,23 @@ export class CheckpointCoordinator {
     running.manifest = {
       version: CHECKPOINT_MANIFEST_VERSION,
       checkpoint: running.checkpoint,
+      term: this.term,
       view: this.view,
       keyGroups: this.keyGroups,
       hash: KEY_GROUP_HASH,
       objects,
       channels: running.channels,
-      retained: kept.map((manifest) => manifest.checkpoint),
+      retained: kept.map((manifest) => ({ checkpoint: manifest.checkpoint, term: manifest.term })),
     };
     running.phase = 'manifest';
-    actions.push({ type: 'write-manifest', checkpoint: running.checkpoint, key: this.manifestKey(running.checkpoint), manifest: running.manifest });
+    actions.push({ type: 'write-manifest', checkpoint: running.checkpoint, key: this.manifestKey(running.checkpoint, this.term), manifest: running.manifest });
   }
 
   private fail(running: Running, reason: string, actions: CoordinatorAction[]): void {
     for (const key of running.uploaded) this.garbage.add(key);
-    // A manifest write may have landed (or still land): collect it with the rest.
-    if (running.phase !== 'acks') this.garbage.add(this.manifestKey(running.checkpoint));
+    // A manifest or commit write may have landed (or still land): collect them with the rest.
+    if (running.phase !== 'acks') this.garbage.add(this.manifestKey(running.checkpoint, this.term));
+    if (running.phase === 'commit') this.garbage.add(commitKey(this.term, running.checkpoint));
     this.running = null;
     actions.push({ type: 'failed', checkpoint: running.checkpoint, reason });
   }

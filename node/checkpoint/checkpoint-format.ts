@@ -6,21 +6,22 @@
  *                                          with its unreleased egress and egress counter; the manifest
  *                                          names each key group's slice as `<object key>#<offset>+<length>`
  *   checkpoints/<c>/ch-<tag>.bin           messages one process recorded in flight at the cut
- *   checkpoints/<c>/manifest.json          CheckpointManifest (node/checkpoint/checkpoint-coordinator.ts)
- *   LATEST                                 { checkpoint }: the last committed checkpoint (the commit point)
+ *   checkpoints/<c>/manifest-<term>.json   CheckpointManifest (node/checkpoint/checkpoint-coordinator.ts)
+ *                                          of c as the leader of <term> wrote it
+ *   terms/…, commits/…                     which checkpoint is committed (node/checkpoint/terms.ts)
  *
  * `<tag>` names the writer (node, thread and recovery epoch), so an upload of a previous epoch that
- * lands late never overwrites an object of a checkpoint that reused its number.
+ * lands late never overwrites an object of a checkpoint that reused its number; `<term>` does the same
+ * for a deposed leader's manifest.
  */
 import { Packr } from 'msgpackr';
 import { EnvelopeDecoder } from '../../lib/envelope.js';
 import { StatecraftError } from '../../lib/errors.js';
 import type { BlobStore } from '../storage/blob-store.js';
 import { CHECKPOINT_MANIFEST_VERSION, type CheckpointManifest } from './checkpoint-coordinator.js';
+import { isTermId, type CheckpointRef, type CommitRecord } from './terms.js';
 
-export const LATEST_KEY = 'LATEST';
-
-export const manifestKey = (checkpoint: number): string => `checkpoints/${checkpoint}/manifest.json`;
+export const manifestKey = (checkpoint: number, term: string): string => `checkpoints/${checkpoint}/manifest-${term}.json`;
 export const segmentObjectKey = (checkpoint: number, tag: string): string => `checkpoints/${checkpoint}/seg-${tag}.bin`;
 
 /** A key group's place in a segment object. */
@@ -68,12 +69,8 @@ export function decodeChannelObject(bytes: Uint8Array): Uint8Array[] {
   return messages;
 }
 
-export async function writeLatest(store: BlobStore, checkpoint: number): Promise<void> {
-  await store.put(LATEST_KEY, new TextEncoder().encode(JSON.stringify({ checkpoint })));
-}
-
 export async function writeManifest(store: BlobStore, manifest: CheckpointManifest): Promise<void> {
-  await store.put(manifestKey(manifest.checkpoint), new TextEncoder().encode(JSON.stringify(manifest)));
+  await store.put(manifestKey(manifest.checkpoint, manifest.term), new TextEncoder().encode(JSON.stringify(manifest)));
 }
 
 function parseJson(bytes: Uint8Array, key: string): unknown {
@@ -86,12 +83,13 @@ function parseJson(bytes: Uint8Array, key: string): unknown {
 
 const isStrings = (value: unknown): value is string[] => Array.isArray(value) && value.every((item) => typeof item === 'string');
 
-/** Reads manifest `checkpoint` (stored under `key`) and checks every field recovery and the coordinator use. */
-function parseManifest(bytes: Uint8Array, key: string, checkpoint: number): CheckpointManifest {
+/** Reads manifest `ref` (stored under `key`) and checks every field recovery and the coordinator use. */
+function parseManifest(bytes: Uint8Array, key: string, ref: CheckpointRef): CheckpointManifest {
   const manifest = parseJson(bytes, key) as CheckpointManifest;
+  const { checkpoint } = ref;
   const bad = (why: string) => new StatecraftError('SC_ERR_STORE_CORRUPT', `${key} is not a version ${CHECKPOINT_MANIFEST_VERSION} checkpoint manifest: ${why}`);
   if (manifest === null || typeof manifest !== 'object' || manifest.version !== CHECKPOINT_MANIFEST_VERSION) throw bad('another version, or not a manifest');
-  if (manifest.checkpoint !== checkpoint) throw bad(`it names checkpoint ${String(manifest.checkpoint)}`);
+  if (manifest.checkpoint !== checkpoint || manifest.term !== ref.term) throw bad(`it names checkpoint ${String(manifest.checkpoint)} of term ${String(manifest.term)}`);
   if (typeof manifest.view !== 'string' || typeof manifest.hash !== 'string') throw bad('view or hash is not a string');
   if (!Number.isSafeInteger(manifest.keyGroups) || manifest.keyGroups < 1) throw bad(`keyGroups is ${String(manifest.keyGroups)}`);
   if (!isStrings(manifest.objects) || manifest.objects.length !== manifest.keyGroups) throw bad(`objects is not ${manifest.keyGroups} object keys`);
@@ -99,59 +97,60 @@ function parseManifest(bytes: Uint8Array, key: string, checkpoint: number): Chec
   manifest.retained ??= [];
   if (!isStrings(manifest.channels)) throw bad('channels is not a list of object keys');
   const retained = manifest.retained as unknown[];
-  if (!Array.isArray(retained) || !retained.every((earlier, index) => Number.isSafeInteger(earlier) && (earlier as number) >= 1 && (earlier as number) < checkpoint && (index === 0 || (earlier as number) > (retained[index - 1] as number)))) {
-    throw bad('retained is not a rising list of earlier checkpoints');
-  }
+  const isEarlier = (earlier: unknown, index: number): boolean => {
+    const candidate = earlier as CheckpointRef | null;
+    if (typeof candidate !== 'object' || candidate === null || !isTermId(candidate.term)) return false;
+    const number = candidate.checkpoint;
+    return Number.isSafeInteger(number) && number >= 1 && number < checkpoint && (index === 0 || number > (retained[index - 1] as CheckpointRef).checkpoint);
+  };
+  if (!Array.isArray(retained) || !retained.every(isEarlier)) throw bad('retained is not a rising list of earlier checkpoints');
   return manifest;
 }
 
-export async function readManifest(store: BlobStore, checkpoint: number): Promise<CheckpointManifest | null> {
-  const key = manifestKey(checkpoint);
-  const bytes = await store.get(key);
-  return bytes === null ? null : parseManifest(bytes, key, checkpoint);
+/**
+ * Keys of `listing` (of `checkpoints/`) that belong to checkpoints up to `upTo` and that no manifest of
+ * `retained` needs (its manifest, objects and channel objects): what retention would have deleted had
+ * every earlier leader lived to do it. A leader deposed after its commit deletes nothing, so the next
+ * term's leader sweeps once, after its first commit (numbers above `upTo` may be uploads in flight).
+ */
+export function unreferencedKeys(listing: readonly string[], retained: readonly CheckpointManifest[], upTo: number): string[] {
+  const object = (key: string) => parseObjectRef(key).key;
+  const keep = new Set<string>();
+  for (const manifest of retained) {
+    keep.add(manifestKey(manifest.checkpoint, manifest.term));
+    for (const key of manifest.objects) if (key !== '') keep.add(object(key));
+    for (const key of manifest.channels) keep.add(object(key));
+  }
+  return listing.filter((key) => {
+    const match = /^checkpoints\/(\d+)\//.exec(key);
+    return match !== null && Number(match[1]) <= upTo && !keep.has(key);
+  });
 }
 
-/** The last committed checkpoint's number (0: none). */
-export async function readLatest(store: BlobStore): Promise<number> {
-  const bytes = await store.get(LATEST_KEY);
-  if (bytes === null) return 0;
-  const value = parseJson(bytes, LATEST_KEY) as { checkpoint?: unknown } | null;
-  if (value === null || !Number.isSafeInteger(value?.checkpoint) || (value.checkpoint as number) < 1) throw new StatecraftError('SC_ERR_STORE_CORRUPT', `${LATEST_KEY} does not name a checkpoint`);
-  return value.checkpoint as number;
+/** Manifest `ref`, checked; null when it is not in the store. */
+export async function readManifest(store: BlobStore, ref: CheckpointRef): Promise<CheckpointManifest | null> {
+  const key = manifestKey(ref.checkpoint, ref.term);
+  const bytes = await store.get(key);
+  return bytes === null ? null : parseManifest(bytes, key, ref);
 }
 
 /**
- * LATEST, and the committed manifests retained with it, oldest first, LATEST's last (`[]` when nothing
- * was ever committed). A manifest that cannot be read (corrupt, missing) is left out.
+ * The manifests of `head` and of the checkpoints retained with it, oldest first, head's last (`[]` when
+ * nothing was ever committed). A manifest that is corrupt or missing is left out and logged; any other
+ * error (the store unreachable) is thrown: a leader must not sweep what it only failed to read.
  */
-export async function readCommittedManifests(store: BlobStore, log: (line: string) => void): Promise<{ latest: number; manifests: CheckpointManifest[] }> {
-  const latest = await readLatest(store);
-  if (latest === 0) return { latest, manifests: [] };
+export async function readCommittedManifests(store: BlobStore, head: CommitRecord, log: (line: string) => void): Promise<CheckpointManifest[]> {
+  if (head.checkpoint === 0) return [];
   const manifests: CheckpointManifest[] = [];
-  let newest: CheckpointManifest | null = null;
-  try {
-    newest = await readManifest(store, latest);
-  } catch (error) {
-    log(`checkpoints: the manifest of checkpoint ${latest} (LATEST) cannot be read: ${(error as Error).message}`);
-  }
-  let retained = newest?.retained ?? [];
-  if (newest === null) {
-    // Without LATEST's manifest its list of retained ones is gone too: look for older manifests.
-    retained = (await store.list('checkpoints/'))
-      .map((key) => /^checkpoints\/(\d+)\/manifest\.json$/.exec(key)?.[1])
-      .filter((number): number is string => number !== undefined)
-      .map(Number)
-      .filter((number) => number < latest)
-      .sort((a, b) => a - b);
-  }
-  for (const checkpoint of retained) {
+  for (const ref of [...head.retained, head]) {
     try {
-      const manifest = await readManifest(store, checkpoint);
-      if (manifest !== null) manifests.push(manifest);
+      const manifest = await readManifest(store, ref);
+      if (manifest === null) log(`checkpoints: the manifest of checkpoint ${ref.checkpoint} (term ${ref.term}) is missing`);
+      else manifests.push(manifest);
     } catch (error) {
-      log(`checkpoints: the manifest of checkpoint ${checkpoint} cannot be read: ${(error as Error).message}`);
+      if ((error as StatecraftError).code !== 'SC_ERR_STORE_CORRUPT') throw error;
+      log(`checkpoints: the manifest of checkpoint ${ref.checkpoint} (term ${ref.term}) cannot be read: ${(error as Error).message}`);
     }
   }
-  if (newest !== null) manifests.push(newest);
-  return { latest, manifests };
+  return manifests;
 }

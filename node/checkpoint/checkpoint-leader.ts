@@ -1,11 +1,13 @@
 /**
  * The checkpoint coordinator's shell on the leader (one node of the cluster, or a node on its own):
- * a timer, the store writes (manifest, then LATEST) and the messages to participants. The decisions are
- * the sans-I/O CheckpointCoordinator's.
+ * a timer, the store writes (manifest, then the commit record of the leader's term, then a check that
+ * no newer term began) and the messages to participants. The decisions are the sans-I/O
+ * CheckpointCoordinator's.
  */
 import type { BlobStore } from '../storage/blob-store.js';
 import { CheckpointCoordinator, type CheckpointManifest, type CoordinatorAction } from './checkpoint-coordinator.js';
-import { manifestKey, writeLatest, writeManifest } from './checkpoint-format.js';
+import { manifestKey, unreferencedKeys, writeManifest } from './checkpoint-format.js';
+import { deposedBy, olderTermKeys, writeCommit } from './terms.js';
 
 export interface CheckpointLeaderOptions {
   store: BlobStore;
@@ -16,12 +18,16 @@ export interface CheckpointLeaderOptions {
   ackTimeoutMs?: number;
   participants: readonly string[];
   view: string;
+  /** This leader's term (begun and based by the caller: terms.ts). */
+  term: string;
   /** Committed manifests retained (oldest first), as read back from the store. */
   committed: readonly CheckpointManifest[];
   /** Checkpoint numbers up to this may have been used. */
   lastCheckpoint: number;
   /** Tells a participant to begin a checkpoint. */
   start(participant: string, checkpoint: number): void;
+  /** This leader was deposed (a newer term began): it coordinates no more. */
+  deposed?(by: string): void;
   /** Tells every participant a checkpoint's outcome. */
   outcome(participants: readonly string[], checkpoint: number, committed: boolean): void;
   log(line: string): void;
@@ -33,6 +39,8 @@ export interface CheckpointStats {
   lastCommitted: number;
   lastDurationMs: number;
   lastFailure: string | null;
+  /** The newer term that deposed this leader (it coordinates no more), or null. */
+  deposedBy: string | null;
 }
 
 export class CheckpointLeader {
@@ -40,13 +48,16 @@ export class CheckpointLeader {
   private timer: NodeJS.Timeout | null = null;
   private stopped = false;
   private readonly startedAt = new Map<number, number>();
-  readonly stats: CheckpointStats = { committed: 0, failed: 0, lastCommitted: 0, lastDurationMs: 0, lastFailure: null };
+  readonly stats: CheckpointStats = { committed: 0, failed: 0, lastCommitted: 0, lastDurationMs: 0, lastFailure: null, deposedBy: null };
+  /** Once, after this term's first commit: older terms' records and what deposed leaders left behind are removed. */
+  private swept = false;
 
   constructor(private readonly options: CheckpointLeaderOptions) {
     this.coordinator = new CheckpointCoordinator({
       participants: options.participants,
       keyGroups: options.keyGroups,
       view: options.view,
+      term: options.term,
       intervalMs: options.intervalMs,
       retain: options.retain,
       ...(options.ackTimeoutMs === undefined ? {} : { ackTimeoutMs: options.ackTimeoutMs }),
@@ -74,7 +85,7 @@ export class CheckpointLeader {
     this.perform(this.coordinator.viewChanged(this.now(), participants, view));
   }
 
-  /** Stops; resolves once a manifest or pointer write in flight has landed or failed (LATEST no longer moves). */
+  /** Stops; resolves once a manifest or commit write in flight has landed or failed (the head no longer moves). */
   async stop(): Promise<void> {
     this.stopped = true;
     if (this.timer !== null) clearTimeout(this.timer);
@@ -87,6 +98,19 @@ export class CheckpointLeader {
   private track(write: Promise<unknown>): void {
     this.writes.add(write);
     void write.finally(() => this.writes.delete(write));
+  }
+
+  /**
+   * Deletes older terms' records, and objects of checkpoints up to `committed` that no retained manifest
+   * needs (a deposed leader's commit may be this term's base: it deleted nothing). Best effort.
+   */
+  private sweep(committed: number): void {
+    const store = this.options.store;
+    const retained = [...this.coordinator.retained];
+    void (async () => {
+      const keys = [...(await olderTermKeys(store, this.options.term)), ...unreferencedKeys(await store.list('checkpoints/'), retained, committed)];
+      if (keys.length > 0) await store.delete(keys);
+    })().catch((error: Error) => this.options.log(`checkpoints: removing what earlier leaders left behind failed: ${error.message}`));
   }
 
   private now(): number {
@@ -124,17 +148,23 @@ export class CheckpointLeader {
             ),
           );
           break;
-        case 'write-pointer':
-          // The commit point. A failure here is reported as failed only when the write surely did not
-          // land; a store error leaves that open, so the checkpoint is failed (its objects are kept until
-          // a later commit moves LATEST past it, so a pointer that did land stays valid).
+        case 'write-commit': {
+          // The commit point, then the fence: a term sealed before this check may have read the store
+          // before the record landed, so the checkpoint is not announced. A store error leaves open
+          // whether the record landed, so the checkpoint is failed (its objects are kept until a later
+          // commit moves the head past it, so a record that did land stays valid).
+          const store = this.options.store;
+          const { checkpoint, record } = action;
           this.track(
-            writeLatest(this.options.store, action.checkpoint).then(
-              () => this.perform(this.coordinator.pointerWritten(this.now(), action.checkpoint)),
-              (error: Error) => this.perform(this.coordinator.writeFailed(this.now(), action.checkpoint, 'pointer', error.message)),
-            ),
+            writeCommit(store, record)
+              .then(() => deposedBy(store, record.term))
+              .then(
+                (by) => this.perform(by === null ? this.coordinator.commitWritten(this.now(), checkpoint) : this.coordinator.deposed(this.now(), checkpoint, by)),
+                (error: Error) => this.perform(this.coordinator.writeFailed(this.now(), checkpoint, 'commit', error.message)),
+              ),
           );
           break;
+        }
         case 'committed': {
           const began = this.startedAt.get(action.checkpoint);
           this.startedAt.delete(action.checkpoint);
@@ -142,8 +172,23 @@ export class CheckpointLeader {
           this.stats.lastCommitted = action.checkpoint;
           if (began !== undefined) this.stats.lastDurationMs = Math.round(this.now() - began);
           this.options.outcome(this.coordinator.participants, action.checkpoint, true);
+          if (!this.swept) {
+            this.swept = true;
+            this.sweep(action.checkpoint);
+          }
           break;
         }
+        case 'deposed':
+          this.startedAt.delete(action.checkpoint);
+          this.stats.failed++;
+          this.stats.deposedBy = action.by;
+          this.stats.lastFailure = `checkpoint ${action.checkpoint}: term ${action.by} began before its commit was confirmed`;
+          this.options.log(
+            `checkpoints: term ${action.by} began after this leader's term ${this.options.term} (another node leads, or a recovery ran while this one was paused or cut off): checkpoint ${action.checkpoint} is not announced and this leader stops`,
+          );
+          this.options.outcome(this.coordinator.participants, action.checkpoint, false);
+          this.options.deposed?.(action.by);
+          break;
         case 'failed':
           this.startedAt.delete(action.checkpoint);
           this.stats.failed++;

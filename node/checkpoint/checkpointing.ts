@@ -8,8 +8,15 @@ import type { BlobStore } from '../storage/blob-store.js';
 import type { CheckpointControl, ClusterHooks } from '../main/cluster-port.js';
 import type { CheckpointManifest } from './checkpoint-coordinator.js';
 import { readCommittedManifests } from './checkpoint-format.js';
+import { beginTerm, sealWriter, setBase, type CommitRecord } from './terms.js';
+import type { StatecraftError } from '../../lib/errors.js';
 import { CheckpointLeader, type CheckpointStats } from './checkpoint-leader.js';
 import { CheckpointParticipant, type ParticipantHost } from './checkpoint-participant.js';
+
+/** How long a leader that could not begin its term, or was deposed by its own node, waits before it begins another. */
+const RELEAD_DELAY_MS = 1_000;
+/** Tries to begin leading while the store fails back off up to this. */
+const RELEAD_DELAY_MAX_MS = 30_000;
 
 export interface CheckpointSettings {
   store: BlobStore;
@@ -45,13 +52,15 @@ export class Checkpointing {
   private readonly startedBy = new Map<number, string>();
   /** The checkpoint the node's live state was last restored from (0: none). */
   restoredCheckpoint = 0;
-  /**
-   * Set when this node restored a checkpoint older than LATEST (LATEST's objects were corrupt): until a
-   * new one commits, key groups reported unchanged refer to it, not to LATEST.
-   */
-  private fallbackBase: number | null = null;
   /** Counts lead calls: a call that finds a later one made meanwhile gives way to it. */
   private leadCalls = 0;
+  /**
+   * The term a lead call is beginning: the next call waits for it, so two calls never pick the same
+   * term number (a superseded call's seal could otherwise rank above the live one's and depose it).
+   */
+  private beginning: Promise<unknown> = Promise.resolve();
+  /** Consecutive failed attempts to begin leading (the retry backs off). */
+  private failedBegins = 0;
 
   constructor(
     private readonly host: CheckpointingHost,
@@ -65,24 +74,36 @@ export class Checkpointing {
     return this.settings.store;
   }
 
+  /**
+   * Begins a term for this node (terms.ts) — for leading, a recovery or a start — one at a time, so that
+   * two never pick the same number (a superseded call's seal could otherwise rank above the live one's).
+   */
+  beginTerm(): Promise<{ term: string; head: CommitRecord }> {
+    const begun = this.beginning.then(() => beginTerm(this.settings.store, this.host.nodeId));
+    this.beginning = begun.catch(() => undefined);
+    return begun;
+  }
+
   /** Figures for /cluster and tests. */
   get leaderStats(): CheckpointStats | null {
     return this.leader === null ? null : { ...this.leader.stats };
   }
 
-  /** The node's live state derives from committed checkpoint `checkpoint` (`fallback`: older than LATEST). */
-  restored(checkpoint: number, fallback: boolean): void {
+  /** The node's live state derives from committed checkpoint `checkpoint`. */
+  restored(checkpoint: number): void {
     this.restoredCheckpoint = checkpoint;
-    this.fallbackBase = fallback ? checkpoint : null;
   }
 
-  /** A recovery begins here: coordination stops (a manifest or pointer write in flight settles first) and open checkpoints are forgotten. */
+  /** A recovery begins here: coordination stops (a manifest or commit write in flight settles first) and open checkpoints are forgotten. */
   async stopForRecovery(): Promise<void> {
     await this.lead(null);
     this.startedBy.clear();
   }
 
-  /** Runs the coordinator on this node for `lead.participants`, or stops it. */
+  /**
+   * Runs the coordinator on this node for `lead.participants`, or stops it. Leading begins a term
+   * (terms.ts): from then on no earlier leader's commit is announced unless this one continues from it.
+   */
   async lead(lead: { participants: readonly string[]; view: string } | null): Promise<void> {
     const host = this.host;
     const call = ++this.leadCalls;
@@ -90,14 +111,35 @@ export class Checkpointing {
     this.leader = null;
     await previous?.stop();
     if (lead === null || host.closing) return;
+    await this.beginning;
+    if (call !== this.leadCalls || host.closing) return; // superseded while an earlier call began its term
+    const store = this.settings.store;
     let committed: CheckpointManifest[];
+    let term: string;
     let latest: number;
     try {
-      ({ latest, manifests: committed } = await readCommittedManifests(this.settings.store, host.log));
+      const begun = await this.beginTerm();
+      term = begun.term;
+      latest = begun.head.checkpoint;
+      committed = await readCommittedManifests(store, begun.head, (line) => host.log(line));
+      if (latest !== 0 && committed.at(-1)?.checkpoint !== latest) throw new Error(`the manifest of checkpoint ${latest}, the last committed, cannot be read`);
+      if (call !== this.leadCalls || host.closing) return; // superseded while reading
+      await setBase(store, term, begun.head);
     } catch (error) {
-      host.log(`checkpoints: cannot read the last committed checkpoint (${(error as Error).message}); this node does not coordinate checkpoints until the next view`);
+      if ((error as StatecraftError).code === 'SC_ERR_STORE_CORRUPT') {
+        host.log(`checkpoints: cannot read the last committed checkpoint (${(error as Error).message}); this node does not coordinate checkpoints until the next view`);
+        return;
+      }
+      // The store failing (unreachable, throttling): try again, backing off, and say so once per error.
+      const delay = Math.min(RELEAD_DELAY_MAX_MS, RELEAD_DELAY_MS * 2 ** Math.min(this.failedBegins, 10));
+      if (this.failedBegins === 0 || (error as Error).message !== this.lastBeginError) host.log(`checkpoints: cannot begin leading (${(error as Error).message}); trying again in ${delay} ms`);
+      this.failedBegins++;
+      this.lastBeginError = (error as Error).message;
+      this.leadAgainLater(call, lead, delay);
       return;
     }
+    this.failedBegins = 0;
+    this.lastBeginError = null;
     if (call !== this.leadCalls || host.closing) return; // superseded while reading
     this.leader = new CheckpointLeader({
       store: this.settings.store,
@@ -107,11 +149,12 @@ export class Checkpointing {
       ackTimeoutMs: this.settings.ackTimeoutMs,
       participants: lead.participants,
       view: lead.view,
+      term,
       // Numbers go above anything used before, also by an earlier epoch or leader.
       lastCheckpoint: Math.max(this.participant.highestCheckpoint, this.restoredCheckpoint, latest),
-      // The base for key groups reported unchanged is what the live state derives from: after falling
-      // back past a corrupt checkpoint, that is the restored one, not LATEST.
-      committed: this.fallbackBase === null ? committed : committed.filter((manifest) => manifest.checkpoint <= this.fallbackBase!),
+      // The base for key groups reported unchanged: the head this term continues from (after a fall-back
+      // past a corrupt checkpoint, the restored one: the restore's term continued from it).
+      committed,
       start: (participant, checkpoint) => {
         if (participant === host.nodeId) {
           this.startedBy.delete(checkpoint);
@@ -125,7 +168,34 @@ export class Checkpointing {
         }
       },
       log: (line) => host.log(line),
+      deposed: (by) => void this.deposed(call, lead, by),
     });
+  }
+
+  /**
+   * This node's leader was deposed by term `by`. Sealed by another node, that node leads (or recovers)
+   * now, and the cluster calls lead() here again if this node is to lead: leading on at once would
+   * depose it in turn. Sealed by this node (a call that began a term and then gave way), nobody else
+   * will: lead on in a newer term.
+   */
+  private async deposed(call: number, lead: { participants: readonly string[]; view: string }, by: string): Promise<void> {
+    const writer = await sealWriter(this.settings.store, by).catch(() => null);
+    if (call !== this.leadCalls) return;
+    if (writer !== this.host.nodeId) {
+      this.host.log(`checkpoints: term ${by} was begun by ${writer ?? 'another node'}: this node coordinates again when the cluster makes it leader`);
+      return;
+    }
+    this.host.log(`checkpoints: term ${by} was begun by this node and left: it leads again in a new term in ${RELEAD_DELAY_MS} ms, unless told otherwise meanwhile`);
+    this.leadAgainLater(call, lead, RELEAD_DELAY_MS);
+  }
+
+  private lastBeginError: string | null = null;
+
+  /** Calls lead(lead) again after `delayMs`, if no other lead call was made meanwhile. */
+  private leadAgainLater(call: number, lead: { participants: readonly string[]; view: string }, delayMs: number): void {
+    setTimeout(() => {
+      if (call === this.leadCalls && !this.host.closing) void this.lead(lead);
+    }, delayMs).unref();
   }
 
   /** Stops the coordinator here at shutdown (without waiting). */
@@ -161,7 +231,6 @@ export class Checkpointing {
   }
 
   private outcome(checkpoint: number, committed: boolean): void {
-    if (committed) this.fallbackBase = null;
     this.participant.outcome(checkpoint, committed);
     this.host.outcome(checkpoint, committed);
   }

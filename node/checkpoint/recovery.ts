@@ -16,7 +16,8 @@ import type { RollBackResult } from '../main/cluster-port.js';
 import type { ShardRequests } from '../main/shard-pool.js';
 import type { CheckpointManifest } from './checkpoint-coordinator.js';
 import type { Checkpointing } from './checkpointing.js';
-import { decodeChannelObject, manifestKey, readCommittedManifests, readLatest, readManifest } from './checkpoint-format.js';
+import { decodeChannelObject, manifestKey, readManifest } from './checkpoint-format.js';
+import { NO_COMMIT, setBase, type CheckpointRef, type CommitRecord } from './terms.js';
 
 /** What recovery needs of the main thread. */
 export interface RecoveryHost {
@@ -63,16 +64,20 @@ export class Recovery {
   }
 
   /**
-   * The checkpoint a recovery restores: coordination here stops (a manifest or pointer write in flight
-   * finishes first, so LATEST no longer moves), then LATEST is read.
+   * The checkpoint a recovery restores: coordination here stops (a manifest or commit write in flight
+   * finishes first), then a term begins — sealed before the head is read, so a leader elsewhere that is
+   * paused or cut off can no longer announce a commit the recovery did not see — and continues from it.
    */
-  async prepare(): Promise<number> {
+  async prepare(): Promise<CommitRecord> {
     await this.checkpointing.lead(null);
-    return readLatest(this.checkpointing.store);
+    const store = this.checkpointing.store;
+    const { term, head } = await this.checkpointing.beginTerm();
+    await setBase(store, term, head);
+    return head;
   }
 
   /** Recovery in a cluster (see ClusterPort.rollBack); one at a time. */
-  rollBack(owned: (keyGroup: number) => boolean, epoch: number, checkpoint: number): Promise<RollBackResult> {
+  rollBack(owned: (keyGroup: number) => boolean, epoch: number, checkpoint: CheckpointRef): Promise<RollBackResult> {
     this.begin(epoch);
     const next = this.rollBacks.then(() => this.rollBackNow(owned, epoch, checkpoint));
     this.rollBacks = next.catch(() => undefined);
@@ -82,35 +87,45 @@ export class Recovery {
   /**
    * A node starting on its own (alone, or founding a cluster) loads every key group `owned` selects from
    * the newest committed checkpoint it can read: a corrupt object makes it fall back to the one before.
+   * Its start begins a term (see `prepare`), which continues from the checkpoint restored.
    */
   async restoreAtStart(owned: (keyGroup: number) => boolean): Promise<RollBackResult> {
     const store = this.checkpointing.store;
-    const { latest, manifests } = await readCommittedManifests(store, this.host.log);
+    const { term, head } = await this.checkpointing.beginTerm();
+    const candidates: CommitRecord[] = head.checkpoint === 0 ? [] : [...head.retained.map((ref, index) => ({ ...ref, retained: head.retained.slice(0, index) })), head];
     const errors: string[] = [];
-    for (let index = manifests.length - 1; index >= 0; index--) {
-      const manifest = manifests[index]!;
+    for (let index = candidates.length - 1; index >= 0; index--) {
+      const candidate = candidates[index]!;
+      let result: RollBackResult;
       try {
-        return await this.restoreManifest(manifest, owned, manifest.checkpoint < latest);
+        const manifest = await readManifest(store, candidate);
+        if (manifest === null) throw new StatecraftError('SC_ERR_STORE_CORRUPT', `its manifest ${manifestKey(candidate.checkpoint, candidate.term)} is missing`);
+        result = await this.restoreManifest(manifest, owned, candidate !== head);
       } catch (error) {
-        errors.push(`checkpoint ${manifest.checkpoint}: ${(error as Error).message}`);
-        this.host.log(`checkpoints: cannot restore checkpoint ${manifest.checkpoint} (${(error as Error).message})${index > 0 ? '; trying the one before' : ''}`);
+        errors.push(`checkpoint ${candidate.checkpoint}: ${(error as Error).message}`);
+        this.host.log(`checkpoints: cannot restore checkpoint ${candidate.checkpoint} (${(error as Error).message})${index > 0 ? '; trying the one before' : ''}`);
         await this.resetShards();
+        continue;
       }
+      // The new term continues from what was restored (after a fall-back, not from the head).
+      await setBase(store, term, candidate);
+      return result;
     }
-    if (manifests.length > 0 || errors.length > 0 || latest > 0) {
+    if (candidates.length > 0) {
       throw new BlobCorruptError(
         store.describe(),
-        'LATEST',
-        `no committed checkpoint it names can be restored (${errors.join('; ') || `LATEST names ${latest}, whose manifest cannot be read`})`,
+        manifestKey(head.checkpoint, head.term),
+        `no committed checkpoint can be restored (${errors.join('; ')})`,
         'Restore the store from a backup, or point --checkpoint-store elsewhere.',
       );
     }
+    await setBase(store, term, NO_COMMIT);
     this.checkpointing.restoredCheckpoint = 0;
     this.resumeShards();
     return { checkpoint: 0, instances: 0 };
   }
 
-  private async rollBackNow(owned: (keyGroup: number) => boolean, epoch: number, checkpoint: number): Promise<RollBackResult> {
+  private async rollBackNow(owned: (keyGroup: number) => boolean, epoch: number, checkpoint: CheckpointRef): Promise<RollBackResult> {
     this.restoring = true;
     try {
       return await this.rollBackSteps(owned, epoch, checkpoint);
@@ -123,7 +138,7 @@ export class Recovery {
    * Every node of the cluster restores the same checkpoint, the one the leader chose: falling back to an
    * older one here alone would mix checkpoints, so a checkpoint that cannot be read fails the recovery.
    */
-  private async rollBackSteps(owned: (keyGroup: number) => boolean, epoch: number, checkpoint: number): Promise<RollBackResult> {
+  private async rollBackSteps(owned: (keyGroup: number) => boolean, epoch: number, checkpoint: CheckpointRef): Promise<RollBackResult> {
     const host = this.host;
     this.epoch = epoch;
     await this.checkpointing.stopForRecovery();
@@ -135,13 +150,18 @@ export class Recovery {
     host.discarding = this.epochBegun > this.epochReset;
     this.checkpointing.participant.reset(0, epoch);
     let result: RollBackResult = { checkpoint: 0, instances: 0 };
-    if (checkpoint === 0) {
-      this.checkpointing.restoredCheckpoint = 0;
+    const ownsAny = Array.from({ length: host.keyGroups }, (_, keyGroup) => owned(keyGroup)).some(Boolean);
+    if (checkpoint.checkpoint === 0 || !ownsAny) {
+      // Nothing to load: nothing was committed, or this node is left out of the recovery's placement (a
+      // member back after it, re-sent its order) and rejoins empty — the checkpoint may be long deleted.
+      this.checkpointing.restoredCheckpoint = checkpoint.checkpoint;
+      result = { checkpoint: checkpoint.checkpoint, instances: 0 };
       this.resumeShards();
     } else {
       const store = this.checkpointing.store;
       const manifest = await readManifest(store, checkpoint);
-      if (manifest === null) throw new BlobCorruptError(store.describe(), manifestKey(checkpoint), `the manifest of checkpoint ${checkpoint}, which the recovery restores, is missing`);
+      const key = manifestKey(checkpoint.checkpoint, checkpoint.term);
+      if (manifest === null) throw new BlobCorruptError(store.describe(), key, `the manifest of checkpoint ${checkpoint.checkpoint}, which the recovery restores, is missing`);
       result = await this.restoreManifest(manifest, owned, false);
     }
     this.checkpointing.participant.reset(result.checkpoint, epoch);
@@ -194,7 +214,7 @@ export class Recovery {
       if (reply.error !== undefined) throw new StatecraftError(reply.code ?? 'SC_ERR_INTERNAL', reply.error);
       instances += reply.instances;
     }
-    this.checkpointing.restored(manifest.checkpoint, fallback);
+    this.checkpointing.restored(manifest.checkpoint);
     // Every shard has loaded: each runs its restored queued messages first, then the messages that were
     // in flight at the cut (written now, read after the resume), then whatever comes.
     this.resumeShards();

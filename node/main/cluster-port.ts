@@ -4,6 +4,7 @@
  * records its shards emit to `onEgress`, and hands HTTP requests and WebSocket upgrades it does not
  * serve itself to the hooks. The cluster layer drives the node through the `ClusterPort` it gets back.
  */
+import type { CheckpointRef } from '../checkpoint/terms.js';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Duplex } from 'node:stream';
 
@@ -39,7 +40,7 @@ export type CheckpointControl =
   | { type: 'failed'; checkpoint: number; reason: string }
   | { type: 'outcome'; checkpoint: number; committed: boolean }
   /** Recovery (from the leader): every node of `members` enters recovery epoch `epoch` and restores checkpoint `restore`. */
-  | { type: 'rollback'; epoch: number; members: string[]; restore: number }
+  | { type: 'rollback'; epoch: number; members: string[]; restore: CheckpointRef }
   /** To the leader: `node` restarted (its state is gone), so the cluster must recover; `epoch`: the sender's recovery epoch. */
   | { type: 'restarted'; epoch: number; node: string }
   /** To the sender of a message of a newer recovery epoch than this node's own (`epoch`): asks for that recovery. */
@@ -81,17 +82,18 @@ export interface ClusterPort {
   onCheckpointControl(from: string, message: CheckpointControl): void;
   /**
    * Recovery: drops all state and in-flight work, then loads the key groups `owned` says are this
-   * node's from committed checkpoint `checkpoint` (0: none, start empty) and replays the messages
+   * node's from committed checkpoint `checkpoint` (number 0: none, start empty) and replays the messages
    * recorded in flight for them. Client
    * connections are closed so clients re-send what was not committed. `epoch` names this node's
    * uploads from now on.
    */
-  rollBack(owned: (keyGroup: number) => boolean, epoch: number, checkpoint: number): Promise<RollBackResult>;
+  rollBack(owned: (keyGroup: number) => boolean, epoch: number, checkpoint: CheckpointRef): Promise<RollBackResult>;
   /**
-   * On the leader, before it orders a recovery: stops coordinating (waiting for a manifest or pointer
-   * write in flight) and resolves with the last committed checkpoint, the one every node must restore.
+   * On the leader, before it orders a recovery: stops coordinating (waiting for a manifest or commit
+   * write in flight), begins a term (a leader elsewhere can no longer announce a commit unseen) and
+   * resolves with the last committed checkpoint, the one every node must restore.
    */
-  prepareRollBack(): Promise<number>;
+  prepareRollBack(): Promise<CheckpointRef>;
   /**
    * A recovery to epoch `epoch` begins (call at once, before any await): until its rollBack has
    * reset the shards, what they emit is stale and is dropped rather than sent to peers.

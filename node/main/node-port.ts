@@ -2,6 +2,7 @@
  * The node's side of the seam a cluster layer plugs into (cluster-port.ts): the cluster layer calls
  * these to own and move key groups, deliver peers' envelopes and drive checkpoints and recovery.
  */
+import type { CheckpointRef } from '../checkpoint/terms.js';
 import { StatecraftError } from '../../lib/errors.js';
 import type { CheckpointControl, ClusterPort, RollBackResult } from './cluster-port.js';
 import { MAIN_THREAD } from '../rings/mailbox.js';
@@ -85,11 +86,12 @@ export class NodePort implements ClusterPort {
     this.main.recovery?.begin(epoch);
   }
 
-  prepareRollBack(): Promise<number> {
-    return this.main.recovery!.prepare();
+  async prepareRollBack(): Promise<CheckpointRef> {
+    const { checkpoint, term } = await this.main.recovery!.prepare();
+    return { checkpoint, term };
   }
 
-  rollBack(owned: (keyGroup: number) => boolean, epoch: number, checkpoint: number): Promise<RollBackResult> {
+  rollBack(owned: (keyGroup: number) => boolean, epoch: number, checkpoint: CheckpointRef): Promise<RollBackResult> {
     return this.main.recovery!.rollBack(owned, epoch, checkpoint);
   }
 

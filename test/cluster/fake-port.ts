@@ -6,7 +6,11 @@
  */
 import { EnvelopeKind, readKeyGroup, writeKeyGroup } from '../../lib/envelope.js';
 import { IMAGE_VERSION, encodeImage } from '../../node/keygroups/key-group-image.js';
-import type { CheckpointControl, ClusterHooks, ClusterPort, RollBackResult } from '../../node/index.js';
+import type { CheckpointControl, CheckpointRef, ClusterHooks, ClusterPort, RollBackResult } from '../../node/index.js';
+import { termId } from '../../node/checkpoint/terms.js';
+
+/** Checkpoint `checkpoint` as a recovery names it (0: none), in a fixed term. */
+export const ref = (checkpoint: number): CheckpointRef => ({ checkpoint, term: checkpoint === 0 ? '' : termId(1, '0000000a') });
 
 export interface Deferred<T> {
   promise: Promise<T>;
@@ -47,8 +51,8 @@ export class FakePort implements ClusterPort {
   readonly delivered: [number, number][] = [];
   readonly releases: { keyGroups: readonly number[]; done: Deferred<{ keyGroup: number; bytes: Uint8Array }[]> }[] = [];
   readonly adoptions: { keyGroup: number; bytes: Uint8Array; done: Deferred<number> }[] = [];
-  readonly rollBacks: { owned: (keyGroup: number) => boolean; epoch: number; checkpoint: number; done: Deferred<RollBackResult> }[] = [];
-  readonly prepares: Deferred<number>[] = [];
+  readonly rollBacks: { owned: (keyGroup: number) => boolean; epoch: number; checkpoint: CheckpointRef; done: Deferred<RollBackResult> }[] = [];
+  readonly prepares: Deferred<CheckpointRef>[] = [];
   readonly controls: { from: string; message: CheckpointControl }[] = [];
   readonly calls: string[] = [];
   flushes = 0;
@@ -119,7 +123,7 @@ export class FakePort implements ClusterPort {
     this.controls.push({ from, message });
   }
 
-  rollBack(owned: (keyGroup: number) => boolean, epoch: number, checkpoint: number): Promise<RollBackResult> {
+  rollBack(owned: (keyGroup: number) => boolean, epoch: number, checkpoint: CheckpointRef): Promise<RollBackResult> {
     const done = deferred<RollBackResult>();
     this.rollBacks.push({ owned, epoch, checkpoint, done });
     return done.promise.then((result) => {
@@ -128,8 +132,8 @@ export class FakePort implements ClusterPort {
     });
   }
 
-  prepareRollBack(): Promise<number> {
-    const done = deferred<number>();
+  prepareRollBack(): Promise<CheckpointRef> {
+    const done = deferred<CheckpointRef>();
     this.prepares.push(done);
     return done.promise;
   }

@@ -7,7 +7,7 @@ import { EnvelopeKind } from '../../lib/envelope.js';
 import { StatecraftError } from '../../lib/errors.js';
 import type { CheckpointControl } from '../../node/index.js';
 import { decodeControlEnvelope, encodeControlEnvelope, mayBeRollback } from '../../cluster/checkpoint-control.js';
-import { invoke, settle } from './fake-port.js';
+import { invoke, ref, settle } from './fake-port.js';
 import { shells } from './shell-harness.js';
 
 const decode = (message: unknown) => {
@@ -17,15 +17,15 @@ const decode = (message: unknown) => {
 const malformed = (text: string) => (error: unknown) => error instanceof StatecraftError && error.code === 'SC_ERR_MALFORMED_FRAME' && error.message === text;
 
 test('control envelopes: recovery messages carry epoch, checkpoint messages checkpoint; anything else is SC_ERR_MALFORMED_FRAME', () => {
-  const envelope = encodeControlEnvelope({ type: 'rollback', epoch: 3, members: ['a', 'b'], restore: 7 });
+  const envelope = encodeControlEnvelope({ type: 'rollback', epoch: 3, members: ['a', 'b'], restore: ref(7) });
   assert.is(envelope[0], EnvelopeKind.CheckpointControl);
-  assert.equal(decodeControlEnvelope(envelope, 0, envelope.length), { type: 'rollback', epoch: 3, members: ['a', 'b'], restore: 7 });
+  assert.equal(decodeControlEnvelope(envelope, 0, envelope.length), { type: 'rollback', epoch: 3, members: ['a', 'b'], restore: ref(7) });
   assert.equal(decode({ type: 'behind', epoch: 2 }), { type: 'behind', epoch: 2 });
   assert.equal(decode({ type: 'start', checkpoint: 4 }), { type: 'start', checkpoint: 4 });
-  assert.throws(() => decode({ type: 'rollback', checkpoint: 3, members: [], restore: 0 }), malformed('malformed rollback message'), 'the old field name is not read');
+  assert.throws(() => decode({ type: 'rollback', checkpoint: 3, members: [], restore: ref(0) }), malformed('malformed rollback message'), 'the old field name is not read');
   assert.throws(() => decode({ type: 'start', epoch: 4 }), malformed('malformed checkpoint control message'));
   assert.throws(() => decode(42), malformed('malformed checkpoint control message'));
-  assert.throws(() => decode({ type: 'rollback', epoch: 3, members: ['a', 1], restore: 0 }), malformed('malformed rollback message'));
+  assert.throws(() => decode({ type: 'rollback', epoch: 3, members: ['a', 1], restore: ref(0) }), malformed('malformed rollback message'));
   assert.throws(() => decode({ type: 'rollback', epoch: 3, members: ['a'], restore: -1 }), malformed('malformed rollback message'));
   assert.ok(mayBeRollback(envelope, 0, envelope.length));
   const start = encodeControlEnvelope({ type: 'start', checkpoint: 1 });
@@ -43,15 +43,15 @@ function member() {
 
 test('a follower: the order fences frames at once, envelopes wait while it restores, then those of its epoch are delivered', async () => {
   const node = member();
-  node.recovery.onControl('b', { type: 'rollback', epoch: 1, members: ['a', 'b'], restore: 4 });
+  node.recovery.onControl('b', { type: 'rollback', epoch: 1, members: ['a', 'b'], restore: ref(4) });
   assert.is(node.core.status, 'recovering');
   assert.equal(node.epochs, [1]);
   assert.ok(node.port.calls.includes('begin-recovery 1'));
-  assert.equal(node.port.rollBacks.map((rollBack) => [rollBack.epoch, rollBack.checkpoint]), [[1, 4]]);
+  assert.equal(node.port.rollBacks.map((rollBack) => [rollBack.epoch, rollBack.checkpoint.checkpoint]), [[1, 4]]);
   assert.not.ok(node.recovery.accept(invoke(3, 1), 0, 9, 'b', 1), 'this epoch, but restoring: waits');
   assert.not.ok(node.recovery.accept(invoke(3, 2), 0, 9, 'b', 0), 'an older epoch: dropped');
   assert.not.ok(node.recovery.accept(invoke(3, 3), 0, 9, 'b', 2), 'a newer epoch: waits');
-  const newer = encodeControlEnvelope({ type: 'rollback', epoch: 2, members: ['a', 'b'], restore: 4 });
+  const newer = encodeControlEnvelope({ type: 'rollback', epoch: 2, members: ['a', 'b'], restore: ref(4) });
   assert.ok(node.recovery.accept(newer, 0, newer.length, 'b', 2), 'a newer rollback order is taken at once');
   assert.is(node.recovery.stashedCount, 2);
   node.port.rollBacks[0]!.done.resolve({ checkpoint: 4, instances: 3 });
@@ -65,9 +65,9 @@ test('a follower: the order fences frames at once, envelopes wait while it resto
 
 test('a newer recovery takes over: the older one finishing changes nothing, and what waits for older epochs is dropped', async () => {
   const node = member();
-  node.recovery.onControl('b', { type: 'rollback', epoch: 1, members: ['a', 'b'], restore: 4 });
+  node.recovery.onControl('b', { type: 'rollback', epoch: 1, members: ['a', 'b'], restore: ref(4) });
   node.recovery.accept(invoke(3, 1), 0, 9, 'b', 1);
-  node.recovery.onControl('b', { type: 'rollback', epoch: 2, members: ['a', 'b'], restore: 5 });
+  node.recovery.onControl('b', { type: 'rollback', epoch: 2, members: ['a', 'b'], restore: ref(5) });
   assert.is(node.recovery.stashedCount, 0);
   node.port.rollBacks[0]!.done.resolve({ checkpoint: 4, instances: 0 });
   await settle();
@@ -86,17 +86,17 @@ test('the leader: reads the checkpoint to restore (again after a failure), order
   node.view({ a: 'alive', b: 'alive', c: 'dead' });
   assert.is(node.core.status, 'recovering');
   assert.is(node.port.prepares.length, 1);
-  node.port.prepares[0]!.reject(new Error('LATEST unreadable'));
+  node.port.prepares[0]!.reject(new Error('the head is unreadable'));
   await settle();
-  assert.equal(node.logs.slice(-1), ['cluster: recovery 1 cannot read the last committed checkpoint (LATEST unreadable); retrying in 1 s']);
+  assert.equal(node.logs.slice(-1), ['cluster: recovery 1 cannot read the last committed checkpoint (the head is unreadable); retrying in 1 s']);
   const awake = setTimeout(() => undefined, 2_000); // the retry timer does not keep the process alive
   await new Promise((resolve) => setTimeout(resolve, 1_050));
   clearTimeout(awake);
   assert.is(node.port.prepares.length, 2);
-  node.port.prepares[1]!.resolve(6);
+  node.port.prepares[1]!.resolve(ref(6));
   await settle();
-  assert.equal(node.controls, [{ to: 'b', message: { type: 'rollback', epoch: 1, members: ['a', 'b'], restore: 6 } }]);
-  assert.equal(node.port.rollBacks.map((rollBack) => [rollBack.epoch, rollBack.checkpoint]), [[1, 6]]);
+  assert.equal(node.controls, [{ to: 'b', message: { type: 'rollback', epoch: 1, members: ['a', 'b'], restore: ref(6) } }]);
+  assert.equal(node.port.rollBacks.map((rollBack) => [rollBack.epoch, rollBack.checkpoint.checkpoint]), [[1, 6]]);
 });
 
 test('control messages: the recovery ones go to the core, the checkpoint ones to the node only from a member of the view', () => {

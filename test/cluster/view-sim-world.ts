@@ -294,7 +294,7 @@ export class ViewWorld {
         return;
       case 'rollback-prepare':
         this.later(node, 5 + Math.floor(this.random() * 50), () => {
-          if (core.isCurrentRecovery(action.plan.epoch)) core.rollbackPrepared(action.plan, 0);
+          if (core.isCurrentRecovery(action.plan.epoch)) core.rollbackPrepared(action.plan, { checkpoint: 0, term: '' });
         });
         return;
       case 'rollback-run':

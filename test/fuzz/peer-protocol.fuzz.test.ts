@@ -44,6 +44,7 @@ import {
   type LengthField,
 } from './fuzz-harness.js';
 import { randomEgress, randomInvoke } from './fuzz-envelopes.js';
+import { isCheckpointRef, termId } from '../../node/checkpoint/terms.js';
 
 const plan = planSeeds('peer-protocol', import.meta.url, 30, 6);
 const CASES_PER_SEED = 700;
@@ -180,7 +181,7 @@ function validControl(random: Random): CheckpointControl {
     () => ({ type: 'ack', checkpoint, objects: [[random.int(8), `checkpoints/${checkpoint}/seg-a.bin#0+10`], [random.int(8), null], [random.int(8), '']], channels: [`checkpoints/${checkpoint}/ch-a.bin`] }),
     () => ({ type: 'failed', checkpoint, reason: random.text() }),
     () => ({ type: 'outcome', checkpoint, committed: random.chance(0.5) }),
-    () => ({ type: 'rollback', epoch, members: ['a', 'b'], restore: random.int(50) }),
+    () => ({ type: 'rollback', epoch, members: ['a', 'b'], restore: random.chance(0.2) ? { checkpoint: 0, term: '' } : { checkpoint: 1 + random.int(50), term: termId(1 + random.int(9), '0000000f') } }),
     () => ({ type: 'restarted', epoch, node: 'b' }),
     () => ({ type: 'behind', epoch }),
   ])();
@@ -208,7 +209,7 @@ export function controlProblem(message: unknown): string | null {
     case 'outcome':
       return checkpoint() ?? (typeof fields.committed === 'boolean' ? null : 'committed is not a boolean');
     case 'rollback':
-      return epoch() ?? (isTexts(fields.members) ? null : 'members are not strings') ?? (isCount(fields.restore, 0) ? null : 'restore is not a checkpoint number');
+      return epoch() ?? (isTexts(fields.members) ? null : 'members are not strings') ?? (isCheckpointRef(fields.restore) ? null : 'restore is not a checkpoint reference');
     case 'restarted':
       return epoch() ?? (typeof fields.node === 'string' ? null : 'node is not a string');
     case 'behind':

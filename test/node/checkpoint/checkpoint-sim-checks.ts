@@ -1,6 +1,6 @@
 /**
  * The checkpoint simulation's checks (checkpoint-sim-world.ts calls them; a failed one throws a
- * CheckFailure and the caller names the seed). They keep the one valid history: outcomes, pointer writes,
+ * CheckFailure and the caller names the seed). They keep the one valid history: outcomes, heads,
  * starts and commits, and what was released as egress.
  * - at every commit: restoring the manifest (images into a fresh KeyGroupState, their queued messages,
  *   the channel objects' messages) gives exactly the counters of the consistent cut (base of the epoch
@@ -13,20 +13,24 @@
  *   carries a message applied in some committed checkpoint's restored state; a record id never names two
  *   messages nor a message two ids; per key group seqs have no gaps; at the end every message with
  *   egress that a settled commit applied was released;
- * - outcomes: a checkpoint commits or fails at most once, never both; the pointer only ever names
- *   committed checkpoints and never goes back; numbers increase strictly, across coordinators too;
+ * - outcomes: a checkpoint commits, fails or is withheld by its deposed coordinator at most once; the head
+ *   (terms.ts) never goes back and only ever names a checkpoint that was announced committed, restored by a
+ *   recovery (adopted: a deposed leader's, or one whose check failed after its record landed), or whose
+ *   outcome was left open by a failed check; announced numbers increase strictly, across coordinators too;
+ *   a deposed coordinator announces nothing;
  * - barriers: a source's tracker snapshots once per checkpoint, first, immediately followed by
  *   forward-barrier; a shard's cut snapshots once per checkpoint and forwards it to every other thread
  *   at once, only on a barrier's arrival;
- * - retention: a deleted object is referenced by no retained manifest; LATEST's manifest and objects are
+ * - retention: a deleted object is referenced by no retained manifest; the head's manifest and objects are
  *   always there; at the end, everything of checkpoints past the retain count is gone;
  * - liveness: once faults stop (the calm phase), every checkpoint started commits, also after a crash.
- * The checks on a shard's applying, on barriers and on the pointer and start numbers sit where those
+ * The checks on a shard's applying, on barriers and on the head and start numbers sit where those
  * happen (checkpoint-sim-processes.ts, checkpoint-sim-world.ts); the rest are here.
  */
 import { readKeyGroup } from '../../../lib/envelope.js';
 import type { CheckpointManifest } from '../../../node/checkpoint/checkpoint-coordinator.js';
 import { decodeChannelObject, manifestKey, parseObjectRef } from '../../../node/checkpoint/checkpoint-format.js';
+import type { CommitRecord } from '../../../node/checkpoint/terms.js';
 import { sliceImages } from '../../../node/checkpoint/part-upload.js';
 import { decodeImage, type KeyGroupImage } from '../../../node/keygroups/key-group-image.js';
 import type { KeyGroupState } from '../../../node/keygroups/key-group-state.js';
@@ -42,9 +46,12 @@ export interface CheckTiming {
 }
 
 export class CheckpointChecks {
-  readonly pointerHistory: { term: number; checkpoint: number }[] = [];
-  /** `${term}:${checkpoint}` → outcome. */
-  readonly outcomes = new Map<string, 'committed' | 'failed'>();
+  /** Every head read after a write that changed it, in order. */
+  readonly headHistory: { checkpoint: number; term: string }[] = [];
+  /** `${coordinator}:${checkpoint}` → outcome. */
+  readonly outcomes = new Map<string, 'committed' | 'failed' | 'deposed'>();
+  /** `${term id}:${checkpoint}` of commits whose record landed but whose check failed: their outcome is open. */
+  readonly uncertain = new Set<string>();
   readonly starts: { term: number; checkpoint: number; timeMs: number }[] = [];
   readonly commits: Commit[] = [];
 
@@ -93,20 +100,38 @@ export class CheckpointChecks {
   // ---- commits and failures ----
 
   /**
-   * The coordinator says `checkpoint` committed (`key`: its outcome key; `pointer`: the pointer now): it
-   * commits once, the pointer names it, numbers increase, the store holds its manifest, which retains the
-   * right checkpoints, and it restores to the cut. Records the commit.
+   * The coordinator says `checkpoint` committed (`key`: its outcome key; `head`: the head now): it commits
+   * once, the head names it, numbers increase, the store holds its manifest, which retains the right
+   * checkpoints, and it restores to the cut. Records the commit.
    */
-  committed(checkpoint: number, manifest: CheckpointManifest, key: string, pointer: number | null): void {
+  committed(checkpoint: number, manifest: CheckpointManifest, key: string, head: CommitRecord): void {
     if (this.outcomes.has(key)) this.core.fail(`checkpoint ${checkpoint} committed after it ${this.outcomes.get(key)}`);
     this.outcomes.set(key, 'committed');
-    if (pointer !== checkpoint) this.core.fail(`checkpoint ${checkpoint} committed, but the pointer is ${pointer}`);
+    if (head.checkpoint !== checkpoint || head.term !== manifest.term) this.core.fail(`checkpoint ${checkpoint} of term ${manifest.term} committed, but the head is ${head.checkpoint} of term ${head.term}`);
+    this.record(checkpoint, manifest);
+  }
+
+  /**
+   * A recovery restores `head`, which nobody announced committed (`key`: its outcome key): its deposed
+   * leader withheld it, or its check failed after the record landed. It is in the history from now on,
+   * checked as a commit is.
+   */
+  adopt(manifest: CheckpointManifest, head: CommitRecord, key: string): void {
+    const outcome = this.outcomes.get(key);
+    if (outcome === 'committed') this.core.fail(`the head ${head.checkpoint} (${key}) was announced, yet it is not the last commit`);
+    if (outcome === 'failed' && !this.uncertain.has(`${head.term}:${head.checkpoint}`)) this.core.fail(`the head ${head.checkpoint} (${key}) failed, and its record cannot have landed`);
+    this.core.stats.adopted++;
+    this.record(head.checkpoint, manifest);
+  }
+
+  /** A commit in the history: numbers increase, its stored manifest retains the right checkpoints, it restores to the cut. */
+  private record(checkpoint: number, manifest: CheckpointManifest): void {
     const previous = this.commits.at(-1)?.checkpoint ?? 0;
     if (checkpoint <= previous) this.core.fail(`checkpoint ${checkpoint} committed after ${previous}`);
-    const stored = this.core.store.get(manifestKey(checkpoint));
+    const stored = this.core.store.get(manifestKey(checkpoint, manifest.term));
     if (stored?.kind !== 'manifest' || JSON.stringify(stored.manifest) !== JSON.stringify(manifest)) this.core.fail(`committed manifest ${checkpoint} is not the one in the store`);
-    const expectedRetained = this.commits.slice(Math.max(0, this.commits.length - (this.retain - 1))).map((commit) => commit.checkpoint);
-    if (JSON.stringify(manifest.retained) !== JSON.stringify(expectedRetained)) this.core.fail(`manifest ${checkpoint} retains [${manifest.retained}], expected [${expectedRetained}]`);
+    const expectedRetained = this.commits.slice(Math.max(0, this.commits.length - (this.retain - 1))).map((commit) => ({ checkpoint: commit.checkpoint, term: commit.manifest.term }));
+    if (JSON.stringify(manifest.retained) !== JSON.stringify(expectedRetained)) this.core.fail(`manifest ${checkpoint} retains ${JSON.stringify(manifest.retained)}, expected ${JSON.stringify(expectedRetained)}`);
 
     const tally = this.checkCut(checkpoint, manifest);
     for (const id of tally.applied) this.committedApplied.add(id);
@@ -123,12 +148,21 @@ export class CheckpointChecks {
     this.core.stats.committed++;
   }
 
-  /** The coordinator says `checkpoint` failed: it had no outcome yet, and the pointer does not name it. */
-  failed(checkpoint: number, key: string, pointer: number | null): void {
+  /**
+   * The coordinator of term `term` says `checkpoint` failed: it had no outcome yet, and the head does not
+   * name it unless its record landed and only the check after it failed.
+   */
+  failed(checkpoint: number, key: string, head: CommitRecord, term: string): void {
     if (this.outcomes.has(key)) this.core.fail(`checkpoint ${checkpoint} failed after it ${this.outcomes.get(key)}`);
-    if (pointer === checkpoint) this.core.fail(`checkpoint ${checkpoint} failed, but the pointer names it`);
+    if (head.checkpoint === checkpoint && head.term === term && !this.uncertain.has(`${term}:${checkpoint}`)) this.core.fail(`checkpoint ${checkpoint} failed, but the head names it`);
     this.outcomes.set(key, 'failed');
     this.core.stats.failed++;
+  }
+
+  /** A deposed coordinator withheld `checkpoint`: it had no outcome yet. */
+  deposed(checkpoint: number, key: string): void {
+    if (this.outcomes.has(key)) this.core.fail(`checkpoint ${checkpoint} was withheld after it ${this.outcomes.get(key)}`);
+    this.outcomes.set(key, 'deposed');
   }
 
   /** A committed checkpoint's objects, read as a restore reads them (sliceImages, decodeImage, decodeChannelObject). */
@@ -272,13 +306,13 @@ export class CheckpointChecks {
     const retained = this.commits.slice(-this.retain);
     for (const key of keys) {
       for (const commit of retained) {
-        if (manifestKey(commit.checkpoint) === key) this.core.fail(`deleting ${key}, the manifest of retained checkpoint ${commit.checkpoint}`);
+        if (manifestKey(commit.checkpoint, commit.manifest.term) === key) this.core.fail(`deleting ${key}, the manifest of retained checkpoint ${commit.checkpoint}`);
         if (commit.keys.has(key)) this.core.fail(`deleting ${key}, an object of retained checkpoint ${commit.checkpoint}`);
       }
       if (this.core.store.delete(key)) this.core.stats.deletedKeys++;
     }
     const latest = this.commits.at(-1)!;
-    if (this.core.store.get(manifestKey(latest.checkpoint))?.kind !== 'manifest') this.core.fail(`LATEST's manifest ${latest.checkpoint} is gone`);
+    if (this.core.store.get(manifestKey(latest.checkpoint, latest.manifest.term))?.kind !== 'manifest') this.core.fail(`the head's manifest ${latest.checkpoint} is gone`);
   }
 
   // ---- end of run ----
@@ -286,10 +320,11 @@ export class CheckpointChecks {
   /** At the end of the run; `recovering`: a recovery is pending, `recoveries`: when each one ran. */
   finalChecks(recovering: boolean, recoveries: readonly number[]): void {
     if (recovering) this.core.fail('a recovery was still pending at the end');
-    // The pointer only ever named committed checkpoints.
-    for (const { term, checkpoint } of this.pointerHistory) {
-      const outcome = this.outcomes.get(`${term}:${checkpoint}`);
-      if (outcome !== 'committed') this.core.fail(`the pointer named ${checkpoint}, whose outcome is ${outcome ?? 'none'}`);
+    // The head only ever named a checkpoint of the history (announced or adopted), or one whose outcome a
+    // failed check left open.
+    const history = new Set(this.commits.map((commit) => `${commit.manifest.term}:${commit.checkpoint}`));
+    for (const { term, checkpoint } of this.headHistory) {
+      if (checkpoint !== 0 && !history.has(`${term}:${checkpoint}`) && !this.uncertain.has(`${term}:${checkpoint}`)) this.core.fail(`the head named ${checkpoint} of term ${term}, which is neither committed nor restored`);
     }
     // Once calm, every checkpoint started commits (after a crash too).
     const settledMs = this.timing.calmStartMs + 800;
@@ -311,12 +346,12 @@ export class CheckpointChecks {
     const retained = this.commits.slice(-this.retain);
     const needed = new Set<string>();
     for (const commit of retained) {
-      needed.add(manifestKey(commit.checkpoint));
+      needed.add(manifestKey(commit.checkpoint, commit.manifest.term));
       for (const key of commit.keys) needed.add(key);
     }
     for (const key of needed) if (!this.core.store.has(key)) this.core.fail(`${key}, needed by a retained checkpoint, is missing`);
     for (const commit of this.commits.slice(0, -this.retain)) {
-      for (const key of [manifestKey(commit.checkpoint), ...commit.keys]) {
+      for (const key of [manifestKey(commit.checkpoint, commit.manifest.term), ...commit.keys]) {
         if (!needed.has(key) && this.core.store.has(key)) this.core.fail(`${key} of checkpoint ${commit.checkpoint}, beyond the ${this.retain} retained, was not deleted`);
       }
     }

@@ -10,6 +10,7 @@ import { toTypedValue } from '../../../lib/typed-value.js';
 import { Types } from '../../../lib/types.js';
 import type { BarrierTracker } from '../../../node/checkpoint/barrier-tracker.js';
 import type { CheckpointManifest } from '../../../node/checkpoint/checkpoint-coordinator.js';
+import type { CommitRecord } from '../../../node/checkpoint/terms.js';
 import { parseObjectRef } from '../../../node/checkpoint/checkpoint-format.js';
 import type { ShardCut } from '../../../node/checkpoint/shard-cut.js';
 import type { KeyGroupImage } from '../../../node/keygroups/key-group-image.js';
@@ -26,7 +27,7 @@ export class CheckFailure extends Error {}
  *   since its last snapshot, and the message emits no egress, which would mark it);
  * - 'release-on-failure': a failed checkpoint releases the egress it held, as a commit would.
  */
-export type Breakage = 'drop-recording' | 'skip-changed' | 'release-on-failure';
+export type Breakage = 'drop-recording' | 'skip-changed' | 'release-on-failure' | 'unfenced-commit';
 
 export interface WorldOptions {
   seed: number;
@@ -42,9 +43,9 @@ export interface WorldOptions {
   faults: boolean;
   breakage?: Breakage;
   /**
-   * A deposed coordinator (a paused or partitioned leader) is not waited for: its manifest and pointer
-   * writes in flight land at any later time, after a new coordinator took over. The real store path is
-   * not fenced against that yet (issue 12), so this option shows the gap.
+   * A crash pauses the leader (SIGSTOP, a partition) instead of being waited for: its manifest and
+   * commit writes in flight, and the check for a newer term after a commit, happen at any later time,
+   * after a new coordinator took over; they go to the old coordinator (terms.ts fences them).
    */
   zombieWrites?: boolean;
 }
@@ -70,6 +71,10 @@ export interface WorldStats {
   /** Crashes that happened, and crashes asked for that could not happen (no faulty time left for them). */
   crashes: number;
   crashesSkipped: number;
+  /** Terms begun (terms.ts); checkpoints a deposed coordinator did not announce; heads nobody announced, adopted at a recovery. */
+  terms: number;
+  deposed: number;
+  adopted: number;
 }
 
 export const COUNTERS_PER_GROUP = 3;
@@ -130,7 +135,13 @@ export interface Channel {
   lastDeliveryMs: number;
 }
 
-export type Stored = { readonly kind: 'object'; readonly bytes: Uint8Array } | { readonly kind: 'manifest'; readonly manifest: CheckpointManifest };
+export type Stored =
+  | { readonly kind: 'object'; readonly bytes: Uint8Array }
+  | { readonly kind: 'manifest'; readonly manifest: CheckpointManifest }
+  /** A term's seal (terms.ts). */
+  | { readonly kind: 'seal' }
+  /** A term's base or a commit record (terms.ts). */
+  | { readonly kind: 'record'; readonly record: CommitRecord };
 
 /** A main thread's part: its tracker and the checkpoints it has a snapshot of, not complete. */
 export interface MainPart {

@@ -62,6 +62,9 @@ export class SimCore {
       deletedKeys: 0,
       crashes: 0,
       crashesSkipped: 0,
+      terms: 0,
+      deposed: 0,
+      adopted: 0,
     };
   }
 

@@ -20,16 +20,18 @@
  * Every process originates messages at random (a shard as a timer would) to counters of any shard, so
  * traffic runs in cycles. Parts become store objects with the real planUpload (one segment object with
  * slices, one channel object) and are acknowledged with their references and channel keys. Uploads fail
- * or stall at random, as do manifest and pointer writes and channels; processes crash (their channels
+ * or stall at random, as do manifest and commit writes and channels; processes crash (their channels
  * close; the coordinator hears of it later, fails the running checkpoint and starts nothing more, as a
- * leader fences its coordinator) and the world recovers as docs/checkpoints.md says: a new epoch, every
- * process reset, key groups placed anew and loaded from LATEST with the real sliceImages, decodeImage and
+ * leader fences its coordinator) and the world recovers as docs/checkpoints.md says: a term begun (sealed,
+ * then the head read with the real term rules of node/checkpoint/terms.ts), a new epoch, every process
+ * reset, key groups placed anew and loaded from the head with the real sliceImages, decodeImage and
  * KeyGroupState.put (ShardCut.restored and release as KeyGroupMoves.restore does), queued messages
- * delivered, then the recorded channel messages replayed to their owners; sometimes under a new
- * coordinator.
+ * delivered, then the recorded channel messages replayed to their owners; then a new coordinator in a
+ * term of its own. With zombieWrites the old leader is paused instead of waited for: its manifest and
+ * commit writes, and the check after them, land whenever it runs again, and go to its own coordinator.
  *
  * The world wires its parts and runs the event loop, the topology, the placement of key groups, the
- * coordinator and the store's manifest and pointer writes, crashes and recovery:
+ * coordinator and the store's manifest, term and commit writes, crashes and recovery:
  * - checkpoint-sim-common.ts: options, statistics, message envelopes, records and small functions;
  * - checkpoint-sim-core.ts: what every part shares (randomness, clock, epoch, topology, store, stats);
  * - checkpoint-sim-processes.ts: the process side (shards and sources);
@@ -39,7 +41,8 @@
 import { readKeyGroup } from '../../../lib/envelope.js';
 import type { BarrierTracker } from '../../../node/checkpoint/barrier-tracker.js';
 import { CheckpointCoordinator, type CheckpointManifest, type CoordinatorAction } from '../../../node/checkpoint/checkpoint-coordinator.js';
-import { manifestKey, parseObjectRef } from '../../../node/checkpoint/checkpoint-format.js';
+import { manifestKey, parseObjectRef, unreferencedKeys } from '../../../node/checkpoint/checkpoint-format.js';
+import { NO_COMMIT, baseKey, commitKey, headKey, newerTerm, nextTerm, olderTermKeysOf, parseTermKeys, sealKey, type CheckpointRef, type CommitRecord } from '../../../node/checkpoint/terms.js';
 import { CheckpointChecks } from './checkpoint-sim-checks.js';
 import { counterDifference, type Channel, type Proc, type ReadCheckpoint, type WorldOptions, type WorldStats } from './checkpoint-sim-common.js';
 import { SimCore } from './checkpoint-sim-core.js';
@@ -59,15 +62,20 @@ export class CheckpointWorld {
   private readonly retain: number;
 
   private coordinator: CheckpointCoordinator;
-  /** Bumped when a new coordinator takes over (a new leader): the old one's writes and ticks are fenced. */
+  /** Bumped when a new coordinator takes over (a new leader): the old one's ticks and acks are fenced. */
   private coordinatorTerm = 0;
+  /** The store term (terms.ts) of each coordinator, by coordinatorTerm. */
+  private readonly termIds: string[] = [];
   /** Bumped to cancel the scheduled tick. */
   private tickToken = 0;
   private scheduledTickMs = Infinity;
   /** From a crash's detection until the recovery: the coordinator starts nothing. */
   private fenced = false;
 
-  private pointer: number | null = null;
+  /** The coordinator term that last swept after its first commit. */
+  private sweptTerm = -1;
+  /** The head as last read (it must never go back). */
+  private head: CommitRecord = NO_COMMIT;
   /** zombieWrites: the leader paused at a crash; its writes in flight wait until it runs again. */
   private pausedLeader: { term: number; untilMs: number } | null = null;
   private lastStartInTerm = 0;
@@ -88,7 +96,11 @@ export class CheckpointWorld {
     this.processSide = new ProcessSide(this.core, this.checks, (call) => this.toCoordinator(call));
     for (const proc of this.core.processes) if (proc.main === null) proc.shard = this.processSide.newShardPart(proc);
     this.place();
-    this.coordinator = this.newCoordinator([], 0);
+    // The first leader's term: based on nothing committed.
+    const first = this.beginTerm();
+    this.setBase(first.term, first.head);
+    this.termIds.push(first.term);
+    this.coordinator = this.newCoordinator([], 0, first.term);
     this.stats.processes = this.core.processes.length;
     this.stats.keyGroups = this.core.keyGroups;
   }
@@ -108,6 +120,9 @@ export class CheckpointWorld {
       event.run();
     }
     this.core.nowMs = this.endMs;
+    // A commit record that landed with its check still to come names the head, its outcome open.
+    const running = this.coordinator.inProgress;
+    if (running?.phase === 'commit') this.checks.uncertain.add(`${this.termIds[this.coordinatorTerm]}:${running.checkpoint}`);
     this.checks.finalChecks(this.recovering, this.recoveries);
     return this.stats;
   }
@@ -207,7 +222,7 @@ export class CheckpointWorld {
     for (let group = 0; group < this.core.keyGroups; group++) this.core.groupsOf[this.core.owner[group]!]!.push(group);
   }
 
-  private newCoordinator(committed: CheckpointManifest[], lastCheckpoint: number): CheckpointCoordinator {
+  private newCoordinator(committed: CheckpointManifest[], lastCheckpoint: number, term: string): CheckpointCoordinator {
     return new CheckpointCoordinator({
       participants: this.core.processes.filter((proc) => proc.alive).map((proc) => proc.id),
       keyGroups: this.core.keyGroups,
@@ -217,8 +232,43 @@ export class CheckpointWorld {
       retain: this.retain,
       committed,
       lastCheckpoint,
+      term,
       manifestKey,
     });
+  }
+
+  // ---- terms (node/checkpoint/terms.ts, on the simulated store) ----
+
+  /** The head, read as readHead does: by the real rules, from the store's keys. */
+  private readHead(): CommitRecord {
+    const keys = [...this.core.store.keys()];
+    const key = headKey(keys, keys);
+    if (key === null) return NO_COMMIT;
+    const stored = this.core.store.get(key);
+    if (stored?.kind !== 'record') this.core.fail(`the head's record ${key} is missing`);
+    return stored.record;
+  }
+
+  /** Re-reads the head after a write that may move it: it never goes back. */
+  private checkHead(): void {
+    const head = this.readHead();
+    if (head.checkpoint < this.head.checkpoint) this.core.fail(`the head went back from ${this.head.checkpoint} (${this.head.term}) to ${head.checkpoint} (${head.term})`);
+    if (head.checkpoint !== this.head.checkpoint || head.term !== this.head.term) this.checks.headHistory.push({ checkpoint: head.checkpoint, term: head.term });
+    this.head = head;
+  }
+
+  /** As beginTerm does: seal a term above every one listed, then read the head. */
+  private beginTerm(): { term: string; head: CommitRecord } {
+    const random = Math.floor(this.core.random() * 2 ** 32).toString(16).padStart(8, '0');
+    const term = nextTerm(parseTermKeys([...this.core.store.keys()]).terms, random);
+    this.core.store.set(sealKey(term), { kind: 'seal' });
+    this.stats.terms++;
+    return { term, head: this.readHead() };
+  }
+
+  private setBase(term: string, head: CommitRecord): void {
+    this.core.store.set(baseKey(term), { kind: 'record', record: head });
+    this.checkHead();
   }
 
   // ---- the coordinator and the store ----
@@ -248,38 +298,81 @@ export class CheckpointWorld {
     });
   }
 
-  private storeWrite(checkpoint: number, what: 'manifest' | 'pointer', write: () => void): void {
-    const term = this.coordinatorTerm;
+  /**
+   * A write of coordinator `term` (its number) lands 1–10 ms later, or, while its leader is paused, when
+   * it runs again; then that coordinator hears of it. A commit is followed by the check for a newer term,
+   * as the leader's shell does it (a separate step, so a term can be sealed between the two).
+   */
+  private storeWrite(checkpoint: number, what: 'manifest' | 'commit', write: () => void, term = this.coordinatorTerm, coordinator = this.coordinator): void {
     const broken = this.core.faulty && this.core.random() < 0.03;
-    const land = () => {
-      const paused = this.pausedLeader;
-      if (paused !== null && paused.term === term && paused.untilMs > this.core.nowMs) {
-        this.core.at(paused.untilMs, land); // the leader is paused: its write waits for it
-        return;
-      }
-      if (term !== this.coordinatorTerm) {
-        // A deposed coordinator's write: dropped (the shell fences them), or, with zombieWrites, landing
-        // when the old leader runs again, nobody waiting for it; a manifest is followed by its pointer.
-        if (this.options.zombieWrites !== true || broken) return;
-        write();
-        if (what === 'manifest') this.core.at(this.core.nowMs + 1 + this.core.int(10), () => this.writePointer(checkpoint, term));
-        return;
-      }
-      if (broken) {
-        this.handle(this.coordinator.writeFailed(this.core.nowMs, checkpoint, what, 'injected write failure'));
-        return;
-      }
-      write();
-      this.handle(what === 'manifest' ? this.coordinator.manifestWritten(this.core.nowMs, checkpoint) : this.coordinator.pointerWritten(this.core.nowMs, checkpoint));
+    // A commit record that lands, but the check after it fails: the outcome is unknown to the leader.
+    const checkFails = what === 'commit' && !broken && this.core.faulty && this.core.random() < 0.03;
+    const paused = (): boolean => {
+      const pause = this.pausedLeader;
+      return pause !== null && pause.term === term && pause.untilMs > this.core.nowMs;
     };
+    const afterPause = (run: () => void) => {
+      const later = () => (paused() ? this.core.at(this.pausedLeader!.untilMs, later) : run());
+      later();
+    };
+    const land = () =>
+      afterPause(() => {
+        if (term !== this.coordinatorTerm && this.options.zombieWrites !== true) return; // deposed, and its writes never land
+        if (broken) {
+          if (term === this.coordinatorTerm) this.handle(coordinator.writeFailed(this.core.nowMs, checkpoint, what, 'injected write failure'));
+          return;
+        }
+        write();
+        if (what === 'manifest') {
+          this.handleOf(term, coordinator, coordinator.manifestWritten(this.core.nowMs, checkpoint));
+          return;
+        }
+        this.core.at(this.core.nowMs + 1 + this.core.int(10), () =>
+          afterPause(() => {
+            if (checkFails) {
+              this.checks.uncertain.add(`${this.termIds[term]}:${checkpoint}`);
+              this.handleOf(term, coordinator, coordinator.writeFailed(this.core.nowMs, checkpoint, 'commit', 'injected failure of the check after the commit'));
+              return;
+            }
+            // The breakage: a leader that never looks for a newer term (no fence at all).
+            const newer = this.options.breakage === 'unfenced-commit' ? null : newerTerm(parseTermKeys([...this.core.store.keys()]).terms, this.termIds[term]!);
+            this.handleOf(term, coordinator, newer === null ? coordinator.commitWritten(this.core.nowMs, checkpoint) : coordinator.deposed(this.core.nowMs, checkpoint, newer));
+          }),
+        );
+      });
     this.core.at(this.core.nowMs + 1 + this.core.int(10), land);
   }
 
-  /** LATEST := checkpoint, as coordinator `term` writes it. */
-  private writePointer(checkpoint: number, term: number): void {
-    if (this.pointer !== null && checkpoint <= this.pointer) this.core.fail(`the pointer would go back from ${this.pointer} to ${checkpoint} (written by coordinator ${term}, now ${this.coordinatorTerm})`);
-    this.pointer = checkpoint;
-    this.checks.pointerHistory.push({ term, checkpoint });
+  /** The actions of coordinator `term`: the current one's are handled; a deposed one may only learn it was deposed. */
+  private handleOf(term: number, coordinator: CheckpointCoordinator, actions: CoordinatorAction[]): void {
+    if (term === this.coordinatorTerm) {
+      this.handle(actions);
+      return;
+    }
+    for (const action of actions) {
+      switch (action.type) {
+        case 'write-commit': {
+          const { record } = action;
+          this.storeWrite(action.checkpoint, 'commit', () => this.writeRecord(record), term, coordinator);
+          break;
+        }
+        case 'deposed':
+          this.checks.deposed(action.checkpoint, `${term}:${action.checkpoint}`);
+          this.stats.deposed++;
+          break;
+        case 'failed':
+          this.checks.failed(action.checkpoint, `${term}:${action.checkpoint}`, this.head, this.termIds[term]!);
+          break;
+        default:
+          this.core.fail(`coordinator ${term}, deposed by ${this.coordinatorTerm}, acted: ${action.type} ${'checkpoint' in action ? action.checkpoint : ''}`);
+      }
+    }
+  }
+
+  /** A commit record lands. */
+  private writeRecord(record: CommitRecord): void {
+    this.core.store.set(commitKey(record.term, record.checkpoint), { kind: 'record', record });
+    this.checkHead();
   }
 
   private outcomeKey(checkpoint: number): string {
@@ -315,18 +408,21 @@ export class CheckpointWorld {
           this.storeWrite(checkpoint, 'manifest', () => this.core.store.set(key, { kind: 'manifest', manifest: copy }));
           break;
         }
-        case 'write-pointer': {
-          const { checkpoint } = action;
-          const term = this.coordinatorTerm;
-          this.storeWrite(checkpoint, 'pointer', () => this.writePointer(checkpoint, term));
+        case 'write-commit': {
+          const { checkpoint, record } = action;
+          this.storeWrite(checkpoint, 'commit', () => this.writeRecord(record));
           break;
         }
+        case 'deposed':
+          // Only a coordinator of an older term is deposed: the current one's term is the newest.
+          this.core.fail(`the current coordinator was deposed by ${action.by} at checkpoint ${action.checkpoint}`);
+          break;
         case 'committed':
           this.onCommitted(action.checkpoint, action.manifest);
           break;
         case 'failed': {
           const { checkpoint } = action;
-          this.checks.failed(checkpoint, this.outcomeKey(checkpoint), this.pointer);
+          this.checks.failed(checkpoint, this.outcomeKey(checkpoint), this.head, this.termIds[this.coordinatorTerm]!);
           for (const proc of this.core.processes) {
             if (!proc.alive) continue;
             const { main, shard } = proc;
@@ -350,10 +446,18 @@ export class CheckpointWorld {
   }
 
   private onCommitted(checkpoint: number, manifest: CheckpointManifest): void {
-    this.checks.committed(checkpoint, manifest, this.outcomeKey(checkpoint), this.pointer);
+    this.checks.committed(checkpoint, manifest, this.outcomeKey(checkpoint), this.head);
     for (const proc of this.core.processes) {
       const shard = proc.shard;
       if (proc.alive && shard !== null) this.processSide.signal(proc, 30, () => shard.cut.outcome(checkpoint, true));
+    }
+    if (this.sweptTerm !== this.coordinatorTerm) {
+      // The leader's sweep after its term's first commit (CheckpointLeader.sweep).
+      this.sweptTerm = this.coordinatorTerm;
+      const keys = [...this.core.store.keys()];
+      for (const key of olderTermKeysOf(keys, this.termIds[this.coordinatorTerm]!)) this.core.store.delete(key);
+      this.checkHead();
+      this.checks.onDelete(unreferencedKeys(keys, this.coordinator.retained, checkpoint));
     }
   }
 
@@ -396,33 +500,48 @@ export class CheckpointWorld {
     });
   }
 
-  /** A new epoch: every process reset and loaded from LATEST, key groups placed anew, channels fresh. */
+  /**
+   * A new epoch: a term sealed, then the head read and restored — every process reset and loaded from
+   * it, key groups placed anew, channels fresh — then a new coordinator in a term of its own.
+   */
   private recover(): void {
-    // The commit point cannot be taken back: wait for an in-flight pointer write to settle (a real
-    // cluster cannot wait for a paused or partitioned leader: zombieWrites does not).
-    if (this.coordinator.inProgress?.phase === 'pointer' && this.options.zombieWrites !== true) {
+    // When the leader is the recovering node it lets a commit write in flight settle first (lead(null));
+    // a paused or cut-off leader cannot be waited for: zombieWrites does not.
+    if (this.coordinator.inProgress?.phase === 'commit' && this.options.zombieWrites !== true) {
       this.core.at(this.core.nowMs + 1, () => this.recover());
       return;
     }
-    const latest = this.coordinator.lastCommitted;
-    if ((this.pointer ?? 0) !== latest) this.core.fail(`the coordinator's last commit is ${latest}, the pointer ${this.pointer}`);
+    const recovery = this.beginTerm();
+    const head = recovery.head;
+    this.setBase(recovery.term, head);
+    const latest = head.checkpoint;
+    const announced = this.checks.commits.at(-1);
+    if (latest < (announced?.checkpoint ?? 0)) this.core.fail(`the recovery restores checkpoint ${latest}, but ${announced!.checkpoint} was announced committed`);
+    const manifest = latest === 0 ? null : this.readManifest(head);
+    // A head nobody announced (its leader was deposed, or its check failed after the record landed) is
+    // a checkpoint like any other from now on: it must restore to its cut, checked as a commit is.
+    if (manifest !== null && (announced?.checkpoint !== latest || announced.manifest.term !== head.term)) this.checks.adopt(manifest, head, `${this.termIds.indexOf(head.term)}:${latest}`);
     this.core.epoch++;
     this.recovering = false;
     this.fenced = false;
     this.recoveries.push(this.core.nowMs);
     this.stats.recoveries++;
-    const manifest = latest === 0 ? null : this.readManifest(latest);
-    if (this.options.zombieWrites === true || (this.options.coordinatorFailover && this.core.random() < 0.5)) {
-      // A new leader: it knows only what the store says.
-      const committed = manifest === null ? [] : [...manifest.retained.map((checkpoint) => this.readManifest(checkpoint)), manifest];
-      this.coordinatorTerm++;
-      this.lastStartInTerm = 0;
-      this.tickToken++;
-      this.scheduledTickMs = Infinity;
-      for (const proc of this.core.processes) proc.alive = true; // the crashed one is replaced in this epoch
-      this.coordinator = this.newCoordinator(committed, latest);
-      this.stats.coordinators++;
-    }
+    // The new leader begins its term: it continues from the head. A leader on a node that led before
+    // (coordinatorFailover off, or by chance) knows the numbers it used; a fresh one only the store's.
+    const lead = this.beginTerm();
+    this.setBase(lead.term, lead.head);
+    if (lead.head.checkpoint !== latest || lead.head.term !== head.term) this.core.fail(`the leader's term continues from ${lead.head.checkpoint}, the recovery restored ${latest}`);
+    const committed = manifest === null ? [] : [...head.retained.map((ref) => this.readManifest(ref)), manifest];
+    const fresh = this.options.zombieWrites === true || (this.options.coordinatorFailover && this.core.random() < 0.5);
+    const lastCheckpoint = fresh ? latest : Math.max(latest, this.coordinator.lastStarted);
+    this.coordinatorTerm++;
+    this.termIds.push(lead.term);
+    this.lastStartInTerm = 0;
+    this.tickToken++;
+    this.scheduledTickMs = Infinity;
+    for (const proc of this.core.processes) proc.alive = true; // the crashed one is replaced in this epoch
+    this.coordinator = this.newCoordinator(committed, lastCheckpoint, lead.term);
+    this.stats.coordinators++;
     this.place();
     for (const channel of this.core.channels) channel.lastDeliveryMs = this.core.nowMs;
     // Everyone forgets everything (KeyGroupMoves.reset, CheckpointParticipant.reset).
@@ -481,9 +600,9 @@ export class CheckpointWorld {
     this.scheduleCrash(this.core.nowMs + this.ackTimeoutMs);
   }
 
-  private readManifest(checkpoint: number): CheckpointManifest {
-    const stored = this.core.store.get(manifestKey(checkpoint));
-    if (stored?.kind !== 'manifest') this.core.fail(`manifest ${checkpoint} is missing from the store`);
+  private readManifest(ref: CheckpointRef): CheckpointManifest {
+    const stored = this.core.store.get(manifestKey(ref.checkpoint, ref.term));
+    if (stored?.kind !== 'manifest') this.core.fail(`manifest ${ref.checkpoint} of term ${ref.term} is missing from the store`);
     return stored.manifest;
   }
 

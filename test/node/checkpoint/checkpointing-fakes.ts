@@ -1,8 +1,8 @@
 /**
  * Fakes for driving a node's checkpoint roles without threads (checkpointing.test.ts, recovery.test.ts):
  * a main thread that records what it is asked, a cluster layer that records control messages and peer
- * barriers, a real FileBlobStore in a temp dir (optionally holding back a write), and a way to play a
- * node's shards through one checkpoint.
+ * barriers, a real FileBlobStore in a temp dir (optionally holding back a write), committed checkpoints
+ * written into it as a leader of a term would, and a way to play a node's shards through one checkpoint.
  */
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -11,6 +11,8 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import { KEY_GROUP_HASH } from '../../../lib/key-group.js';
 import { CHECKPOINT_MANIFEST_VERSION, type CheckpointManifest } from '../../../node/checkpoint/checkpoint-coordinator.js';
 import type { Checkpointing, CheckpointingHost } from '../../../node/checkpoint/checkpointing.js';
+import { writeManifest } from '../../../node/checkpoint/checkpoint-format.js';
+import { NO_COMMIT, sealKey, setBase, termId, writeCommit, type CheckpointRef, type CommitRecord } from '../../../node/checkpoint/terms.js';
 import type { CheckpointControl, ClusterHooks } from '../../../node/main/cluster-port.js';
 import { openBlobStore, type BlobInfo, type BlobStore } from '../../../node/storage/blob-store.js';
 
@@ -39,9 +41,10 @@ export class FakeCheckpointingHost implements CheckpointingHost {
   outcome(checkpoint: number, committed: boolean): void {
     this.outcomes.push([checkpoint, committed]);
   }
-  log(line: string): void {
+  // A bound function, as the real host's is: Checkpointing.lead hands `host.log` on unbound.
+  readonly log = (line: string): void => {
     this.logs.push(line);
-  }
+  };
 }
 
 /** The cluster layer as checkpoints see it: control messages and peer barriers recorded. */
@@ -79,17 +82,35 @@ export class FakeCluster implements ClusterHooks {
   }
 }
 
-/** A real store whose writes of one key can be held back until `release()`. */
+/**
+ * A real store whose writes of one key can be held back until `release()`. A key given as a pattern
+ * holds every key it matches (a commit record's key holds a term id the test does not know beforehand).
+ * One listing can be held back as well (`holdNextList`): it lists what the store holds once released.
+ */
 export class GatedStore implements BlobStore {
   private gate: Promise<void> | null = null;
   private open: (() => void) | null = null;
   /** Writes of `heldKey` waiting at the gate. */
   waiting = 0;
-  heldKey: string | null = null;
+  heldKey: string | RegExp | null = null;
+  private listGate: { prefix: string; taken: boolean; opened: Promise<void>; open: () => void } | null = null;
+  /** Listings waiting at the list gate. */
+  listsWaiting = 0;
 
   constructor(readonly inner: BlobStore) {}
 
-  hold(key: string): void {
+  /** The next listing of exactly `prefix` waits until `releaseList()`. */
+  holdNextList(prefix: string): void {
+    let open: () => void = () => undefined;
+    const opened = new Promise<void>((resolve) => (open = resolve));
+    this.listGate = { prefix, taken: false, opened, open };
+  }
+  releaseList(): void {
+    this.listGate?.open();
+    this.listGate = null;
+  }
+
+  hold(key: string | RegExp): void {
     this.heldKey = key;
     this.gate = new Promise((resolve) => (this.open = resolve));
   }
@@ -97,8 +118,12 @@ export class GatedStore implements BlobStore {
     this.heldKey = null;
     this.open?.();
   }
+  private held(key: string): boolean {
+    const heldKey = this.heldKey;
+    return heldKey !== null && (typeof heldKey === 'string' ? key === heldKey : heldKey.test(key));
+  }
   async put(key: string, bytes: Uint8Array): Promise<void> {
-    if (key === this.heldKey) {
+    if (this.held(key)) {
       this.waiting++;
       await this.gate;
       this.waiting--;
@@ -114,7 +139,14 @@ export class GatedStore implements BlobStore {
   exists(key: string): Promise<boolean> {
     return this.inner.exists(key);
   }
-  list(prefix?: string): Promise<string[]> {
+  async list(prefix?: string): Promise<string[]> {
+    const gate = this.listGate;
+    if (gate !== null && !gate.taken && prefix === gate.prefix) {
+      gate.taken = true;
+      this.listsWaiting++;
+      await gate.opened;
+      this.listsWaiting--;
+    }
     return this.inner.list(prefix);
   }
   delete(keys: readonly string[]): Promise<void> {
@@ -125,6 +157,7 @@ export class GatedStore implements BlobStore {
   }
   close(): Promise<void> {
     this.release();
+    this.releaseList();
     return this.inner.close();
   }
   describe(): string {
@@ -146,9 +179,31 @@ export async function tempStore(): Promise<{ store: BlobStore; dir: string; remo
   };
 }
 
-/** A committed-looking manifest for K = KEY_GROUPS. */
-export function manifest(checkpoint: number, objects: string[], channels: string[] = [], retained: number[] = [], keyGroups = KEY_GROUPS): CheckpointManifest {
-  return { version: CHECKPOINT_MANIFEST_VERSION, checkpoint, view: 'test', keyGroups, hash: KEY_GROUP_HASH, objects, channels, retained };
+/** The term the tests' committed checkpoints were written in (an earlier leader's, before any term a test begins). */
+export const TEST_TERM = termId(1, '0000000a');
+
+/** Checkpoint `checkpoint` of TEST_TERM, as a manifest's retained list or a recovery names it. */
+export const testRef = (checkpoint: number): CheckpointRef => ({ checkpoint, term: TEST_TERM });
+
+/** A committed-looking manifest for K = KEY_GROUPS, written by the leader of `term`. */
+export function manifest(checkpoint: number, objects: string[], channels: string[] = [], retained: CheckpointRef[] = [], keyGroups = KEY_GROUPS, term = TEST_TERM): CheckpointManifest {
+  return { version: CHECKPOINT_MANIFEST_VERSION, checkpoint, term, view: 'test', keyGroups, hash: KEY_GROUP_HASH, objects, channels, retained };
+}
+
+/**
+ * Writes what the leader of `manifest.term` leaves in the store when it commits `manifest`: the term's
+ * seal and base (`base`, unless the term has one already), the manifest, then its commit record.
+ */
+export async function commitManifest(store: BlobStore, committed: CheckpointManifest, base: CommitRecord = NO_COMMIT): Promise<CommitRecord> {
+  const term = committed.term;
+  if (!(await store.exists(sealKey(term)))) {
+    await store.put(sealKey(term), new TextEncoder().encode(JSON.stringify({ writer: 'test' })));
+    await setBase(store, term, base);
+  }
+  await writeManifest(store, committed);
+  const record: CommitRecord = { checkpoint: committed.checkpoint, term, retained: committed.retained };
+  await writeCommit(store, record);
+  return record;
 }
 
 /**

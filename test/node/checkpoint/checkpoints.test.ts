@@ -7,7 +7,8 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { connect, keyGroupOf, type Client } from '../../../lib/index.js';
 import { openBlobStore } from '../../../node/storage/blob-store.js';
-import { parseObjectRef, readLatest, readManifest } from '../../../node/checkpoint/checkpoint-format.js';
+import { parseObjectRef, readManifest } from '../../../node/checkpoint/checkpoint-format.js';
+import { readHead } from '../../../node/checkpoint/terms.js';
 import type { NodeOptions } from '../../../node/index.js';
 import { counted } from '../../fixtures/functions.js';
 import { countReports, eventually, fixture, sleep, startTestNode, subscribed, withTimeout, type TestNode } from '../../helpers.js';
@@ -66,8 +67,8 @@ test('send() resolves once a checkpoint commits; egress is released on commit, w
   await subscribed(subscription);
   const ids = ['a', 'b', 'c', 'd'];
   for (let round = 0; round < 5; round++) await Promise.all(ids.map((id) => sender.send({ typename: 'test/counter', id }, 1)));
-  const latest = await readLatest(await openBlobStore(store));
-  assert.ok(latest >= 1, `LATEST names checkpoint ${latest}`);
+  const latest = (await readHead(await openBlobStore(store))).checkpoint;
+  assert.ok(latest >= 1, `the head names checkpoint ${latest}`);
   await eventually(() => received.length === 20, `20 egress records (got ${received.length})`);
   assert.ok(received.every((record) => record.id !== null && /^\d+:\d+$/.test(record.id)), 'records carry stable ids');
   assert.is(new Set(received.map((record) => record.id)).size, 20);
@@ -130,15 +131,16 @@ test('a corrupt checkpoint object is detected on restore, and the checkpoint bef
   let sender = await client(node);
   await Promise.all([1, 2, 3].map(() => sender.send({ typename: 'test/counter', id: 'k' }, 1)));
   await sleep(300); // idle checkpoints meanwhile: they reuse the objects written for these three
-  const quiet = await readLatest(await openBlobStore(store));
+  const quiet = (await readHead(await openBlobStore(store))).checkpoint;
   // One event, so that one checkpoint takes k from 3 to 5 (two could land in two checkpoints, and the one
   // before the corrupt one would hold 4).
   await sender.send({ typename: 'test/counter', id: 'k' }, 2);
   await stopAll();
   const blobs = await openBlobStore(store);
-  const latest = await readLatest(blobs);
+  const head = await readHead(blobs);
+  const latest = head.checkpoint;
   // The object holding k's key group (idle checkpoints after its own point at it too).
-  const ref = (await readManifest(blobs, latest))!.objects[keyGroupOf('k', 64)]!;
+  const ref = (await readManifest(blobs, head))!.objects[keyGroupOf('k', 64)]!;
   const slice = parseObjectRef(ref);
   const written = Number(/^checkpoints\/(\d+)\//.exec(slice.key)?.[1]);
   assert.ok(written > quiet && written <= latest, `k's key group was written by checkpoint ${written} (${ref}), after ${quiet}`);
@@ -152,6 +154,9 @@ test('a corrupt checkpoint object is detected on restore, and the checkpoint bef
   const restored = node.checkpointStatus()!.restored;
   assert.ok(restored < written && restored >= quiet, `restored ${restored}, between ${quiet} and ${written}`);
   assert.ok(logs.some((line) => line.includes(`cannot restore checkpoint ${latest}`) && /corrupt|checksum/i.test(line)), logs.join('\n'));
+  // The start's term continues from the checkpoint restored: the corrupt one is out of the history for good.
+  const after = await readHead(await openBlobStore(store));
+  assert.not.ok([...after.retained, after].some((ref) => ref.checkpoint === latest && ref.term === head.term), `the corrupt checkpoint ${latest} is not in the history of ${JSON.stringify(after)}`);
   const found = await reportCounts(node, ['k']);
   assert.is(found.get('k'), 3, 'the state of the checkpoint before the corrupt one');
   sender = await client(node);

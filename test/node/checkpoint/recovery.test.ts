@@ -1,21 +1,24 @@
 // Recovery on a node's main thread with a fake main thread and pool (shards answer 'reset' and
 // 'restore' requests; every step recorded in one ordered log), a real Checkpointing and a real
 // FileBlobStore holding committed checkpoints written by the test: restoring at start (and falling
-// back), rolling back to a named checkpoint in the exact order of steps, discarding around the reset,
-// one rollback at a time, and the errors that name what cannot be read.
+// back) in a term based on what was restored, rolling back to a named checkpoint in the exact order of
+// steps, discarding around the reset, one rollback at a time, a node owning no key group restoring
+// nothing (not even reading the manifest), the errors that name what cannot be read, and prepare's term
+// fencing off a leader elsewhere whose commit lands late.
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { readKeyGroup, writeInvoke } from '../../../lib/envelope.js';
 import { StatecraftError } from '../../../lib/errors.js';
 import { toTypedValue } from '../../../lib/typed-value.js';
-import { encodeChannelObject, writeLatest, writeManifest } from '../../../node/checkpoint/checkpoint-format.js';
+import { encodeChannelObject, manifestKey, readManifest, writeManifest } from '../../../node/checkpoint/checkpoint-format.js';
 import { Checkpointing } from '../../../node/checkpoint/checkpointing.js';
+import { LEGACY_LATEST_KEY, NO_COMMIT, TERMS_PREFIX, baseKey, commitKey, parseTermKeys, readHead, writeCommit, type CommitRecord } from '../../../node/checkpoint/terms.js';
 import { Recovery, type RecoveryHost } from '../../../node/checkpoint/recovery.js';
 import { ShardPool, type ShardReply, type ShardRequest, type ShardRequests } from '../../../node/main/shard-pool.js';
 import type { MainToShard } from '../../../node/shard/shard-worker.js';
 import { BlobCorruptError, type BlobStore } from '../../../node/storage/blob-store.js';
 import { eventually, sleep, withTimeout } from '../../helpers.js';
-import { FakeCheckpointingHost, FakeCluster, KEY_GROUPS, manifest, playShards, tempStore } from './checkpointing-fakes.js';
+import { FakeCheckpointingHost, FakeCluster, GatedStore, KEY_GROUPS, TEST_TERM, commitManifest, manifest, playShards, tempStore, testRef } from './checkpointing-fakes.js';
 
 const TIMEOUT_MS = 10_000;
 const RECOVERING = 'the cluster is recovering from a failed node: reconnect and re-send what was not committed';
@@ -135,14 +138,23 @@ function invoke(keyGroup: number, id: string): Uint8Array {
   return bytes.slice(0, writeInvoke(bytes, 0, keyGroup, 'test/fn', id, null, null, toTypedValue(id)));
 }
 
-/** Checkpoint `checkpoint` committed: objects per key group, two channel objects with messages for key groups 0, 3, 1 and 2. */
-async function commit(store: BlobStore, checkpoint: number, retained: number[] = [], latest = true): Promise<void> {
+/**
+ * Checkpoint `checkpoint` committed in TEST_TERM (retaining `retained` of it): objects per key group,
+ * two channel objects with messages for key groups 0, 3, 1 and 2. Returns its commit record.
+ */
+async function commit(store: BlobStore, checkpoint: number, retained: number[] = []): Promise<CommitRecord> {
   const channels = [`checkpoints/${checkpoint}/ch-a.bin`, `checkpoints/${checkpoint}/ch-b.bin`];
   await store.put(channels[0]!, encodeChannelObject(checkpoint, [invoke(0, 'a'), invoke(3, 'b'), invoke(1, 'c')]));
   await store.put(channels[1]!, encodeChannelObject(checkpoint, [invoke(2, 'd')]));
   const segment = (shard: number) => `checkpoints/${checkpoint}/seg-s${shard}.bin`;
-  await writeManifest(store, manifest(checkpoint, [`${segment(1)}#0+10`, '', `${segment(1)}#10+4`, `${segment(2)}#0+8`], channels, retained));
-  if (latest) await writeLatest(store, checkpoint);
+  return commitManifest(store, manifest(checkpoint, [`${segment(1)}#0+10`, '', `${segment(1)}#10+4`, `${segment(2)}#0+8`], channels, retained.map(testRef)));
+}
+
+/** The terms in the store, oldest first, each with its base (null: sealed only). */
+async function termsOf(store: BlobStore): Promise<{ term: string; base: CommitRecord | null }[]> {
+  const { terms, based } = parseTermKeys(await store.list(TERMS_PREFIX));
+  const read = async (term: string) => JSON.parse(new TextDecoder().decode((await store.get(baseKey(term)))!)) as CommitRecord;
+  return Promise.all(terms.map(async (term) => ({ term, base: based.has(term) ? await read(term) : null })));
 }
 
 async function failure(promise: Promise<unknown>): Promise<StatecraftError> {
@@ -156,9 +168,9 @@ async function failure(promise: Promise<unknown>): Promise<StatecraftError> {
   throw new Error('unreachable');
 }
 
-test('restoreAtStart: every shard restores LATEST (its refs, its empty key groups as clean), then resume, then the recorded messages of owned key groups', async () => {
+test('restoreAtStart: every shard restores the head (its refs, its empty key groups as clean), then resume, then the recorded messages of owned key groups; a term based on it', async () => {
   const { store, host, checkpointing, recovery } = await setup();
-  await commit(store, 2);
+  const head = await commit(store, 2);
   const result = await withTimeout(recovery.restoreAtStart((keyGroup) => keyGroup !== 3), TIMEOUT_MS, 'restoreAtStart');
   assert.equal(host.events, [
     'restore 2 @1 keys=[checkpoints/2/seg-s1.bin#0+10,checkpoints/2/seg-s1.bin#10+4] clean=[]',
@@ -176,9 +188,13 @@ test('restoreAtStart: every shard restores LATEST (its refs, its empty key group
   assert.is(checkpointing.restoredCheckpoint, 2);
   assert.is(host.discarding, false);
   assert.equal(host.logs, []);
+  const terms = await termsOf(store);
+  assert.is(terms.length, 2, 'the start began a term');
+  assert.equal(terms[1]!.base, head, 'based on the checkpoint restored');
+  assert.equal(await readHead(store), head);
 });
 
-test('restoreAtStart: a shard error on LATEST falls back to the one before, resetting the shards in between', async () => {
+test('restoreAtStart: a shard error on the head falls back to the one before, resetting the shards in between; the term continues from the one restored', async () => {
   const { store, host, checkpointing, checkpointingHost, recovery } = await setup();
   await commit(store, 1);
   await commit(store, 2, [1]);
@@ -210,10 +226,21 @@ test('restoreAtStart: a shard error on LATEST falls back to the one before, rese
     'checkpoints: cannot restore checkpoint 2 (object checkpoints/2/seg-s2.bin is corrupt); trying the one before',
     'checkpoints: restored checkpoint 1, older than the last committed one (see above)',
   ]);
-  // Restored from a fall-back: the next leader numbers above LATEST and builds on checkpoint 1.
+  // The start's term continues from checkpoint 1: 2 is out of the history, not merely skipped.
+  assert.equal((await termsOf(store)).at(-1)!.base, { checkpoint: 1, term: TEST_TERM, retained: [] });
+  assert.equal(await readHead(store), { checkpoint: 1, term: TEST_TERM, retained: [] });
+  // The next leader numbers above the head (1) and builds on checkpoint 1: key groups reported unchanged
+  // keep checkpoint 1's objects, and 1 is all it retains.
   await checkpointing.lead({ participants: ['n1'], view: 'single' });
   await eventually(() => checkpointingHost.barriers.length > 0, 'the first checkpoint after the restore', TIMEOUT_MS);
-  assert.equal(checkpointingHost.barriers, [3]);
+  assert.equal(checkpointingHost.barriers, [2]);
+  playShards(checkpointing, 2, { objects: { 1: [[0, null], [2, null]], 2: [[1, null], [3, null]] }, channels: { 1: null, 2: null } });
+  await eventually(() => checkpointingHost.outcomes.length > 0, 'the outcome of 2', TIMEOUT_MS);
+  assert.equal(checkpointingHost.outcomes, [[2, true]]);
+  const head = await readHead(store);
+  assert.equal(head.retained, [testRef(1)]);
+  const second = (await readManifest(store, head))!;
+  assert.equal(second.objects, ['checkpoints/1/seg-s1.bin#0+10', '', 'checkpoints/1/seg-s1.bin#10+4', 'checkpoints/1/seg-s2.bin#0+8']);
 });
 
 test('restoreAtStart: a channel object that is not one fails its checkpoint before any shard is asked', async () => {
@@ -234,53 +261,71 @@ test('rollBack: a channel object that is not msgpack fails with SC_ERR_STORE_COR
   const { store, recovery } = await setup();
   await commit(store, 2);
   await store.put('checkpoints/2/ch-b.bin', new TextEncoder().encode('not a channel object'));
-  const error = await failure(recovery.rollBack(() => true, 1, 2));
+  const error = await failure(recovery.rollBack(() => true, 1, testRef(2)));
   assert.is(error.code, 'SC_ERR_STORE_CORRUPT');
   assert.match(error.message, /channel object/);
 });
 
-test('restoreAtStart: nothing restorable → BlobCorruptError naming LATEST, the store and every reason; no resume', async () => {
+test("restoreAtStart: nothing restorable → BlobCorruptError naming the head's manifest, the store and every reason; no resume; the head stays", async () => {
   const { store, host, recovery } = await setup();
   await commit(store, 1);
-  await commit(store, 2, [1]);
+  const head = await commit(store, 2, [1]);
   host.pool.restoreAnswer = (shard, message) => (shard === 1 ? { error: `segment of ${message.checkpoint} truncated` } : { instances: 1 });
   const error = await failure(recovery.restoreAtStart(() => true));
   assert.instance(error, BlobCorruptError);
   assert.is(error.code, 'SC_ERR_STORE_CORRUPT');
-  assert.is((error as BlobCorruptError).key, 'LATEST');
+  const key = manifestKey(2, TEST_TERM);
+  assert.is((error as BlobCorruptError).key, key);
   assert.is(
     error.message,
-    `object "LATEST" in ${store.describe()} is corrupt: no committed checkpoint it names can be restored ` +
+    `object "${key}" in ${store.describe()} is corrupt: no committed checkpoint can be restored ` +
       '(checkpoint 2: segment of 2 truncated; checkpoint 1: segment of 1 truncated). ' +
       'Restore the store from a backup, or point --checkpoint-store elsewhere.',
   );
   assert.not.ok(host.events.includes('post-all resume'), 'shards stay frozen');
   assert.is(host.events.filter((event) => event === 'dropUnpublished').length, 2, 'reset after each failed checkpoint');
+  assert.is((await termsOf(store)).at(-1)!.base, null, 'the term the start began has no base');
+  assert.equal(await readHead(store), head, 'the head is still checkpoint 2');
 });
 
-test('restoreAtStart: LATEST names a checkpoint whose manifest is gone, or one taken with another K', async () => {
+test('restoreAtStart: the head names a checkpoint whose manifest is gone, or one taken with another K', async () => {
   {
     const { store, recovery } = await setup();
-    await writeLatest(store, 3);
+    await commitManifest(store, manifest(2, ['', '', '', '']));
+    await writeCommit(store, { checkpoint: 3, term: TEST_TERM, retained: [] });
     const error = await failure(recovery.restoreAtStart(() => true));
     assert.instance(error, BlobCorruptError);
-    assert.match(error.message, /is corrupt: no committed checkpoint it names can be restored \(LATEST names 3, whose manifest cannot be read\)\./);
+    assert.is((error as BlobCorruptError).key, manifestKey(3, TEST_TERM));
+    const expected = `is corrupt: no committed checkpoint can be restored (checkpoint 3: its manifest ${manifestKey(3, TEST_TERM)} is missing).`;
+    assert.ok(error.message.includes(expected), error.message);
   }
   {
     const { store, recovery } = await setup();
-    await writeManifest(store, manifest(4, Array.from({ length: 8 }, () => ''), [], [], 8));
-    await writeLatest(store, 4);
+    await commitManifest(store, manifest(4, Array.from({ length: 8 }, () => ''), [], [], 8));
     const error = await failure(recovery.restoreAtStart(() => true));
     assert.match(error.message, /\(checkpoint 4: it was taken with 8 key groups, this node has 4\)/);
   }
 });
 
-test('restoreAtStart on an empty store: checkpoint 0, shards resume, nothing restored', async () => {
-  const { host, checkpointing, recovery } = await setup();
+test('restoreAtStart on a store of the format before terms (LATEST only): SC_ERR_STORE_CORRUPT saying so, nothing restored', async () => {
+  const { store, host, recovery } = await setup();
+  await store.put(LEGACY_LATEST_KEY, new TextEncoder().encode(JSON.stringify({ checkpoint: 3 })));
+  await writeManifest(store, manifest(3, ['', '', '', '']));
+  const error = await failure(recovery.restoreAtStart(() => true));
+  assert.is(error.code, 'SC_ERR_STORE_CORRUPT');
+  assert.match(error.message, /holds checkpoints of an older Statecraft format \(LATEST, no terms\/\)/);
+  assert.equal(host.events, [], 'no shard asked, none resumed');
+});
+
+test('restoreAtStart on an empty store: checkpoint 0, shards resume, nothing restored; a term based on nothing', async () => {
+  const { store, host, checkpointing, recovery } = await setup();
   checkpointing.restoredCheckpoint = 5;
   assert.equal(await withTimeout(recovery.restoreAtStart(() => true), TIMEOUT_MS, 'restoreAtStart'), { checkpoint: 0, instances: 0 });
   assert.equal(host.events, ['post-all resume']);
   assert.is(checkpointing.restoredCheckpoint, 0);
+  const terms = await termsOf(store);
+  assert.is(terms.length, 1);
+  assert.equal(terms[0]!.base, NO_COMMIT);
 });
 
 test('rollBack: stop leading, routing to main, clients dropped, reset, restore c, resume, replay, routing to owned — discarding until the reset', async () => {
@@ -289,7 +334,7 @@ test('rollBack: stop leading, routing to main, clients dropped, reset, restore c
   await checkpointing.lead({ participants: ['n1'], view: 'single' });
   host.events = [];
   const owned = (keyGroup: number) => keyGroup % 2 === 0;
-  const rolling = recovery.rollBack(owned, 3, 2);
+  const rolling = recovery.rollBack(owned, 3, testRef(2));
   assert.is(host.discarding, true, 'discarding from the start');
   const result = await withTimeout(rolling, TIMEOUT_MS, 'rollBack');
   assert.equal(host.events, [
@@ -333,7 +378,7 @@ test('rollBack: stop leading, routing to main, clients dropped, reset, restore c
 test('rollBack to checkpoint 0: nothing restored, shards resume, routing to owned', async () => {
   const { host, checkpointing, recovery } = await setup();
   checkpointing.restoredCheckpoint = 4;
-  const result = await withTimeout(recovery.rollBack(() => true, 1, 0), TIMEOUT_MS, 'rollBack');
+  const result = await withTimeout(recovery.rollBack(() => true, 1, NO_COMMIT), TIMEOUT_MS, 'rollBack');
   assert.equal(result, { checkpoint: 0, instances: 0 });
   assert.equal(host.events.slice(-2), ['post-all resume', 'routing 1212']);
   assert.ok(!host.events.some((event) => event.startsWith('restore')));
@@ -347,30 +392,78 @@ test('discarding stays on after a rollback when a newer epoch began meanwhile, u
   host.pool.gate = async (_shard, message) => {
     if (message.type === 'reset' && message.epoch === 1 && message.phase === 1) await held;
   };
-  const first = recovery.rollBack(() => true, 1, 0);
+  const first = recovery.rollBack(() => true, 1, NO_COMMIT);
   await eventually(() => host.events.includes('reset 1 e1 @2'), 'epoch 1 to reach its reset', TIMEOUT_MS);
   recovery.begin(2);
   recovery.begin(1); // older: ignored
   open();
   await withTimeout(first, TIMEOUT_MS, 'rollBack 1');
   assert.is(host.discarding, true, 'epoch 2 began and has not reset yet');
-  await withTimeout(recovery.rollBack(() => true, 2, 0), TIMEOUT_MS, 'rollBack 2');
+  await withTimeout(recovery.rollBack(() => true, 2, NO_COMMIT), TIMEOUT_MS, 'rollBack 2');
   assert.is(host.discarding, false);
+});
+
+// A member left out of a recovery (declared dead meanwhile) has the recovery's order re-sent when it
+// is back, maybe long after: retention may have deleted the checkpoint it names. Owning no key group in
+// the recovery's placement, the node loads nothing, so it needs nothing of that checkpoint.
+test('rollBack on a node that owns no key group: no manifest read (it may be long deleted), nothing restored, shards resume at that checkpoint', async () => {
+  const gone = { checkpoint: 9, term: TEST_TERM };
+  {
+    const { store, host, checkpointing, checkpointingHost, recovery } = await setup();
+    await commit(store, 12); // 9 was deleted by retention long ago
+    assert.is(await readManifest(store, gone), null);
+    const reads: string[] = [];
+    const get = store.get.bind(store);
+    store.get = (key) => {
+      reads.push(key);
+      return get(key);
+    };
+    checkpointing.restoredCheckpoint = 4;
+    const result = await withTimeout(recovery.rollBack(() => false, 5, gone), TIMEOUT_MS, 'rollBack');
+    assert.equal(result, { checkpoint: 9, instances: 0 });
+    assert.equal(reads, [], 'nothing read from the store');
+    assert.ok(!host.events.some((event) => event.startsWith('restore')), host.events.join('\n'));
+    assert.equal(host.events.slice(-2), ['post-all resume', 'routing MMMM'], 'resumed; every key group routed to the main thread');
+    assert.is(checkpointing.restoredCheckpoint, 9);
+    assert.is(recovery.epoch, 5);
+    assert.is(recovery.restoring, false);
+    assert.is(host.discarding, false);
+    // The participant starts over above 9: the numbers the cluster goes on with.
+    checkpointing.onControl('n0', { type: 'start', checkpoint: 9 });
+    assert.equal(checkpointingHost.barriers, [], 'checkpoint 9 is the restored one');
+    checkpointing.onControl('n0', { type: 'start', checkpoint: 10 });
+    assert.equal(checkpointingHost.barriers, [10]);
+  }
+  {
+    // Owning a key group, the node needs the manifest: the same order fails the recovery.
+    const { store, host, checkpointing, recovery } = await setup();
+    await commit(store, 12);
+    checkpointing.restoredCheckpoint = 4;
+    const error = await failure(recovery.rollBack((keyGroup) => keyGroup === 1, 5, gone));
+    assert.instance(error, BlobCorruptError);
+    assert.is(error.code, 'SC_ERR_STORE_CORRUPT');
+    assert.is((error as BlobCorruptError).key, manifestKey(9, TEST_TERM));
+    assert.match(error.message, /the manifest of checkpoint 9, which the recovery restores, is missing/);
+    assert.ok(!host.events.includes('post-all resume'), 'shards stay frozen');
+    assert.is(host.routing, 'MMMM');
+    assert.is(checkpointing.restoredCheckpoint, 4, 'nothing restored');
+  }
 });
 
 test('rollbacks run one at a time, in order; a failed one does not stop the next', async () => {
   const { store, host, recovery } = await setup();
   await commit(store, 2);
   const owned = () => true;
-  const first = recovery.rollBack(owned, 1, 9); // no such checkpoint
-  const second = recovery.rollBack(owned, 2, 2);
-  const third = recovery.rollBack(owned, 3, 2);
+  const first = recovery.rollBack(owned, 1, testRef(9)); // no such checkpoint
+  const second = recovery.rollBack(owned, 2, testRef(2));
+  const third = recovery.rollBack(owned, 3, testRef(2));
   const error = await failure(first);
   assert.instance(error, BlobCorruptError);
-  assert.is((error as BlobCorruptError).key, 'checkpoints/9/manifest.json');
+  const key = manifestKey(9, TEST_TERM);
+  assert.is((error as BlobCorruptError).key, key);
   assert.is(
     error.message,
-    `object "checkpoints/9/manifest.json" in ${store.describe()} is corrupt: the manifest of checkpoint 9, which the recovery restores, is missing. ` +
+    `object "${key}" in ${store.describe()} is corrupt: the manifest of checkpoint 9, which the recovery restores, is missing. ` +
       'Do not use it: restore from an older checkpoint, and check the storage for damage.',
   );
   assert.equal((await withTimeout(second, TIMEOUT_MS, 'rollBack 2')).checkpoint, 2);
@@ -392,7 +485,7 @@ test('rollBack: a shard that cannot restore fails the recovery with its code; no
   await commit(store, 1);
   await commit(store, 2, [1]);
   host.pool.restoreAnswer = (shard) => (shard === 2 ? { error: 'object checkpoints/2/seg-s2.bin is corrupt', code: 'SC_ERR_STORE_CORRUPT' } : { instances: 1 });
-  const error = await failure(recovery.rollBack(() => true, 1, 2));
+  const error = await failure(recovery.rollBack(() => true, 1, testRef(2)));
   assert.is(error.code, 'SC_ERR_STORE_CORRUPT');
   assert.is(error.message, 'object checkpoints/2/seg-s2.bin is corrupt');
   assert.ok(!host.events.some((event) => event.startsWith('restore 1')), 'no other checkpoint tried');
@@ -400,15 +493,45 @@ test('rollBack: a shard that cannot restore fails the recovery with its code; no
   assert.is(recovery.restoring, false);
 });
 
-test('prepare: stops leading (a write in flight settles first) and resolves with LATEST', async () => {
+test('prepare: stops leading (a write in flight settles first), begins a term based on the head and resolves with it', async () => {
   const { store, host, checkpointing, recovery } = await setup();
-  await commit(store, 6);
+  const head = await commit(store, 6);
   await checkpointing.lead({ participants: ['n1'], view: 'single' });
   assert.ok(checkpointing.leaderStats !== null);
-  assert.is(await withTimeout(recovery.prepare(), TIMEOUT_MS, 'prepare'), 6);
+  assert.equal(await withTimeout(recovery.prepare(), TIMEOUT_MS, 'prepare'), head);
   assert.is(checkpointing.leaderStats, null);
   assert.equal(host.events, ['lead single', 'lead null']);
+  const terms = await termsOf(store);
+  assert.is(terms.length, 3, "the test's term, the leader's, the recovery's");
+  assert.equal(terms[2]!.base, head, "the recovery's term, the newest, is based on the head");
+  const seal = JSON.parse(new TextDecoder().decode((await store.get(`terms/${terms[2]!.term}/seal.json`))!)) as { writer: string };
+  assert.is(seal.writer, 'n1');
   await sleep(50);
+});
+
+test("prepare fences off a leader elsewhere: its commit record landing after prepare read the head is not announced, and the head stays prepare's", async () => {
+  const { store, recovery } = await setup();
+  const head = await commit(store, 6);
+  // Node n2 leads over the same store (cut off from this node, or paused): its commit record is held.
+  const gated = new GatedStore(store);
+  const elsewhereHost = new FakeCheckpointingHost('n2');
+  const elsewhere = new Checkpointing(elsewhereHost, { store: gated, intervalMs: 20, retain: 3, ackTimeoutMs: TIMEOUT_MS }, 'n2-test');
+  cleanups.push(() => elsewhere.lead(null));
+  gated.hold(/^commits\//);
+  await elsewhere.lead({ participants: ['n2'], view: 'elsewhere' });
+  await eventually(() => elsewhereHost.barriers.includes(7), 'checkpoint 7 on n2', TIMEOUT_MS);
+  playShards(elsewhere, 7);
+  await eventually(() => gated.waiting === 1, "n2's commit record of 7 held", TIMEOUT_MS);
+  // The recovery here: its term is sealed before it reads, so it restores 6 and 7 must never be announced.
+  assert.equal(await withTimeout(recovery.prepare(), TIMEOUT_MS, 'prepare'), head);
+  const recoveryTerm = (await termsOf(store)).at(-1)!.term;
+  gated.release();
+  await eventually(() => elsewhereHost.outcomes.length > 0, "n2's outcome of 7", TIMEOUT_MS);
+  assert.equal(elsewhereHost.outcomes, [[7, false]], 'not announced');
+  assert.is(elsewhere.leaderStats!.deposedBy, recoveryTerm);
+  const leaderTerm = (await termsOf(store)).at(-2)!.term;
+  assert.ok(await store.exists(commitKey(leaderTerm, 7)), "n2's record landed, late");
+  assert.equal(await readHead(store), head, 'the head is still 6');
 });
 
 test.run();

@@ -10,6 +10,9 @@ import { ShardPool, type ShardReply, type ShardRequest, type ShardRequests } fro
 import { MAIN_THREAD } from '../../../node/rings/mailbox.js';
 import type { MainToShard } from '../../../node/shard/shard-worker.js';
 import { withTimeout } from '../../helpers.js';
+import { termId } from '../../../node/checkpoint/terms.js';
+
+const HEAD_TERM = termId(3, '00000001');
 
 const KEY_GROUPS = 8;
 const TIMEOUT_MS = 5000;
@@ -215,8 +218,8 @@ test('checkpoint and recovery calls delegate to checkpointing and recovery', asy
   };
   host.recovery = {
     begin: (epoch) => void calls.push(['begin', epoch]),
-    prepare: async () => (calls.push(['prepare']), 41),
-    rollBack: async (owned, epoch, checkpoint) => (calls.push(['rollBack', owned, epoch, checkpoint]), { checkpoint, instances: 9 }),
+    prepare: async () => (calls.push(['prepare']), { checkpoint: 41, term: HEAD_TERM, retained: [{ checkpoint: 40, term: HEAD_TERM }] }),
+    rollBack: async (owned, epoch, checkpoint) => (calls.push(['rollBack', owned, epoch, checkpoint]), { checkpoint: checkpoint.checkpoint, instances: 9 }),
   };
   const port = new NodePort(host);
   assert.is(port.checkpointing, true);
@@ -226,9 +229,10 @@ test('checkpoint and recovery calls delegate to checkpointing and recovery', asy
   const control: CheckpointControl = { type: 'start', checkpoint: 3 };
   port.onCheckpointControl('b', control);
   port.beginRecovery(2);
-  assert.is(await withTimeout(port.prepareRollBack(), TIMEOUT_MS, 'prepareRollBack'), 41);
+  // The recovery's order names the checkpoint and its term, not what is retained with it.
+  assert.equal(await withTimeout(port.prepareRollBack(), TIMEOUT_MS, 'prepareRollBack'), { checkpoint: 41, term: HEAD_TERM });
   const owned = (keyGroup: number) => keyGroup > 3;
-  assert.equal(await withTimeout(port.rollBack(owned, 2, 41), TIMEOUT_MS, 'rollBack'), { checkpoint: 41, instances: 9 });
+  assert.equal(await withTimeout(port.rollBack(owned, 2, { checkpoint: 41, term: HEAD_TERM }), TIMEOUT_MS, 'rollBack'), { checkpoint: 41, instances: 9 });
   assert.equal(calls, [
     ['setPeers', ['b', 'c']],
     ['lead', { participants: ['a', 'b'], view: 'v1' }],
@@ -236,7 +240,7 @@ test('checkpoint and recovery calls delegate to checkpointing and recovery', asy
     ['onControl', 'b', control],
     ['begin', 2],
     ['prepare'],
-    ['rollBack', owned, 2, 41],
+    ['rollBack', owned, 2, { checkpoint: 41, term: HEAD_TERM }],
   ]);
 });
 
