@@ -1,0 +1,193 @@
+// test-exclusive
+// test-timeout-ms: 240000
+// A deposed leader's late commit (issue 12): the checkpoint leader is paused (SIGSTOP) with its commit
+// record on the way to the store, a new leader recovers and commits, then the old record lands and the
+// old leader runs again. Real processes, a real S3 protocol server (s3rver), and between the leader and
+// the store a TCP proxy that holds the leader's commit request as a slow network would.
+import { createConnection, createServer, type Server, type Socket } from 'node:net';
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import { connect, type Client } from '../../lib/index.js';
+import { commitKey, readHead, type CommitRecord } from '../../node/checkpoint/terms.js';
+import { S3BlobStore } from '../../node/storage/s3-blob-store.js';
+import { adminJson, countReports, eventually, fixture, killNodeProcesses, startNodeProcess, withTimeout, type NodeProcess } from '../helpers.js';
+import { startS3Server, type S3TestServer } from '../s3-server.js';
+
+const PREFIX = 'deposed';
+const base = ['--functions', fixture('functions'), '--port', '0', '--shards', '1', '--key-groups', '64', '--probe-interval', '100', '--probe-timeout', '40', '--checkpoint-interval', '100'];
+const clients: Client[] = [];
+const cleanups: (() => Promise<unknown>)[] = [];
+
+test.after.each(async () => {
+  for (const client of clients.splice(0)) await client.close({ timeoutMs: 1000 }).catch(() => undefined);
+  killNodeProcesses();
+  for (const cleanup of cleanups.splice(0).reverse()) await cleanup().catch(() => undefined);
+});
+
+/**
+ * A TCP proxy to `upstream` that forwards both ways, except that once `holdNext(pattern)` is armed, the
+ * connection whose request line matches is held from that request on: its bytes wait here until
+ * `release()`. Resolves `held` with the request line.
+ */
+class HoldingProxy {
+  private readonly server: Server;
+  private pattern: RegExp | null = null;
+  private holding: { buffered: Buffer[]; upstream: Socket; resume: () => void } | null = null;
+  private onHeld: ((line: string) => void) | null = null;
+
+  private constructor(private readonly upstreamPort: number) {
+    this.server = createServer((client) => this.pipe(client));
+  }
+
+  static async start(upstreamPort: number): Promise<HoldingProxy> {
+    const proxy = new HoldingProxy(upstreamPort);
+    await new Promise<void>((resolve) => proxy.server.listen(0, '127.0.0.1', resolve));
+    return proxy;
+  }
+
+  get endpoint(): string {
+    return `http://127.0.0.1:${(this.server.address() as { port: number }).port}`;
+  }
+
+  holdNext(pattern: RegExp): Promise<string> {
+    this.pattern = pattern;
+    return new Promise((resolve) => (this.onHeld = resolve));
+  }
+
+  release(): void {
+    const holding = this.holding;
+    this.holding = null;
+    if (holding === null) return;
+    for (const chunk of holding.buffered) holding.upstream.write(chunk);
+    holding.resume();
+  }
+
+  async close(): Promise<void> {
+    this.release();
+    this.server.close();
+  }
+
+  private pipe(client: Socket): void {
+    const upstream = createConnection(this.upstreamPort, '127.0.0.1');
+    let held = false;
+    const buffered: Buffer[] = [];
+    client.on('data', (chunk: Buffer) => {
+      if (!held && this.pattern !== null) {
+        const line = /^(PUT|POST|GET|HEAD|DELETE) \S+/m.exec(chunk.toString('latin1'))?.[0];
+        if (line !== undefined && this.pattern.test(line)) {
+          held = true;
+          this.pattern = null;
+          this.holding = { buffered, upstream, resume: () => (held = false) };
+          this.onHeld?.(line);
+        }
+      }
+      if (held) buffered.push(chunk);
+      else upstream.write(chunk);
+    });
+    upstream.on('data', (chunk: Buffer) => client.write(chunk));
+    const end = () => {
+      client.destroy();
+      upstream.destroy();
+    };
+    client.on('close', end).on('error', end);
+    upstream.on('close', end).on('error', end);
+  }
+}
+
+/** Reads the head every 25 ms; fails the test (through `stop()`) if it ever goes back. */
+function watchHead(store: S3BlobStore): { history: CommitRecord[]; stop(): Promise<void> } {
+  const history: CommitRecord[] = [];
+  let running = true;
+  let wentBack: string | null = null;
+  const loop = (async () => {
+    while (running) {
+      try {
+        const head = await readHead(store);
+        const last = history.at(-1);
+        if (last !== undefined && head.checkpoint < last.checkpoint) wentBack ??= `the head went back from ${last.checkpoint} (${last.term}) to ${head.checkpoint} (${head.term})`;
+        if (last === undefined || last.checkpoint !== head.checkpoint || last.term !== head.term) history.push(head);
+      } catch (error) {
+        // A read racing a sweep retries inside readHead; anything else is worth seeing.
+        wentBack ??= `reading the head failed: ${(error as Error).message}`;
+      }
+      await new Promise((resolve) => setTimeout(resolve, 25));
+    }
+  })();
+  return {
+    history,
+    stop: async () => {
+      running = false;
+      await loop;
+      assert.is(wentBack, null, wentBack ?? '');
+    },
+  };
+}
+
+test('a leader paused with its commit on the way: a new leader recovers and commits, the late record changes nothing, nothing is announced twice or lost', async () => {
+  const s3: S3TestServer = await startS3Server();
+  cleanups.push(() => s3.close());
+  const proxy = await HoldingProxy.start(Number(new URL(s3.endpoint).port));
+  cleanups.push(() => proxy.close());
+  const storeArgs = (endpoint: string) => ['--checkpoint-store', `s3://${s3.bucket}/${PREFIX}`, '--s3-endpoint', endpoint];
+  // n1 (the smallest id: it leads checkpoints) reaches the store through the proxy.
+  const n1 = await startNodeProcess([...base, ...storeArgs(proxy.endpoint), '--node-id', 'n1']);
+  const others = await Promise.all(['n2', 'n3'].map((id) => startNodeProcess([...base, ...storeArgs(s3.endpoint), '--node-id', id, '--join', `127.0.0.1:${n1.port}`])));
+  const nodes: NodeProcess[] = [n1, ...others];
+  await eventually(async () => (await Promise.all(nodes.map(async (node) => (await adminJson(node.port)).body))).every((status) => status.serving && status.view.length === 3), 'the cluster of 3 settles', 30_000);
+  await eventually(async () => (await adminJson(n1.port)).body.checkpoints.leader !== null, 'n1 leads checkpoints', 20_000);
+
+  const store = new S3BlobStore({ bucket: s3.bucket, prefix: PREFIX, endpoint: s3.endpoint });
+  cleanups.push(() => store.close());
+  const watcher = watchHead(store);
+  // Events through n2 and n3 all along; each resolves once a committed checkpoint covers it.
+  const sender = await connect([others[0]!.url, others[1]!.url], { reconnect: { delayMs: 50, delayMaxMs: 300 } });
+  clients.push(sender);
+  const ids = Array.from({ length: 40 }, (_, index) => `deposed-${index}`);
+  const sends: Promise<void>[] = [];
+  let sending = true;
+  let rounds = 0;
+  const traffic = (async () => {
+    while (sending) {
+      for (const id of ids) sends.push(sender.send({ typename: 'test/counter', id }, 1));
+      rounds++;
+      await new Promise((resolve) => setTimeout(resolve, 30));
+    }
+  })();
+  await eventually(() => rounds >= 10, 'traffic runs');
+
+  // The next commit record n1 writes is held on the way; n1 is paused at once.
+  const line = await withTimeout(proxy.holdNext(/^PUT \S*\/commits\//), 20_000, 'n1 writes a commit record');
+  n1.kill('SIGSTOP');
+  const [, heldTerm, heldNumber] = /\/commits\/([^/]+)\/(\d+)\.json/.exec(line)!;
+  const held = { term: heldTerm!, checkpoint: Number(heldNumber) };
+  // n2 and n3 recover without it and commit in a newer term.
+  await eventually(
+    async () => {
+      const head = await readHead(store);
+      return head.term > held.term && head.checkpoint >= held.checkpoint;
+    },
+    `a newer term commits at or past checkpoint ${held.checkpoint}`,
+    60_000,
+  );
+  const before = await readHead(store);
+  // The old record lands, late; then n1 runs again and checks for a newer term.
+  proxy.release();
+  await eventually(() => store.exists(commitKey(held.term, held.checkpoint)), 'the held commit record lands', 10_000);
+  n1.kill('SIGCONT');
+  await eventually(() => new RegExp(`began after this leader's term ${held.term}.*checkpoint ${held.checkpoint} is not announced`).test(n1.output()), 'n1 finds it was deposed and does not announce', 20_000);
+  const after = await readHead(store);
+  assert.ok(after.checkpoint >= before.checkpoint && after.term >= before.term, `the late record moved the head from ${before.checkpoint} (${before.term}) to ${after.checkpoint} (${after.term})`);
+
+  sending = false;
+  await traffic;
+  await withTimeout(Promise.all(sends), 60_000, 'every event committed').catch(async (error: Error) => {
+    const statuses = await Promise.all(nodes.map(async (node) => JSON.stringify((await adminJson(node.port).catch(() => ({ body: 'unreachable' }))).body).slice(0, 1500)));
+    throw new Error(`${error.message}\n${nodes.map((node, index) => `--- n${index + 1}: ${statuses[index]}\n${node.output().slice(-3000)}`).join('\n')}`);
+  });
+  const found = await countReports(sender, await connect([others[1]!.url]).then((client) => (clients.push(client), client)), ids);
+  assert.equal([...found.values()], ids.map(() => rounds), `each counter has exactly its ${rounds} increments`);
+  await watcher.stop();
+  assert.ok(watcher.history.length >= 3, `the head moved: ${watcher.history.map((head) => head.checkpoint).join(', ')}`);
+});
+
+test.run();
