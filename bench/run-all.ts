@@ -19,6 +19,7 @@ const benchmarks: { name: string; script: string; nodeFlags: string[] }[] = [
   { name: 'cluster-failover', script: 'cluster-failover.js', nodeFlags: [] },
   { name: 'cluster-handover', script: 'cluster-handover.js', nodeFlags: [] },
   { name: 'checkpoints', script: 'checkpoints.js', nodeFlags: [] },
+  { name: 'commit-point', script: 'commit-point.js', nodeFlags: [] },
   { name: 'remote', script: 'remote.js', nodeFlags: [] },
 ];
 
