@@ -80,3 +80,16 @@ export function mayBeRollback(bytes: Uint8Array, offset: number, length: number)
     return true;
   }
 }
+
+/**
+ * Whether a control envelope is a member's request about recovery ('restarted', 'behind'). These pass
+ * the epoch fence from an older epoch: a member that missed a recovery asks from the epoch it is in.
+ */
+export function isRecoveryRequest(bytes: Uint8Array, offset: number, length: number): boolean {
+  try {
+    const type = (unpack(bytes, offset, length) as CheckpointControl | null)?.type;
+    return type === 'restarted' || type === 'behind';
+  } catch {
+    return false;
+  }
+}

@@ -29,8 +29,10 @@
  * - every `reconnectIntervalMs`, a node holding dead members sends a `join` (a full push-pull view
  *   exchange) to one of them at random; the receiver and the sender each see themselves declared dead
  *   in the other's view and refute, and their new incarnations outrank the tombstones everywhere. In a
- *   merged view, `dead` about a member we hold alive is taken as `suspect` (as memberlist does), so a
- *   stale view cannot kill a live member at once: the member gets a chance to refute.
+ *   merged view, as in any gossip, `dead` about a member we hold alive is taken as `suspect`, so a
+ *   stale verdict cannot kill a live member at once: the member gets a chance to refute, and only a
+ *   node's own suspicion timer declares a member dead (memberlist does this for merged views only; at a
+ *   heal the other side's piggybacked verdicts then killed live members within milliseconds).
  * - a node that finds itself alone (no alive or suspect peer) re-sends `join` to its seeds every
  *   `joinRetryMs`, which covers tombstones that have expired.
  * Besides, every message carries its sender's incarnation (a member is the authority on itself), and a
@@ -698,23 +700,24 @@ export class Membership {
 
   private applyGossip(now: number, message: MessageHeader & { updates: MemberUpdate[] }, actions: Action[]): void {
     this.applyHeader(now, message, actions);
-    for (const update of message.updates) this.apply(now, update, actions, null);
+    for (const update of message.updates) this.apply(now, update, actions, message.from);
   }
 
   /**
-   * Applies one claim. `viewOf` names the sender when the claim comes from a whole view (join,
-   * join-ack): a merged view's `dead` about a member we hold live is only taken as `suspect`, so a
-   * stale view cannot kill a live member before it can refute.
+   * Applies one claim. `heardFrom` names the peer that passed it on (null for this node's own verdicts).
+   * A `dead` heard from a peer about a member we hold live is only taken as `suspect`: only our own
+   * suspicion timer declares a member dead, so a stale verdict (a healed partition's, a merged view's)
+   * cannot kill a live member before it can refute; it shortens our timer like any other suspicion.
    */
-  private apply(now: number, incoming: MemberUpdate, actions: Action[], viewOf: string | null): void {
+  private apply(now: number, incoming: MemberUpdate, actions: Action[], heardFrom: string | null): void {
     if (incoming.id === this.selfId) {
       this.applyAboutSelf(incoming);
       return;
     }
     let update = incoming;
     let record = this.records.get(update.id);
-    if (viewOf !== null && update.state === 'dead' && record !== undefined && isLive(record)) {
-      update = { id: update.id, address: update.address, incarnation: update.incarnation, state: 'suspect', from: viewOf };
+    if (heardFrom !== null && update.state === 'dead' && record !== undefined && isLive(record)) {
+      update = { id: update.id, address: update.address, incarnation: update.incarnation, state: 'suspect', from: update.from ?? heardFrom };
     }
     if (record === undefined) {
       if (this.records.size >= this.settings.membersMax) return;
@@ -738,6 +741,9 @@ export class Membership {
       if (!isLiveState(previous) && isLive(record)) this.addToProbeOrder(record.id);
       this.enqueue(update);
       if (previous !== record.state || previousAddress !== record.address) actions.push({ type: 'changed', member: memberOf(record), previous });
+      // Heard, not seen: ask the member itself at once. The ping tells it it is suspect, so a live one
+      // refutes in its ack, well before our timer runs out (a heal brings many such verdicts at once).
+      if (heardFrom !== null && previous === 'alive' && record.state === 'suspect') this.sendPing(record, ++this.seq, actions);
       return;
     }
     if (update.state === 'suspect' && record.state === 'suspect' && update.incarnation === record.incarnation && update.from !== undefined) {

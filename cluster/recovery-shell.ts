@@ -7,7 +7,7 @@
  */
 import { EnvelopeKind } from '../lib/envelope.js';
 import type { CheckpointControl, CheckpointRef, ClusterPort } from '../node/index.js';
-import { mayBeRollback } from './checkpoint-control.js';
+import { isRecoveryRequest, mayBeRollback } from './checkpoint-control.js';
 import type { Member } from './membership.js';
 import type { ClusterView, RecoveryPlan } from './view-core.js';
 
@@ -45,11 +45,14 @@ export class RecoveryShell {
 
   /**
    * Fences a peer envelope by recovery epoch (checkpoints on): older ones are dropped, newer ones (and
-   * all while this node restores) wait. A rollback order is taken whatever its epoch. True: deliver it now.
+   * all while this node restores) wait. A rollback order of a newer epoch, and a request from a member
+   * behind, are taken whatever their epoch. True: deliver it now.
    */
   accept(bytes: Uint8Array, offset: number, length: number, from: string, epoch: number): boolean {
     // Possibly the rollback that takes us to that epoch.
     if (bytes[offset] === EnvelopeKind.CheckpointControl && epoch > this.core.epoch && mayBeRollback(bytes, offset, length)) return true;
+    // A member behind asks for the order it missed from its older epoch: the fence must not drop that.
+    if (bytes[offset] === EnvelopeKind.CheckpointControl && epoch < this.core.epoch && isRecoveryRequest(bytes, offset, length)) return true;
     const verdict = this.core.fence(epoch, from, performance.now());
     if (verdict !== 'stash') return verdict === 'deliver';
     if (this.stashed.length >= STASHED_MAX) {

@@ -265,7 +265,10 @@ export class ClusterView implements PlacementFacts {
     }
     // Suspects keep their key groups until they are declared dead: suspicion is often wrong.
     const placement = computePlacement([...this.view].filter((id) => reachable(id) || states.get(id) === 'suspect'), this.keyGroups);
-    if (placement.viewId !== this.#placement.viewId || (!hadMajority && this.majority)) this.placementChanged(placement, states, nowMs);
+    // While restoring, the node keeps the recovery's placement (it loads those key groups): the move to
+    // the view as it is by then, deaths included, is made when the restore is done (rollbackDone).
+    const restoring = this.#status === 'recovering';
+    if (!restoring && (placement.viewId !== this.#placement.viewId || (!hadMajority && this.majority))) this.placementChanged(placement, states, nowMs);
     // Links to members that are gone close only now, so what they still held goes by the new placement.
     for (const [id, state] of states) {
       if (state === 'dead') this.perform({ type: 'retire', id });
@@ -312,7 +315,7 @@ export class ClusterView implements PlacementFacts {
       // The peer restarted within the failure detector's time: its key groups' state is gone.
       const reason = `${peer} restarted`;
       if (this.leaderId() === this.selfId) this.startRollback(this.#epoch + 1, this.#placement.members, reason);
-      else this.perform({ type: 'control', to: this.leaderId(), message: { type: 'restarted', epoch: 0, node: peer } });
+      else this.perform({ type: 'control', to: this.leaderId(), message: { type: 'restarted', epoch: this.#epoch, node: peer } });
     }
   }
 
@@ -348,6 +351,10 @@ export class ClusterView implements PlacementFacts {
 
   /** A member reports that `node` restarted or died (to the leader). */
   restartReported(from: string, node: string, epoch: number): void {
+    // Asked from before the last recovery: the asker missed its order (it was left out, or came back
+    // between the start of the recovery and its order): that order answers it.
+    const last = this.lastRollback;
+    if (last !== null && epoch < last.epoch) return this.behindReported(from, epoch);
     // Only for a request of this epoch: one made before the last recovery was answered by it.
     if (this.leaderId() === this.selfId && this.acting !== 'recovering' && epoch >= this.#epoch) {
       this.startRollback(this.#epoch + 1, this.#placement.members, `${node} restarted or died (reported by ${from})`);

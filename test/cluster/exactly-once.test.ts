@@ -147,7 +147,8 @@ test('every node SIGKILLed, then started again with the same store: state and eg
 test('the leader SIGKILLed while checkpoints run: every event is applied once', async () => {
   const store = tempDir('store');
   const nodes = await startCluster(3, store, [tempDir('d1'), tempDir('d2'), tempDir('d3')], ['--checkpoint-interval', '20']);
-  assert.is((await adminJson(nodes[0]!.port)).body.checkpoints.leader !== null, true, 'n1 (the smallest id) leads');
+  // Leading begins a term in the store first: on a loaded machine that may take a moment after start.
+  await eventually(async () => (await adminJson(nodes[0]!.port)).body.checkpoints.leader !== null, 'n1 (the smallest id) leads', 30_000);
   const sender = await client([nodes[1]!.url, nodes[2]!.url]);
   const ids = Array.from({ length: 50 }, (_, index) => `leader-${index}`);
   const sends: Promise<void>[] = [];

@@ -6,7 +6,7 @@ import * as assert from 'uvu/assert';
 import { EnvelopeKind } from '../../lib/envelope.js';
 import { StatecraftError } from '../../lib/errors.js';
 import type { CheckpointControl } from '../../node/index.js';
-import { decodeControlEnvelope, encodeControlEnvelope, mayBeRollback } from '../../cluster/checkpoint-control.js';
+import { decodeControlEnvelope, encodeControlEnvelope, isRecoveryRequest, mayBeRollback } from '../../cluster/checkpoint-control.js';
 import { invoke, ref, settle } from './fake-port.js';
 import { shells } from './shell-harness.js';
 
@@ -107,6 +107,29 @@ test('control messages: the recovery ones go to the core, the checkpoint ones to
   node.recovery.onControl('b', { type: 'restarted', epoch: 0, node: 'c' });
   assert.is(node.core.status, 'recovering', 'a is the leader: a restart report starts a recovery');
   assert.ok(node.logs.some((line) => line === `cluster: recovery 1 (c restarted or died (reported by b)): every node restores the last committed checkpoint; view ${node.core.placement.viewId}`));
+});
+
+test('a member behind asks from its older epoch: the fence lets the request through, and the leader re-sends the order it missed', async () => {
+  const node = member();
+  node.recovery.onControl('b', { type: 'restarted', epoch: 0, node: 'c' });
+  node.port.prepares[0]!.resolve(ref(6));
+  await settle();
+  node.port.rollBacks[0]!.done.resolve({ checkpoint: 6, instances: 0 });
+  await settle();
+  assert.is(node.core.epoch, 1);
+  node.controls.length = 0;
+  // b missed that order (it was left out, or came back between the start and the order): it asks from epoch 0.
+  const asked = encodeControlEnvelope({ type: 'restarted', epoch: 0, node: 'a member' });
+  assert.ok(isRecoveryRequest(asked, 0, asked.length));
+  assert.ok(node.recovery.accept(asked, 0, asked.length, 'b', 0), 'a recovery request from an older epoch passes the fence');
+  node.recovery.onControl('b', decodeControlEnvelope(asked, 0, asked.length));
+  assert.equal(node.controls, [{ to: 'b', message: { type: 'rollback', epoch: 1, members: ['a', 'b'], restore: ref(6) } }], 'the order it missed, not a new recovery');
+  assert.is(node.core.epoch, 1);
+  const behind = encodeControlEnvelope({ type: 'behind', epoch: 0 });
+  assert.ok(node.recovery.accept(behind, 0, behind.length, 'b', 0));
+  const start = encodeControlEnvelope({ type: 'start', checkpoint: 2 });
+  assert.not.ok(isRecoveryRequest(start, 0, start.length));
+  assert.not.ok(node.recovery.accept(start, 0, start.length, 'b', 0), 'anything else of an older epoch is dropped');
 });
 
 test.run();

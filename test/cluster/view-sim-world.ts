@@ -73,8 +73,6 @@ export class ViewWorld {
   private readonly queue = new EventQueue<Event>();
   private order = 0;
   private readonly byAddress = new Map<string, WorldNode>();
-  /** Nodes whose placement changed while they restored a checkpoint (a known gap: that change is never applied). */
-  readonly viewMovedDuringRestore = new Set<string>();
   /** Unacknowledged envelopes per link ("from>to"), in order, and the time the last one arrives. */
   private readonly links = new Map<string, { unacked: Envelope[]; lastArrivalMs: number }>();
 
@@ -321,7 +319,8 @@ export class ViewWorld {
   private rollbackDone(node: WorldNode, plan: RecoveryPlan): void {
     const core = node.core;
     if (!core.isCurrentRecovery(plan.epoch)) return;
-    if (core.placement.viewId !== plan.placement.viewId) this.viewMovedDuringRestore.add(node.id);
+    // The node loads the recovery's key groups: its placement must still be the recovery's (gap C, fixed).
+    if (core.placement.viewId !== plan.placement.viewId) throw new Error(`seed ${this.seed}: ${node.id}'s placement moved to ${core.placement.viewId} while it restored ${plan.placement.viewId}`);
     for (let keyGroup = 0; keyGroup < this.keyGroups; keyGroup++) node.owned[keyGroup] = plan.placement.members[plan.placement.owners[keyGroup]!] === node.id;
     core.rollbackDone(plan.epoch, node.membership.members(), this.nowMs);
     const stashed = node.stashed;
@@ -382,6 +381,8 @@ export class ViewWorld {
   /** The recovery shell's epoch fence. */
   private accept(node: WorldNode, envelope: Envelope): boolean {
     if (envelope.body.kind === 'control' && envelope.body.message.type === 'rollback' && envelope.epoch > node.core.epoch) return true;
+    const type = envelope.body.kind === 'control' ? envelope.body.message.type : null;
+    if ((type === 'restarted' || type === 'behind') && envelope.epoch < node.core.epoch) return true;
     const verdict = node.core.fence(envelope.epoch, envelope.from, this.nowMs);
     if (verdict === 'stash') node.stashed.push(envelope);
     return verdict === 'deliver';
