@@ -366,6 +366,18 @@ export class CheckpointCoordinator {
   }
 
   /**
+   * The coordinator stops (leadership moves, a recovery, shutdown): a checkpoint in its acks or manifest
+   * phase fails with `reason`; one whose commit write is in flight is decided by that write.
+   */
+  stop(now: number, reason: string): CoordinatorAction[] {
+    void now;
+    const actions: CoordinatorAction[] = [];
+    const running = this.running;
+    if (running !== null && running.phase !== 'commit') this.fail(running, reason, actions);
+    return actions;
+  }
+
+  /**
    * The agreed view changed: the participants (and the view id) are replaced. A checkpoint in its acks or
    * manifest phase fails; one whose commit write is in flight is decided by that write.
    */

@@ -41,6 +41,8 @@ export interface CheckpointStats {
   lastFailure: string | null;
   /** The newer term that deposed this leader (it coordinates no more), or null. */
   deposedBy: string | null;
+  /** Of the failed: checkpoints in progress when this leader stopped (leadership moved, a recovery). */
+  dropped: number;
 }
 
 export class CheckpointLeader {
@@ -48,7 +50,7 @@ export class CheckpointLeader {
   private timer: NodeJS.Timeout | null = null;
   private stopped = false;
   private readonly startedAt = new Map<number, number>();
-  readonly stats: CheckpointStats = { committed: 0, failed: 0, lastCommitted: 0, lastDurationMs: 0, lastFailure: null, deposedBy: null };
+  readonly stats: CheckpointStats = { committed: 0, failed: 0, lastCommitted: 0, lastDurationMs: 0, lastFailure: null, deposedBy: null, dropped: 0 };
   /** Once, after this term's first commit: older terms' records and what deposed leaders left behind are removed. */
   private swept = false;
 
@@ -85,8 +87,23 @@ export class CheckpointLeader {
     this.perform(this.coordinator.viewChanged(this.now(), participants, view));
   }
 
-  /** Stops; resolves once a manifest or commit write in flight has landed or failed (the head no longer moves). */
-  async stop(): Promise<void> {
+  /**
+   * Stops; resolves once a manifest or commit write in flight has landed or failed (the head no longer
+   * moves). A checkpoint still collecting acks or writing its manifest is dropped: said, counted, and
+   * its participants told it failed (they keep its changes for the next one).
+   */
+  async stop(reason: string): Promise<void> {
+    if (!this.stopped) {
+      for (const action of this.coordinator.stop(this.now(), reason)) {
+        if (action.type !== 'failed') continue;
+        this.startedAt.delete(action.checkpoint);
+        this.stats.failed++;
+        this.stats.dropped++;
+        this.stats.lastFailure = `checkpoint ${action.checkpoint}: dropped: ${reason}`;
+        this.options.log(`checkpoints: checkpoint ${action.checkpoint} dropped: ${reason}`);
+        this.options.outcome(this.coordinator.participants, action.checkpoint, false);
+      }
+    }
     this.stopped = true;
     if (this.timer !== null) clearTimeout(this.timer);
     this.timer = null;

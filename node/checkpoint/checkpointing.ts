@@ -61,6 +61,8 @@ export class Checkpointing {
   private beginning: Promise<unknown> = Promise.resolve();
   /** Consecutive failed attempts to begin leading (the retry backs off). */
   private failedBegins = 0;
+  /** Checkpoints this node's earlier leaders committed, failed and dropped (the current leader's are in its stats). */
+  private readonly earlier = { committed: 0, failed: 0, dropped: 0 };
 
   constructor(
     private readonly host: CheckpointingHost,
@@ -89,6 +91,12 @@ export class Checkpointing {
     return this.leader === null ? null : { ...this.leader.stats };
   }
 
+  /** Checkpoints this node coordinated since it started, over all its terms as leader (for /metrics). */
+  get totals(): { committed: number; failed: number; dropped: number } {
+    const stats = this.leader?.stats;
+    return { committed: this.earlier.committed + (stats?.committed ?? 0), failed: this.earlier.failed + (stats?.failed ?? 0), dropped: this.earlier.dropped + (stats?.dropped ?? 0) };
+  }
+
   /** The node's live state derives from committed checkpoint `checkpoint`. */
   restored(checkpoint: number): void {
     this.restoredCheckpoint = checkpoint;
@@ -109,7 +117,13 @@ export class Checkpointing {
     const call = ++this.leadCalls;
     const previous = this.leader;
     this.leader = null;
-    await previous?.stop();
+    if (previous !== null) {
+      const stopping = previous.stop(lead === null ? 'this node no longer coordinates (a recovery, a view where it is not the leader, or a stop)' : `the view changed to ${lead.view}`);
+      this.earlier.committed += previous.stats.committed;
+      this.earlier.failed += previous.stats.failed;
+      this.earlier.dropped += previous.stats.dropped;
+      await stopping;
+    }
     if (lead === null || host.closing) return;
     await this.beginning;
     if (call !== this.leadCalls || host.closing) return; // superseded while an earlier call began its term
@@ -200,7 +214,7 @@ export class Checkpointing {
 
   /** Stops the coordinator here at shutdown (without waiting). */
   stopLeading(): void {
-    void this.leader?.stop();
+    void this.leader?.stop('the node stops');
   }
 
   onControl(from: string, message: CheckpointControl): void {

@@ -16,6 +16,8 @@ export interface AdminHost {
   readonly keyGroups: number;
   readonly cluster: ClusterHooks | null;
   readonly gateway: Pick<Gateway, 'handleUpgrade'> | null;
+  /** Checkpoints on: what this node coordinated (null: checkpoints off). */
+  readonly checkpointing: { readonly totals: { committed: number; failed: number; dropped: number } } | null;
   metricsNow(): NodeMetrics;
 }
 
@@ -76,6 +78,13 @@ export class AdminHttp {
       const lines = Object.entries(metrics).map(([name, value]) => `statecraft_${snakeCase(name)} ${value}`);
       lines.push(`statecraft_key_groups ${main.keyGroups}`);
       lines.push(`# key group hash: ${KEY_GROUP_HASH}`);
+      const checkpoints = main.checkpointing?.totals;
+      if (checkpoints !== undefined) {
+        // Counted by the node while it leads; summed over the cluster's nodes they count each checkpoint once.
+        lines.push(`statecraft_checkpoints_committed_total ${checkpoints.committed}`);
+        lines.push(`statecraft_checkpoints_failed_total ${checkpoints.failed}`);
+        lines.push(`statecraft_checkpoints_dropped_total ${checkpoints.dropped}`);
+      }
       if (main.cluster) lines.push(...main.cluster.metrics());
       response.writeHead(200, { 'content-type': 'text/plain; version=0.0.4' }).end(lines.join('\n') + '\n');
       return;

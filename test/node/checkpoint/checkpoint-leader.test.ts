@@ -66,7 +66,7 @@ async function setup(options: Setup = {}) {
     outcome: (participants, checkpoint, committed) => outcomes.push({ participants: [...participants], checkpoint, committed, putsSoFar: [...scripted.puts] }),
     log: (line) => logs.push(line),
   });
-  cleanups.push(() => leader.stop());
+  cleanups.push(() => leader.stop('the test ends'));
   return { leader, term, base, store: scripted, gated, raw: temp.store, starts, outcomes, logs };
 }
 
@@ -247,7 +247,7 @@ test('stop() resolves only when a commit write in flight has landed; then no out
   ackBoth(world.leader, 1);
   await eventually(() => world.gated.waiting === 1, 'the commit record write held at the gate', TIMEOUT_MS);
   let stopped = false;
-  const stopping = world.leader.stop().then(() => (stopped = true));
+  const stopping = world.leader.stop('the test stops it').then(() => (stopped = true));
   await sleep(100);
   assert.is(stopped, false, 'stop() waits for the write in flight');
   world.gated.release();
@@ -339,7 +339,7 @@ test('stop() with nothing in flight resolves at once and the timer starts nothin
   await started(world, 1);
   ackBoth(world.leader, 1);
   assert.is(await decided(world, 1), true);
-  await withTimeout(world.leader.stop(), 200, 'stop() with nothing in flight');
+  await withTimeout(world.leader.stop('the test stops it'), 200, 'stop() with nothing in flight');
   const count = world.starts.length;
   await sleep(5 * INTERVAL_MS);
   assert.is(world.starts.length, count);

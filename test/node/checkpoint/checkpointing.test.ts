@@ -334,6 +334,22 @@ test('a peer that never acknowledges: the checkpoint fails after ackTimeoutMs', 
   assert.ok(waitedMs >= 150 && waitedMs < 5000, `waited ${waitedMs} ms`);
 });
 
+test('a view change while a checkpoint waits for acks: it is dropped, said, counted, and its participants told it failed', async () => {
+  const { host, cluster, checkpointing } = await setup();
+  host.cluster = cluster;
+  await checkpointing.lead({ participants: ['n1', 'n2'], view: 'v1' });
+  await barrier(host, 1);
+  playShards(checkpointing, 1);
+  // n2 never acknowledges; the view changes before the ack timeout.
+  await checkpointing.lead({ participants: ['n1', 'n3'], view: 'v2' });
+  assert.ok(host.logs.includes('checkpoints: checkpoint 1 dropped: the view changed to v2'), host.logs.join('\n'));
+  assert.is(await outcome(host, 1), false);
+  assert.ok(cluster.sent.some(([to, message]) => to === 'n2' && message.type === 'outcome' && message.checkpoint === 1 && !message.committed), 'n2 is told it failed');
+  assert.equal(checkpointing.totals, { committed: 0, failed: 1, dropped: 1 });
+  await checkpointing.lead(null);
+  assert.is(checkpointing.totals.dropped, 1, 'counted over leaders: the figure outlives the leader that dropped it');
+});
+
 // The leader feeds performance.now() to the coordinator: its timeout reason once read "timed out after
 // 150.47174699999994 ms" in logs and /cluster.
 test('the ack timeout reason gives the waited time in whole milliseconds', async () => {

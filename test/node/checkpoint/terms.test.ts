@@ -423,7 +423,7 @@ test('fencing with two real leaders: A is deposed at its next commit by B, which
       assert.equal(outcomes.at(-1), 'b 2 true', 'B numbers from its head and commits');
       assert.equal(await readHead(store), { checkpoint: 2, term: b.term, retained: [{ checkpoint: 1, term: a.term }] });
     } finally {
-      for (const leader of leaders) await withTimeout(leader.stop(), TIMEOUT_MS, 'leader stop');
+      for (const leader of leaders) await withTimeout(leader.stop('the test ends'), TIMEOUT_MS, 'leader stop');
     }
   });
 });

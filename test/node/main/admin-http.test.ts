@@ -52,6 +52,7 @@ class FakeHost implements AdminHost {
   readonly nodeId = 'node-a';
   readonly keyGroups = 64;
   cluster: ClusterHooks | null = null;
+  checkpointing: AdminHost['checkpointing'] = null;
   upgrades: string[] = [];
   readonly gateway = {
     handleUpgrade: (request: IncomingMessage, socket: Duplex) => {
@@ -173,6 +174,14 @@ test('/metrics: one snake_case line per metric, key groups and the hash, without
     `# key group hash: ${KEY_GROUP_HASH}`,
   ];
   assert.equal(lines, expected);
+});
+
+test('/metrics with checkpoints on: committed, failed and dropped checkpoints this node coordinated', async () => {
+  const host = new FakeHost();
+  host.checkpointing = { totals: { committed: 7, failed: 3, dropped: 2 } };
+  const { base } = await serve(host);
+  const lines = (await get(`${base}/metrics`)).body.trimEnd().split('\n');
+  assert.equal(lines.slice(-3), ['statecraft_checkpoints_committed_total 7', 'statecraft_checkpoints_failed_total 3', 'statecraft_checkpoints_dropped_total 2']);
 });
 
 test('/metrics with a cluster: its lines come last', async () => {
