@@ -6,6 +6,7 @@
  * actions they return, in order, and calls `tick` again at `nextDeadline()`.
  *
  *   tick: due and idle → start c (to every participant's main thread)
+ *   tick: c waits for acks past askAgainMs → ask-again c (the 'start' again, to those not yet answered)
  *   every participant acknowledged c (its key groups' object keys; null: unchanged)
  *     → write-manifest c   (unchanged key groups keep the previous committed manifest's entry)
  *   manifestWritten c → write-commit c  (the commit record of c in this leader's term: terms.ts)
@@ -68,6 +69,12 @@ export type AcknowledgedObjects = ReadonlyMap<number, string | null>;
 export type CoordinatorAction =
   /** Tell every participant's main thread to begin checkpoint `checkpoint`. */
   | { type: 'start'; checkpoint: number; participants: string[] }
+  /**
+   * Ask these participants again for their part of the running checkpoint (the same 'start' message):
+   * one that answered already answers again, so a lost or misdirected answer costs an interval, not
+   * the whole ack timeout.
+   */
+  | { type: 'ask-again'; checkpoint: number; participants: string[] }
   /** Write `manifest` under `key`; report manifestWritten or writeFailed(…, 'manifest'). */
   | { type: 'write-manifest'; checkpoint: number; key: string; manifest: CheckpointManifest }
   /** Write the commit record, then check no newer term began; report commitWritten, deposed or writeFailed(…, 'commit'). */
@@ -98,6 +105,8 @@ export interface CheckpointCoordinatorConfig {
   intervalMs?: number;
   /** Acks and the manifest write must be done this long after the start; default 30000. */
   ackTimeoutMs?: number;
+  /** Participants that have not answered are asked again this often; default 1000. */
+  askAgainMs?: number;
   /** Committed checkpoints kept; default 3. */
   retain?: number;
   /**
@@ -120,6 +129,8 @@ interface Running {
   checkpoint: number;
   startedMs: number;
   deadlineMs: number;
+  /** When the participants that have not answered are asked again. */
+  askAgainAtMs: number;
   phase: CheckpointPhase;
   waiting: Set<string>;
   /** Key group → new object key, or null (unchanged). */
@@ -130,7 +141,7 @@ interface Running {
   manifest: CheckpointManifest | null;
 }
 
-export const CHECKPOINT_DEFAULTS = Object.freeze({ intervalMs: 1000, ackTimeoutMs: 30_000, retain: 3 });
+export const CHECKPOINT_DEFAULTS = Object.freeze({ intervalMs: 1000, ackTimeoutMs: 30_000, askAgainMs: 1000, retain: 3 });
 
 const defaultManifestKey = (checkpoint: number, term: string) => `checkpoints/${checkpoint}/manifest-${term}.json`;
 
@@ -141,6 +152,7 @@ function integer(name: string, value: number, minimum: number): void {
 export class CheckpointCoordinator {
   readonly intervalMs: number;
   readonly ackTimeoutMs: number;
+  readonly askAgainMs: number;
   readonly retain: number;
   readonly keyGroups: number;
   readonly term: string;
@@ -162,10 +174,12 @@ export class CheckpointCoordinator {
   constructor(config: CheckpointCoordinatorConfig) {
     this.intervalMs = config.intervalMs ?? CHECKPOINT_DEFAULTS.intervalMs;
     this.ackTimeoutMs = config.ackTimeoutMs ?? CHECKPOINT_DEFAULTS.ackTimeoutMs;
+    this.askAgainMs = config.askAgainMs ?? CHECKPOINT_DEFAULTS.askAgainMs;
     this.retain = config.retain ?? CHECKPOINT_DEFAULTS.retain;
     this.keyGroups = config.keyGroups;
     integer('intervalMs', this.intervalMs, 1);
     integer('ackTimeoutMs', this.ackTimeoutMs, 1);
+    integer('askAgainMs', this.askAgainMs, 1);
     integer('retain', this.retain, 1);
     integer('keyGroups', this.keyGroups, 1);
     this.manifestKey = config.manifestKey ?? defaultManifestKey;
@@ -228,6 +242,9 @@ export class CheckpointCoordinator {
     if (running !== null && running.phase !== 'commit' && now >= running.deadlineMs) {
       const missing = running.phase === 'acks' ? `no acknowledgement from ${[...running.waiting].sort().join(', ')}` : 'the manifest write did not finish';
       this.fail(running, `timed out after ${Math.round(now - running.startedMs)} ms: ${missing}`, actions);
+    } else if (running !== null && running.phase === 'acks' && now >= running.askAgainAtMs) {
+      running.askAgainAtMs = now + this.askAgainMs;
+      actions.push({ type: 'ask-again', checkpoint: running.checkpoint, participants: [...running.waiting].sort() });
     }
     if (this.running === null && now >= this.nextStartMs) {
       if (this.participantSet.size === 0) {
@@ -247,6 +264,7 @@ export class CheckpointCoordinator {
     const running = this.running;
     if (running === null) return this.nextStartMs;
     // The next start waits for the running one, whose own deadline (if any) comes first.
+    if (running.phase === 'acks') return Math.min(running.deadlineMs, running.askAgainAtMs);
     return running.phase === 'commit' ? Infinity : running.deadlineMs;
   }
 
@@ -402,6 +420,7 @@ export class CheckpointCoordinator {
       checkpoint,
       startedMs: now,
       deadlineMs: now + this.ackTimeoutMs,
+      askAgainAtMs: now + this.askAgainMs,
       phase: 'acks',
       waiting: new Set(participants),
       objects: new Map(),

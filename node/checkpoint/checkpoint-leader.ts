@@ -157,6 +157,9 @@ export class CheckpointLeader {
           this.startedAt.set(action.checkpoint, this.now());
           for (const participant of action.participants) this.options.start(participant, action.checkpoint);
           break;
+        case 'ask-again':
+          for (const participant of action.participants) this.options.start(participant, action.checkpoint);
+          break;
         case 'write-manifest':
           this.track(
             writeManifest(this.options.store, action.manifest).then(

@@ -17,6 +17,8 @@ import { CheckpointParticipant, type ParticipantHost } from './checkpoint-partic
 const RELEAD_DELAY_MS = 1_000;
 /** Tries to begin leading while the store fails back off up to this. */
 const RELEAD_DELAY_MAX_MS = 30_000;
+/** Answers (ack or failure) kept for a leader that asks again: the newest this many checkpoints'. */
+const ANSWERS_KEPT = 8;
 
 export interface CheckpointSettings {
   store: BlobStore;
@@ -61,6 +63,12 @@ export class Checkpointing {
   private beginning: Promise<unknown> = Promise.resolve();
   /** Consecutive failed attempts to begin leading (the retry backs off). */
   private failedBegins = 0;
+  /**
+   * This node's answers to the latest checkpoints (an 'ack' or a 'failed'), until their outcome: given
+   * again when a leader asks again — the answer was lost, or made before the leader's 'start' arrived
+   * (the checkpoint began on a peer's barrier), when it had nobody to go to.
+   */
+  private readonly answers = new Map<number, CheckpointControl & { type: 'ack' | 'failed' }>();
   /** Checkpoints this node's earlier leaders committed, failed and dropped (the current leader's are in its stats). */
   private readonly earlier = { committed: 0, failed: 0, dropped: 0 };
 
@@ -106,6 +114,7 @@ export class Checkpointing {
   async stopForRecovery(): Promise<void> {
     await this.lead(null);
     this.startedBy.clear();
+    this.answers.clear();
   }
 
   /**
@@ -170,10 +179,12 @@ export class Checkpointing {
       // past a corrupt checkpoint, the restored one: the restore's term continued from it).
       committed,
       start: (participant, checkpoint) => {
-        if (participant === host.nodeId) {
+        if (participant !== host.nodeId) host.cluster?.sendCheckpointControl(participant, { type: 'start', checkpoint });
+        else if (this.answers.has(checkpoint)) this.answer(undefined, this.answers.get(checkpoint)!);
+        else {
           this.startedBy.delete(checkpoint);
           this.participant.start(checkpoint);
-        } else host.cluster?.sendCheckpointControl(participant, { type: 'start', checkpoint });
+        }
       },
       outcome: (participants, checkpoint, committedNow) => {
         for (const participant of participants) {
@@ -225,6 +236,11 @@ export class Checkpointing {
           host.cluster?.sendCheckpointControl(from, { type: 'failed', checkpoint: message.checkpoint, reason: `${host.nodeId} is restoring a checkpoint` });
           break;
         }
+        // Answered already (asked again: the answer was lost, or made before this 'start' came).
+        if (this.answers.has(message.checkpoint)) {
+          this.answer(from, this.answers.get(message.checkpoint)!);
+          break;
+        }
         // Not for an old number (a previous leader's); the checkpoint may have begun already on a
         // peer's barrier, and its ack still goes to this leader.
         if (message.checkpoint >= this.participant.newestCheckpoint) {
@@ -245,8 +261,25 @@ export class Checkpointing {
   }
 
   private outcome(checkpoint: number, committed: boolean): void {
+    for (const number of this.answers.keys()) if (number <= checkpoint) this.answers.delete(number);
     this.participant.outcome(checkpoint, committed);
     this.host.outcome(checkpoint, committed);
+  }
+
+  /** This node's part of `checkpoint` is done: kept (for a leader that asks again), and sent to whoever started it. */
+  private answerFirst(checkpoint: number, message: CheckpointControl & { type: 'ack' | 'failed' }): void {
+    this.answers.set(checkpoint, message);
+    for (const number of this.answers.keys()) if (this.answers.size > ANSWERS_KEPT) this.answers.delete(number);
+    const to = this.startedBy.get(checkpoint);
+    this.startedBy.delete(checkpoint);
+    this.answer(to, message);
+  }
+
+  /** Sends an answer to the peer that started the checkpoint, or (undefined) to this node's own leader. */
+  private answer(to: string | undefined, message: CheckpointControl & { type: 'ack' | 'failed' }): void {
+    if (to !== undefined) this.host.cluster?.sendCheckpointControl(to, message);
+    else if (message.type === 'ack') this.leader?.acknowledged(this.host.nodeId, message.checkpoint, new Map(message.objects), message.channels);
+    else this.leader?.uploadFailed(this.host.nodeId, message.checkpoint, message.reason);
   }
 
   private participantHost(): ParticipantHost {
@@ -259,18 +292,8 @@ export class Checkpointing {
       },
       blocked: () => host.cluster?.checkpointBlocked() ?? null,
       markEvents: (checkpoint) => host.markEvents(checkpoint),
-      acknowledge: (checkpoint, objects, channels) => {
-        const to = this.startedBy.get(checkpoint);
-        this.startedBy.delete(checkpoint);
-        if (to === undefined) this.leader?.acknowledged(host.nodeId, checkpoint, objects, channels);
-        else host.cluster?.sendCheckpointControl(to, { type: 'ack', checkpoint, objects: [...objects], channels });
-      },
-      failed: (checkpoint, reason) => {
-        const to = this.startedBy.get(checkpoint);
-        this.startedBy.delete(checkpoint);
-        if (to === undefined) this.leader?.uploadFailed(host.nodeId, checkpoint, reason);
-        else host.cluster?.sendCheckpointControl(to, { type: 'failed', checkpoint, reason });
-      },
+      acknowledge: (checkpoint, objects, channels) => this.answerFirst(checkpoint, { type: 'ack', checkpoint, objects: [...objects], channels }),
+      failed: (checkpoint, reason) => this.answerFirst(checkpoint, { type: 'failed', checkpoint, reason }),
       log: (line) => host.log(line),
     };
   }

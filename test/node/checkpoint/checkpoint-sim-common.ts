@@ -54,6 +54,8 @@ export interface WorldStats {
   processes: number;
   keyGroups: number;
   started: number;
+  /** Times the coordinator asked participants again for a running checkpoint. */
+  askedAgain: number;
   committed: number;
   failed: number;
   superseded: number;

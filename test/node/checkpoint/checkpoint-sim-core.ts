@@ -48,6 +48,7 @@ export class SimCore {
       processes: 0,
       keyGroups: 0,
       started: 0,
+      askedAgain: 0,
       committed: 0,
       failed: 0,
       superseded: 0,

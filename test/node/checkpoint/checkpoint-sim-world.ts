@@ -229,6 +229,7 @@ export class CheckpointWorld {
       view: `v${this.core.epoch}`,
       intervalMs: this.intervalMs,
       ackTimeoutMs: this.ackTimeoutMs,
+      askAgainMs: 50 + this.core.int(100),
       retain: this.retain,
       committed,
       lastCheckpoint,
@@ -394,6 +395,16 @@ export class CheckpointWorld {
           for (const proc of this.core.processes) {
             const main = proc.main;
             if (main !== null && action.participants.includes(proc.id)) this.processSide.signal(proc, 10, () => this.processSide.perform(proc, main.tracker.start(checkpoint)));
+          }
+          break;
+        }
+        case 'ask-again': {
+          // The sim's control messages are never lost: asked again, a process that has not begun begins
+          // (a no-op for one that has: its answer is on its way).
+          this.stats.askedAgain++;
+          for (const proc of this.core.processes) {
+            const main = proc.main;
+            if (main !== null && action.participants.includes(proc.id)) this.processSide.signal(proc, 10, () => this.processSide.perform(proc, main.tracker.start(action.checkpoint)));
           }
           break;
         }

@@ -194,7 +194,23 @@ test('coordinator: on schedule, start → acks → manifest → commit record �
   assert.is(coordinator.lastCommitted, 1);
   assert.is(coordinator.nextDeadline(), 1200, 'the next start was due long ago: at once');
   assert.equal(kinds2(coordinator.tick(100_001)), ['start 2']);
-  assert.is(coordinator.nextDeadline(), 100_001 + CHECKPOINT_DEFAULTS.ackTimeoutMs);
+  assert.is(coordinator.nextDeadline(), 100_001 + CHECKPOINT_DEFAULTS.askAgainMs, 'the first ask-again comes before the ack timeout');
+});
+
+test('coordinator: participants that have not answered are asked again every askAgainMs until the ack timeout', () => {
+  const coordinator = new CheckpointCoordinator({ participants: ['a', 'b', 'c'], keyGroups: 3, term: TERM, intervalMs: 10, ackTimeoutMs: 1000, askAgainMs: 300 });
+  coordinator.tick(0);
+  assert.equal(kinds2(coordinator.tick(10)), ['start 1']);
+  assert.is(coordinator.nextDeadline(), 310);
+  coordinator.acknowledged(100, 'a', 1, ack([[0, 'k/1/0']]));
+  assert.equal(coordinator.tick(309), []);
+  assert.equal(coordinator.tick(310), [{ type: 'ask-again', checkpoint: 1, participants: ['b', 'c'] }], 'only those that have not answered');
+  assert.equal(coordinator.tick(311), [], 'once per interval');
+  coordinator.acknowledged(400, 'c', 1, ack([[2, 'k/1/2']]));
+  assert.equal(coordinator.tick(610), [{ type: 'ask-again', checkpoint: 1, participants: ['b'] }]);
+  assert.equal(coordinator.tick(910), [{ type: 'ask-again', checkpoint: 1, participants: ['b'] }]);
+  assert.is(coordinator.nextDeadline(), 1010, 'the ack timeout comes before the next ask');
+  assert.equal(kinds2(coordinator.tick(1010)), ['failed 1', 'start 2'], 'failed at the ack timeout; the next one was due');
 });
 
 test('coordinator: a key group reported unchanged before anything committed fails the checkpoint', () => {
@@ -363,6 +379,7 @@ function forSeeds(name: string, first: number, count: number, options: (seed: nu
   const totals: Totals = {
     seeds: 0,
     started: 0,
+    askedAgain: 0,
     committed: 0,
     failed: 0,
     superseded: 0,
@@ -399,7 +416,7 @@ function forSeeds(name: string, first: number, count: number, options: (seed: nu
   }
   console.log(
     `  ${name}: ${totals.seeds} seeds in ${Date.now() - started} ms; checkpoints ${totals.started} started, ${totals.committed} committed, ${totals.failed} failed, ` +
-      `${totals.superseded} superseded; ${totals.messages} messages, ${totals.recordedMessages} recorded, ${totals.queuedMessages} queued in committed images; ` +
+      `${totals.superseded} superseded, ${totals.askedAgain} asks again; ${totals.messages} messages, ${totals.recordedMessages} recorded, ${totals.queuedMessages} queued in committed images; ` +
       `${totals.reusedObjects} unchanged key groups reused; ${totals.egressReleased} egress records released (${totals.egressRepeats} repeats dropped); ` +
       `${totals.crashes} crashes (${totals.crashesSkipped} asked for found no time left), ${totals.recoveries} recoveries, ${totals.coordinators} coordinators, ` +
       `${totals.terms} terms, ${totals.deposed} commits withheld by deposed coordinators, ${totals.adopted} unannounced heads restored; ` +

@@ -245,14 +245,16 @@ test("a peer's 'start': barriers to shards and peers, recording until each barri
   const recorded = decodeChannelObject((await store.get(ack.channels[0]!))!);
   assert.equal(recorded.map((message) => [...message]), [[...early]]);
 
-  // A 'start' for a number already seen or older: ignored.
+  // An older 'start': ignored. The same one again (the leader asks again: the ack was lost): the same ack again, nothing begins.
   checkpointing.onControl('n1', { type: 'start', checkpoint: 3 });
   checkpointing.onControl('n1', { type: 'start', checkpoint: 4 });
   assert.equal(host.barriers, [4]);
-  assert.is(cluster.sent.length, 1);
-  // The leader's outcome reaches the host.
+  assert.equal(cluster.sent, [['n1', ack], ['n1', ack]]);
+  // The leader's outcome reaches the host, and ends the answer's keeping.
   checkpointing.onControl('n1', { type: 'outcome', checkpoint: 4, committed: true });
   assert.equal(host.outcomes, [[4, true]]);
+  checkpointing.onControl('n1', { type: 'start', checkpoint: 4 });
+  assert.is(cluster.sent.length, 2, 'decided: no answer any more');
 
   // While a recovery discards shard output, barriers go to the shards but not to peers.
   host.discarding = true;
@@ -273,6 +275,20 @@ test("a checkpoint begun on a peer's barrier acks to the leader whose 'start' ar
   playShards(checkpointing, 6);
   await eventually(() => cluster.sent.length > 0, 'the ack', TIMEOUT_MS);
   assert.equal(cluster.sent.map(([to, message]) => [to, message.type, 'checkpoint' in message ? message.checkpoint : null]), [['n1', 'ack', 6]]);
+});
+
+test("an ack made before the leader's 'start' arrived (begun on peers' barriers) is kept, and sent when the 'start' comes", async () => {
+  const { host, cluster, checkpointing } = await setup({ nodeId: 'n2' });
+  host.cluster = cluster;
+  checkpointing.participant.setPeers(['n1', 'n3']);
+  checkpointing.participant.onBarrier('peer:n3', 6);
+  checkpointing.participant.onBarrier('peer:n1', 6);
+  playShards(checkpointing, 6);
+  await sleep(100);
+  assert.equal(cluster.sent, [], 'nobody to send it to yet');
+  checkpointing.onControl('n1', { type: 'start', checkpoint: 6 });
+  assert.equal(cluster.sent.map(([to, message]) => [to, message.type, 'checkpoint' in message ? message.checkpoint : null]), [['n1', 'ack', 6]]);
+  assert.equal(host.barriers, [6], 'begun once');
 });
 
 test("the leader's failed outcome drops an open part: late shard parts send no ack", async () => {
