@@ -15,6 +15,9 @@ import type { ClusterView, RecoveryPlan } from './view-core.js';
 const STASHED_MAX = 1_000_000;
 /** How long the leader waits before trying again to read the checkpoint a recovery restores. */
 const PREPARE_RETRY_MS = 1_000;
+/** A restore that failed is tried again after this, doubling up to RESTORE_RETRY_MAX_MS. */
+const RESTORE_RETRY_MS = 1_000;
+const RESTORE_RETRY_MAX_MS = 30_000;
 
 export interface RecoveryShellOptions {
   core: ClusterView;
@@ -28,6 +31,8 @@ export interface RecoveryShellOptions {
   /** Messages held while this node could not route them may go now. */
   releaseHeld(): void;
   log(line: string): void;
+  /** The first wait before a failed restore is tried again (default 1 s; it doubles up to 30 s). */
+  restoreRetryMs?: number;
 }
 
 export class RecoveryShell {
@@ -101,8 +106,12 @@ export class RecoveryShell {
     );
   }
 
-  /** Restores checkpoint `restore` for the plan's placement, then delivers what waited for this epoch. */
-  run(plan: RecoveryPlan, restore: CheckpointRef): void {
+  /**
+   * Restores checkpoint `restore` for the plan's placement, then delivers what waited for this epoch. A
+   * restore that fails (the store unreachable, an object unreadable) is tried again, backing off, until
+   * it works or a newer recovery takes over: the node never sits in the view unable to serve for good.
+   */
+  run(plan: RecoveryPlan, restore: CheckpointRef, attempt = 0): void {
     const { epoch, placement } = plan;
     const self = this.core.selfId;
     this.options.port.rollBack((keyGroup) => placement.members[placement.owners[keyGroup]!] === self, epoch, restore).then(
@@ -126,7 +135,13 @@ export class RecoveryShell {
         this.options.port.recheckAdmission();
       },
       (error: Error) => {
-        this.options.log(`cluster: recovery ${epoch} failed: ${error.message}; this node cannot serve (restart it once the store is fixed)`);
+        if (!this.core.isCurrentRecovery(epoch)) return;
+        const first = this.options.restoreRetryMs ?? RESTORE_RETRY_MS;
+        const delay = Math.min(Math.max(first, RESTORE_RETRY_MAX_MS), first * 2 ** Math.min(attempt, 10));
+        this.options.log(`cluster: recovery ${epoch} failed: ${error.message}; this node does not serve until it restores: trying again in ${delay} ms`);
+        setTimeout(() => {
+          if (this.core.isCurrentRecovery(epoch)) this.run(plan, restore, attempt + 1);
+        }, delay).unref();
       },
     );
   }

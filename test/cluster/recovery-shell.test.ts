@@ -9,6 +9,7 @@ import type { CheckpointControl } from '../../node/index.js';
 import { decodeControlEnvelope, encodeControlEnvelope, isRecoveryRequest, mayBeRollback } from '../../cluster/checkpoint-control.js';
 import { invoke, ref, settle } from './fake-port.js';
 import { shells } from './shell-harness.js';
+import { eventually } from '../helpers.js';
 
 const decode = (message: unknown) => {
   const envelope = encodeControlEnvelope(message as CheckpointControl);
@@ -75,8 +76,19 @@ test('a newer recovery takes over: the older one finishing changes nothing, and 
   assert.not.ok(node.logs.some((line) => line.startsWith('cluster: recovery 1 done')));
   node.port.rollBacks[1]!.done.reject(new Error('store unreachable'));
   await settle();
-  assert.equal(node.logs.slice(-1), ['cluster: recovery 2 failed: store unreachable; this node cannot serve (restart it once the store is fixed)']);
+  assert.equal(node.logs.slice(-1), ['cluster: recovery 2 failed: store unreachable; this node does not serve until it restores: trying again in 20 ms']);
   assert.is(node.core.status, 'recovering');
+  // Tried again, backing off, until the store answers.
+  await eventually(() => node.port.rollBacks.length === 3, 'the restore tried again');
+  assert.equal(node.port.rollBacks.map((rollBack) => [rollBack.epoch, rollBack.checkpoint.checkpoint]), [[1, 4], [2, 5], [2, 5]]);
+  node.port.rollBacks[2]!.done.reject(new Error('store unreachable'));
+  await settle();
+  assert.equal(node.logs.slice(-1), ['cluster: recovery 2 failed: store unreachable; this node does not serve until it restores: trying again in 40 ms']);
+  await eventually(() => node.port.rollBacks.length === 4, 'the restore tried a third time');
+  node.port.rollBacks[3]!.done.resolve({ checkpoint: 5, instances: 2 });
+  await settle();
+  assert.is(node.core.status, 'serving');
+  assert.ok(node.logs.includes('cluster: recovery 2 done: restored checkpoint 5 (2 instances)'));
 });
 
 test('the leader: reads the checkpoint to restore (again after a failure), orders every member, restores it too', async () => {

@@ -12,7 +12,7 @@ import { FakePort } from './fake-port.js';
 
 export const member = (id: string, state: MemberState): Member => ({ id, address: `${id}:1`, incarnation: 0, state });
 
-export function shells(selfId: string, options: { joining?: boolean; checkpointing?: boolean; keyGroups?: number } = {}) {
+export function shells(selfId: string, options: { joining?: boolean; checkpointing?: boolean; keyGroups?: number; restoreRetryMs?: number } = {}) {
   const keyGroups = options.keyGroups ?? 16;
   const port = new FakePort(keyGroups, options.checkpointing ?? false);
   const logs: string[] = [];
@@ -94,6 +94,7 @@ export function shells(selfId: string, options: { joining?: boolean; checkpointi
     members: () => members,
     releaseHeld: () => harness.handovers.releaseHeld(),
     log,
+    restoreRetryMs: options.restoreRetryMs ?? 20,
   });
   port.hooks = { forward: (bytes, offset, length, keyGroup) => harness.handovers.forward(bytes, offset, length, keyGroup) } as ClusterHooks;
   harness.core.start();
