@@ -54,8 +54,8 @@ export class RecoveryShell {
    * behind, are taken whatever their epoch. True: deliver it now.
    */
   accept(bytes: Uint8Array, offset: number, length: number, from: string, epoch: number): boolean {
-    // Possibly the rollback that takes us to that epoch.
-    if (bytes[offset] === EnvelopeKind.CheckpointControl && epoch > this.core.epoch && mayBeRollback(bytes, offset, length)) return true;
+    // Possibly the rollback that takes us to that epoch (or the order of an epoch this node claimed and lost).
+    if (bytes[offset] === EnvelopeKind.CheckpointControl && this.core.takesOrder(epoch) && mayBeRollback(bytes, offset, length)) return true;
     // A member behind asks for the order it missed from its older epoch: the fence must not drop that.
     if (bytes[offset] === EnvelopeKind.CheckpointControl && epoch < this.core.epoch && isRecoveryRequest(bytes, offset, length)) return true;
     const verdict = this.core.fence(epoch, from, performance.now());
@@ -92,11 +92,16 @@ export class RecoveryShell {
     this.stashed = this.stashed.filter((entry) => entry.epoch >= epoch);
   }
 
-  /** The leader: stops coordinating (a commit write in flight lands or fails first), begins a term and reads the checkpoint to restore. */
+  /**
+   * The leader: stops coordinating (a commit write in flight lands or fails first), begins a term, reads
+   * the checkpoint to restore and claims the epoch in the store; orders it only if no other node claimed it.
+   */
   prepare(plan: RecoveryPlan): void {
-    this.options.port.prepareRollBack().then(
-      (checkpoint) => {
-        if (this.core.isCurrentRecovery(plan.epoch)) this.core.rollbackPrepared(plan, checkpoint);
+    this.options.port.prepareRollBack(plan.epoch).then(
+      ({ restore, contendedBy }) => {
+        if (!this.core.isCurrentRecovery(plan.epoch)) return;
+        if (contendedBy.length > 0) this.core.rollbackContended(plan, contendedBy, performance.now());
+        else this.core.rollbackPrepared(plan, restore);
       },
       (error: Error) => {
         if (!this.core.isCurrentRecovery(plan.epoch)) return;

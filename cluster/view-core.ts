@@ -28,6 +28,13 @@ export type { RecoveryPlan, RollbackOrder, ViewAction } from './view-actions.js'
 export const BEHIND_ASK_MS = 1_000;
 /** How often a node waiting for a recovery order asks the leader for it. */
 export const ROLLBACK_ASK_MS = 1_000;
+/**
+ * A node that lost the claim on its recovery epoch waits this long, plus a share of
+ * CONTENDED_SPREAD_MS that depends on its id (so contenders do not retry in step), for the winner's
+ * order; then it claims the next epoch.
+ */
+export const CONTENDED_WAIT_MS = 1_000;
+export const CONTENDED_SPREAD_MS = 1_000;
 
 export interface ViewCoreOptions {
   selfId: string;
@@ -76,6 +83,13 @@ export class ClusterView implements PlacementFacts {
   private lastRollbackAskMs = 0;
   /** When this node first saw a message of a newer epoch without its rollback (0: none). */
   private behindSinceMs = 0;
+  /**
+   * The recovery epoch this node claimed and another node claimed too (0: none): it orders nothing,
+   * takes that epoch's order from whoever won it, and claims the next epoch at `contendedRetryMs` if
+   * none came.
+   */
+  private contendedEpoch = 0;
+  private contendedRetryMs = 0;
   /** Each peer's process instance, from its HELLO (a new one means it restarted). */
   private readonly peerInstances = new Map<string, string>();
 
@@ -280,6 +294,12 @@ export class ClusterView implements PlacementFacts {
 
   /** Periodic: asks the leader for a recovery this node waits for, and claims key groups whose owner is gone. */
   tick(members: readonly Member[], nowMs: number): void {
+    if (this.contendedEpoch !== 0 && this.contendedEpoch === this.#epoch && this.#status === 'recovering' && nowMs >= this.contendedRetryMs) {
+      // Nobody's order came for the epoch this node lost: it claims the next one, with the view as it is now.
+      const states = stateMap(members);
+      const live = [...this.view].filter((id) => id === this.selfId || states.get(id) === 'alive' || states.get(id) === 'suspect');
+      this.startRollback(this.#epoch + 1, live.sort(), `no order came for the contended recovery ${this.#epoch}`);
+    }
     this.checkAwaiting(stateMap(members), nowMs);
   }
 
@@ -376,6 +396,25 @@ export class ClusterView implements PlacementFacts {
     this.perform({ type: 'rollback-run', plan, restore });
   }
 
+  /**
+   * Other nodes claimed this node's recovery epoch too (recovery-claims.ts): it orders nothing; it takes
+   * the winner's order for the epoch when it comes, or claims the next epoch if none comes in time.
+   */
+  rollbackContended(plan: RecoveryPlan, others: readonly string[], nowMs: number): void {
+    invariant(this.isCurrentRecovery(plan.epoch), 'the shell reports contention only for the current recovery');
+    this.contendedEpoch = plan.epoch;
+    this.contendedRetryMs = nowMs + CONTENDED_WAIT_MS + (spread(this.selfId, plan.epoch) % CONTENDED_SPREAD_MS);
+    this.perform({
+      type: 'log',
+      line: `cluster: recovery ${plan.epoch} was claimed by ${others.join(', ')} as well: this node waits for that order, or starts recovery ${plan.epoch + 1} in ${Math.round(this.contendedRetryMs - nowMs)} ms`,
+    });
+  }
+
+  /** Whether a rollback order of `epoch` is one this node still takes (newer than its epoch, or the winner's of an epoch it lost). */
+  takesOrder(epoch: number): boolean {
+    return epoch > this.#epoch || (epoch === this.#epoch && this.contendedEpoch === epoch);
+  }
+
   /** This node restored the checkpoint of recovery `epoch`. */
   rollbackDone(epoch: number, members: readonly Member[], nowMs: number): void {
     invariant(this.isCurrentRecovery(epoch), 'the shell finishes only the current recovery');
@@ -465,7 +504,8 @@ export class ClusterView implements PlacementFacts {
    * clients re-send what was not committed. The leader orders it (its epoch is above every earlier one).
    */
   private startRollback(epoch: number, members: readonly string[], reason: string, restore?: CheckpointRef): void {
-    if (epoch <= this.#epoch || this.#status === 'left') return;
+    if (!this.takesOrder(epoch) || this.#status === 'left') return;
+    this.contendedEpoch = 0;
     // Fence at once: frames sealed from now on carry the new epoch, older ones are dropped on arrival.
     this.#epoch = epoch;
     this.perform({ type: 'recovery-begin', epoch });
@@ -518,4 +558,11 @@ export class ClusterView implements PlacementFacts {
 
 function stateMap(members: readonly Member[]): Map<string, MemberState> {
   return new Map(members.map((member) => [member.id, member.state]));
+}
+
+/** A number from a node id and an epoch (FNV-1a), to spread contenders' retries apart without randomness. */
+function spread(id: string, epoch: number): number {
+  let hash = 0x811c9dc5 ^ epoch;
+  for (let index = 0; index < id.length; index++) hash = Math.imul(hash ^ id.charCodeAt(index), 0x01000193);
+  return hash >>> 0;
 }

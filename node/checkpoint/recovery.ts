@@ -17,6 +17,7 @@ import type { ShardRequests } from '../main/shard-pool.js';
 import type { CheckpointManifest } from './checkpoint-coordinator.js';
 import type { Checkpointing } from './checkpointing.js';
 import { decodeChannelObject, manifestKey, readManifest } from './checkpoint-format.js';
+import { claimRecovery } from './recovery-claims.js';
 import { NO_COMMIT, setBase, type CheckpointRef, type CommitRecord } from './terms.js';
 
 /** What recovery needs of the main thread. */
@@ -64,16 +65,18 @@ export class Recovery {
   }
 
   /**
-   * The checkpoint a recovery restores: coordination here stops (a manifest or commit write in flight
-   * finishes first), then a term begins — sealed before the head is read, so a leader elsewhere that is
-   * paused or cut off can no longer announce a commit the recovery did not see — and continues from it.
+   * The checkpoint recovery `epoch` restores: coordination here stops (a manifest or commit write in
+   * flight finishes first), then a term begins — sealed before the head is read, so a leader elsewhere
+   * that is paused or cut off can no longer announce a commit the recovery did not see — and continues
+   * from it. Then the epoch is claimed (recovery-claims.ts): `contendedBy` names the other nodes that
+   * claimed it too, and this node must not order it.
    */
-  async prepare(): Promise<CommitRecord> {
+  async prepare(epoch: number, nodeId: string): Promise<{ head: CommitRecord; contendedBy: string[] }> {
     await this.checkpointing.lead(null);
     const store = this.checkpointing.store;
     const { term, head } = await this.checkpointing.beginTerm();
     await setBase(store, term, head);
-    return head;
+    return { head, contendedBy: await claimRecovery(store, epoch, term, nodeId) };
   }
 
   /** Recovery in a cluster (see ClusterPort.rollBack); one at a time. */

@@ -89,11 +89,13 @@ export interface ClusterPort {
    */
   rollBack(owned: (keyGroup: number) => boolean, epoch: number, checkpoint: CheckpointRef): Promise<RollBackResult>;
   /**
-   * On the leader, before it orders a recovery: stops coordinating (waiting for a manifest or commit
-   * write in flight), begins a term (a leader elsewhere can no longer announce a commit unseen) and
-   * resolves with the last committed checkpoint, the one every node must restore.
+   * On the leader, before it orders recovery `epoch`: stops coordinating (waiting for a manifest or
+   * commit write in flight), begins a term (a leader elsewhere can no longer announce a commit unseen),
+   * reads the last committed checkpoint (`restore`, the one every node must restore) and claims the
+   * epoch in the store. `contendedBy`, when not empty, names other nodes that claimed it too: this node
+   * must not order it (node/checkpoint/recovery-claims.ts).
    */
-  prepareRollBack(): Promise<CheckpointRef>;
+  prepareRollBack(epoch: number): Promise<{ restore: CheckpointRef; contendedBy: string[] }>;
   /**
    * A recovery to epoch `epoch` begins (call at once, before any await): until its rollBack has
    * reset the shards, what they emit is stale and is dropped rather than sent to peers.

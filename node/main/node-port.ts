@@ -12,6 +12,7 @@ import type { ShardRequests } from './shard-pool.js';
 
 /** What the port needs of the main thread. */
 export interface PortHost {
+  readonly nodeId: string;
   readonly pool: ShardRequests;
   readonly routing: Int32Array;
   readonly checkpointing: Pick<Checkpointing, 'participant' | 'lead' | 'onControl'> | null;
@@ -86,9 +87,9 @@ export class NodePort implements ClusterPort {
     this.main.recovery?.begin(epoch);
   }
 
-  async prepareRollBack(): Promise<CheckpointRef> {
-    const { checkpoint, term } = await this.main.recovery!.prepare();
-    return { checkpoint, term };
+  async prepareRollBack(epoch: number): Promise<{ restore: CheckpointRef; contendedBy: string[] }> {
+    const { head, contendedBy } = await this.main.recovery!.prepare(epoch, this.main.nodeId);
+    return { restore: { checkpoint: head.checkpoint, term: head.term }, contendedBy };
   }
 
   rollBack(owned: (keyGroup: number) => boolean, epoch: number, checkpoint: CheckpointRef): Promise<RollBackResult> {

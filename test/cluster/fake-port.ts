@@ -52,7 +52,7 @@ export class FakePort implements ClusterPort {
   readonly releases: { keyGroups: readonly number[]; done: Deferred<{ keyGroup: number; bytes: Uint8Array }[]> }[] = [];
   readonly adoptions: { keyGroup: number; bytes: Uint8Array; done: Deferred<number> }[] = [];
   readonly rollBacks: { owned: (keyGroup: number) => boolean; epoch: number; checkpoint: CheckpointRef; done: Deferred<RollBackResult> }[] = [];
-  readonly prepares: Deferred<CheckpointRef>[] = [];
+  readonly prepares: Deferred<{ restore: CheckpointRef; contendedBy: string[] }>[] = [];
   readonly controls: { from: string; message: CheckpointControl }[] = [];
   readonly calls: string[] = [];
   flushes = 0;
@@ -132,9 +132,13 @@ export class FakePort implements ClusterPort {
     });
   }
 
-  prepareRollBack(): Promise<CheckpointRef> {
-    const done = deferred<CheckpointRef>();
+  /** Epochs prepared, in order (the deferreds in `prepares` answer them). */
+  preparedEpochs: number[] = [];
+
+  prepareRollBack(epoch: number): Promise<{ restore: CheckpointRef; contendedBy: string[] }> {
+    const done = deferred<{ restore: CheckpointRef; contendedBy: string[] }>();
     this.prepares.push(done);
+    this.preparedEpochs.push(epoch);
     return done.promise;
   }
 

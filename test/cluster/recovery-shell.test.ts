@@ -105,7 +105,7 @@ test('the leader: reads the checkpoint to restore (again after a failure), order
   await new Promise((resolve) => setTimeout(resolve, 1_050));
   clearTimeout(awake);
   assert.is(node.port.prepares.length, 2);
-  node.port.prepares[1]!.resolve(ref(6));
+  node.port.prepares[1]!.resolve({ restore: ref(6), contendedBy: [] });
   await settle();
   assert.equal(node.controls, [{ to: 'b', message: { type: 'rollback', epoch: 1, members: ['a', 'b'], restore: ref(6) } }]);
   assert.equal(node.port.rollBacks.map((rollBack) => [rollBack.epoch, rollBack.checkpoint.checkpoint]), [[1, 6]]);
@@ -124,7 +124,7 @@ test('control messages: the recovery ones go to the core, the checkpoint ones to
 test('a member behind asks from its older epoch: the fence lets the request through, and the leader re-sends the order it missed', async () => {
   const node = member();
   node.recovery.onControl('b', { type: 'restarted', epoch: 0, node: 'c' });
-  node.port.prepares[0]!.resolve(ref(6));
+  node.port.prepares[0]!.resolve({ restore: ref(6), contendedBy: [] });
   await settle();
   node.port.rollBacks[0]!.done.resolve({ checkpoint: 6, instances: 0 });
   await settle();
@@ -142,6 +142,41 @@ test('a member behind asks from its older epoch: the fence lets the request thro
   const start = encodeControlEnvelope({ type: 'start', checkpoint: 2 });
   assert.not.ok(isRecoveryRequest(start, 0, start.length));
   assert.not.ok(node.recovery.accept(start, 0, start.length, 'b', 0), 'anything else of an older epoch is dropped');
+});
+
+test("a recovery epoch claimed by another node too: this node orders nothing, takes the winner's order for that epoch, or claims the next one if none comes", async () => {
+  // The winner's order comes.
+  const node = member();
+  node.recovery.onControl('b', { type: 'restarted', epoch: 0, node: 'c' });
+  assert.equal(node.port.preparedEpochs, [1]);
+  node.port.prepares[0]!.resolve({ restore: ref(6), contendedBy: ['x'] });
+  await settle();
+  assert.ok(node.logs.some((line) => line.startsWith('cluster: recovery 1 was claimed by x as well: this node waits for that order, or starts recovery 2 in ')), node.logs.join('\n'));
+  assert.equal(node.controls, [], 'no order sent');
+  assert.equal(node.port.rollBacks, [], 'nothing restored');
+  assert.is(node.core.status, 'recovering');
+  const order = encodeControlEnvelope({ type: 'rollback', epoch: 1, members: ['a', 'b', 'x'], restore: ref(6) });
+  assert.ok(node.recovery.accept(order, 0, order.length, 'x', 1), "the winner's order of this very epoch passes the fence");
+  node.recovery.onControl('x', decodeControlEnvelope(order, 0, order.length));
+  assert.equal(node.port.rollBacks.map((rollBack) => [rollBack.epoch, rollBack.checkpoint.checkpoint]), [[1, 6]]);
+  assert.is(node.core.epoch, 1);
+  const again = encodeControlEnvelope({ type: 'rollback', epoch: 1, members: ['a', 'b'], restore: ref(6) });
+  assert.not.ok(node.recovery.accept(again, 0, again.length, 'y', 1), 'one order per epoch: another of the same epoch waits like any message of it');
+
+  // No order comes: the next epoch is claimed, with the view as it is.
+  const loser = member();
+  loser.recovery.onControl('b', { type: 'restarted', epoch: 0, node: 'c' });
+  loser.port.prepares[0]!.resolve({ restore: ref(6), contendedBy: ['x'] });
+  await settle();
+  loser.core.tick([{ id: 'a', address: 'a:1', incarnation: 0, state: 'alive' }, { id: 'b', address: 'b:1', incarnation: 0, state: 'alive' }], performance.now());
+  assert.equal(loser.port.preparedEpochs, [1], 'not before its wait is over');
+  loser.core.tick([{ id: 'a', address: 'a:1', incarnation: 0, state: 'alive' }, { id: 'b', address: 'b:1', incarnation: 0, state: 'alive' }], performance.now() + 3_000);
+  assert.equal(loser.port.preparedEpochs, [1, 2]);
+  assert.is(loser.core.epoch, 2);
+  assert.ok(loser.logs.some((line) => line.startsWith('cluster: recovery 2 (no order came for the contended recovery 1)')), loser.logs.join('\n'));
+  loser.port.prepares[1]!.resolve({ restore: ref(6), contendedBy: [] });
+  await settle();
+  assert.equal(loser.controls, [{ to: 'b', message: { type: 'rollback', epoch: 2, members: ['a', 'b'], restore: ref(6) } }], 'won: it orders epoch 2');
 });
 
 test.run();

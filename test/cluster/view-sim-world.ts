@@ -70,6 +70,12 @@ export class ViewWorld {
   onAction: (node: WorldNode, action: ViewAction) => void = () => undefined;
   /** Called after each event. */
   afterEvent: () => void = () => undefined;
+  /** Claims that found another node's claim for their epoch, over all worlds of the run. */
+  static contended = 0;
+  /** Nodes that ordered each recovery epoch (sent its rollback orders). */
+  readonly recoveryLeaders = new Map<number, Set<string>>();
+  /** The store's recovery claims: the nodes that claimed each epoch, in the order their claims landed. */
+  private readonly claims = new Map<number, string[]>();
   private readonly queue = new EventQueue<Event>();
   private order = 0;
   private readonly byAddress = new Map<string, WorldNode>();
@@ -290,11 +296,31 @@ export class ViewWorld {
         node.pending = [];
         node.stashed = node.stashed.filter((envelope) => envelope.epoch >= action.epoch);
         return;
-      case 'rollback-prepare':
+      case 'rollback-prepare': {
+        // The store's part (recovery-claims.ts): the claim lands a while after the prepare began, the
+        // listing of the epoch's claims a while after that, and sees every claim landed by then.
+        const { epoch } = action.plan;
         this.later(node, 5 + Math.floor(this.random() * 50), () => {
-          if (core.isCurrentRecovery(action.plan.epoch)) core.rollbackPrepared(action.plan, { checkpoint: 0, term: '' });
+          if (!core.isCurrentRecovery(epoch)) return;
+          const claims = this.claims.get(epoch) ?? [];
+          claims.push(node.id);
+          this.claims.set(epoch, claims);
+          this.later(node, 1 + Math.floor(this.random() * 20), () => {
+            if (!core.isCurrentRecovery(epoch)) return;
+            const others = [...new Set(this.claims.get(epoch)!.filter((id) => id !== node.id))];
+            if (others.length > 0) {
+              ViewWorld.contended++;
+              core.rollbackContended(action.plan, others, this.nowMs);
+              return;
+            }
+            const leaders = this.recoveryLeaders.get(epoch) ?? new Set<string>();
+            leaders.add(node.id);
+            this.recoveryLeaders.set(epoch, leaders);
+            core.rollbackPrepared(action.plan, { checkpoint: 0, term: '' });
+          });
         });
         return;
+      }
       case 'rollback-run':
         this.later(node, 10 + Math.floor(this.random() * 100), () => this.rollbackDone(node, action.plan));
         return;
@@ -380,7 +406,7 @@ export class ViewWorld {
 
   /** The recovery shell's epoch fence. */
   private accept(node: WorldNode, envelope: Envelope): boolean {
-    if (envelope.body.kind === 'control' && envelope.body.message.type === 'rollback' && envelope.epoch > node.core.epoch) return true;
+    if (envelope.body.kind === 'control' && envelope.body.message.type === 'rollback' && node.core.takesOrder(envelope.epoch)) return true;
     const type = envelope.body.kind === 'control' ? envelope.body.message.type : null;
     if ((type === 'restarted' || type === 'behind') && envelope.epoch < node.core.epoch) return true;
     const verdict = node.core.fence(envelope.epoch, envelope.from, this.nowMs);

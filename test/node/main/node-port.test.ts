@@ -68,6 +68,7 @@ class FakePool implements ShardRequests {
 
 /** Everything the port asked of the main thread, in order. */
 class FakeHost implements PortHost {
+  readonly nodeId = 'a';
   readonly routing = new Int32Array(new SharedArrayBuffer(4 * KEY_GROUPS));
   readonly pool = new FakePool(this.routing);
   checkpointing: PortHost['checkpointing'] = null;
@@ -218,7 +219,7 @@ test('checkpoint and recovery calls delegate to checkpointing and recovery', asy
   };
   host.recovery = {
     begin: (epoch) => void calls.push(['begin', epoch]),
-    prepare: async () => (calls.push(['prepare']), { checkpoint: 41, term: HEAD_TERM, retained: [{ checkpoint: 40, term: HEAD_TERM }] }),
+    prepare: async (epoch, nodeId) => (calls.push(['prepare', epoch, nodeId]), { head: { checkpoint: 41, term: HEAD_TERM, retained: [{ checkpoint: 40, term: HEAD_TERM }] }, contendedBy: ['b'] }),
     rollBack: async (owned, epoch, checkpoint) => (calls.push(['rollBack', owned, epoch, checkpoint]), { checkpoint: checkpoint.checkpoint, instances: 9 }),
   };
   const port = new NodePort(host);
@@ -230,7 +231,7 @@ test('checkpoint and recovery calls delegate to checkpointing and recovery', asy
   port.onCheckpointControl('b', control);
   port.beginRecovery(2);
   // The recovery's order names the checkpoint and its term, not what is retained with it.
-  assert.equal(await withTimeout(port.prepareRollBack(), TIMEOUT_MS, 'prepareRollBack'), { checkpoint: 41, term: HEAD_TERM });
+  assert.equal(await withTimeout(port.prepareRollBack(2), TIMEOUT_MS, 'prepareRollBack'), { restore: { checkpoint: 41, term: HEAD_TERM }, contendedBy: ['b'] });
   const owned = (keyGroup: number) => keyGroup > 3;
   assert.equal(await withTimeout(port.rollBack(owned, 2, { checkpoint: 41, term: HEAD_TERM }), TIMEOUT_MS, 'rollBack'), { checkpoint: 41, instances: 9 });
   assert.equal(calls, [
@@ -239,7 +240,7 @@ test('checkpoint and recovery calls delegate to checkpointing and recovery', asy
     ['lead', null],
     ['onControl', 'b', control],
     ['begin', 2],
-    ['prepare'],
+    ['prepare', 2, 'a'],
     ['rollBack', owned, 2, { checkpoint: 41, term: HEAD_TERM }],
   ]);
 });
