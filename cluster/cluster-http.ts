@@ -103,6 +103,7 @@ export class ClusterHttp {
       `statecraft_key_groups_moving ${core.moves.count}`,
       `statecraft_handovers_adopted ${handovers.stats.adopted}`,
       `statecraft_handovers_released ${handovers.stats.released}`,
+      `statecraft_handovers_ignored ${handovers.stats.ignored}`,
       `statecraft_handover_pause_max_ms ${handovers.stats.maxPauseMs}`,
       `statecraft_handover_pause_last_ms ${handovers.stats.lastPauseMs}`,
     ];

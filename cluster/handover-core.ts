@@ -35,7 +35,10 @@ export type HandoverDecision =
   | { action: 'pend' }
   /** Another node owns it: pass it on. */
   | { action: 'pass'; to: string }
-  /** This node owns it and expected nothing: adopting would overwrite live state with an older copy. */
+  /**
+   * This node owns it, expected nothing, and holds its live state: the image is an older copy (one
+   * delivered twice, or re-routed late). Adopting would overwrite live state; the shell says so and counts it.
+   */
   | { action: 'ignore' };
 
 /** What the hand-over rules read of the view core. */
@@ -53,6 +56,12 @@ export class HandoverTable {
   private readonly moving = new Map<number, Moving>();
   /** Key groups started afresh because their owner died: a hand-over that turns up until the time given is still adopted. */
   private readonly claimedAfresh = new Map<number, number>();
+  /**
+   * Key groups whose image this node sent to another node and has not taken back since: it holds
+   * nothing of them, so an image of one that comes back here while this node owns it is its only
+   * copy, and is adopted even when this node did not wait for it.
+   */
+  private readonly sentAway = new Set<number>();
 
   constructor(
     private readonly facts: PlacementFacts,
@@ -81,6 +90,7 @@ export class HandoverTable {
   clear(): void {
     this.moving.clear();
     this.claimedAfresh.clear();
+    this.sentAway.clear();
   }
 
   /**
@@ -111,6 +121,7 @@ export class HandoverTable {
           // Its owner is gone: it starts afresh, but a hand-over still on its way (re-routed by a
           // third node) is adopted for a while.
           this.claimedAfresh.set(keyGroup, nowMs + CLAIMED_AFRESH_ADOPT_MS);
+          this.sentAway.delete(keyGroup);
         }
       } else if (owner !== self && moving?.state === 'awaiting') {
         this.moving.delete(keyGroup);
@@ -147,6 +158,7 @@ export class HandoverTable {
     for (const keyGroup of claimed) {
       this.moving.delete(keyGroup);
       this.claimedAfresh.set(keyGroup, nowMs + CLAIMED_AFRESH_ADOPT_MS);
+      this.sentAway.delete(keyGroup);
     }
     this.perform({ type: 'own', owned: (keyGroup) => (set.has(keyGroup) ? true : null) });
     for (const keyGroup of claimed) this.perform({ type: 'flush-held', keyGroup });
@@ -168,13 +180,14 @@ export class HandoverTable {
       return { action: 'pass', to: owner };
     }
     const claimedUntil = this.claimedAfresh.get(keyGroup);
-    if (moving?.state !== 'awaiting' && !(claimedUntil !== undefined && claimedUntil > nowMs)) return { action: 'ignore' };
+    if (moving?.state !== 'awaiting' && !(claimedUntil !== undefined && claimedUntil > nowMs) && !this.sentAway.has(keyGroup)) return { action: 'ignore' };
     this.claimedAfresh.delete(keyGroup);
     return { action: 'adopt' };
   }
 
   /** This node starts adopting an image (the shell checks it, then hands it to the node). */
   adoptStarted(keyGroup: number, nowMs: number): void {
+    this.sentAway.delete(keyGroup);
     this.moving.set(keyGroup, { state: 'adopting', sinceMs: nowMs });
   }
 
@@ -213,6 +226,7 @@ export class HandoverTable {
     const owner = this.facts.ownerOf(keyGroup);
     if (owner === this.facts.selfId) return null;
     this.moving.delete(keyGroup);
+    this.sentAway.add(keyGroup);
     return owner;
   }
 

@@ -39,10 +39,12 @@ export interface HandoverStats {
   lastPauseMs: number;
   maxPauseMs: number;
   totalPauseMs: number;
+  /** Images that arrived for a key group this node owns and holds live: older copies, not adopted. */
+  ignored: number;
 }
 
 export class HandoverShell {
-  readonly stats: HandoverStats = { adopted: 0, released: 0, instances: 0, lastPauseMs: 0, maxPauseMs: 0, totalPauseMs: 0 };
+  readonly stats: HandoverStats = { adopted: 0, released: 0, instances: 0, lastPauseMs: 0, maxPauseMs: 0, totalPauseMs: 0, ignored: 0 };
   private readonly core: ClusterView;
   /** Messages held briefly (views differ, or this node does not serve), in arrival order. */
   private held: Uint8Array[] = [];
@@ -134,7 +136,10 @@ export class HandoverShell {
         this.options.send(decision.to, envelope, 0, envelope.length);
         return;
       case 'ignore':
-        this.options.log(`cluster: ignored a late hand-over of key group ${keyGroup} (this node owns it and was not waiting for it)`);
+        this.stats.ignored++;
+        this.options.log(
+          `cluster: ignored a hand-over of key group ${keyGroup} from ${this.options.deliveringFrom() ?? 'a re-route'}: this node owns it, was not waiting for it and holds its live state, so the image is an older copy (counted in statecraft_handovers_ignored)`,
+        );
         return;
       case 'adopt':
         this.adopt(keyGroup, handoverImage(envelope, 0, envelope.length));

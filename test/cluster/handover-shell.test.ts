@@ -64,7 +64,10 @@ test('an awaited image is adopted; what waited goes to the shard right after; th
   assert.ok(node.handovers.stats.lastPauseMs >= 40 && node.handovers.stats.maxPauseMs === node.handovers.stats.lastPauseMs);
   // The same key group again: owned and not awaited, so an older copy.
   node.handovers.onHandover(handoverEnvelope(mine!, image(mine!)));
-  assert.equal(node.logs.slice(-1), [`cluster: ignored a late hand-over of key group ${mine} (this node owns it and was not waiting for it)`]);
+  assert.equal(node.logs.slice(-1), [
+    `cluster: ignored a hand-over of key group ${mine} from a re-route: this node owns it, was not waiting for it and holds its live state, so the image is an older copy (counted in statecraft_handovers_ignored)`,
+  ]);
+  assert.is(node.handovers.stats.ignored, 1);
 });
 
 test('malformed images: dropped with the reason (SC_ERR_MALFORMED_IMAGE for another key group\'s), the key group starts empty here', () => {

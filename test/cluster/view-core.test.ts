@@ -5,7 +5,7 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { SANS_IO_CORES, coreViolations } from '../../scripts/check-layers.js';
 import { InternalError } from '../../lib/errors.js';
-import { CLAIMED_AFRESH_ADOPT_MS, HANDOVER_FROM_LEFT_WAIT_MS } from '../../cluster/handover-core.js';
+import { CLAIMED_AFRESH_ADOPT_MS, HANDOVER_FROM_LEFT_WAIT_MS, HandoverTable, type PlacementFacts } from '../../cluster/handover-core.js';
 import type { Member, MemberState } from '../../cluster/membership.js';
 import { computePlacement } from '../../cluster/placement.js';
 import { BEHIND_ASK_MS, ClusterView, ROLLBACK_ASK_MS, STATUS_EDGES, type ViewAction } from '../../cluster/view-core.js';
@@ -267,6 +267,27 @@ test('hand-over decisions: adopt what is awaited, keep it while views disagree, 
   assert.equal(types(node.take()), ['flush-held']);
   assert.not.ok(node.view.moves.isMoving(mine!));
   assert.equal(node.view.moves.handoverArrived(mine!, 'a', 20), { action: 'ignore' }, 'owned and not awaited: an older copy');
+});
+
+test('a hand-over of a key group this node handed away, back while it owns it and did not wait for it: adopted (its only copy), never ignored', () => {
+  const owners = new Map<number, string>([[2, 'a']]);
+  const facts: PlacementFacts = { selfId: 'b', keyGroups: 4, ownerOf: (keyGroup) => owners.get(keyGroup) ?? 'b', inMajority: () => true, hasJoined: () => true };
+  const table = new HandoverTable(facts, () => undefined);
+  assert.equal(table.handoverArrived(2, 'a', 0), { action: 'pend' }, 'a owns it here');
+  // b released key group 2 to a; its image left.
+  assert.is(table.imageReady(2), 'a');
+  // The views flipped back without b waiting for it (e.g. the image bounced): b owns it and holds nothing of it.
+  owners.set(2, 'b');
+  assert.equal(table.handoverArrived(2, 'a', 10), { action: 'adopt' }, 'the only copy');
+  table.adoptStarted(2, 10);
+  table.adopted(2, 20);
+  assert.equal(table.handoverArrived(2, 'a', 30), { action: 'ignore' }, 'now it holds the live state: a second copy is older');
+  // A recovery reloads everything: nothing is away any more.
+  owners.set(2, 'a');
+  assert.is(table.imageReady(2), 'a');
+  table.clear();
+  owners.set(2, 'b');
+  assert.equal(table.handoverArrived(2, 'a', 40), { action: 'ignore' }, 'after a recovery the key group was loaded from the checkpoint');
 });
 
 test('adoption outcomes: malformed (owned empty), failed (afresh if ours), placement moved on (released again)', () => {
