@@ -164,6 +164,10 @@ export class ClusterNode implements ClusterHooks {
     return this.core.admits() && this.network.queuedBytes + this.handovers.heldBytes < PEER_BACKLOG_BYTES_MAX;
   }
 
+  refusesClients(): string | null {
+    return this.core.status === 'no-majority' ? `${this.options.nodeId} ${this.core.reason ?? 'reaches no majority of its cluster'}: connect to another node` : null;
+  }
+
   http(request: IncomingMessage, response: ServerResponse): boolean {
     return this.report.serve(request, response);
   }
@@ -260,6 +264,9 @@ export class ClusterNode implements ClusterHooks {
         if (action.reached) {
           this.port.recheckAdmission();
           for (const resolve of this.servingWaiters.splice(0)) resolve();
+        } else if (this.core.status === 'no-majority') {
+          // Clients go to the majority meanwhile (those given several nodes), and re-send what was not confirmed.
+          this.port.closeClients(this.refusesClients()!);
         }
         return;
       case 'own':

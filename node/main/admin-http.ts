@@ -34,6 +34,12 @@ export class AdminHttp {
         return;
       }
       const path = (request.url ?? '/').split('?')[0];
+      const refusal = path === '/' || path === '' ? (main.cluster?.refusesClients() ?? null) : null;
+      if (refusal !== null) {
+        const body = JSON.stringify({ error: refusal, nodeId: main.nodeId });
+        socket.end(`HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`);
+        return;
+      }
       if (path === '/' || path === '') main.gateway!.handleUpgrade(request, socket, head);
       else if (!main.cluster?.upgrade(request, socket, head)) socket.end('HTTP/1.1 404 Not Found\r\nConnection: close\r\n\r\n');
     });

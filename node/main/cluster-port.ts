@@ -18,6 +18,12 @@ export interface ClusterHooks {
   onEgress(egress: string, bytes: Uint8Array, offset: number, length: number): void;
   /** False while client events must wait (not yet part of a cluster, no majority, peers backed up). */
   admits(): boolean;
+  /**
+   * Why clients should be elsewhere now (this node reaches no majority of its cluster), or null. While
+   * it says so, new client connections are refused (HTTP 503 with the reason), so a client given
+   * several nodes goes on to another.
+   */
+  refusesClients(): string | null;
   /** Serves an HTTP request the node does not; returns false to let the node answer 404. */
   http(request: IncomingMessage, response: ServerResponse): boolean;
   /** Takes a WebSocket upgrade on a path other than the client path `/`; false: refused. */
@@ -105,5 +111,10 @@ export interface ClusterPort {
   flush(): void;
   /** Wakes the node's loop so it re-checks admission (call when `admits()` may have turned true). */
   recheckAdmission(): void;
+  /**
+   * Closes every client connection with `reason` (the node lost its majority): clients reconnect,
+   * to another node if they were given several, and re-send what was not confirmed.
+   */
+  closeClients(reason: string): void;
   log(line: string): void;
 }

@@ -232,6 +232,10 @@ export class MainThread implements RecordVisitor, GatewayHost {
     await this.gateway?.rollBack(reason);
   }
 
+  closeClients(reason: string): void {
+    this.gateway?.closeClients(reason);
+  }
+
   dropUnpublished(): void {
     this.outbox.discardOverflow();
   }

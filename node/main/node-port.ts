@@ -21,6 +21,8 @@ export interface PortHost {
   deliverFromPeer(bytes: Uint8Array, offset: number, length: number, fromPeer: string | null): void;
   flush(): void;
   wake(): void;
+  /** Closes every client connection with `reason` (see ClusterPort.closeClients). */
+  closeClients(reason: string): void;
   log(line: string): void;
 }
 
@@ -94,6 +96,10 @@ export class NodePort implements ClusterPort {
 
   rollBack(owned: (keyGroup: number) => boolean, epoch: number, checkpoint: CheckpointRef): Promise<RollBackResult> {
     return this.main.recovery!.rollBack(owned, epoch, checkpoint);
+  }
+
+  closeClients(reason: string): void {
+    this.main.closeClients(reason);
   }
 
   recheckAdmission(): void {

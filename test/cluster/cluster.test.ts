@@ -189,6 +189,9 @@ test('a node that cannot reach a majority of its view admits nothing and process
     for await (const record of timerRecords) fired.push(record.value.at);
   })();
   await subscribed(timerRecords);
+  // A client confirmed on acceptance, connected to n1 (the only node it knows) before the majority goes.
+  const sender = await connect(nodes[0]!.url, { confirm: 'accept', reconnect: { delayMs: 50, delayMaxMs: 500 } });
+  clients.push(sender);
   const armedAt = Date.now();
   await watcher.send({ typename: 'test/self-timer', id: timerId }, MINORITY_TIMER_MS);
   nodes[1]!.kill('SIGSTOP');
@@ -196,9 +199,15 @@ test('a node that cannot reach a majority of its view admits nothing and process
   await eventually(async () => (await adminJson(nodes[0]!.port, '/health')).status === 503, 'n1 stops serving', 15_000);
   const alone = await metricsOf(nodes[0]!);
   assert.is(alone.delayed_pending, 1, `n1 lost its majority before the delayed message fell due (${Date.now() - armedAt} ms after it was armed for ${MINORITY_TIMER_MS} ms)`);
-  // A client's event, confirmed on acceptance: it must wait instead of being admitted by a minority.
-  const sender = await connect(nodes[0]!.url, { confirm: 'accept' });
-  clients.push(sender);
+  // Without a majority n1 closes its client connections (clients given several nodes go to another)
+  // and refuses new ones, saying why.
+  await eventually(async () => (await metricsOf(nodes[0]!)).connections === 0, 'n1 closes its client connections', 15_000);
+  const refused = await connect(nodes[0]!.url, { reconnect: false }).then(
+    (unexpected) => (clients.push(unexpected), null),
+    (error: Error) => error,
+  );
+  assert.ok(refused !== null && /503/.test(refused.message), `a new client is refused: ${refused?.message}`);
+  // The client's event must wait (in the client, reconnecting) instead of being admitted by a minority.
   const counterId = ownedByN1('minority-');
   let accepted = false;
   const pending = sender.send({ typename: 'test/counter', id: counterId }, 1).then(() => (accepted = true));

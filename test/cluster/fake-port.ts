@@ -154,5 +154,9 @@ export class FakePort implements ClusterPort {
     this.calls.push('recheck-admission');
   }
 
+  closeClients(reason: string): void {
+    this.calls.push(`close-clients ${reason}`);
+  }
+
   log(): void {}
 }

@@ -62,6 +62,9 @@ export class FakeCluster implements ClusterHooks {
   admits(): boolean {
     return true;
   }
+  refusesClients(): string | null {
+    return null;
+  }
   http(_request: IncomingMessage, _response: ServerResponse): boolean {
     return false;
   }

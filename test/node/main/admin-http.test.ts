@@ -45,6 +45,12 @@ class FakeCluster implements Partial<ClusterHooks> {
   metrics(): string[] {
     return ['statecraft_cluster_members 3', 'statecraft_cluster_view 7'];
   }
+
+  /** Why clients should go elsewhere (no majority), or null. */
+  refusal: string | null = null;
+  refusesClients(): string | null {
+    return this.refusal;
+  }
 }
 
 class FakeHost implements AdminHost {
@@ -252,6 +258,21 @@ test('WebSocket upgrade on another path goes to the cluster layer; refused with 
   host.cluster = null;
   assert.match(await upgrade(port, '/peer'), /^HTTP\/1\.1 404 Not Found\r\n/);
   assert.equal(host.upgrades, [], 'the gateway saw none of them');
+});
+
+test('a client upgrade while the cluster layer says clients belong elsewhere (no majority): 503 with the reason; peers still get through', async () => {
+  const host = new FakeHost();
+  const cluster = new FakeCluster();
+  host.cluster = cluster as unknown as ClusterHooks;
+  cluster.refusal = 'node-a reaches 1 of the 3 members of the last agreed view, not a majority: waiting for them: connect to another node';
+  const { port } = await serve(host);
+  const refused = await upgrade(port, '/');
+  assert.match(refused, /^HTTP\/1\.1 503 Service Unavailable\r\n/);
+  assert.ok(refused.includes(JSON.stringify({ error: cluster.refusal, nodeId: 'node-a' })), refused);
+  assert.match(await upgrade(port, '/peer?from=node-b'), /X-Taken-By: cluster/, 'the peer port is not the clients\'');
+  cluster.refusal = null;
+  assert.match(await upgrade(port, '/'), /X-Taken-By: gateway/, 'the majority is back: clients are taken again');
+  assert.equal(host.upgrades, ['/']);
 });
 
 test('WebSocket upgrades while closing: 503, neither gateway nor cluster called', async () => {

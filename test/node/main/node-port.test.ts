@@ -69,6 +69,10 @@ class FakePool implements ShardRequests {
 /** Everything the port asked of the main thread, in order. */
 class FakeHost implements PortHost {
   readonly nodeId = 'a';
+  closedClients: string[] = [];
+  closeClients(reason: string): void {
+    this.closedClients.push(reason);
+  }
   readonly routing = new Int32Array(new SharedArrayBuffer(4 * KEY_GROUPS));
   readonly pool = new FakePool(this.routing);
   checkpointing: PortHost['checkpointing'] = null;
