@@ -70,6 +70,7 @@ const { values } = parseArgs({
     'fault-ms': { type: 'string' },
     'partition-mode': { type: 'string', default: 'peers' },
     netns: { type: 'boolean', default: false },
+    'keep-logs': { type: 'boolean', default: false },
     rate: { type: 'string', default: '200' },
     shards: { type: 'string', default: '1' },
     'checkpoint-interval': { type: 'string', default: '500' },
@@ -84,7 +85,8 @@ const { values } = parseArgs({
 });
 if (values.help) {
   console.log('usage: node scripts/verify.js [--seed n] [--nodes 3] [--ids 128] [--duration 60] [--kills 5] [--rate 200] [--shards 1] [--checkpoint-interval 500] [--checkpoint-store url|off] [--max-delay 400] [--restart-delay ms] [--remote [--host-kills n] [--host-pauses n]]');
-  console.log('       [--pauses n] [--partitions n] [--one-way n] [--flaps n] [--handover-kills n] [--fault-ms ms] [--partition-mode peers|all] [--netns]');
+  console.log('       [--pauses n] [--partitions n] [--one-way n] [--flaps n] [--handover-kills n] [--fault-ms ms] [--partition-mode peers|all] [--netns] [--keep-logs]');
+  console.log('  --keep-logs: write every node\'s output, stamped with the verifier\'s clock, to a file even when the run passes.');
   console.log('  --remote: the functions run in a function host process (node cluster/serve.js) that the nodes reach over HTTP;');
   console.log('  --host-kills n: SIGKILL that host n times during the run and start it again; --host-pauses n: SIGSTOP it for 1-10 s.');
   console.log('  --pauses, --partitions, --one-way, --flaps, --handover-kills: nemeses (see the header of scripts/verify.ts);');
@@ -443,7 +445,7 @@ const faultLength = (low: number, high: number): number => faultMs ?? between(lo
  */
 async function watchMajority(victims: NodeHandle[], label: string, done: () => boolean): Promise<void> {
   const others = handles.filter((handle) => !victims.includes(handle));
-  if (others.length <= nodeCount / 2) return; // no majority left
+  if (victims.length === 0 || others.length <= nodeCount / 2) return; // no victim to go on without, or no majority left
   while (!done()) {
     const statuses = await Promise.all(others.map((handle) => statusOf(handle, 500)));
     if (
@@ -810,14 +812,14 @@ async function main(): Promise<number> {
   await sender.close({ timeoutMs: 1000 }).catch(() => undefined);
   await watcher.close({ timeoutMs: 1000 }).catch(() => undefined);
   const failed = mismatches > 0 || orderViolations > 0;
-  if (failed) {
+  if (failed || values['keep-logs'] === true) {
     console.log('verify: the nemeses applied:');
     console.log(timeline.join('\n'));
     const logFile = join(tmpdir(), `statecraft-verify-${seed}-${process.pid}.nodes.log`);
     const { writeFileSync } = await import('node:fs');
     writeFileSync(logFile, handles.map((handle) => `===== ${handle.id}\n${handle.log.join('\n')}`).join('\n'));
     console.log(`verify: every node's output, stamped with the verifier's clock (s): ${logFile}`);
-    for (const handle of handles) console.log(`--- ${handle.id} (last lines)\n${handle.output.split('\n').slice(-15).join('\n')}`);
+    if (failed) for (const handle of handles) console.log(`--- ${handle.id} (last lines)\n${handle.output.split('\n').slice(-15).join('\n')}`);
   }
   console.log(JSON.stringify(result));
   return failed ? 1 : 0;
