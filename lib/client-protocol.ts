@@ -25,7 +25,10 @@
  *     0x84 RECORDS      [u32 subscription][f64 firstId][u32 count] then count × ([u32 length][egress envelope]);
  *                       record i has id firstId + i (ids are consecutive per egress)
  *     0x85 GAP          msgpack { subscription, from, to }   records from..to are no longer retained
- *     0x86 SUBSCRIBED   msgpack { subscription, after }      the subscription starts after record `after`
+ *     0x86 SUBSCRIBED   msgpack { subscription, after, marks? }   the subscription starts after record `after`;
+ *                       from 'latest' (no `after` asked), marks: [[key group, record seq], ...], where the
+ *                       log stands in stable ids, so a client that fails over to another node's log drops
+ *                       what was produced before it subscribed
  *     0x87 COMMITTED    [f64 seq]   every event up to seq is covered by a committed checkpoint (sent only
  *                       by a node with checkpoints on, WELCOME.durable): it takes effect exactly once,
  *                       whatever fails from now on. Until then a client keeps the event to re-send it.

@@ -228,7 +228,15 @@ class SubscriptionImpl<T = unknown> implements Subscription<T> {
     return this.options.bufferMax ?? 10_000;
   }
 
-  started(after: number): void {
+  /**
+   * The node's SUBSCRIBED: the id the subscription starts after, and (from 'latest', the first time)
+   * where the log stands per source key group: records up to those seqs were produced before this
+   * subscription, and are dropped wherever they come from (another node's log after a failover).
+   */
+  started(after: number, marks: readonly [number, number][] | undefined): void {
+    if (marks !== undefined && this.startAfter === undefined && this.lastId === undefined) {
+      for (const [keyGroup, seq] of marks) if (seq > (this.delivered.get(keyGroup) ?? -1)) this.delivered.set(keyGroup, seq);
+    }
     if (this.lastId === undefined || after > this.lastId) this.lastId = after;
   }
 
@@ -609,8 +617,12 @@ class StatecraftClient implements Client {
           break;
         }
         case Frame.Subscribed: {
-          const body = decodeControl<{ subscription: number; after: number }>(data);
-          this.subscriptions.get(body.subscription)?.started(body.after);
+          const body = decodeControl<{ subscription: number; after: number; marks?: unknown }>(data);
+          const marks = body?.marks;
+          if (marks !== undefined && !(Array.isArray(marks) && marks.every((mark) => Array.isArray(mark) && mark.length === 2 && mark.every((part) => Number.isSafeInteger(part) && (part as number) >= 0)))) {
+            throw new ProtocolError('SC_ERR_MALFORMED_FRAME', 'SUBSCRIBED marks must be [key group, record seq] pairs of integers >= 0');
+          }
+          this.subscriptions.get(body.subscription)?.started(body.after, marks as [number, number][] | undefined);
           break;
         }
         case Frame.Gap: {

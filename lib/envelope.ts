@@ -197,6 +197,17 @@ export function egressLengthMax(egress: string, sourceTypename: string, sourceId
   );
 }
 
+/**
+ * The record seq of an egress envelope (its stable id with the key group), read from the bytes without
+ * decoding the body; null when it has none (checkpoints off). The envelope must be a whole, checked one.
+ */
+export function readEgressRecordSeq(source: Uint8Array, offset: number): number | null {
+  if ((source[offset + 1]! & FLAG_HAS_RECORD_SEQ) === 0) return null;
+  for (let index = 0; index < 8; index++) float64Bytes[index] = source[offset + ENVELOPE_HEADER_BYTES + index]!;
+  if (BIG_ENDIAN_HOST) float64Bytes.reverse();
+  return float64Scratch[0]!;
+}
+
 export function writeEgress(
   target: Uint8Array,
   offset: number,

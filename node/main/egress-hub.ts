@@ -12,6 +12,7 @@
 import { Frame, RECORDS_HEADER_BYTES } from '../../lib/client-protocol.js';
 import { ProtocolError } from '../../lib/errors.js';
 import { FifoQueue } from '../../lib/fifo-queue.js';
+import { readEgressRecordSeq, readKeyGroup } from '../../lib/envelope.js';
 
 export interface EgressSink {
   /** True when the connection has room for more records now. */
@@ -41,10 +42,21 @@ class EgressLog {
   firstId = 1;
   /** Id the next record gets. */
   nextId = 1;
+  /**
+   * Per source key group, the highest record seq appended (checkpoints on): where the log stands in
+   * stable ids, given to a subscriber from 'latest' so that after failing over to another node's log
+   * it drops what was produced before it subscribed. Retention does not lower it.
+   */
+  readonly marks = new Map<number, number>();
 
   constructor(private readonly retention: EgressRetention) {}
 
   append(source: Uint8Array, offset: number, length: number): void {
+    const seq = length >= 16 ? readEgressRecordSeq(source, offset) : null;
+    if (seq !== null && Number.isSafeInteger(seq) && seq >= 0) {
+      const keyGroup = readKeyGroup(source, offset);
+      if (seq > (this.marks.get(keyGroup) ?? -1)) this.marks.set(keyGroup, seq);
+    }
     let chunk = this.chunks[this.chunks.length - 1];
     if (chunk === undefined || this.used + length > chunk.length) {
       chunk = new Uint8Array(Math.max(CHUNK_BYTES, length));
@@ -174,6 +186,11 @@ export class EgressHub {
     bySink.set(subscriptionId, subscription);
     this.byLog.get(log)!.add(subscription);
     return cursor - 1;
+  }
+
+  /** Where `egress`'s log stands, per source key group: [key group, highest record seq] (see EgressLog.marks). */
+  marks(egress: string): [number, number][] {
+    return [...this.log(egress).marks];
   }
 
   unsubscribe(sink: EgressSink, subscriptionId: number): void {

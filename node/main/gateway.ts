@@ -166,8 +166,11 @@ class ClientConnection implements EgressSink {
           } catch (error) {
             throw new ProtocolError('SC_ERR_MALFORMED_FRAME', (error as Error).message);
           }
+          const latest = body.after === undefined || body.after === null;
           const after = this.gateway.host.egress.subscribe(this, body.subscription, body.egress, body.after ?? undefined);
-          this.send(encodeControl(Frame.Subscribed, { subscription: body.subscription, after }));
+          // From 'latest': where the log stands in stable ids too, so that after failing over to another
+          // node (another log) the client drops what was produced before it subscribed.
+          this.send(encodeControl(Frame.Subscribed, latest ? { subscription: body.subscription, after, marks: this.gateway.host.egress.marks(body.egress) } : { subscription: body.subscription, after }));
           this.gateway.pumpEgress();
           break;
         }

@@ -259,6 +259,32 @@ test('a client given several nodes fails over when its node leaves, and its even
   assert.is(new Set(records.map((record) => record.value.id)).size, 200);
 });
 
+test("a subscription from 'latest' that fails over to another node (its node SIGKILLed) gets what came after it subscribed, and nothing from before", async () => {
+  nodes = await startClusterProcesses(3, args);
+  await converged(nodes, 3);
+  const sender = await client(nodes[1]!);
+  const ids = (prefix: string, count: number) => Array.from({ length: count }, (_, index) => `${prefix}${index}`);
+  // Committed (and in every node's log) before the subscription starts.
+  await Promise.all(ids('before-', 20).map((id) => sender.send({ typename: 'test/counter', id }, 1)));
+  const watcher = await connect([nodes[0]!.url, nodes[2]!.url], { reconnect: { delayMs: 50, delayMaxMs: 200 } });
+  clients.push(watcher);
+  const counts = watcher.subscribe('counts', { type: counted });
+  await subscribed(counts);
+  await Promise.all(ids('after-', 10).map((id) => sender.send({ typename: 'test/counter', id }, 1)));
+  nodes[0]!.kill('SIGKILL');
+  await nodes[0]!.exited;
+  // n3's log holds the records from before the subscription too; the client must not pass them on.
+  await Promise.all(ids('later-', 10).map((id) => sender.send({ typename: 'test/counter', id }, 1)));
+  const wanted = new Set([...ids('after-', 10), ...ids('later-', 10)]);
+  const seen: string[] = [];
+  while ([...wanted].some((id) => !seen.includes(id))) {
+    const [record] = await take(counts, 1, 30_000);
+    seen.push(record!.value.id);
+  }
+  assert.equal(seen.filter((id) => id.startsWith('before-')), [], `records from before the subscription, after the failover to ${watcher.nodeId}`);
+  assert.is(watcher.nodeId, 'n3');
+});
+
 test('a node joins and another leaves under steady load: state moves with its key groups, every counter ends exactly right', async () => {
   nodes = await startClusterProcesses(3, args);
   await converged(nodes, 3);

@@ -8,6 +8,8 @@ import * as assert from 'uvu/assert';
 import { Frame, RECORDS_HEADER_BYTES } from '../../../lib/client-protocol.js';
 import { ProtocolError } from '../../../lib/errors.js';
 import { EgressHub, type EgressSink } from '../../../node/main/egress-hub.js';
+import { egressLengthMax, writeEgress } from '../../../lib/envelope.js';
+import { toTypedValue } from '../../../lib/typed-value.js';
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
@@ -116,6 +118,23 @@ test('where a subscription starts: new records only, the oldest retained, or aft
   for (const sink of [fresh, oldest, resumed, ahead]) assert.equal(sink.numbers.at(-1), 6);
   assert.equal(ahead.ids, [6]);
   assert.equal(hub.subscribe(new RecordingSink(), 1, 'unused'), 0, 'a new egress starts empty');
+});
+
+test("marks: per source key group, the highest record seq appended (what a subscriber from 'latest' must not be given again elsewhere)", () => {
+  const hub = new EgressHub({ recordsMax: 2, bytesMax: 4 * MiB });
+  const append = (keyGroup: number, seq: number | null) => {
+    const value = toTypedValue(seq ?? 0);
+    const bytes = new Uint8Array(egressLengthMax('counts', 'test/counter', 'x', value));
+    const length = writeEgress(bytes, 0, keyGroup, 'counts', 'test/counter', 'x', value, seq);
+    hub.append('counts', bytes, 0, length);
+  };
+  append(3, 7);
+  append(3, 5); // a repeat released again after a recovery: lower, the mark stays
+  append(9, 0);
+  append(4, null); // checkpoints off: no stable id, no mark
+  append(9, 2);
+  assert.equal(hub.marks('counts').sort((a, b) => a[0] - b[0]), [[3, 7], [9, 2]], 'retention (2 records here) does not lower them');
+  assert.equal(hub.marks('other'), []);
 });
 
 test('subscription ids must fit the u32 of a RECORDS frame', () => {
