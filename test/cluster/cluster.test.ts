@@ -285,6 +285,35 @@ test("a subscription from 'latest' that fails over to another node (its node SIG
   assert.is(watcher.nodeId, 'n3');
 });
 
+test('a member paused long enough to be declared dead, back after retention deleted the checkpoint its recovery restored: it rejoins, and checkpoints and confirmations go on', async () => {
+  // One checkpoint retained, a checkpoint every 50 ms: the one recovery 1 restores is long gone when n3 resumes.
+  nodes = await startClusterProcesses(3, [...args, '--checkpoint-retain', '1', '--checkpoint-interval', '50']);
+  await converged(nodes, 3);
+  const sender = await connect([nodes[0]!.url, nodes[1]!.url], { reconnect: { delayMs: 50, delayMaxMs: 200 } });
+  clients.push(sender);
+  await Promise.all(Array.from({ length: 20 }, (_, index) => sender.send({ typename: 'test/counter', id: `p${index}` }, 1)));
+  nodes[2]!.kill('SIGSTOP');
+  await converged(nodes.slice(0, 2), 2, 20_000);
+  const restored = (await adminJson<{ checkpoints: { restored: number } }>(nodes[0]!.port)).body.checkpoints.restored;
+  // Committed meanwhile, each commit deleting the one before: the restored checkpoint's manifest goes.
+  await Promise.all(Array.from({ length: 20 }, (_, index) => sender.send({ typename: 'test/counter', id: `p${index}` }, 1)));
+  const leaderStats = async () => (await adminJson<{ checkpoints: { leader: { lastCommitted: number } | null } }>(nodes[0]!.port)).body.checkpoints.leader;
+  await eventually(async () => ((await leaderStats())?.lastCommitted ?? 0) > restored + 3, 'a few checkpoints past the restored one', 20_000);
+  nodes[2]!.kill('SIGCONT');
+  await converged(nodes, 3, 30_000);
+  // Checkpoints commit with n3 taking part again, and the events sent now are confirmed.
+  const before = (await leaderStats())?.lastCommitted ?? 0;
+  await eventually(async () => ((await leaderStats())?.lastCommitted ?? 0) > before + 3, 'checkpoints commit again with n3 in the view', 30_000);
+  await withTimeout(Promise.all(Array.from({ length: 20 }, (_, index) => sender.send({ typename: 'test/counter', id: `p${index}` }, 1))), 30_000, 'events confirmed after n3 is back');
+  const counts = await countReports(sender, await client(nodes[2]!), Array.from({ length: 20 }, (_, index) => `p${index}`));
+  assert.equal([...counts.values()], Array.from({ length: 20 }, () => 3), 'each counter has exactly its 3 increments');
+  const [third] = await statuses([nodes[2]!]);
+  assert.ok(third!.serving, 'n3 serves');
+  // The scenario happened: n3 was sent recovery 1's order for the restored checkpoint, deleted by then
+  // (retain 1, several commits since), and rejoined empty instead of failing to read it.
+  assert.ok(nodes[2]!.output().includes(`cluster: recovery 1 done: restored checkpoint ${restored} (0 instances)`), nodes[2]!.output().split('\n').filter((line) => /recovery/.test(line)).join('\n'));
+});
+
 test('a node joins and another leaves under steady load: state moves with its key groups, every counter ends exactly right', async () => {
   nodes = await startClusterProcesses(3, args);
   await converged(nodes, 3);
