@@ -43,7 +43,8 @@ function wellFormed(message: CheckpointControl): boolean {
         Array.isArray(message.objects) &&
         message.objects.every((entry) => Array.isArray(entry) && entry.length === 2 && isCount(entry[0]) && (entry[1] === null || isText(entry[1]))) &&
         Array.isArray(message.channels) &&
-        message.channels.every(isText)
+        message.channels.every(isText) &&
+        (message.instances === undefined || (Array.isArray(message.instances) && message.instances.every((entry) => Array.isArray(entry) && entry.length === 2 && isCount(entry[0]) && isCount(entry[1]))))
       );
     case 'failed':
       return isCheckpoint(message.checkpoint) && isText(message.reason);

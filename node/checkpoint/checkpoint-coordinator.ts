@@ -58,6 +58,12 @@ export interface CheckpointManifest {
    * retention from the head's manifest and these, without listing the store.
    */
   retained: CheckpointRef[];
+  /**
+   * Index: key group. How many instances its state holds (-1: not known, from a manifest written
+   * before counts were kept). A restore that loads another number is an error. Absent when no
+   * participant reported counts.
+   */
+  instances?: number[];
 }
 
 /**
@@ -137,6 +143,8 @@ interface Running {
   objects: Map<number, string | null>;
   /** New object keys reported so far: garbage if the checkpoint fails. */
   uploaded: string[];
+  /** Key group → instances in its new image, as participants reported them (null: none reported counts). */
+  instances: Map<number, number> | null;
   channels: string[];
   manifest: CheckpointManifest | null;
 }
@@ -269,7 +277,7 @@ export class CheckpointCoordinator {
   }
 
   /** `process` finished its part of `checkpoint` and uploaded its objects. */
-  acknowledged(now: number, process: string, checkpoint: number, objects: AcknowledgedObjects, channels: readonly string[] = []): CoordinatorAction[] {
+  acknowledged(now: number, process: string, checkpoint: number, objects: AcknowledgedObjects, channels: readonly string[] = [], instances?: ReadonlyMap<number, number>): CoordinatorAction[] {
     void now;
     const actions: CoordinatorAction[] = [];
     const running = this.running;
@@ -300,6 +308,10 @@ export class CheckpointCoordinator {
         return actions;
       }
       running.objects.set(group, key);
+    }
+    if (instances !== undefined) {
+      running.instances ??= new Map();
+      for (const [group, count] of instances) running.instances.set(group, count);
     }
     running.waiting.delete(process);
     if (running.waiting.size === 0) this.writeManifest(running, actions);
@@ -425,6 +437,7 @@ export class CheckpointCoordinator {
       waiting: new Set(participants),
       objects: new Map(),
       uploaded: [],
+      instances: null,
       channels: [],
       manifest: null,
     };
@@ -453,6 +466,12 @@ export class CheckpointCoordinator {
       }
     }
     const kept = this.retain > 1 ? this.retainedManifests.slice(-(this.retain - 1)) : [];
+    // Counts: reported for new images, 0 for empty key groups, the previous manifest's for unchanged ones.
+    const counted = running.instances;
+    const instances =
+      counted === null
+        ? undefined
+        : objects.map((key, group) => counted.get(group) ?? (key === '' ? 0 : running.objects.get(group) === null ? (previous?.instances?.[group] ?? -1) : -1));
     running.manifest = {
       version: CHECKPOINT_MANIFEST_VERSION,
       checkpoint: running.checkpoint,
@@ -463,6 +482,7 @@ export class CheckpointCoordinator {
       objects,
       channels: running.channels,
       retained: kept.map((manifest) => ({ checkpoint: manifest.checkpoint, term: manifest.term })),
+      ...(instances === undefined ? {} : { instances }),
     };
     running.phase = 'manifest';
     actions.push({ type: 'write-manifest', checkpoint: running.checkpoint, key: this.manifestKey(running.checkpoint, this.term), manifest: running.manifest });

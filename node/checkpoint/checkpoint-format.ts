@@ -104,6 +104,10 @@ function parseManifest(bytes: Uint8Array, key: string, ref: CheckpointRef): Chec
     return Number.isSafeInteger(number) && number >= 1 && number < checkpoint && (index === 0 || number > (retained[index - 1] as CheckpointRef).checkpoint);
   };
   if (!Array.isArray(retained) || !retained.every(isEarlier)) throw bad('retained is not a rising list of earlier checkpoints');
+  const instances = manifest.instances as unknown;
+  if (instances !== undefined && !(Array.isArray(instances) && instances.length === manifest.keyGroups && instances.every((count) => Number.isSafeInteger(count) && (count as number) >= -1))) {
+    throw bad(`instances is not ${manifest.keyGroups} counts`);
+  }
   return manifest;
 }
 

@@ -75,8 +75,8 @@ export class CheckpointLeader {
     return this.coordinator.lastCommitted;
   }
 
-  acknowledged(participant: string, checkpoint: number, objects: ReadonlyMap<number, string | null>, channels: readonly string[]): void {
-    this.perform(this.coordinator.acknowledged(this.now(), participant, checkpoint, objects, channels));
+  acknowledged(participant: string, checkpoint: number, objects: ReadonlyMap<number, string | null>, channels: readonly string[], instances?: ReadonlyMap<number, number>): void {
+    this.perform(this.coordinator.acknowledged(this.now(), participant, checkpoint, objects, channels, instances));
   }
 
   uploadFailed(participant: string, checkpoint: number, reason: string): void {

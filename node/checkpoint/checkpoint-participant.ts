@@ -26,7 +26,7 @@ export interface ParticipantHost {
   /** Client events accepted up to now belong to checkpoint c. */
   markEvents(checkpoint: number): void;
   /** The node's part of c is uploaded. */
-  acknowledge(checkpoint: number, objects: Map<number, string | null>, channels: string[]): void;
+  acknowledge(checkpoint: number, objects: Map<number, string | null>, channels: string[], instances: Map<number, number>): void;
   /** The node's part of c cannot be made. */
   failed(checkpoint: number, reason: string): void;
   log(line: string): void;
@@ -34,7 +34,7 @@ export interface ParticipantHost {
 
 interface OpenPart {
   checkpoint: number;
-  shardParts: Map<number, { objects: [number, string | null][]; channel: string | null }>;
+  shardParts: Map<number, { objects: [number, string | null][]; instances: [number, number][]; channel: string | null }>;
   /** The main thread's own recording: undefined while recording, then its object key (null: nothing recorded). */
   mainChannel: string | null | undefined;
   error: string | null;
@@ -94,11 +94,11 @@ export class CheckpointParticipant {
     this.perform(this.tracker.onBarrier(channel, checkpoint));
   }
 
-  onShardPart(thread: number, checkpoint: number, epoch: number, objects: [number, string | null][], channel: string | null, error: string | null): void {
+  onShardPart(thread: number, checkpoint: number, epoch: number, objects: [number, string | null][], channel: string | null, error: string | null, instances: [number, number][] = []): void {
     const part = this.parts.get(checkpoint);
     if (part === undefined || epoch !== this.epoch) return; // aborted meanwhile, or from before a recovery
     if (error !== null) part.error ??= `shard ${thread}: ${error}`;
-    part.shardParts.set(thread, { objects, channel });
+    part.shardParts.set(thread, { objects, instances, channel });
     this.maybeReport(part);
   }
 
@@ -185,12 +185,14 @@ export class CheckpointParticipant {
       return;
     }
     const objects = new Map<number, string | null>();
+    const instances = new Map<number, number>();
     const channels: string[] = [];
     if (part.mainChannel !== null) channels.push(part.mainChannel);
     for (const shard of part.shardParts.values()) {
       for (const [keyGroup, key] of shard.objects) objects.set(keyGroup, key);
+      for (const [keyGroup, count] of shard.instances) instances.set(keyGroup, count);
       if (shard.channel !== null) channels.push(shard.channel);
     }
-    this.host.acknowledge(part.checkpoint, objects, channels);
+    this.host.acknowledge(part.checkpoint, objects, channels, instances);
   }
 }

@@ -249,7 +249,7 @@ export class Checkpointing {
         }
         break;
       case 'ack':
-        this.leader?.acknowledged(from, message.checkpoint, new Map(message.objects), message.channels);
+        this.leader?.acknowledged(from, message.checkpoint, new Map(message.objects), message.channels, message.instances === undefined ? undefined : new Map(message.instances));
         break;
       case 'failed':
         this.leader?.uploadFailed(from, message.checkpoint, message.reason);
@@ -278,7 +278,7 @@ export class Checkpointing {
   /** Sends an answer to the peer that started the checkpoint, or (undefined) to this node's own leader. */
   private answer(to: string | undefined, message: CheckpointControl & { type: 'ack' | 'failed' }): void {
     if (to !== undefined) this.host.cluster?.sendCheckpointControl(to, message);
-    else if (message.type === 'ack') this.leader?.acknowledged(this.host.nodeId, message.checkpoint, new Map(message.objects), message.channels);
+    else if (message.type === 'ack') this.leader?.acknowledged(this.host.nodeId, message.checkpoint, new Map(message.objects), message.channels, new Map(message.instances ?? []));
     else this.leader?.uploadFailed(this.host.nodeId, message.checkpoint, message.reason);
   }
 
@@ -292,7 +292,7 @@ export class Checkpointing {
       },
       blocked: () => host.cluster?.checkpointBlocked() ?? null,
       markEvents: (checkpoint) => host.markEvents(checkpoint),
-      acknowledge: (checkpoint, objects, channels) => this.answerFirst(checkpoint, { type: 'ack', checkpoint, objects: [...objects], channels }),
+      acknowledge: (checkpoint, objects, channels, instances) => this.answerFirst(checkpoint, { type: 'ack', checkpoint, objects: [...objects], channels, instances: [...instances] }),
       failed: (checkpoint, reason) => this.answerFirst(checkpoint, { type: 'failed', checkpoint, reason }),
       log: (line) => host.log(line),
     };

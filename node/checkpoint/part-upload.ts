@@ -17,6 +17,8 @@ const OBJECTS_IN_FLIGHT = 64;
 /** Where a part went: per owned key group its object reference ('' empty, null unchanged), and its channel object. */
 export interface UploadedPart {
   objects: [number, string | null][];
+  /** Per key group with a new image: its instance count. */
+  instances: [number, number][];
   channel: string | null;
   error: string | null;
 }
@@ -49,7 +51,7 @@ export function planUpload(part: CheckpointPart, tag: string): { objects: [numbe
 
 /** Writes a part's objects; never throws (a failure is in `error`). */
 export async function uploadPart(store: BlobStore, tag: string, part: CheckpointPart): Promise<UploadedPart> {
-  if (part.error !== null) return { objects: [], channel: null, error: part.error };
+  if (part.error !== null) return { objects: [], instances: [], channel: null, error: part.error };
   const { objects, channel, puts } = planUpload(part, tag);
   try {
     let next = 0;
@@ -61,9 +63,9 @@ export async function uploadPart(store: BlobStore, tag: string, part: Checkpoint
     };
     await Promise.all(Array.from({ length: Math.min(OBJECTS_IN_FLIGHT, puts.length) }, worker));
   } catch (error) {
-    return { objects: [], channel: null, error: `upload failed: ${(error as Error).message}` };
+    return { objects: [], instances: [], channel: null, error: `upload failed: ${(error as Error).message}` };
   }
-  return { objects, channel, error: null };
+  return { objects, instances: part.instances ?? [], channel, error: null };
 }
 
 /**

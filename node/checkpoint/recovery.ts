@@ -213,9 +213,21 @@ export class Recovery {
       ),
     );
     let instances = 0;
+    /** Instances of function types this node does not run: dropped with a notice, not lost unseen. */
+    let dropped = 0;
     for (const reply of replies) {
       if (reply.error !== undefined) throw new StatecraftError(reply.code ?? 'SC_ERR_INTERNAL', reply.error);
       instances += reply.instances;
+      dropped += reply.dropped ?? 0;
+    }
+    // The manifest says how many instances the key groups restored here hold: loading another number is
+    // a damaged or misread checkpoint, never a success (the shards stay frozen; the caller resets them).
+    const expected = expectedInstances(manifest, owned);
+    if (expected !== null && instances + dropped !== expected) {
+      throw new StatecraftError(
+        'SC_ERR_STORE_CORRUPT',
+        `checkpoint ${manifest.checkpoint} holds ${expected} instances in the key groups this node restores, but ${instances + dropped} were read; the store was damaged or written by something else`,
+      );
     }
     this.checkpointing.restored(manifest.checkpoint);
     // Every shard has loaded: each runs its restored queued messages first, then the messages that were
@@ -229,4 +241,18 @@ export class Recovery {
   private resumeShards(): void {
     this.host.pool.postAll({ type: 'resume' });
   }
+}
+
+/** The instances the manifest counts in the key groups `owned` selects; null when it does not know them all. */
+function expectedInstances(manifest: CheckpointManifest, owned: (keyGroup: number) => boolean): number | null {
+  const counts = manifest.instances;
+  if (counts === undefined) return null;
+  let total = 0;
+  for (let keyGroup = 0; keyGroup < manifest.keyGroups; keyGroup++) {
+    if (!owned(keyGroup)) continue;
+    const count = counts[keyGroup]!;
+    if (count < 0) return null;
+    total += count;
+  }
+  return total;
 }

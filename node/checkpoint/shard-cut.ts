@@ -24,6 +24,8 @@ export interface CheckpointPart {
   epoch: number;
   /** Per owned key group: its new image, '' when it holds nothing, or null when unchanged. */
   keyGroups: [number, Uint8Array | '' | null][];
+  /** Per key group with a new image: how many instances it holds (the manifest keeps it; a restore checks it). */
+  instances?: [number, number][];
   /** Messages recorded in flight on this shard's input channels (null: none). */
   channel: Uint8Array[] | null;
   error: string | null;
@@ -222,6 +224,7 @@ export class ShardCut {
 
   private async encode(snapshot: OpenSnapshot, messages: Uint8Array[]): Promise<void> {
     const keyGroups: CheckpointPart['keyGroups'] = [];
+    const instances: [number, number][] = [];
     let encodedSinceYield = 0;
     for (const keyGroup of snapshot.owned) {
       const image = snapshot.images.get(keyGroup);
@@ -241,6 +244,9 @@ export class ShardCut {
         return;
       }
       keyGroups.push([keyGroup, bytes]);
+      let count = 0;
+      for (const [, records] of image.state) count += records.length;
+      instances.push([keyGroup, count]);
       encodedSinceYield += bytes.length;
       if (encodedSinceYield > ENCODE_CHUNK_BYTES && this.options.pause !== null) {
         encodedSinceYield = 0;
@@ -249,7 +255,7 @@ export class ShardCut {
       }
     }
     if (snapshot.epoch !== this.host.epoch) return;
-    this.options.onPart({ checkpoint: snapshot.checkpoint, epoch: snapshot.epoch, keyGroups, channel: messages.length > 0 ? messages : null, error: null });
+    this.options.onPart({ checkpoint: snapshot.checkpoint, epoch: snapshot.epoch, keyGroups, instances, channel: messages.length > 0 ? messages : null, error: null });
   }
 
   /** A checkpoint's outcome is known: if it did not commit, the key groups it took count as changed again. */

@@ -42,7 +42,7 @@ export interface ClusterHooks {
 /** Checkpoint control between a node and the leader's coordinator (carried on the peer links). */
 export type CheckpointControl =
   | { type: 'start'; checkpoint: number }
-  | { type: 'ack'; checkpoint: number; objects: [number, string | null][]; channels: string[] }
+  | { type: 'ack'; checkpoint: number; objects: [number, string | null][]; channels: string[]; instances?: [number, number][] }
   | { type: 'failed'; checkpoint: number; reason: string }
   | { type: 'outcome'; checkpoint: number; committed: boolean }
   /** Recovery (from the leader): every node of `members` enters recovery epoch `epoch` and restores checkpoint `restore`. */

@@ -96,7 +96,7 @@ export async function startNode(options: NodeOptions): Promise<StatecraftNode> {
   let main: MainThread | null = null;
   const pool = new ShardPool(shards, {
     log,
-    onPart: (thread, part) => main?.checkpointing?.participant.onShardPart(thread, part.checkpoint, part.epoch, part.objects, part.channel, part.error),
+    onPart: (thread, part) => main?.checkpointing?.participant.onShardPart(thread, part.checkpoint, part.epoch, part.objects, part.channel, part.error, part.instances),
     onFatal,
   });
   main = new MainThread(

@@ -19,6 +19,8 @@ const RECORDS_PER_RING_PER_POLL = 2048;
 const DRAIN_POLLS_MAX = 1000;
 
 export class KeyGroupMoves {
+  /** Instances the last adopt() dropped: their function type does not run on this node (a notice says so). */
+  dropped = 0;
   /** Work running across turns (async invocations, remote batches), per key group: a key group is released only when it has none. */
   private readonly running = new Map<number, number>();
   /** Key groups being released (exported for a hand-over). */
@@ -137,6 +139,7 @@ export class KeyGroupMoves {
   adopt(bodies: readonly (Uint8Array | KeyGroupImage)[], restoredFrom: number | null = null): number {
     const shard = this.shard;
     shard.refreshNow();
+    this.dropped = 0;
     let instances = 0;
     for (const body of bodies) {
       const image = body instanceof Uint8Array ? decodeImage(body) : body;
@@ -150,6 +153,7 @@ export class KeyGroupMoves {
       const result = shard.groups.put(image, shard.cut?.heldCheckpoint(restoredFrom) ?? 0, (typename) => this.indexOf(typename));
       instances += result.instances;
       for (const [typename, count] of result.unknown) {
+        this.dropped += count;
         shard.notice(`shard ${shard.thread}: a hand-over carried state of ${typename}, which this node does not run: dropped ${count} instances. Run the same functions on every node.`);
       }
       if (restoredFrom !== null) {
@@ -206,20 +210,22 @@ export class KeyGroupMoves {
    * too). `fallback`: an older checkpoint than the last committed one (its images were corrupt), so
    * records after it may have been released already: new ones get seqs above anything released.
    */
-  restore(checkpoint: number, bodies: readonly Uint8Array[], clean: readonly number[], fallback: boolean): number {
+  restore(checkpoint: number, bodies: readonly Uint8Array[], clean: readonly number[], fallback: boolean): { instances: number; dropped: number } {
     const shard = this.shard;
     shard.enter('frozen');
     shard.cut?.restored(checkpoint);
     let instances = 0;
+    let dropped = 0;
     for (const body of bodies) {
       const image = decodeImage(body);
       const keyGroup = image.keyGroup;
       instances += this.adopt([image], checkpoint);
+      dropped += this.dropped;
       shard.groups.changed[keyGroup] = 0;
       if (fallback) shard.groups.skipEgressSeq(keyGroup);
     }
     for (const keyGroup of clean) shard.groups.changed[keyGroup] = 0;
-    return instances;
+    return { instances, dropped };
   }
 
   /** Every shard has loaded: run what the restored key groups had queued, then go on. */

@@ -38,8 +38,8 @@ export type ShardToMain =
   | { type: 'released'; request: number; exports: { keyGroup: number; bytes: Uint8Array }[]; error?: string }
   | { type: 'adopted'; request: number; instances: number; error?: string }
   /** This shard's part of a checkpoint is uploaded: per owned key group its object key ('' empty, null unchanged). */
-  | { type: 'checkpoint-part'; checkpoint: number; epoch: number; objects: [number, string | null][]; channel: string | null; error: string | null }
-  | { type: 'restored'; request: number; instances: number; error?: string; code?: ErrorCode }
+  | { type: 'checkpoint-part'; checkpoint: number; epoch: number; objects: [number, string | null][]; instances: [number, number][]; channel: string | null; error: string | null }
+  | { type: 'restored'; request: number; instances: number; dropped?: number; error?: string; code?: ErrorCode }
   | { type: 'stopped' };
 
 export type MainToShard =
@@ -76,8 +76,8 @@ let store: BlobStore | null = null;
 /** Uploads a shard's part and tells the main thread which objects hold it. */
 async function upload(part: CheckpointPart): Promise<void> {
   const tag = `${data.checkpoints!.tag}-t${data.thread}-g${part.epoch}`;
-  const { objects, channel, error } = await uploadPart(store!, tag, part);
-  port.postMessage({ type: 'checkpoint-part', checkpoint: part.checkpoint, epoch: part.epoch, objects, channel, error } satisfies ShardToMain);
+  const { objects, instances, channel, error } = await uploadPart(store!, tag, part);
+  port.postMessage({ type: 'checkpoint-part', checkpoint: part.checkpoint, epoch: part.epoch, objects, instances, channel, error } satisfies ShardToMain);
 }
 
 function reply(message: ShardToMain): void {
@@ -135,7 +135,8 @@ try {
         void (async () => {
           try {
             const images = await fetchImages(store!, message.keys);
-            reply({ type: 'restored', request: message.request, instances: moves.restore(message.checkpoint, images, message.clean, message.fallback) });
+            const { instances, dropped } = moves.restore(message.checkpoint, images, message.clean, message.fallback);
+            reply({ type: 'restored', request: message.request, instances, dropped });
           } catch (error) {
             reply({ type: 'restored', request: message.request, instances: 0, error: (error as Error).message, code: (error as StatecraftError).code ?? 'SC_ERR_INTERNAL' });
           }

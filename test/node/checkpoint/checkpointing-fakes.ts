@@ -238,5 +238,7 @@ export function playShards(
   const errors = parts.errors ?? { 1: null, 2: null };
   checkpointing.participant.onBarrier(1, checkpoint);
   checkpointing.participant.onBarrier(2, checkpoint);
-  for (const thread of [1, 2] as const) checkpointing.participant.onShardPart(thread, checkpoint, epoch, objects[thread], channels[thread], errors[thread]);
+  // Instance counts for the new images: 3 per key group of the default objects, as a shard reports them.
+  const instances = (thread: 1 | 2): [number, number][] => objects[thread].filter(([, key]) => typeof key === 'string' && key !== '').map(([keyGroup]) => [keyGroup, 3]);
+  for (const thread of [1, 2] as const) checkpointing.participant.onShardPart(thread, checkpoint, epoch, objects[thread], channels[thread], errors[thread], instances(thread));
 }

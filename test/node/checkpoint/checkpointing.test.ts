@@ -148,6 +148,7 @@ test('a node alone leads itself in a new term: start → barrier into the shards
     objects: ['checkpoints/1/seg-s1.bin#0+10', 'checkpoints/1/seg-s2.bin#0+5', 'checkpoints/1/seg-s1.bin#10+20', ''],
     channels: ['checkpoints/1/ch-s1.bin'],
     retained: [],
+    instances: [3, 3, 3, 0],
   });
   const stats = checkpointing.leaderStats!;
   assert.is(stats.committed, 1);

@@ -86,7 +86,7 @@ test('uploadPart writes the objects to the store and fetchImages reads the image
   assert.equal((await fetchImages(store, refs)).map((image) => [...image]), [[1, 2, 3], [9, 8, 7, 6]]);
   assert.equal(decodeChannelObject((await store.get(uploaded.channel!))!).length, 2);
   const failed = await uploadPart(store, 'n2-t1-g2', { ...part, error: 'key group 3 could not be encoded' });
-  assert.equal(failed, { objects: [], channel: null, error: 'key group 3 could not be encoded' });
+  assert.equal(failed, { objects: [], instances: [], channel: null, error: 'key group 3 could not be encoded' });
   try {
     await fetchImages(store, ['checkpoints/9/seg-none.bin#0+1']);
     assert.unreachable('a missing object fails the fetch');

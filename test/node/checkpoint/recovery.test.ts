@@ -142,12 +142,13 @@ function invoke(keyGroup: number, id: string): Uint8Array {
  * Checkpoint `checkpoint` committed in TEST_TERM (retaining `retained` of it): objects per key group,
  * two channel objects with messages for key groups 0, 3, 1 and 2. Returns its commit record.
  */
-async function commit(store: BlobStore, checkpoint: number, retained: number[] = []): Promise<CommitRecord> {
+async function commit(store: BlobStore, checkpoint: number, retained: number[] = [], instances?: number[]): Promise<CommitRecord> {
   const channels = [`checkpoints/${checkpoint}/ch-a.bin`, `checkpoints/${checkpoint}/ch-b.bin`];
   await store.put(channels[0]!, encodeChannelObject(checkpoint, [invoke(0, 'a'), invoke(3, 'b'), invoke(1, 'c')]));
   await store.put(channels[1]!, encodeChannelObject(checkpoint, [invoke(2, 'd')]));
   const segment = (shard: number) => `checkpoints/${checkpoint}/seg-s${shard}.bin`;
-  return commitManifest(store, manifest(checkpoint, [`${segment(1)}#0+10`, '', `${segment(1)}#10+4`, `${segment(2)}#0+8`], channels, retained.map(testRef)));
+  const written = manifest(checkpoint, [`${segment(1)}#0+10`, '', `${segment(1)}#10+4`, `${segment(2)}#0+8`], channels, retained.map(testRef));
+  return commitManifest(store, instances === undefined ? written : { ...written, instances });
 }
 
 /** The terms in the store, oldest first, each with its base (null: sealed only). */
@@ -491,6 +492,24 @@ test('rollBack: a shard that cannot restore fails the recovery with its code; no
   assert.ok(!host.events.some((event) => event.startsWith('restore 1')), 'no other checkpoint tried');
   assert.is(host.routing, 'MMMM');
   assert.is(recovery.restoring, false);
+});
+
+test('a restore that loads another number of instances than the manifest counts fails (SC_ERR_STORE_CORRUPT); instances of types not run here count as read', async () => {
+  const { store, host, recovery } = await setup();
+  // Shard 1 holds key groups 0 and 2 (7 and 5 instances), shard 2 holds 1 (empty) and 3 (4).
+  await commit(store, 1, [], [7, 0, 5, 4]);
+  await commit(store, 2, [1], [7, 0, 5, 4]);
+  host.pool.restoreAnswer = (shard) => ({ instances: shard === 1 ? 12 : 0 }); // shard 2's four instances are gone
+  const error = await failure(recovery.rollBack(() => true, 1, testRef(2)));
+  assert.is(error.code, 'SC_ERR_STORE_CORRUPT');
+  assert.is(error.message, 'checkpoint 2 holds 16 instances in the key groups this node restores, but 12 were read; the store was damaged or written by something else');
+  // Only the key groups this node restores count; dropped instances (a function type not run here) were read.
+  host.pool.restoreAnswer = (shard) => (shard === 1 ? { instances: 10, dropped: 2 } : { instances: 0 });
+  assert.equal(await withTimeout(recovery.rollBack((keyGroup) => keyGroup !== 3, 2, testRef(2)), TIMEOUT_MS, 'rollBack'), { checkpoint: 2, instances: 10 });
+  // At start, such a checkpoint is passed over for the one before, like any unreadable one.
+  host.pool.restoreAnswer = (shard, message) => ({ instances: message.checkpoint === 2 ? 0 : shard === 1 ? 12 : 4 });
+  const result = await withTimeout(recovery.restoreAtStart(() => true), TIMEOUT_MS, 'restoreAtStart');
+  assert.equal(result, { checkpoint: 1, instances: 16 });
 });
 
 test('prepare: stops leading (a write in flight settles first), begins a term based on the head and resolves with it', async () => {

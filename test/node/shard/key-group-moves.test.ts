@@ -188,7 +188,7 @@ test('a restore loads an image as unchanged, releases its committed egress at on
   image.queued.push(queued.subarray(0, writeInvoke(queued, 0, keyGroup, 'test/list', id, null, null, value)));
   a.moves.reset(1);
   a.moves.reset(2);
-  assert.is(a.moves.restore(9, [encodeImage(image)], [1], false), 1);
+  assert.equal(a.moves.restore(9, [encodeImage(image)], [1], false), { instances: 1, dropped: 0 });
   assert.is(a.groups.changed[keyGroup], 0, 'unchanged since checkpoint 9');
   assert.is(a.groups.changed[1], 0, 'a key group the checkpoint had nothing for is unchanged too');
   assert.is(a.groups.changed[2], 1);
