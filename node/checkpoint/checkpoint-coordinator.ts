@@ -396,6 +396,15 @@ export class CheckpointCoordinator {
   }
 
   /**
+   * Asks for a checkpoint to start as soon as none runs (a final one, at a graceful stop): resolves to
+   * the number it will get. Whatever the node accepted before this call is covered by it.
+   */
+  startSoon(now: number): number {
+    this.nextStartMs = Math.min(this.nextStartMs ?? now, now);
+    return this.last + 1;
+  }
+
+  /**
    * The coordinator stops (leadership moves, a recovery, shutdown): a checkpoint in its acks or manifest
    * phase fails with `reason`; one whose commit write is in flight is decided by that write.
    */

@@ -75,6 +75,38 @@ export class CheckpointLeader {
     return this.coordinator.lastCommitted;
   }
 
+  /** The participants this leader coordinates. */
+  get participants(): readonly string[] {
+    return this.coordinator.participants;
+  }
+
+  /** Waiters for a checkpoint at or above a number: resolved true when one commits, false when one fails. */
+  private readonly waiters: { checkpoint: number; resolve: (committed: boolean) => void }[] = [];
+
+  /**
+   * Starts a checkpoint as soon as none runs, covering everything accepted so far, and resolves with
+   * whether it committed (false: it failed, this leader stopped, or `timeoutMs` passed).
+   */
+  checkpointNow(timeoutMs: number): Promise<boolean> {
+    if (this.stopped) return Promise.resolve(false);
+    const checkpoint = this.coordinator.startSoon(this.now());
+    const done = new Promise<boolean>((resolve) => {
+      this.waiters.push({ checkpoint, resolve });
+      setTimeout(() => resolve(false), timeoutMs).unref();
+    });
+    this.schedule();
+    return done;
+  }
+
+  private settle(checkpoint: number, committed: boolean): void {
+    for (let index = this.waiters.length - 1; index >= 0; index--) {
+      const waiter = this.waiters[index]!;
+      if (checkpoint < waiter.checkpoint) continue;
+      this.waiters.splice(index, 1);
+      waiter.resolve(committed);
+    }
+  }
+
   acknowledged(participant: string, checkpoint: number, objects: ReadonlyMap<number, string | null>, channels: readonly string[], instances?: ReadonlyMap<number, number>): void {
     this.perform(this.coordinator.acknowledged(this.now(), participant, checkpoint, objects, channels, instances));
   }
@@ -93,6 +125,7 @@ export class CheckpointLeader {
    * its participants told it failed (they keep its changes for the next one).
    */
   async stop(reason: string): Promise<void> {
+    for (const waiter of this.waiters.splice(0)) waiter.resolve(false);
     if (!this.stopped) {
       for (const action of this.coordinator.stop(this.now(), reason)) {
         if (action.type !== 'failed') continue;
@@ -192,6 +225,7 @@ export class CheckpointLeader {
           this.stats.lastCommitted = action.checkpoint;
           if (began !== undefined) this.stats.lastDurationMs = Math.round(this.now() - began);
           this.options.outcome(this.coordinator.participants, action.checkpoint, true);
+          this.settle(action.checkpoint, true);
           if (!this.swept) {
             this.swept = true;
             this.sweep(action.checkpoint);
@@ -207,6 +241,7 @@ export class CheckpointLeader {
             `checkpoints: term ${action.by} began after this leader's term ${this.options.term} (another node leads, or a recovery ran while this one was paused or cut off): checkpoint ${action.checkpoint} is not announced and this leader stops`,
           );
           this.options.outcome(this.coordinator.participants, action.checkpoint, false);
+          this.settle(action.checkpoint, false);
           this.options.deposed?.(action.by);
           break;
         case 'failed':
@@ -215,6 +250,7 @@ export class CheckpointLeader {
           this.stats.lastFailure = `checkpoint ${action.checkpoint}: ${action.reason}`;
           this.options.log(`checkpoints: checkpoint ${action.checkpoint} failed: ${action.reason}; the next one is tried on schedule`);
           this.options.outcome(this.coordinator.participants, action.checkpoint, false);
+          this.settle(action.checkpoint, false);
           break;
         case 'delete':
           this.options.store.delete(action.keys).catch((error: Error) => this.options.log(`checkpoints: deleting ${action.keys.length} old objects failed: ${error.message}`));

@@ -223,6 +223,19 @@ export class Checkpointing {
     }, delayMs).unref();
   }
 
+  /**
+   * At a graceful stop of a node that checkpoints alone (no cluster, or a cluster of one): one more
+   * checkpoint, so that everything it accepted is durable and its clients are confirmed. Resolves with
+   * whether it committed within `timeoutMs`; false at once when this node does not lead only itself.
+   */
+  async finalCheckpoint(timeoutMs: number): Promise<boolean> {
+    const leader = this.leader;
+    if (leader === null || leader.participants.length !== 1 || leader.participants[0] !== this.host.nodeId) return false;
+    const committed = await leader.checkpointNow(timeoutMs);
+    this.host.log(committed ? `checkpoints: final checkpoint ${leader.lastCommitted} committed` : 'checkpoints: the final checkpoint did not commit: what was accepted since the last one is not durable');
+    return committed;
+  }
+
   /** Stops the coordinator here at shutdown (without waiting). */
   stopLeading(): void {
     void this.leader?.stop('the node stops');

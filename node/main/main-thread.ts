@@ -31,6 +31,8 @@ import { MiB } from './options.js';
 import type { ShardPool } from './shard-pool.js';
 
 const SHUTDOWN_GRACE_MS = 10_000;
+/** How long a graceful stop waits for its final checkpoint (a node that checkpoints alone). */
+const FINAL_CHECKPOINT_MS = 10_000;
 const OVERFLOW_BYTES_MAX = 16 * MiB;
 /** Records read from the input rings per loop iteration. */
 const RECORDS_PER_POLL = 4096;
@@ -318,7 +320,6 @@ export class MainThread implements RecordVisitor, GatewayHost {
   private async shutdown(): Promise<void> {
     this.closing = true;
     this.pool.beginStop();
-    this.checkpointing?.stopLeading();
     const serverClosed = this.admin?.close() ?? Promise.resolve();
     // Let accepted work finish: quiet twice in a row, a few milliseconds apart, or the grace period ends.
     const deadline = Date.now() + SHUTDOWN_GRACE_MS;
@@ -328,6 +329,9 @@ export class MainThread implements RecordVisitor, GatewayHost {
       await new Promise((resolve) => setTimeout(resolve, 5));
       quietChecks = this.quiet() ? quietChecks + 1 : 0;
     }
+    // A node that checkpoints alone makes what it accepted durable (and confirms it to its clients) first.
+    if (this.pool.started) await this.checkpointing?.finalCheckpoint(FINAL_CHECKPOINT_MS);
+    this.checkpointing?.stopLeading();
     // Deliver the last egress records to subscribers before closing their connections.
     this.inbox.poll(1 << 30);
     this.egress.pump();

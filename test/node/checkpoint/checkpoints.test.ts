@@ -96,6 +96,24 @@ test("confirm: 'accept' resolves on acceptance; without a commit the egress wait
   assert.is(sender.pending, 1, 'the client keeps the event until a commit covers it');
 });
 
+test('a graceful stop takes a final checkpoint: what was accepted since the last one is confirmed to its client and restored after a restart', async () => {
+  const store = `file://${tempDir()}`;
+  // No periodic checkpoint in this test: only the final one can make the events durable.
+  const node = await start({ store, intervalMs: 3_600_000 });
+  const sender = await client(node, { confirm: 'accept' });
+  const ids = ['p', 'q', 'r'];
+  await Promise.all(ids.map((id) => sender.send({ typename: 'test/counter', id }, 1)));
+  await eventually(() => node.metrics().Invocations === 3, 'processed');
+  assert.is(sender.pending, 3, 'accepted, not yet covered by a commit');
+  await node.close();
+  nodes.splice(nodes.indexOf(node), 1);
+  assert.is(sender.pending, 0, 'the final checkpoint confirmed every event before the node closed its connections');
+  const restarted = await start({ store, intervalMs: 100 });
+  assert.ok(restarted.checkpointStatus()!.restored >= 1, `restored ${restarted.checkpointStatus()!.restored}`);
+  const found = await reportCounts(restarted, ids);
+  assert.equal([...found.values()], [1, 1, 1]);
+});
+
 test('an upload that fails fails that checkpoint only: the node goes on, and the next checkpoint that can be written commits', async () => {
   const dir = tempDir();
   // A file where the checkpoints directory must go: every object write fails.
