@@ -25,7 +25,7 @@ import { ProducerMark } from './producer-marks.js';
 import { StateStore, type RecordLayout } from './state-store.js';
 import { TimerQueue } from './timer-queue.js';
 
-/** Client sessions remembered per key group (the oldest first seen is forgotten first). */
+/** Client sessions remembered per key group: past it, the least recently active one is forgotten. */
 export const PRODUCER_MARKS_PER_KEY_GROUP_MAX = 10_000;
 
 /** An egress record held until the checkpoint it belongs to commits. */
@@ -92,19 +92,37 @@ export class KeyGroupState {
    * the last one it applied per session. False for an event it has applied already (re-sent after a
    * reconnect, possibly through another node).
    */
-  acceptEvent(keyGroup: number, producer: EventProducer): boolean {
+  acceptEvent(keyGroup: number, producer: EventProducer, nowMs = 0, onForgotten?: (idleMs: number) => void): boolean {
     let marks = this.marks[keyGroup];
     if (marks === undefined) this.marks[keyGroup] = marks = new Map();
     const mark = marks.get(producer.session);
     if (mark === undefined) {
+      // Past the bound the least recently active session is forgotten (a re-send from it would apply
+      // again): never one in use, unless the key group really has that many sessions in use at once.
+      if (marks.size >= PRODUCER_MARKS_PER_KEY_GROUP_MAX) this.forgetLeastRecent(marks, nowMs, onForgotten);
       const fresh = new ProducerMark(0);
       fresh.accept(producer.seq);
+      fresh.usedMs = nowMs;
       marks.set(producer.session, fresh);
-      // Past the bound the oldest session first seen is forgotten (its next event starts a new mark).
-      if (marks.size > PRODUCER_MARKS_PER_KEY_GROUP_MAX) marks.delete(marks.keys().next().value!);
       return true;
     }
+    mark.usedMs = nowMs;
     return mark.accept(producer.seq);
+  }
+
+  /** Forgets the session that sent here least recently (a scan, only when a key group is full). */
+  private forgetLeastRecent(marks: Map<string, ProducerMark>, nowMs: number, onForgotten?: (idleMs: number) => void): void {
+    let oldest: string | null = null;
+    let oldestMs = Infinity;
+    for (const [session, mark] of marks) {
+      if (mark.usedMs < oldestMs) {
+        oldest = session;
+        oldestMs = mark.usedMs;
+      }
+    }
+    if (oldest === null) return;
+    marks.delete(oldest);
+    onForgotten?.(nowMs - oldestMs);
   }
 
   // ---- held egress ----
@@ -213,7 +231,7 @@ export class KeyGroupState {
    * `indexOf` finds a function type's index (it may add a type seen for the first time); by default,
    * the types added so far.
    */
-  put(image: KeyGroupImage, heldCheckpoint: number, indexOf: (typename: string) => number | undefined = (typename) => this.indexOf(typename)): PutResult {
+  put(image: KeyGroupImage, heldCheckpoint: number, indexOf: (typename: string) => number | undefined = (typename) => this.indexOf(typename), nowMs = 0): PutResult {
     const keyGroup = image.keyGroup;
     this.checkKeyGroup(keyGroup);
     this.changed[keyGroup] = 1;
@@ -241,6 +259,8 @@ export class KeyGroupState {
       if (marks === undefined) this.marks[keyGroup] = marks = new Map();
       for (const [session, highest, seen] of image.marks) {
         const incoming = new ProducerMark(highest, new Uint32Array(Uint8Array.from(seen).buffer));
+        // Arrived now (a hand-over, a restore): counts as in use, so it is not the first forgotten.
+        incoming.usedMs = nowMs;
         const kept = marks.get(session);
         if (kept === undefined) marks.set(session, incoming);
         else kept.merge(incoming);

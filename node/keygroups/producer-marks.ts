@@ -9,6 +9,9 @@ export const PRODUCER_WINDOW = 512;
 const WORDS = PRODUCER_WINDOW / 32;
 
 export class ProducerMark {
+  /** When its session last sent an event here (ms, the caller's clock; 0: not since it came in an image). */
+  usedMs = 0;
+
   /** Bit i (i = 0..511) set: sequence `highest - i` was applied. */
   constructor(
     public highest: number,

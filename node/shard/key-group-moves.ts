@@ -150,7 +150,7 @@ export class KeyGroupMoves {
       // The main thread points the routing here once every shard has adopted; until then this shard
       // treats the key group as its own, so what it imported is not sent away again.
       this.adopted.add(keyGroup);
-      const result = shard.groups.put(image, shard.cut?.heldCheckpoint(restoredFrom) ?? 0, (typename) => this.indexOf(typename));
+      const result = shard.groups.put(image, shard.cut?.heldCheckpoint(restoredFrom) ?? 0, (typename) => this.indexOf(typename), shard.nowMs);
       instances += result.instances;
       for (const [typename, count] of result.unknown) {
         this.dropped += count;

@@ -23,7 +23,7 @@ import { truncateUtf8 } from '../../lib/utf8.js';
 import { ShardCut, type CheckpointPart, type CutHost } from '../checkpoint/shard-cut.js';
 import { DelayedMessage, tokenKey } from '../keygroups/delayed-message.js';
 import type { KeyGroupImage } from '../keygroups/key-group-image.js';
-import { KeyGroupState } from '../keygroups/key-group-state.js';
+import { KeyGroupState, PRODUCER_MARKS_PER_KEY_GROUP_MAX } from '../keygroups/key-group-state.js';
 import { Inbox, MAIN_THREAD, Outbox, Stat, ThreadStats, type MailboxLayout } from '../rings/mailbox.js';
 import { ThreadMetrics } from '../rings/metrics.js';
 import type { RecordVisitor } from '../rings/spsc-ring.js';
@@ -63,6 +63,8 @@ const LOCAL_PER_TURN = 4096;
 const TIMERS_PER_TURN = 4096;
 const SWEEP_INTERVAL_MS = 1000;
 const SWEEP_KEY_GROUPS_PER_TICK = 64;
+/** A forgotten client session that sent within this long is likely still in use: said in a notice. */
+const PRODUCER_RECENT_MS = 10 * 60_000;
 const NOTICE_INTERVAL_MS = 5000;
 /** Node fires a longer setTimeout after 1 ms instead: longer delays are armed in steps. */
 const TIMER_DELAY_MAX_MS = 2 ** 31 - 1;
@@ -97,6 +99,7 @@ export class Shard implements RecordVisitor, ShardContext, CutHost {
   readonly local = new FifoQueue<Message>();
   private ingressReceived = 0;
   nowMs = Date.now();
+  private lastForgottenNoticeMs = 0;
   private inTurn = false;
   parked = false;
   private flushScheduled = false;
@@ -237,9 +240,18 @@ export class Shard implements RecordVisitor, ShardContext, CutHost {
 
   /** A client event: false when its key group has applied it already (a repeat, dropped). */
   acceptEvent(message: Message): boolean {
-    if (this.groups.acceptEvent(message.keyGroup, message.producer!)) return true;
+    if (this.groups.acceptEvent(message.keyGroup, message.producer!, this.nowMs, (idleMs) => this.producerForgotten(message.keyGroup, idleMs))) return true;
     this.counters.duplicates++;
     return false;
+  }
+
+  /** A key group full of client sessions forgot the least recently active one: said when it was recent (at most every 10 s). */
+  private producerForgotten(keyGroup: number, idleMs: number): void {
+    if (idleMs >= PRODUCER_RECENT_MS || this.nowMs - this.lastForgottenNoticeMs < 10_000) return;
+    this.lastForgottenNoticeMs = this.nowMs;
+    this.notice(
+      `shard ${this.thread}: key group ${keyGroup} has ${PRODUCER_MARKS_PER_KEY_GROUP_MAX} client sessions; it forgot the least recently active one, which sent ${Math.round(idleMs / 1000)} s ago: a re-send of its events would apply again. Use fewer, longer-lived clients (one per process, not one per request).`,
+    );
   }
 
   /** Hands a message to its instance: now if the instance is idle, else after the messages before it. */

@@ -474,6 +474,25 @@ test('producer marks are bounded per key group: past the bound the oldest sessio
   assert.ok(groups.acceptEvent(7, { session: 's1', seq: 1 }), 'other key groups have their own marks');
 });
 
+test('a full key group forgets the least recently active session, never one that keeps sending; it says how long that one was idle', () => {
+  const groups = freshState();
+  for (let session = 0; session < PRODUCER_MARKS_PER_KEY_GROUP_MAX; session++) assert.ok(groups.acceptEvent(6, { session: `s${session}`, seq: 1 }, 1000 + session));
+  // s0, the first seen, keeps sending: it is the most recently active now.
+  assert.ok(groups.acceptEvent(6, { session: 's0', seq: 2 }, 50_000));
+  const forgotten: number[] = [];
+  assert.ok(groups.acceptEvent(6, { session: 'newcomer', seq: 1 }, 60_000, (idleMs) => forgotten.push(idleMs)));
+  assert.equal(forgotten, [60_000 - 1001], 's1 went (idle since 1001), not s0');
+  assert.not.ok(groups.acceptEvent(6, { session: 's0', seq: 2 }, 60_001), "s0's mark is kept: its re-send is a repeat");
+  assert.ok(groups.acceptEvent(6, { session: 's1', seq: 1 }, 60_002, (idleMs) => forgotten.push(idleMs)), 's1 was forgotten: its old event counts as new');
+  assert.equal(forgotten, [60_000 - 1001, 60_002 - 1002], 'and s1 coming back pushed out s2');
+  // Marks that arrive in an image (a hand-over, a restore) count as in use from then.
+  const target = freshState();
+  target.put(groups.take(new Set([6]), 0).get(6)!, 0, undefined, 70_000);
+  const gone: number[] = [];
+  target.acceptEvent(6, { session: 'another', seq: 1 }, 70_001, (idleMs) => gone.push(idleMs));
+  assert.equal(gone, [1], 'all came in at 70,000: one of them goes, idle 1 ms');
+});
+
 // Once a bug (fixed): decodeImage checked only an image's top level (version, key group,
 // that state/timers/queued are arrays). An image whose parts have another shape passes, and put then
 // either throws a TypeError/RangeError (not SC_ERR_MALFORMED_IMAGE) after it has already marked the key
