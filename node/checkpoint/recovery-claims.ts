@@ -16,6 +16,7 @@
  * Claims of older epochs are removed by the next claimant that goes on.
  */
 import type { BlobStore } from '../storage/blob-store.js';
+import { writerOf } from './terms.js';
 
 export const RECOVERIES_PREFIX = 'recoveries/';
 const EPOCH_DIGITS = 10;
@@ -43,7 +44,7 @@ export async function claimRecovery(store: BlobStore, epoch: number, term: strin
   const others: string[] = [];
   for (const key of await store.list(epochPrefix(epoch))) {
     if (key === own) continue;
-    const claimant = await claimWriter(store, key);
+    const claimant = await writerOf(store, key);
     if (claimant !== writer) others.push(claimant ?? 'another node');
   }
   if (others.length === 0) {
@@ -52,15 +53,4 @@ export async function claimRecovery(store: BlobStore, epoch: number, term: strin
     if (older.length > 0) await store.delete(older).catch(() => undefined);
   }
   return [...new Set(others)].sort();
-}
-
-async function claimWriter(store: BlobStore, key: string): Promise<string | null> {
-  const bytes = await store.get(key).catch(() => null);
-  if (bytes === null) return null;
-  try {
-    const writer = (JSON.parse(new TextDecoder().decode(bytes)) as { writer?: unknown } | null)?.writer;
-    return typeof writer === 'string' ? writer : null;
-  } catch {
-    return null;
-  }
 }

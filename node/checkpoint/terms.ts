@@ -229,7 +229,12 @@ export async function writeCommit(store: BlobStore, record: CommitRecord): Promi
 
 /** Who sealed `term` (the node id in its seal), or null when the seal is gone or unreadable. */
 export async function sealWriter(store: BlobStore, term: string): Promise<string | null> {
-  const bytes = await store.get(sealKey(term));
+  return writerOf(store, sealKey(term));
+}
+
+/** The `writer` named in the JSON object under `key` (a seal, a recovery claim), or null when it is gone or unreadable. */
+export async function writerOf(store: BlobStore, key: string): Promise<string | null> {
+  const bytes = await store.get(key).catch(() => null);
   if (bytes === null) return null;
   try {
     const writer = (JSON.parse(new TextDecoder().decode(bytes)) as { writer?: unknown } | null)?.writer;
