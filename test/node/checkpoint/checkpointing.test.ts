@@ -92,7 +92,9 @@ class UnreachableStore extends GatedStore {
 
 const CANNOT_BEGIN = /^checkpoints: cannot begin leading \((.+)\); trying again in (\d+) ms$/;
 const leadsAgain = (by: string) => `checkpoints: term ${by} was begun by this node and left: it leads again in a new term in 1000 ms, unless told otherwise meanwhile`;
-const waitsForTheCluster = (by: string, writer: string) => `checkpoints: term ${by} was begun by ${writer}: this node coordinates again when the cluster makes it leader`;
+const waitsForTheCluster = (by: string, writer: string) => `checkpoints: term ${by} was begun by ${writer}: this node leads again in a new term in ${RELEAD_AFTER_OTHER_MS} ms, unless the cluster says otherwise meanwhile`;
+/** checkpointing.ts RELEAD_AFTER_OTHER_MS: how long a leader deposed by another node's term waits before it leads again. */
+const RELEAD_AFTER_OTHER_MS = 5_000;
 
 /**
  * Leads alone and commits checkpoint 1; then a newer term is sealed (by a recovery or a leader elsewhere
@@ -659,19 +661,30 @@ test('a leader deposed by a term of its own node leads again 1000 ms later, in a
   assert.is(host.logs.filter((line) => line === leadsAgain(other)).length, 1, host.logs.join('\n'));
 });
 
-test('a leader deposed by a term another node began does not lead again on its own: that node leads, or the cluster calls lead() here again', async () => {
+test('a leader deposed by a term another node began waits: it leads again 5 s later unless the cluster says otherwise (nobody else may lead when its view did not change)', async () => {
   const node = await setup();
   const { host, checkpointing, raw } = node;
-  const { term, other } = await leadUntilDeposed(node, 'n2');
+  const { term, other, playedAt } = await leadUntilDeposed(node, 'n2');
   await sleep(RELEAD_DELAY_MS + 300);
-  assert.equal((await terms(raw)).terms, [term, other], 'no term begun');
+  assert.equal((await terms(raw)).terms, [term, other], 'no term begun at once: the other node may lead now');
   assert.is(checkpointing.leaderStats!.deposedBy, other, 'still the deposed leader');
   assert.equal(host.barriers, [1, 2], 'nothing started');
-  // The cluster makes this node leader again: a new term, and checkpoints commit.
-  await checkpointing.lead(SINGLE);
+  // Nobody told it otherwise: it leads again in a newer term, and checkpoints commit.
+  await eventually(() => checkpointing.leaderStats !== null && checkpointing.leaderStats.deposedBy === null, 'a new leader', RELEAD_AFTER_OTHER_MS + TIMEOUT_MS);
+  assert.ok(Date.now() - playedAt >= RELEAD_AFTER_OTHER_MS - CLOCK_SLACK_MS, `led again ${Date.now() - playedAt} ms after the deposal`);
+  assert.ok((await leaderTerm(raw)) > other);
   await barrier(host, 3);
   playShards(checkpointing, 3);
   assert.is(await outcome(host, 3), true);
+});
+
+test('a leader deposed by another node\'s term and told otherwise meanwhile (lead(null)) does not lead again', async () => {
+  const node = await setup();
+  const { term, other } = await leadUntilDeposed(node, 'n2');
+  await node.checkpointing.lead(null);
+  await sleep(RELEAD_AFTER_OTHER_MS + 300);
+  assert.is(node.checkpointing.leaderStats, null);
+  assert.equal((await terms(node.raw)).terms, [term, other], 'no term begun');
 });
 
 test('a deposed leader told otherwise within the second (lead(null), or another lead) does not lead again on its own', async () => {
