@@ -61,6 +61,10 @@ export const CloseCode = {
   Normal: 1000,
   GoingAway: 1001,
   InternalError: 1011,
+  /** The node rolled back to its last checkpoint: reconnect and re-send. */
+  Restarting: 1012,
+  /** The node cannot serve clients now (it lost its cluster's majority): try again or elsewhere. */
+  TryAgainLater: 1013,
   MalformedFrame: 4400,
   ProtocolVersion: 4426,
 } as const;

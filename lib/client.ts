@@ -59,7 +59,10 @@ export interface ConnectOptions {
   queueMax?: number;
   /** Reconnect after losing the connection. Default true. */
   reconnect?: boolean | ReconnectOptions;
-  /** Time allowed for each connection attempt. Default 10 s. */
+  /**
+   * Time allowed for each connection attempt, and for `connect()` to keep retrying a node that answers
+   * "not now" (recovering, or without its cluster's majority). Default 10 s.
+   */
   connectTimeoutMs?: number;
   /**
    * This client's producer id. Events carry it with a sequence number, so a node never applies an
@@ -195,6 +198,9 @@ const FRAME_EVENTS_MAX = 8192;
 /** Events are encoded into slabs of this size (a big value gets a slab of its own). */
 const SLAB_BYTES = 256 * 1024;
 const FRAME_BYTES_MAX = 1024 * 1024;
+/** A node's answer that means "not now": it is recovering or has lost its majority. */
+class NotNow extends Error {}
+
 /** Longest WebSocket close reason: a close frame's payload is at most 125 bytes, 2 of them the code. */
 const CLOSE_REASON_BYTES_MAX = 123;
 
@@ -415,23 +421,37 @@ class StatecraftClient implements Client {
     return this.unconfirmed.length + this.inFlight.length + this.waiting.length;
   }
 
-  /** Tries each URL once; resolves when one welcomes us. */
+  /**
+   * Tries each URL in turn; resolves when one welcomes us. A node that answers "not now" (it is
+   * recovering, or has lost its majority) is tried again, with the reconnect delays, until
+   * `connectTimeoutMs` has passed; one that cannot be reached fails the connect at once.
+   */
   async open(): Promise<void> {
+    const deadline = Date.now() + this.connectTimeoutMs;
     const errors: string[] = [];
     let last: unknown;
-    for (let attempt = 0; attempt < this.urls.length; attempt++) {
-      try {
-        await this.attempt();
-        return;
-      } catch (error) {
-        last = error;
-        errors.push(`${this.urls[this.urlIndex]}: ${(error as Error).message}`);
-        if (error instanceof ProtocolError) break;
-        this.urlIndex = (this.urlIndex + 1) % this.urls.length;
+    for (let round = 0; ; round++) {
+      let transient = false;
+      for (let attempt = 0; attempt < this.urls.length; attempt++) {
+        try {
+          await this.attempt();
+          return;
+        } catch (error) {
+          last = error;
+          errors.push(`${this.urls[this.urlIndex]}: ${(error as Error).message}`);
+          if (error instanceof ProtocolError) break;
+          if (error instanceof NotNow) transient = true;
+          this.urlIndex = (this.urlIndex + 1) % this.urls.length;
+        }
       }
+      if (!transient || last instanceof ProtocolError || this.state !== 'connecting') break;
+      const delayMs = Math.min(this.reconnect?.delayMaxMs ?? 5000, (this.reconnect?.delayMs ?? 100) * 2 ** Math.min(round, 20));
+      if (Date.now() + delayMs >= deadline) break;
+      await new Promise((resolve) => setTimeout(resolve, delayMs));
     }
     this.state = 'closed';
-    throw new ConnectionError('SC_ERR_CONNECT_FAILED', `cannot connect to a Statecraft node (${errors.join('; ')}); check that a node is running and the URL is its ws:// URL.`, { cause: last });
+    const tried = errors.length > 6 ? [...errors.slice(0, 3), `... ${errors.length - 6} more ...`, ...errors.slice(-3)] : errors;
+    throw new ConnectionError('SC_ERR_CONNECT_FAILED', `cannot connect to a Statecraft node (${tried.join('; ')}); check that a node is running and the URL is its ws:// URL.`, { cause: last });
   }
 
   /** One connection attempt to the current URL: open, HELLO, wait for WELCOME. */
@@ -452,9 +472,28 @@ class StatecraftClient implements Client {
         reject(error);
       };
       socket.on('error', (error) => fail(error));
+      socket.on('unexpected-response', (request, response) => {
+        // A node that refuses clients for now answers 503 with its reason as JSON.
+        const chunks: Buffer[] = [];
+        response.on('data', (chunk: Buffer) => chunks.push(chunk));
+        response.on('error', () => undefined);
+        response.on('end', () => {
+          let reason = '';
+          try {
+            reason = String((JSON.parse(Buffer.concat(chunks).toString('utf8')) as { error?: unknown }).error ?? '');
+          } catch {
+            // not JSON: the status says enough
+          }
+          const text = `HTTP ${response.statusCode}${reason === '' ? '' : `: ${reason}`}`;
+          request.destroy();
+          fail(response.statusCode === 503 ? new NotNow(text) : new Error(text));
+        });
+      });
       socket.on('close', (code, reason) => {
         const text = reason.toString() || `code ${code}`;
-        fail(code === CloseCode.ProtocolVersion || code === CloseCode.MalformedFrame ? new ProtocolError('SC_ERR_PROTOCOL_VERSION', text) : new Error(`closed: ${text}`));
+        if (code === CloseCode.ProtocolVersion || code === CloseCode.MalformedFrame) fail(new ProtocolError('SC_ERR_PROTOCOL_VERSION', text));
+        else if (code === CloseCode.Restarting || code === CloseCode.TryAgainLater) fail(new NotNow(`closed: ${text}`));
+        else fail(new Error(`closed: ${text}`));
       });
       socket.on('open', () => {
         socket.send(encodeControl(Frame.Hello, { version: PROTOCOL_VERSION, producerId: this.producerId, client: 'statecraft-js/0.1' }));

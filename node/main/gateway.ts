@@ -443,27 +443,27 @@ export class Gateway {
   }
 
   /**
-   * A recovery rolled the node back: what it accepted since the last commit is gone, so it forgets which
-   * events it has seen and closes every connection; clients reconnect and re-send what was not committed.
-   */
-  /**
    * Closes every client connection with `reason` (code 1013, try again later), keeping what the node
    * knows of its producers: the node lost its majority, and clients go to another node meanwhile.
    */
   closeClients(reason: string): void {
     for (const connection of [...this.connections]) {
       this.blocked.delete(connection);
-      connection.abandon(1013, reason);
+      connection.abandon(CloseCode.TryAgainLater, reason);
     }
   }
 
+  /**
+   * A recovery rolled the node back: what it accepted since the last commit is gone, so it forgets which
+   * events it has seen and closes every connection; clients reconnect and re-send what was not committed.
+   */
   async rollBack(reason: string): Promise<void> {
     this.producers.clear();
     this.touched.clear();
     this.marks.clear();
     for (const connection of [...this.connections]) {
       this.blocked.delete(connection);
-      connection.abandon(1012, reason);
+      connection.abandon(CloseCode.Restarting, reason);
     }
   }
 

@@ -3,6 +3,8 @@
 // reconnects.
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import type WebSocket from 'ws';
 import { connect, type Client, type StatecraftError } from 'statecraft';
 import { Frame, decodeControl, encodeAck, encodeControl } from '../../lib/client-protocol.js';
@@ -71,6 +73,69 @@ test('close() while a reconnect attempt waits for its WELCOME: the client stays 
   } finally {
     await own?.close({ timeoutMs: 10 });
     await fake.close();
+  }
+});
+
+test('connect(): a node that closes with "recovering" (1012) or "try again later" (1013) before its WELCOME is tried again', async () => {
+  const fake = await fakeNode((socket, connection) => {
+    socket.on('message', (data: Buffer) => {
+      if (data[0] !== Frame.Hello) return;
+      if (connection === 1) socket.close(1012, 'the cluster is recovering: reconnect and re-send');
+      else if (connection === 2) socket.close(1013, 'node-a reaches 1 of the 3 members');
+      else socket.send(welcomeFrame());
+    });
+  });
+  let own: Client | undefined;
+  try {
+    own = await connect(fake.url, { reconnect: { delayMs: 10, delayMaxMs: 20 } });
+    assert.is(own.nodeId, 'fake');
+  } finally {
+    await own?.close({ timeoutMs: 10 });
+    await fake.close();
+  }
+});
+
+/** An HTTP server answering every WebSocket upgrade with `status` and a JSON reason, counting them. */
+async function refusingServer(status: number): Promise<{ url: string; upgrades(): number; close(): Promise<void> }> {
+  let upgrades = 0;
+  const server = createServer((_request, response) => response.writeHead(404).end());
+  server.on('upgrade', (_request, socket) => {
+    upgrades++;
+    const body = JSON.stringify({ error: 'node-a reaches 1 of the 3 members of the last agreed view, not a majority: connect to another node' });
+    socket.end(`HTTP/1.1 ${status} Refused\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`);
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address() as AddressInfo;
+  return { url: `ws://127.0.0.1:${port}`, upgrades: () => upgrades, close: () => new Promise((resolve) => server.close(() => resolve())) };
+}
+
+test('connect(): a node that keeps answering 503 is tried again until connectTimeoutMs, and the error carries its reason', async () => {
+  const refusing = await refusingServer(503);
+  try {
+    const error = await connect(refusing.url, { connectTimeoutMs: 500, reconnect: { delayMs: 20, delayMaxMs: 40 } }).then(
+      (): StatecraftError => assert.unreachable('connect() should have failed') as never,
+      (error: StatecraftError) => error,
+    );
+    assert.is(error.code, 'SC_ERR_CONNECT_FAILED');
+    assert.match(error.message, /HTTP 503: node-a reaches 1 of the 3 members/);
+    assert.ok(refusing.upgrades() > 1, `expected several attempts, got ${refusing.upgrades()}`);
+  } finally {
+    await refusing.close();
+  }
+});
+
+test('connect(): any other refusal (here 404) fails at once, after one attempt', async () => {
+  const refusing = await refusingServer(404);
+  try {
+    const error = await connect(refusing.url, { connectTimeoutMs: 5000, reconnect: { delayMs: 20, delayMaxMs: 40 } }).then(
+      (): StatecraftError => assert.unreachable('connect() should have failed') as never,
+      (error: StatecraftError) => error,
+    );
+    assert.is(error.code, 'SC_ERR_CONNECT_FAILED');
+    assert.match(error.message, /HTTP 404/);
+    assert.is(refusing.upgrades(), 1);
+  } finally {
+    await refusing.close();
   }
 });
 
