@@ -132,6 +132,45 @@ export async function adminJson<T = any>(port: number, path = '/cluster'): Promi
   return { status: response.status, body: (await response.json()) as T };
 }
 
+/**
+ * Polls every node's /cluster until `until` holds for all of them. On timeout the error says what each
+ * node last reported and ends with the tail of each node's output, so a failure under load explains
+ * itself instead of saying only that time ran out.
+ */
+export async function clusterUntil<T = any>(nodes: readonly NodeProcess[], what: string, until: (statuses: T[]) => boolean, timeoutMs: number): Promise<T[]> {
+  let last: (T | string)[] = [];
+  try {
+    await eventually(
+      async () => {
+        last = await Promise.all(nodes.map((node) => adminJson<T>(node.port).then((answer) => answer.body, (error: Error) => `unreachable: ${error.message}`)));
+        return last.every((status) => typeof status !== 'string') && until(last as T[]);
+      },
+      what,
+      timeoutMs,
+    );
+  } catch (error) {
+    const summary = last.map((status, index) => `  node ${index} (port ${nodes[index]!.port}): ${typeof status === 'string' ? status : JSON.stringify(statusSummary(status))}`);
+    const tails = nodes.map((node, index) => `--- node ${index} (port ${node.port}), last lines:\n${node.output().trimEnd().split('\n').slice(-25).join('\n')}`);
+    throw new Error(`${(error as Error).message}; last /cluster answers:\n${summary.join('\n')}\n${tails.join('\n')}`);
+  }
+  return last as T[];
+}
+
+/** The parts of a /cluster answer that say whether a node has settled. */
+function statusSummary(status: any): unknown {
+  return {
+    node: status?.nodeId,
+    serving: status?.serving,
+    viewId: status?.viewId,
+    reason: status?.reason,
+    view: status?.view,
+    members: status?.members?.map?.((member: any) => `${member.id}:${member.state}${member.connected ? '' : ' (not connected)'}`),
+    recovery: status?.recovery,
+    moving: status?.handovers?.keyGroupsMoving,
+    checkpoints: status?.checkpoints,
+  };
+}
+
 /** Checkpoint stores made for clusters in this process, removed when it exits. */
 const storeDirs: string[] = [];
 

@@ -5,7 +5,7 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { WebSocket } from 'ws';
 import { connect, type Client } from 'statecraft';
-import { adminJson, clientEnvelope, countReports, eventually, eventsFrame, fixture, killNodeProcesses, rawClientConnection, sleep, startClusterProcesses, startNodeProcess, subscribed, take, withTimeout, type NodeProcess } from '../helpers.js';
+import { adminJson, clientEnvelope, clusterUntil, countReports, eventually, eventsFrame, fixture, killNodeProcesses, rawClientConnection, sleep, startClusterProcesses, startNodeProcess, subscribed, take, withTimeout, type NodeProcess } from '../helpers.js';
 import { counted } from '../fixtures/functions.js';
 import { computePlacement } from '../../cluster/placement.js';
 import { keyGroupOf } from 'statecraft';
@@ -37,18 +37,7 @@ async function statuses(of: NodeProcess[]): Promise<Status[]> {
 
 /** Waits until every node in `of` is serving with the same view of exactly `expected` members. */
 async function converged(of: NodeProcess[], expected: number, timeoutMs = 15_000): Promise<Status[]> {
-  let last: Status[] = [];
-  await eventually(
-    async () => {
-      last = await statuses(of);
-      return last.every((status) => status.serving && status.view.length === expected && status.viewId === last[0]!.viewId);
-    },
-    `views converge on ${expected} members`,
-    timeoutMs,
-  ).catch((error) => {
-    throw new Error(`${(error as Error).message}: ${JSON.stringify(last.map((status) => ({ node: status.nodeId, view: status.view, serving: status.serving })))}`);
-  });
-  return last;
+  return clusterUntil<Status>(of, `views converge on ${expected} members`, (last) => last.every((status) => status.serving && status.view.length === expected && status.viewId === last[0]!.viewId), timeoutMs);
 }
 
 /** A node's /metrics as numbers, by name without the `statecraft_` prefix. */

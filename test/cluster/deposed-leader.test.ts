@@ -10,7 +10,7 @@ import * as assert from 'uvu/assert';
 import { connect, type Client } from '../../lib/index.js';
 import { commitKey, readHead, type CommitRecord } from '../../node/checkpoint/terms.js';
 import { S3BlobStore } from '../../node/storage/s3-blob-store.js';
-import { adminJson, countReports, eventually, fixture, killNodeProcesses, startNodeProcess, withTimeout, type NodeProcess } from '../helpers.js';
+import { adminJson, clusterUntil, countReports, eventually, fixture, killNodeProcesses, startNodeProcess, withTimeout, type NodeProcess } from '../helpers.js';
 import { startS3Server, type S3TestServer } from '../s3-server.js';
 
 const PREFIX = 'deposed';
@@ -133,7 +133,7 @@ test('a leader paused with its commit on the way: a new leader recovers and comm
   const n1 = await startNodeProcess([...base, ...storeArgs(proxy.endpoint), '--node-id', 'n1']);
   const others = await Promise.all(['n2', 'n3'].map((id) => startNodeProcess([...base, ...storeArgs(s3.endpoint), '--node-id', id, '--join', `127.0.0.1:${n1.port}`])));
   const nodes: NodeProcess[] = [n1, ...others];
-  await eventually(async () => (await Promise.all(nodes.map(async (node) => (await adminJson(node.port)).body))).every((status) => status.serving && status.view.length === 3), 'the cluster of 3 settles', 30_000);
+  await clusterUntil(nodes, 'the cluster of 3 settles', (statuses) => statuses.every((status) => status.serving && status.view.length === 3), 30_000);
   await eventually(async () => (await adminJson(n1.port)).body.checkpoints.leader !== null, 'n1 leads checkpoints', 20_000);
 
   const store = new S3BlobStore({ bucket: s3.bucket, prefix: PREFIX, endpoint: s3.endpoint });

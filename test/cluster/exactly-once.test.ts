@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { connect, type Client } from '../../lib/index.js';
-import { adminJson, countReports, eventually, fixture, killNodeProcesses, sleep, startNodeProcess, withTimeout, type NodeProcess } from '../helpers.js';
+import { adminJson, clusterUntil, countReports, eventually, fixture, killNodeProcesses, sleep, startNodeProcess, withTimeout, type NodeProcess } from '../helpers.js';
 import { runVerifier } from './run-verifier.js';
 
 const functions = fixture('functions');
@@ -43,14 +43,13 @@ async function startCluster(count: number, store: string, dataDirs: string[], ex
 }
 
 async function settled(nodes: NodeProcess[], timeoutMs = 30_000): Promise<void> {
-  await eventually(
-    async () => {
-      const statuses = await Promise.all(nodes.map(async (node) => (await adminJson(node.port)).body));
-      return statuses.every(
-        (status) => status.serving && status.view.length === nodes.length && status.viewId === statuses[0].viewId && !status.recovery.recovering && status.recovery.awaiting === null && status.handovers.keyGroupsMoving === 0,
-      );
-    },
+  await clusterUntil(
+    nodes,
     'the cluster settles',
+    (statuses) =>
+      statuses.every(
+        (status) => status.serving && status.view.length === nodes.length && status.viewId === statuses[0].viewId && !status.recovery.recovering && status.recovery.awaiting === null && status.handovers.keyGroupsMoving === 0,
+      ),
     timeoutMs,
   );
 }
