@@ -102,7 +102,14 @@ export class ClusterNode implements ClusterHooks {
       perform: (action) => this.perform(action),
     });
     const send = (peer: string, bytes: Uint8Array, offset: number, length: number) => this.network.send(peer, this.addressOf(peer), bytes, offset, length);
-    this.handovers = new HandoverShell({ core: this.core, port: this.port, send, deliveringFrom: () => this.deliveringFrom, log: options.log });
+    this.handovers = new HandoverShell({
+      core: this.core,
+      port: this.port,
+      send,
+      deliveringFrom: () => this.deliveringFrom,
+      isDead: (id) => (this.membership.member(id)?.state ?? 'dead') === 'dead',
+      log: options.log,
+    });
     this.recovery = new RecoveryShell({
       core: this.core,
       port: this.port,
@@ -188,6 +195,7 @@ export class ClusterNode implements ClusterHooks {
     try {
       const kind = bytes[offset];
       if (kind === EnvelopeKind.Handover) this.handovers.onHandover(bytes.slice(offset, offset + length));
+      else if (kind === EnvelopeKind.Fence) this.handovers.onFence(bytes.slice(offset, offset + length));
       else if (kind === EnvelopeKind.CheckpointControl) this.recovery.onControl(fromPeer, decodeControlEnvelope(bytes, offset, length));
       else this.port.deliver(bytes, offset, length, fromPeer);
     } catch (error) {
@@ -295,6 +303,7 @@ export class ClusterNode implements ClusterHooks {
       case 'lead-checkpoints':
         return this.port.leadCheckpoints(action.lead);
       case 'view':
+        this.handovers.placementChanged();
         return this.reportView(action.members);
       case 'retire':
         return this.retire(action.id);

@@ -9,8 +9,12 @@
  *   delivered right after its move ends, in order;
  * - for a key group this node cannot route now (not serving, or the sender thinks we own it while we
  *   think it does): kept briefly, and delivered again once this node serves.
+ * Besides, messages that start here wait behind a key group's route fence (route-fences.ts) while its
+ * owner changes, so they stay in order with the ones sent to its old owner.
  */
 import { EnvelopeKind, readKeyGroup } from '../lib/envelope.js';
+import { decodeFence, encodeFence } from './fence-envelope.js';
+import { RouteFences, type ClosedFence } from './route-fences.js';
 import { StatecraftError } from '../lib/errors.js';
 import { decodeImage, handoverEnvelope, handoverImage } from '../node/keygroups/key-group-image.js';
 import type { ClusterPort } from '../node/index.js';
@@ -28,6 +32,8 @@ export interface HandoverShellOptions {
   send(peer: string, bytes: Uint8Array, offset: number, length: number): void;
   /** The peer whose envelopes are being delivered right now, else null. */
   deliveringFrom(): string | null;
+  /** Whether a member is dead (a route fence's marker would go nowhere). */
+  isDead(id: string): boolean;
   log(line: string): void;
 }
 
@@ -58,18 +64,26 @@ export class HandoverShell {
   private pending: Uint8Array[] = [];
   private releasesInFlight = 0;
   private releasesDone: (() => void)[] = [];
+  /** Keeps messages that start here in order while their key group's owner changes. */
+  readonly fences: RouteFences;
+  private fenceTimer: NodeJS.Timeout | null = null;
+  /** True while this shell delivers what it held: those messages passed the fences already (or came from peers). */
+  private redelivering = false;
+  /** True while messages held behind a fence go: they start here, whichever peer's envelope opened the fence. */
+  private fenceReleasing = false;
 
   constructor(private readonly options: HandoverShellOptions) {
     this.core = options.core;
+    this.fences = new RouteFences({ selfId: this.core.selfId, keyGroups: this.core.keyGroups, send: options.send });
   }
 
-  /** Messages held, of both kinds. */
+  /** Messages held, of every kind (behind route fences too). */
   get heldCount(): number {
-    return this.held.length + this.heldByKeyGroupCount;
+    return this.held.length + this.heldByKeyGroupCount + this.fences.heldCount;
   }
 
   get heldBytes(): number {
-    return this.heldBytesTotal;
+    return this.heldBytesTotal + this.fences.heldBytes;
   }
 
   /** Releases under way (exports the node has not finished yet). */
@@ -79,18 +93,53 @@ export class HandoverShell {
 
   /** An invoke envelope for a key group this node does not own (ClusterHooks.forward). */
   forward(bytes: Uint8Array, offset: number, length: number, keyGroup: number): void {
-    if (this.core.moves.isMoving(keyGroup)) {
-      // Its hand-over is under way: the message goes after it, in order.
-      let held = this.heldByKeyGroup.get(keyGroup);
-      if (held === undefined) this.heldByKeyGroup.set(keyGroup, (held = []));
-      held.push(bytes.slice(offset, offset + length));
-      this.heldByKeyGroupCount++;
-      this.heldBytesTotal += length;
+    if (this.fences.isOpen(keyGroup) && !this.redelivering && this.options.deliveringFrom() === null) {
+      // It starts here, and the key group's owner changed: it goes after what went to the old owner.
+      this.fences.hold(keyGroup, bytes.slice(offset, offset + length));
       return;
     }
-    const owner = this.core.forwardTo(keyGroup, this.options.deliveringFrom());
+    if (this.core.moves.isMoving(keyGroup)) {
+      // Its hand-over is under way: the message goes after it, in order.
+      this.holdForKeyGroup(keyGroup, bytes.slice(offset, offset + length));
+      return;
+    }
+    const owner = this.core.forwardTo(keyGroup, this.fenceReleasing ? null : this.options.deliveringFrom());
     if (owner === null) this.hold(bytes.slice(offset, offset + length));
-    else this.options.send(owner, bytes, offset, length);
+    else {
+      this.fences.sentTo(keyGroup, owner);
+      this.options.send(owner, bytes, offset, length);
+    }
+  }
+
+  /** The placement changed: opens route fences for the key groups whose owner changed (route-fences.ts). */
+  placementChanged(): void {
+    // A member that left still passes on what reaches it, until its link is retired (then the marker is re-routed).
+    this.fences.placementChanged((keyGroup) => this.core.ownerOf(keyGroup), (peer) => !this.options.isDead(peer), performance.now());
+    this.armFenceTimer();
+  }
+
+  /** A route fence envelope from a peer (or one this node held): a marker on its way to the key group's owner, or the owner's answer. */
+  onFence(envelope: Uint8Array): void {
+    const fence = decodeFence(envelope, 0, envelope.length);
+    if (fence.keyGroup >= this.core.keyGroups) throw new StatecraftError('SC_ERR_MALFORMED_FRAME', `a route fence for key group ${fence.keyGroup}, but the cluster has ${this.core.keyGroups}`);
+    if (fence.answer) {
+      if (fence.origin === this.core.selfId) this.fenceAnswered(fence.keyGroup, fence.id);
+      return;
+    }
+    if (this.core.ownerOf(fence.keyGroup) === this.core.selfId && this.core.inMajority()) {
+      // It reached the owner: whatever was sent before it is here (delivered, or held in order).
+      if (fence.origin === this.core.selfId) this.fenceAnswered(fence.keyGroup, fence.id);
+      else {
+        const answer = encodeFence({ ...fence, answer: true });
+        this.options.send(fence.origin, answer, 0, answer.length);
+      }
+      return;
+    }
+    // On its way, exactly as a message of that key group would go.
+    if (this.core.moves.isMoving(fence.keyGroup)) return this.holdForKeyGroup(fence.keyGroup, envelope);
+    const owner = this.core.forwardTo(fence.keyGroup, this.options.deliveringFrom());
+    if (owner === null) this.hold(envelope);
+    else this.options.send(owner, envelope, 0, envelope.length);
   }
 
   /** Delivers what waited for a key group's hand-over, in order, by the routing table as it is now. */
@@ -100,8 +149,7 @@ export class HandoverShell {
     this.heldByKeyGroup.delete(keyGroup);
     this.heldByKeyGroupCount -= held.length;
     for (const bytes of held) this.heldBytesTotal -= bytes.length;
-    for (const bytes of held) this.options.port.deliver(bytes, 0, bytes.length);
-    this.options.port.flush();
+    this.redeliver(held);
   }
 
   /** Delivers the messages held briefly, if this node serves; else keeps them a while longer. */
@@ -115,8 +163,7 @@ export class HandoverShell {
     const held = this.held;
     this.held = [];
     for (const bytes of held) this.heldBytesTotal -= bytes.length;
-    for (const bytes of held) this.options.port.deliver(bytes, 0, bytes.length);
-    this.options.port.flush();
+    this.redeliver(held);
   }
 
   /** A hand-over envelope from a peer: adopt it if this node owns the key group now, else pass it on or keep it. */
@@ -142,7 +189,9 @@ export class HandoverShell {
         );
         return;
       case 'adopt':
-        this.adopt(keyGroup, handoverImage(envelope, 0, envelope.length));
+        // Behind an open route fence: adopted after its answer, so what the old owner passed back comes first.
+        if (this.fences.isOpen(keyGroup)) this.fences.holdImage(keyGroup, envelope);
+        else this.adopt(keyGroup, handoverImage(envelope, 0, envelope.length));
     }
   }
 
@@ -158,6 +207,11 @@ export class HandoverShell {
     if (envelope[0] === EnvelopeKind.Handover) {
       // Our own hand-over never reached its owner: send it where the placement says now.
       this.sendImage(readKeyGroup(envelope, 0), handoverImage(envelope, 0, envelope.length));
+      return;
+    }
+    // A marker goes on to the key group's owner; an answer for a node that is gone is moot.
+    if (envelope[0] === EnvelopeKind.Fence) {
+      if (!decodeFence(envelope, 0, envelope.length).answer) this.onFence(envelope);
       return;
     }
     // Egress records were copies for that peer's subscribers; this node has its own.
@@ -201,16 +255,71 @@ export class HandoverShell {
     this.held = [];
     this.heldBytesTotal = 0;
     this.pending = [];
+    this.fences.dropAll();
   }
 
   /** Shutdown: says what is dropped. */
   close(): void {
     if (this.heldTimer) clearTimeout(this.heldTimer);
+    if (this.fenceTimer) clearTimeout(this.fenceTimer);
     const waiting = this.heldCount;
     if (waiting > 0) this.options.log(`cluster: ${waiting} messages still waiting for a key group were dropped at shutdown`);
     if (this.pending.length > 0) {
       this.options.log(`cluster: ${this.pending.length} hand-overs found no owner before shutdown (are all nodes stopping?): dropped`);
     }
+  }
+
+  private holdForKeyGroup(keyGroup: number, bytes: Uint8Array): void {
+    let held = this.heldByKeyGroup.get(keyGroup);
+    if (held === undefined) this.heldByKeyGroup.set(keyGroup, (held = []));
+    held.push(bytes);
+    this.heldByKeyGroupCount++;
+    this.heldBytesTotal += bytes.length;
+  }
+
+  /** Delivers held envelopes in order: messages through the node (past the fences), markers on their way. */
+  private redeliver(envelopes: readonly Uint8Array[]): void {
+    this.redelivering = true;
+    try {
+      for (const bytes of envelopes) {
+        if (bytes[0] === EnvelopeKind.Fence) this.onFence(bytes);
+        else this.options.port.deliver(bytes, 0, bytes.length);
+      }
+    } finally {
+      this.redelivering = false;
+    }
+    this.options.port.flush();
+  }
+
+  private fenceAnswered(keyGroup: number, id: number): void {
+    const closed = this.fences.answered(keyGroup, id);
+    if (closed !== null) this.fenceClosed(closed);
+  }
+
+  /** A fence opened: its messages go by the placement of now, then the image it kept (if any) is taken in. */
+  private fenceClosed(closed: ClosedFence): void {
+    this.fenceReleasing = true;
+    try {
+      for (const bytes of closed.held) this.options.port.deliver(bytes, 0, bytes.length);
+    } finally {
+      this.fenceReleasing = false;
+    }
+    this.options.port.flush();
+    if (closed.image !== null) this.onHandover(closed.image);
+  }
+
+  private armFenceTimer(): void {
+    if (this.fenceTimer !== null) return;
+    const due = this.fences.nextExpiryMs();
+    if (due === null) return;
+    this.fenceTimer = setTimeout(() => {
+      this.fenceTimer = null;
+      for (const closed of this.fences.expired(performance.now())) {
+        this.options.log(`cluster: the route fence of key group ${closed.keyGroup} (marker to ${closed.to}) had no answer in time: its ${closed.held.length} held messages go on, and their order with those sent earlier is not guaranteed`);
+        this.fenceClosed(closed);
+      }
+      this.armFenceTimer();
+    }, Math.max(1, due - performance.now())).unref();
   }
 
   private hold(bytes: Uint8Array): void {

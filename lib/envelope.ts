@@ -7,7 +7,8 @@
  *                                 moving between nodes; body: msgpack, see node/keygroups/key-group-image.ts),
  *                                 4 = checkpoint barrier (header only: the checkpoint number sits
  *                                 where the key group would; see docs/checkpoints.md),
- *                                 5 = checkpoint control between nodes (msgpack body)
+ *                                 5 = checkpoint control between nodes (msgpack body),
+ *                                 6 = route fence between nodes (see cluster/fence-envelope.ts)
  *   1       1     flags           invoke: bit 0 = has caller, bit 1 = has a producer mark;
  *                                 egress: bit 0 = has a record sequence number
  *   2       2     channel         reserved for the source channel (0)
@@ -41,6 +42,8 @@ export const EnvelopeKind = {
   Barrier: 4,
   /** Checkpoint control between nodes (start, ack, outcome): msgpack body after the header. */
   CheckpointControl: 5,
+  /** A route fence between nodes: a marker behind a key group's messages, or its owner's answer (cluster/fence-envelope.ts). */
+  Fence: 6,
 } as const;
 
 /** Bytes of a barrier envelope (the header alone). */

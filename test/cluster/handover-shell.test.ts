@@ -4,6 +4,8 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { EnvelopeKind, readKeyGroup } from '../../lib/envelope.js';
+import { decodeFence, encodeFence } from '../../cluster/fence-envelope.js';
+import { RouteFences } from '../../cluster/route-fences.js';
 import { handoverEnvelope } from '../../node/keygroups/key-group-image.js';
 import { computePlacement } from '../../cluster/placement.js';
 import { image, invoke, settle } from './fake-port.js';
@@ -15,8 +17,15 @@ const groupsOf = (id: string, ids: string[]) => {
   return Array.from({ length: KEY_GROUPS }, (_, keyGroup) => keyGroup).filter((keyGroup) => placement.members[placement.owners[keyGroup]!] === id);
 };
 /** What was sent to peers: "to kind keyGroup tag". */
+const kindOf = (bytes: Uint8Array) =>
+  bytes[0] === EnvelopeKind.Handover ? 'image' : bytes[0] === EnvelopeKind.Fence ? (decodeFence(bytes, 0, bytes.length).answer ? 'answer' : 'fence') : 'invoke';
 const sentLines = (sent: { to: string; bytes: Uint8Array }[]) =>
-  sent.map(({ to, bytes }) => `${to} ${bytes[0] === EnvelopeKind.Handover ? 'image' : 'invoke'} ${readKeyGroup(bytes, 0)}${bytes[0] === EnvelopeKind.Invoke ? ` #${bytes[8]}` : ''}`);
+  sent.map(({ to, bytes }) => `${to} ${kindOf(bytes)} ${readKeyGroup(bytes, 0)}${bytes[0] === EnvelopeKind.Invoke ? ` #${bytes[8]}` : ''}`);
+/** Key groups (of `count`) owned by `id` in a view of `ids`. */
+const groupsIn = (count: number, id: string, ids: string[]) => {
+  const placement = computePlacement(ids, count);
+  return Array.from({ length: count }, (_, keyGroup) => keyGroup).filter((keyGroup) => placement.members[placement.owners[keyGroup]!] === id);
+};
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 /** Node b joined a and awaits its key groups from a. */
@@ -182,6 +191,115 @@ test('a recovery drops what waited; shutdown says what it drops', async () => {
   node.handovers.dropAll();
   assert.is(node.handovers.heldCount, 0);
   assert.is(node.handovers.heldBytes, 0);
+});
+
+// ---- route fences: a sender's messages to one address stay in order across a change of owner ----
+
+test('route fence, third node: after the owner changes, what starts here waits for the marker sent behind the earlier messages to reach the new owner', async () => {
+  const many = 64;
+  const node = shells('c', { joining: true, keyGroups: many });
+  node.view({ a: 'alive', b: 'alive', c: 'alive' });
+  const moved = groupsIn(many, 'a', ['a', 'b', 'c']).find((keyGroup) => groupsIn(many, 'd', ['a', 'b', 'c', 'd']).includes(keyGroup))!;
+  assert.ok(moved !== undefined, 'a key group that moves from a to d');
+  node.sent.length = 0;
+  node.handovers.forward(invoke(moved, 1), 0, 9, moved);
+  node.view({ a: 'alive', b: 'alive', c: 'alive', d: 'alive' });
+  node.handovers.forward(invoke(moved, 2), 0, 9, moved);
+  const mine = node.sent.filter(({ bytes }) => readKeyGroup(bytes, 0) === moved);
+  assert.equal(sentLines(mine), [`a invoke ${moved} #1`, `a fence ${moved}`], 'message 2 waits; the marker follows message 1 to a');
+  assert.is(node.handovers.fences.count, 1, 'one fence: the only key group this node forwarded to a');
+  assert.is(node.handovers.heldCount, 1);
+  // A message passing through from a peer does not wait (it is that peer's to fence).
+  node.deliveringFrom = 'b';
+  node.handovers.forward(invoke(moved, 3), 0, 9, moved);
+  node.deliveringFrom = null;
+  const marker = decodeFence(mine[1]!.bytes, 0, mine[1]!.bytes.length);
+  assert.is(marker.origin, 'c');
+  // An answer to another fence changes nothing; d's answer to this one lets message 2 go, to d.
+  node.deliveringFrom = 'd';
+  node.handovers.onFence(encodeFence({ ...marker, id: marker.id + 1, answer: true }));
+  assert.is(node.handovers.heldCount, 1);
+  node.handovers.onFence(encodeFence({ ...marker, answer: true }));
+  node.deliveringFrom = null;
+  assert.equal(sentLines(node.sent.filter(({ bytes }) => readKeyGroup(bytes, 0) === moved)).slice(2), [`d invoke ${moved} #3`, `d invoke ${moved} #2`]);
+  assert.is(node.handovers.heldCount, 0);
+  assert.is(node.handovers.fences.count, 0);
+});
+
+test('route fence, new owner: the image waits for the answer, so what the old owner passed back goes to the shard before what started here', async () => {
+  const many = 64;
+  const node = shells('c', { keyGroups: many });
+  node.view({ a: 'alive', c: 'alive', x: 'alive' });
+  for (const keyGroup of [...groupsIn(many, 'a', ['a', 'c', 'x']), ...groupsIn(many, 'x', ['a', 'c', 'x'])]) node.port.finishRelease(keyGroup);
+  await settle();
+  const moved = groupsIn(many, 'x', ['a', 'c', 'x']).find((keyGroup) => groupsIn(many, 'c', ['a', 'c']).includes(keyGroup))!;
+  assert.ok(moved !== undefined, 'a key group that moves from x to c');
+  node.sent.length = 0;
+  node.handovers.forward(invoke(moved, 1), 0, 9, moved);
+  // x leaves gracefully: c takes the key group over from it.
+  node.view({ a: 'alive', c: 'alive', x: 'left' });
+  assert.is(node.core.moves.get(moved)?.state, 'awaiting');
+  node.port.deliver(invoke(moved, 2), 0, 9); // starts here (a client's event)
+  const toX = node.sent.filter(({ bytes }) => readKeyGroup(bytes, 0) === moved);
+  assert.equal(sentLines(toX), [`x invoke ${moved} #1`, `x fence ${moved}`]);
+  // x hands the key group over, then passes message 1 (which reached it late) back, then the marker.
+  node.deliveringFrom = 'x';
+  node.handovers.onHandover(handoverEnvelope(moved, image(moved)));
+  assert.equal(node.port.adoptions.filter((adoption) => adoption.keyGroup === moved), [], 'the image waits for the answer');
+  node.port.deliver(invoke(moved, 1), 0, 9, 'x');
+  node.handovers.onFence(toX[1]!.bytes);
+  node.deliveringFrom = null;
+  const adoption = node.port.adoptions.find((entry) => entry.keyGroup === moved)!;
+  assert.ok(adoption, 'adopted after the answer');
+  adoption.done.resolve(0);
+  await settle();
+  assert.equal(node.port.delivered.filter(([keyGroup]) => keyGroup === moved), [[moved, 1], [moved, 2]], 'in send order');
+  assert.is(node.handovers.fences.count, 0);
+});
+
+test('route fence markers on the way: the owner answers at once; a node handing the key group over sends it behind the image', async () => {
+  const node = shells('a');
+  node.view({ a: 'alive', b: 'alive', c: 'alive' });
+  const [kept] = groupsOf('a', ['a', 'b', 'c']);
+  const [leaving] = groupsOf('b', ['a', 'b', 'c']);
+  node.sent.length = 0;
+  node.deliveringFrom = 'c';
+  node.handovers.onFence(encodeFence({ keyGroup: kept!, id: 7, origin: 'c', answer: false }));
+  node.handovers.forward(invoke(leaving!, 1), 0, 9, leaving!);
+  node.handovers.onFence(encodeFence({ keyGroup: leaving!, id: 8, origin: 'c', answer: false }));
+  node.deliveringFrom = null;
+  assert.equal(sentLines(node.sent), [`c answer ${kept}`]);
+  node.port.finishRelease(leaving!);
+  await settle();
+  assert.equal(sentLines(node.sent).slice(1), [`b image ${leaving}`, `b invoke ${leaving} #1`, `b fence ${leaving}`]);
+  // A marker queued for a peer that is gone goes on by the placement; an answer for one is dropped.
+  node.sent.length = 0;
+  node.handovers.reroute(encodeFence({ keyGroup: leaving!, id: 9, origin: 'c', answer: false }));
+  node.handovers.reroute(encodeFence({ keyGroup: leaving!, id: 9, origin: 'c', answer: true }));
+  assert.equal(sentLines(node.sent), [`b fence ${leaving}`]);
+  assert.throws(() => node.handovers.onFence(encodeFence({ keyGroup: 99, id: 1, origin: 'c', answer: false })), /key group 99, but the cluster has 16/);
+});
+
+test('route fences: none toward a dead node; an unanswered one expires and says what it releases; a recovery drops them', () => {
+  const sent: string[] = [];
+  const fences = new RouteFences({ selfId: 'c', keyGroups: 4, send: (peer, bytes) => void sent.push(`${peer} ${readKeyGroup(bytes, 0)}`) });
+  fences.sentTo(0, 'a');
+  fences.sentTo(1, 'b');
+  fences.sentTo(2, 'a');
+  assert.is(fences.placementChanged((keyGroup) => (keyGroup === 3 ? 'a' : 'd'), (peer) => peer !== 'b', 1000), 2);
+  assert.equal(sent, ['a 0', 'a 2']);
+  fences.hold(0, new Uint8Array(5));
+  assert.is(fences.nextExpiryMs(), 1000 + 5_000);
+  assert.equal(fences.expired(5_999), []);
+  const expired = fences.expired(6_000);
+  assert.equal(expired.map((closed) => [closed.keyGroup, closed.held.length, closed.to]), [[0, 1, 'a'], [2, 0, 'a']]);
+  assert.is(fences.heldCount, 0);
+  fences.sentTo(3, 'x');
+  fences.placementChanged(() => 'd', () => true, 7000);
+  fences.hold(3, new Uint8Array(2));
+  fences.dropAll();
+  assert.is(fences.count, 0);
+  assert.is(fences.heldBytes, 0);
 });
 
 test.run();

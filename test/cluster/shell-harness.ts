@@ -74,6 +74,8 @@ export function shells(selfId: string, options: { joining?: boolean; checkpointi
         return port.setCheckpointPeers(action.peers);
       case 'lead-checkpoints':
         return port.leadCheckpoints(action.lead);
+      case 'view':
+        return harness.handovers.placementChanged();
       default:
         return;
     }
@@ -84,6 +86,7 @@ export function shells(selfId: string, options: { joining?: boolean; checkpointi
     port,
     send: (to, bytes, offset, length) => sent.push({ to, bytes: bytes.slice(offset, offset + length) }),
     deliveringFrom: () => harness.deliveringFrom,
+    isDead: (id) => (members.find((entry) => entry.id === id)?.state ?? 'dead') === 'dead',
     log,
   });
   harness.recovery = new RecoveryShell({
