@@ -209,10 +209,50 @@ function rejectionError(code: ErrorCode, message: string): StatecraftError {
   return new ValidationError(code, message);
 }
 
+/** Record seqs of one source key group above `low` delivered out of order, at most; past it the window moves up. */
+const SEQS_AHEAD_MAX = 1024;
+
+/**
+ * The record seqs of one source key group a subscription has delivered: all up to `low`, and those
+ * in `ahead`. Seqs are consecutive per key group, but records of one key group can reach a node out of
+ * order (produced on both sides of a hand-over, released by different nodes in one commit), so a
+ * high-water mark alone would drop the late one as a repeat.
+ */
+class DeliveredSeqs {
+  private readonly ahead = new Set<number>();
+  constructor(private low: number) {}
+
+  /** True (and noted) when `seq` was not delivered before. */
+  take(seq: number): boolean {
+    if (seq <= this.low || this.ahead.has(seq)) return false;
+    if (seq === this.low + 1) {
+      this.low = seq;
+      while (this.ahead.delete(this.low + 1)) this.low++;
+    } else {
+      this.ahead.add(seq);
+      if (this.ahead.size > SEQS_AHEAD_MAX) {
+        // A hole that does not fill (records retained no more): the window moves past it.
+        this.low = Math.min(...this.ahead);
+        this.ahead.delete(this.low);
+        while (this.ahead.delete(this.low + 1)) this.low++;
+      }
+    }
+    return true;
+  }
+
+  /** Everything up to `seq` counts as delivered (produced before a subscription from 'latest'). */
+  raise(seq: number): void {
+    if (seq <= this.low) return;
+    this.low = seq;
+    for (const ahead of this.ahead) if (ahead <= seq) this.ahead.delete(ahead);
+    while (this.ahead.delete(this.low + 1)) this.low++;
+  }
+}
+
 class SubscriptionImpl<T = unknown> implements Subscription<T> {
   lastId: number | undefined;
-  /** Per source key group, the highest record seq delivered (stable ids: repeats after a recovery are dropped). */
-  private readonly delivered = new Map<number, number>();
+  /** Per source key group, the record seqs delivered (stable ids: repeats after a recovery or failover are dropped). */
+  private readonly delivered = new Map<number, DeliveredSeqs>();
   private readonly buffer = new FifoQueue<EgressRecord<T>>();
   private waiter: ((result: IteratorResult<EgressRecord<T>>) => void) | null = null;
   private ended = false;
@@ -241,7 +281,7 @@ class SubscriptionImpl<T = unknown> implements Subscription<T> {
    */
   started(after: number, marks: readonly [number, number][] | undefined): void {
     if (marks !== undefined && this.startAfter === undefined && this.lastId === undefined) {
-      for (const [keyGroup, seq] of marks) if (seq > (this.delivered.get(keyGroup) ?? -1)) this.delivered.set(keyGroup, seq);
+      for (const [keyGroup, seq] of marks) this.seqsOf(keyGroup).raise(seq);
     }
     if (this.lastId === undefined || after > this.lastId) this.lastId = after;
   }
@@ -268,11 +308,8 @@ class SubscriptionImpl<T = unknown> implements Subscription<T> {
         continue;
       }
       this.lastId = id;
-      if (envelope.recordSeq !== null) {
-        const seen = this.delivered.get(envelope.keyGroup);
-        if (seen !== undefined && envelope.recordSeq <= seen) continue; // released again after a recovery
-        this.delivered.set(envelope.keyGroup, envelope.recordSeq);
-      }
+      // Released again (after a recovery), or seen already through another node's log.
+      if (envelope.recordSeq !== null && !this.seqsOf(envelope.keyGroup).take(envelope.recordSeq)) continue;
       const record = new EgressRecord<T>(id, envelope, this.options.type);
       if (this.waiter !== null) {
         const waiter = this.waiter;
@@ -284,6 +321,12 @@ class SubscriptionImpl<T = unknown> implements Subscription<T> {
       this.paused = true;
       this.client.sendFlow(this, true);
     }
+  }
+
+  private seqsOf(keyGroup: number): DeliveredSeqs {
+    let seqs = this.delivered.get(keyGroup);
+    if (seqs === undefined) this.delivered.set(keyGroup, (seqs = new DeliveredSeqs(-1)));
+    return seqs;
   }
 
   gap(from: number, to: number): void {

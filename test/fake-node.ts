@@ -21,9 +21,10 @@ export function parseEvents(data: Buffer): { firstSeq: number; values: string[] 
   return { firstSeq, values };
 }
 
-export function egressEnvelope(egress: string, value: TypedValue): Uint8Array {
-  const buffer = new Uint8Array(egressLengthMax(egress, 'test/sink', 'x', value));
-  return buffer.slice(0, writeEgress(buffer, 0, 0, egress, 'test/sink', 'x', value));
+/** An egress record; with `seq`, a checkpointed one: its stable id is `keyGroup:seq`. */
+export function egressEnvelope(egress: string, value: TypedValue, seq?: { keyGroup: number; seq: number }): Uint8Array {
+  const buffer = new Uint8Array(egressLengthMax(egress, 'test/sink', 'x', value) + (seq === undefined ? 0 : 8));
+  return buffer.slice(0, writeEgress(buffer, 0, seq?.keyGroup ?? 0, egress, 'test/sink', 'x', value, seq?.seq ?? null));
 }
 
 export function recordsFrame(subscription: number, firstId: number, envelopes: Uint8Array[]): Buffer {

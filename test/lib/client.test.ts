@@ -40,6 +40,37 @@ test('an egress record the client cannot decode is skipped and reported; the sub
   }
 });
 
+test('egress records of one key group that arrive out of order are each delivered once: a late one is not taken for a repeat', async () => {
+  // Seqs of key group 3 as a node's log may hold them after a hand-over (both sides released in one
+  // commit), then again after a recovery; key group 5 was at 7 when the subscription started.
+  const seqs = [1, 2, 4, 3, 5, 2, 4, 6, 7, 8, 5];
+  const fake = await fakeNode((socket) => {
+    socket.on('message', (data: Buffer) => {
+      if (data[0] === Frame.Hello) socket.send(welcomeFrame());
+      if (data[0] !== Frame.Subscribe) return;
+      const { subscription } = decodeControl<{ subscription: number }>(data);
+      socket.send(encodeControl(Frame.Subscribed, { subscription, after: 0, marks: [[5, 7]] }));
+      const records = seqs.map((seq) => egressEnvelope('fake', toTypedValue(`kg3:${seq}`), { keyGroup: seq > 5 ? 5 : 3, seq }));
+      socket.send(recordsFrame(subscription, 1, records));
+    });
+  });
+  const own = await connect(fake.url, { reconnect: false });
+  try {
+    const subscription = own.subscribe<string>('fake');
+    const records = await take(subscription, 6, 5000);
+    assert.equal(
+      records.map((record) => record.recordId),
+      ['3:1', '3:2', '3:4', '3:3', '3:5', '5:8'],
+      'each seq once, the late 3 included; 5:6 and 5:7 were produced before the subscription',
+    );
+    await sleep(50);
+    assert.is(subscription.lastId, seqs.length, 'the repeats were read and dropped');
+  } finally {
+    await own.close({ timeoutMs: 10 });
+    await fake.close();
+  }
+});
+
 test('close() while a reconnect attempt waits for its WELCOME: the client stays closed', async () => {
   let first: WebSocket | null = null;
   let held: WebSocket | null = null;
