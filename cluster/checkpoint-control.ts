@@ -47,7 +47,7 @@ function wellFormed(message: CheckpointControl): boolean {
         (message.instances === undefined || (Array.isArray(message.instances) && message.instances.every((entry) => Array.isArray(entry) && entry.length === 2 && isCount(entry[0]) && isCount(entry[1]))))
       );
     case 'failed':
-      return isCheckpoint(message.checkpoint) && isText(message.reason);
+      return isCheckpoint(message.checkpoint) && isText(message.reason) && (message.seen === undefined || isCheckpoint(message.seen));
     case 'outcome':
       return isCheckpoint(message.checkpoint) && typeof message.committed === 'boolean';
     case 'rollback':

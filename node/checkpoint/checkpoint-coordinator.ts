@@ -318,10 +318,14 @@ export class CheckpointCoordinator {
     return actions;
   }
 
-  /** `process` could not upload its part of `checkpoint`. */
-  uploadFailed(now: number, process: string, checkpoint: number, reason: string): CoordinatorAction[] {
+  /**
+   * `process` could not upload its part of `checkpoint`. `seen`: it had begun a checkpoint up to that
+   * number already (another leader's, or one from before a view change): the next goes above it.
+   */
+  uploadFailed(now: number, process: string, checkpoint: number, reason: string, seen?: number): CoordinatorAction[] {
     void now;
     const actions: CoordinatorAction[] = [];
+    if (seen !== undefined && this.participantSet.has(process) && seen > this.last) this.last = seen;
     const running = this.running;
     if (running === null || running.checkpoint !== checkpoint || running.phase !== 'acks' || !this.participantSet.has(process)) return actions;
     this.fail(running, `upload by ${process} failed: ${reason}`, actions);

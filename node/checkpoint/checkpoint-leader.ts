@@ -111,8 +111,8 @@ export class CheckpointLeader {
     this.perform(this.coordinator.acknowledged(this.now(), participant, checkpoint, objects, channels, instances));
   }
 
-  uploadFailed(participant: string, checkpoint: number, reason: string): void {
-    this.perform(this.coordinator.uploadFailed(this.now(), participant, checkpoint, reason));
+  uploadFailed(participant: string, checkpoint: number, reason: string, seen?: number): void {
+    this.perform(this.coordinator.uploadFailed(this.now(), participant, checkpoint, reason, seen));
   }
 
   viewChanged(participants: readonly string[], view: string): void {

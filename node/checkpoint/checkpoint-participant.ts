@@ -85,6 +85,11 @@ export class CheckpointParticipant {
     return actions.length > 0;
   }
 
+  /** Whether `checkpoint` is under way here (begun on a peer's barrier or a start, not yet done). */
+  isOpen(checkpoint: number): boolean {
+    return this.tracker.openCheckpoint === checkpoint;
+  }
+
   get highestCheckpoint(): number {
     return Math.max(this.highest, this.tracker.newestCheckpoint);
   }
@@ -108,13 +113,14 @@ export class CheckpointParticipant {
     if (!committed) this.perform(this.tracker.abort(checkpoint));
   }
 
-  /** The peers of the new view: their links are input channels from now on. An open checkpoint is dropped (the view change fails it). */
-  setPeers(peers: readonly string[]): void {
+  /** The peers of the new view: their links are input channels from now on. An open checkpoint is dropped (the view change fails it). False: the same peers. */
+  setPeers(peers: readonly string[]): boolean {
     const same = peers.length === this.peers.length && peers.every((peer) => this.peers.includes(peer));
-    if (same) return;
+    if (same) return false;
     this.peers = [...peers];
     this.tracker.reset(this.tracker.newestCheckpoint, this.inputs());
     this.parts.clear();
+    return true;
   }
 
   /** A recovery from checkpoint `restored`: everything open is dropped; uploads get a new name. */

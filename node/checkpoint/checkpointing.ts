@@ -26,6 +26,13 @@ const RELEAD_AFTER_OTHER_MS = 5_000;
 /** Answers (ack or failure) kept for a leader that asks again: the newest this many checkpoints'. */
 const ANSWERS_KEPT = 8;
 
+
+/** This node's part of a checkpoint, and the leader it was made for (undefined: begun on a peer's barrier before any leader's start). */
+interface Answer {
+  leader: string | undefined;
+  message: CheckpointControl & { type: 'ack' | 'failed' };
+}
+
 export interface CheckpointSettings {
   store: BlobStore;
   intervalMs: number;
@@ -74,7 +81,7 @@ export class Checkpointing {
    * again when a leader asks again — the answer was lost, or made before the leader's 'start' arrived
    * (the checkpoint began on a peer's barrier), when it had nobody to go to.
    */
-  private readonly answers = new Map<number, CheckpointControl & { type: 'ack' | 'failed' }>();
+  private readonly answers = new Map<number, Answer>();
   /** Checkpoints this node's earlier leaders committed, failed and dropped (the current leader's are in its stats). */
   private readonly earlier = { committed: 0, failed: 0, dropped: 0 };
 
@@ -186,7 +193,7 @@ export class Checkpointing {
       committed,
       start: (participant, checkpoint) => {
         if (participant !== host.nodeId) host.cluster?.sendCheckpointControl(participant, { type: 'start', checkpoint });
-        else if (this.answers.has(checkpoint)) this.answer(undefined, this.answers.get(checkpoint)!);
+        else if (this.answers.has(checkpoint)) this.answer(undefined, this.answers.get(checkpoint)!.message);
         else {
           this.startedBy.delete(checkpoint);
           this.participant.start(checkpoint);
@@ -243,6 +250,16 @@ export class Checkpointing {
     return committed;
   }
 
+  /**
+   * The peers of a new view (the checkpoint channels). Answers kept for leaders asking again are
+   * forgotten: they were cuts of the old view, and a leader of the new one may reuse their numbers.
+   */
+  setPeers(peers: readonly string[]): void {
+    if (!this.participant.setPeers(peers)) return;
+    this.answers.clear();
+    this.startedBy.clear();
+  }
+
   /** Stops the coordinator here at shutdown (without waiting). */
   stopLeading(): void {
     void this.leader?.stop('the node stops');
@@ -256,23 +273,32 @@ export class Checkpointing {
           host.cluster?.sendCheckpointControl(from, { type: 'failed', checkpoint: message.checkpoint, reason: `${host.nodeId} is restoring a checkpoint` });
           break;
         }
-        // Answered already (asked again: the answer was lost, or made before this 'start' came).
-        if (this.answers.has(message.checkpoint)) {
-          this.answer(from, this.answers.get(message.checkpoint)!);
+      {
+        // Answered already (asked again: the answer was lost, or made before this 'start' came, on a
+        // peer's barrier). Only to the leader it was made for: another leader's checkpoint of the same
+        // number (a leader that restarted, or took over) is another cut.
+        const kept = this.answers.get(message.checkpoint);
+        if (kept !== undefined && (kept.leader === undefined || kept.leader === from)) {
+          this.answer(from, kept.message);
           break;
         }
-        // Not for an old number (a previous leader's); the checkpoint may have begun already on a
-        // peer's barrier, and its ack still goes to this leader.
-        if (message.checkpoint >= this.participant.newestCheckpoint) {
+        // A new number, or the one under way here (begun on a peer's barrier: its ack goes to this leader).
+        const newest = this.participant.newestCheckpoint;
+        if (message.checkpoint > newest || (message.checkpoint === newest && kept === undefined && this.participant.isOpen(newest))) {
           this.startedBy.set(message.checkpoint, from);
           this.participant.start(message.checkpoint);
+          break;
         }
+        // An old number: said at once, so the leader goes above it instead of waiting out its timeout.
+        const seen = this.participant.highestCheckpoint;
+        host.cluster?.sendCheckpointControl(from, { type: 'failed', checkpoint: message.checkpoint, reason: `${host.nodeId} has begun checkpoint ${seen} already: the next one starts above it`, seen });
         break;
+      }
       case 'ack':
         this.leader?.acknowledged(from, message.checkpoint, new Map(message.objects), message.channels, message.instances === undefined ? undefined : new Map(message.instances));
         break;
       case 'failed':
-        this.leader?.uploadFailed(from, message.checkpoint, message.reason);
+        this.leader?.uploadFailed(from, message.checkpoint, message.reason, message.seen);
         break;
       case 'outcome':
         this.outcome(message.checkpoint, message.committed);
@@ -288,9 +314,9 @@ export class Checkpointing {
 
   /** This node's part of `checkpoint` is done: kept (for a leader that asks again), and sent to whoever started it. */
   private answerFirst(checkpoint: number, message: CheckpointControl & { type: 'ack' | 'failed' }): void {
-    this.answers.set(checkpoint, message);
-    for (const number of this.answers.keys()) if (this.answers.size > ANSWERS_KEPT) this.answers.delete(number);
     const to = this.startedBy.get(checkpoint);
+    this.answers.set(checkpoint, { leader: to, message });
+    for (const number of this.answers.keys()) if (this.answers.size > ANSWERS_KEPT) this.answers.delete(number);
     this.startedBy.delete(checkpoint);
     this.answer(to, message);
   }

@@ -43,7 +43,8 @@ export interface ClusterHooks {
 export type CheckpointControl =
   | { type: 'start'; checkpoint: number }
   | { type: 'ack'; checkpoint: number; objects: [number, string | null][]; channels: string[]; instances?: [number, number][] }
-  | { type: 'failed'; checkpoint: number; reason: string }
+  /** `seen`: the highest checkpoint number the participant has begun, when the start was for an older one. */
+  | { type: 'failed'; checkpoint: number; reason: string; seen?: number }
   | { type: 'outcome'; checkpoint: number; committed: boolean }
   /** Recovery (from the leader): every node of `members` enters recovery epoch `epoch` and restores checkpoint `restore`. */
   | { type: 'rollback'; epoch: number; members: string[]; restore: CheckpointRef }

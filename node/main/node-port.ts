@@ -15,7 +15,7 @@ export interface PortHost {
   readonly nodeId: string;
   readonly pool: ShardRequests;
   readonly routing: Int32Array;
-  readonly checkpointing: Pick<Checkpointing, 'participant' | 'lead' | 'onControl'> | null;
+  readonly checkpointing: Pick<Checkpointing, 'setPeers' | 'lead' | 'onControl'> | null;
   readonly recovery: Pick<Recovery, 'begin' | 'prepare' | 'rollBack'> | null;
   setRouting(owned: (keyGroup: number) => boolean | null): void;
   deliverFromPeer(bytes: Uint8Array, offset: number, length: number, fromPeer: string | null): void;
@@ -74,7 +74,7 @@ export class NodePort implements ClusterPort {
   }
 
   setCheckpointPeers(peers: readonly string[]): void {
-    this.main.checkpointing?.participant.setPeers(peers);
+    this.main.checkpointing?.setPeers(peers);
   }
 
   leadCheckpoints(lead: { participants: readonly string[]; view: string } | null): void {

@@ -248,22 +248,57 @@ test("a peer's 'start': barriers to shards and peers, recording until each barri
   const recorded = decodeChannelObject((await store.get(ack.channels[0]!))!);
   assert.equal(recorded.map((message) => [...message]), [[...early]]);
 
-  // An older 'start': ignored. The same one again (the leader asks again: the ack was lost): the same ack again, nothing begins.
+  // An older 'start': failed at once, with the number seen. The same one again (the leader asks again:
+  // the ack was lost): the same ack again, nothing begins.
+  const old = { type: 'failed', checkpoint: 3, reason: 'n2 has begun checkpoint 4 already: the next one starts above it', seen: 4 } as const;
   checkpointing.onControl('n1', { type: 'start', checkpoint: 3 });
   checkpointing.onControl('n1', { type: 'start', checkpoint: 4 });
   assert.equal(host.barriers, [4]);
-  assert.equal(cluster.sent, [['n1', ack], ['n1', ack]]);
-  // The leader's outcome reaches the host, and ends the answer's keeping.
+  assert.equal(cluster.sent, [['n1', ack], ['n1', old], ['n1', ack]]);
+  // The leader's outcome reaches the host, and ends the answer's keeping: the number is an old one now.
   checkpointing.onControl('n1', { type: 'outcome', checkpoint: 4, committed: true });
   assert.equal(host.outcomes, [[4, true]]);
   checkpointing.onControl('n1', { type: 'start', checkpoint: 4 });
-  assert.is(cluster.sent.length, 2, 'decided: no answer any more');
+  assert.equal(cluster.sent.slice(3), [['n1', { ...old, checkpoint: 4 }]], 'decided: no ack any more');
 
   // While a recovery discards shard output, barriers go to the shards but not to peers.
   host.discarding = true;
   checkpointing.onControl('n1', { type: 'start', checkpoint: 5 });
   assert.equal(host.barriers, [4, 5]);
   assert.equal(cluster.peerBarriers, [4]);
+});
+
+test("a kept answer goes again only to the leader it was made for: another leader's 'start' of that number (it restarted, or took over) is failed at once", async () => {
+  const { host, cluster, checkpointing } = await setup({ nodeId: 'n2' });
+  host.cluster = cluster;
+  checkpointing.setPeers(['n1', 'n3']);
+  checkpointing.onControl('n3', { type: 'start', checkpoint: 6 });
+  checkpointing.participant.onBarrier('peer:n1', 6);
+  checkpointing.participant.onBarrier('peer:n3', 6);
+  playShards(checkpointing, 6);
+  await eventually(() => cluster.sent.length > 0, 'the ack', TIMEOUT_MS);
+  assert.equal(cluster.sent.map(([to, message]) => [to, message.type]), [['n3', 'ack']]);
+  // n1 leads now, from a head below 6, and starts its own checkpoint 6: not n3's cut.
+  checkpointing.onControl('n1', { type: 'start', checkpoint: 6 });
+  assert.equal(cluster.sent[1], ['n1', { type: 'failed', checkpoint: 6, reason: 'n2 has begun checkpoint 6 already: the next one starts above it', seen: 6 }]);
+  checkpointing.onControl('n3', { type: 'start', checkpoint: 6 });
+  assert.equal(cluster.sent[2]![1].type, 'ack', 'n3 asking again still gets it');
+  assert.equal(host.barriers, [6], 'begun once');
+});
+
+test('a view change forgets kept answers: they were cuts of the old view, and a leader of the new one may reuse the number', async () => {
+  const { host, cluster, checkpointing } = await setup({ nodeId: 'n2' });
+  host.cluster = cluster;
+  checkpointing.setPeers(['n1', 'n3']);
+  checkpointing.participant.onBarrier('peer:n3', 6);
+  checkpointing.participant.onBarrier('peer:n1', 6);
+  playShards(checkpointing, 6);
+  await sleep(50);
+  checkpointing.setPeers(['n1']);
+  checkpointing.onControl('n1', { type: 'start', checkpoint: 6 });
+  assert.equal(cluster.sent.map(([to, message]) => [to, message.type, 'seen' in message ? message.seen : null]), [['n1', 'failed', 6]]);
+  checkpointing.onControl('n1', { type: 'start', checkpoint: 7 });
+  assert.equal(host.barriers, [6, 7]);
 });
 
 test("a checkpoint begun on a peer's barrier acks to the leader whose 'start' arrives after it", async () => {
@@ -337,6 +372,18 @@ test("leading a peer: 'start' sent to it, its 'ack' completes the checkpoint, it
   assert.equal(cluster.sent.find(([, message]) => message.type === 'outcome' && message.checkpoint === 2), ['n2', { type: 'outcome', checkpoint: 2, committed: false }]);
   assert.is(checkpointing.leaderStats!.lastFailure, 'checkpoint 2: upload by n2 failed: out of space');
   assert.equal(await readHead(store), { checkpoint: 1, term, retained: [] });
+});
+
+test("a peer's 'failed' with the number it has seen: the next checkpoint starts above it, not one number up", async () => {
+  const { host, cluster, checkpointing } = await setup();
+  host.cluster = cluster;
+  await checkpointing.lead({ participants: ['n1', 'n2'], view: 'v7' });
+  await barrier(host, 1);
+  checkpointing.onControl('n2', { type: 'failed', checkpoint: 1, reason: 'n2 has begun checkpoint 9 already: the next one starts above it', seen: 9 });
+  assert.is(await outcome(host, 1), false);
+  const starts = () => cluster.sent.flatMap(([, message]) => (message.type === 'start' ? [message.checkpoint] : []));
+  await eventually(() => starts().length > 1, 'the next start', TIMEOUT_MS);
+  assert.equal(starts().slice(0, 2), [1, 10]);
 });
 
 test('a peer that never acknowledges: the checkpoint fails after ackTimeoutMs', async () => {

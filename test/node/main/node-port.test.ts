@@ -217,7 +217,7 @@ test('checkpoint and recovery calls delegate to checkpointing and recovery', asy
   const host = new FakeHost();
   const calls: unknown[][] = [];
   host.checkpointing = {
-    participant: { setPeers: (peers: readonly string[]) => calls.push(['setPeers', peers]) } as never,
+    setPeers: (peers: readonly string[]) => void calls.push(['setPeers', peers]),
     lead: async (lead) => void calls.push(['lead', lead]),
     onControl: (from, message) => void calls.push(['onControl', from, message]),
   };
