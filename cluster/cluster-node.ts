@@ -19,6 +19,7 @@ import { decodeControlEnvelope, encodeControlEnvelope } from './checkpoint-contr
 import { ClusterHttp, type ClusterReport } from './cluster-http.js';
 import { HandoverShell } from './handover-shell.js';
 import { Membership, type Action, type Member, type MembershipConfig } from './membership.js';
+import { LINK_CHECK_MS, LinkShell } from './link-shell.js';
 import { PeerNetwork } from './peer-network.js';
 import { RecoveryShell } from './recovery-shell.js';
 import { ClusterView, type ViewAction } from './view-core.js';
@@ -64,6 +65,9 @@ export class ClusterNode implements ClusterHooks {
   private readonly report: ClusterHttp;
   private tickTimer: NodeJS.Timeout | null = null;
   private readonly handoverCheck: NodeJS.Timeout;
+  /** Members left out for cut links (checkpoints on; link-shell.ts), and the timer that watches the links. */
+  private readonly links: LinkShell | null;
+  private readonly linkCheck: NodeJS.Timeout | null;
   private readonly retireTimers = new Map<string, NodeJS.Timeout>();
   /** The peer whose envelopes are being delivered right now (to spot messages bouncing between views). */
   private deliveringFrom: string | null = null;
@@ -85,7 +89,10 @@ export class ClusterNode implements ClusterHooks {
       onPeerHello: (peer, instance, epoch) => this.core.peerHello(peer, instance, epoch),
       onEnvelope: (bytes, offset, length, fromPeer, epoch) => this.onEnvelope(bytes, offset, length, fromPeer, epoch),
       onEnvelopesDone: () => this.port.flush(),
-      onGossip: (from, message) => this.apply(this.membership.receive(this.membershipNow(), from, message as never)),
+      onGossip: (from, message) => {
+        if (this.links?.receive(message)) return;
+        this.apply(this.membership.receive(this.membershipNow(), from, message as never));
+      },
       onBacklogChanged: () => this.port.recheckAdmission(),
       // Fatal only for a node still joining; a member that meets a misconfigured newcomer just logs it.
       onRefused: (reason) => (this.core.hasJoined() ? options.log(`cluster: ${reason}`) : options.onRefused(reason)),
@@ -107,7 +114,7 @@ export class ClusterNode implements ClusterHooks {
       port: this.port,
       send,
       deliveringFrom: () => this.deliveringFrom,
-      isDead: (id) => (this.membership.member(id)?.state ?? 'dead') === 'dead',
+      isDead: (id) => (this.viewMember(id)?.state ?? 'dead') === 'dead',
       log: options.log,
     });
     this.recovery = new RecoveryShell({
@@ -115,7 +122,7 @@ export class ClusterNode implements ClusterHooks {
       port: this.port,
       setEpoch: (epoch) => this.network.setEpoch(epoch),
       redeliver: (bytes, offset, length, from, epoch) => this.onEnvelope(bytes, offset, length, from, epoch),
-      members: () => this.membership.members(),
+      members: () => this.viewMembers(),
       releaseHeld: () => this.handovers.releaseHeld(),
       log: options.log,
     });
@@ -128,8 +135,22 @@ export class ClusterNode implements ClusterHooks {
       handovers: this.handovers,
       checkpointStatus: () => node.checkpointStatus(),
     });
-    this.handoverCheck = setInterval(() => this.core.tick(this.membership.members(), performance.now()), HANDOVER_CHECK_MS);
+    this.handoverCheck = setInterval(() => this.core.tick(this.viewMembers(), performance.now()), HANDOVER_CHECK_MS);
     this.handoverCheck.unref();
+    // Without checkpoints a member left out would lose its key groups' state: cut links only hold messages up then.
+    this.links = this.port.checkpointing
+      ? new LinkShell({
+          selfId: nodeId,
+          startMs: Date.now(),
+          members: () => this.membership.members(),
+          connectedPeers: () => this.network.connectedPeers(),
+          gossip: (id, message) => this.network.gossip(this.addressOf(id), message),
+          changed: (ids) => this.linkVerdictChanged(ids),
+          log: options.log,
+        })
+      : null;
+    this.linkCheck = this.links === null ? null : setInterval(() => this.links!.tick(performance.now()), LINK_CHECK_MS);
+    this.linkCheck?.unref();
     this.core.start();
     this.apply(this.membership.start(this.membershipNow(), seeds));
   }
@@ -233,7 +254,7 @@ export class ClusterNode implements ClusterHooks {
         this.options.log(`cluster: dropped a malformed membership message from ${action.from}: ${action.reason}`);
       }
     }
-    if (viewMayChange && !this.core.hasLeft()) this.core.viewChanged(this.membership.members(), performance.now());
+    if (viewMayChange && !this.core.hasLeft()) this.core.viewChanged(this.viewMembers(), performance.now());
     this.scheduleTick();
   }
 
@@ -242,7 +263,7 @@ export class ClusterNode implements ClusterHooks {
     if (member.id === this.options.nodeId) return;
     this.options.log(`cluster: ${member.id} (${member.address}) is ${member.state}${previous ? ` (was ${previous})` : ''}, incarnation ${member.incarnation}`);
     this.network.learnAddress(member.id, member.address);
-    this.core.memberChanged(member);
+    this.core.memberChanged(this.links?.adjusted(member) ?? member);
     if (member.state === 'alive' || member.state === 'suspect') this.network.revive(member.id);
   }
 
@@ -320,7 +341,29 @@ export class ClusterNode implements ClusterHooks {
     }
   }
 
+  /** The membership as the view core sees it: members left out for cut links count as dead (link-shell.ts). */
+  private viewMembers(): Member[] {
+    return this.links?.members() ?? this.membership.members();
+  }
+
+  private viewMember(id: string): Member | undefined {
+    const member = this.membership.member(id);
+    return member === undefined ? undefined : (this.links?.adjusted(member) ?? member);
+  }
+
+  /** Members left out for cut links, or back: the view core learns it as it learns a death or a return. */
+  private linkVerdictChanged(ids: readonly string[]): void {
+    if (this.core.hasLeft()) return;
+    const self = ids.includes(this.options.nodeId);
+    for (const member of this.membership.members()) {
+      if (member.id !== this.options.nodeId && (self || ids.includes(member.id))) this.core.memberChanged(this.links!.adjusted(member));
+    }
+    this.core.viewChanged(this.viewMembers(), performance.now());
+  }
+
   private retire(id: string): void {
+    // Left out for a cut link but alive: its link keeps dialling, so the verdict can see it heal.
+    if (this.links?.keepsLink(id)) return;
     clearTimeout(this.retireTimers.get(id));
     this.retireTimers.delete(id);
     const undelivered = this.network.retire(id);
@@ -358,14 +401,14 @@ export class ClusterNode implements ClusterHooks {
     if (!this.core.leave()) return;
     this.apply(this.membership.leave(this.membershipNow()));
     if (this.tickTimer) clearTimeout(this.tickTimer);
-    const others = this.core.leavingTo(this.membership.members());
+    const others = this.core.leavingTo(this.viewMembers());
     if (others.length > 0) {
       // Adoptions under way finish first (their key groups are then released like the rest).
       const deadline = performance.now() + LEAVE_RELEASE_WAIT_MS;
       while (this.core.moves.anyAdopting() && performance.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 10));
       // Hand every key group over to its owner in the view without this node, then wait for the
       // releases to finish; the links carry the hand-overs (close() waits for their acknowledgement).
-      this.core.handOverTo(others, this.membership.members(), performance.now());
+      this.core.handOverTo(others, this.viewMembers(), performance.now());
       if (!(await this.handovers.releasesFinished(deadline))) {
         this.options.log(`cluster: ${this.handovers.releasesPending} key groups could not be handed over in time (an invocation did not finish): their state is lost`);
       }
@@ -380,6 +423,7 @@ export class ClusterNode implements ClusterHooks {
     if (this.tickTimer) clearTimeout(this.tickTimer);
     this.handovers.close();
     clearInterval(this.handoverCheck);
+    if (this.linkCheck) clearInterval(this.linkCheck);
     for (const timer of this.retireTimers.values()) clearTimeout(timer);
     await this.network.drain(5000);
     this.network.close();
