@@ -42,5 +42,6 @@ export async function runVerifier(args: string[], timeoutMs: number): Promise<Re
   const result = JSON.parse(last) as Record<string, any>;
   if (process.env.VERBOSE) console.log(output);
   const clean = result.mismatches === 0 && (result.order_violations ?? 0) === 0 && code === 0;
-  return Object.assign(result, { exitCode: code ?? -1, output: clean ? replay() : explain() });
+  // `printed`: everything it printed (a test reads the nodes' log path from it, say).
+  return Object.assign(result, { exitCode: code ?? -1, output: clean ? replay() : explain(), printed: output });
 }
