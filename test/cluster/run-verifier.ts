@@ -42,6 +42,7 @@ export async function runVerifier(args: string[], timeoutMs: number): Promise<Re
   const result = JSON.parse(last) as Record<string, any>;
   if (process.env.VERBOSE) console.log(output);
   const clean = result.mismatches === 0 && (result.order_violations ?? 0) === 0 && code === 0;
-  // `printed`: everything it printed (a test reads the nodes' log path from it, say).
-  return Object.assign(result, { exitCode: code ?? -1, output: clean ? replay() : explain(), printed: output });
+  // `printed` (not enumerable: results are logged as JSON): everything it printed, for a test that reads more of it.
+  Object.defineProperty(result, 'printed', { value: output, enumerable: false });
+  return Object.assign(result, { exitCode: code ?? -1, output: clean ? replay() : explain() });
 }
