@@ -31,6 +31,8 @@ export interface ClusterReport {
   /** Recoveries from checkpoints (checkpoints on): the current recovery epoch and whether one is under way. */
   recovery: { epoch: number; recovering: boolean; awaiting: string | null; recoveries: number };
   checkpoints: ReturnType<StatecraftNode['checkpointStatus']>;
+  /** Cut links between live members (checkpoints on, else null): the members this node cannot reach directly, and those left out of the view. */
+  links: { down: string[]; leftOut: string[] } | null;
 }
 
 export interface ClusterHttpSources {
@@ -41,6 +43,9 @@ export interface ClusterHttpSources {
   network: Pick<PeerNetwork, 'connectedPeers' | 'linkStats' | 'refusals' | 'queuedBytes'>;
   handovers: Pick<HandoverShell, 'stats' | 'heldCount'>;
   checkpointStatus(): ReturnType<StatecraftNode['checkpointStatus']>;
+  /** Why this node does not serve, when it knows better than the view core (left out for cut links), else null. */
+  reason(): string | null;
+  links(): { down: string[]; leftOut: string[] } | null;
 }
 
 export class ClusterHttp {
@@ -55,7 +60,7 @@ export class ClusterHttp {
       nodeId: this.sources.nodeId,
       address: this.sources.address,
       serving: core.inMajority(),
-      reason: core.reason,
+      reason: this.sources.reason() ?? core.reason,
       viewVersion: core.viewVersion,
       viewId: core.placement.viewId,
       keyGroups: core.keyGroups,
@@ -69,6 +74,7 @@ export class ClusterHttp {
       handovers: { ...handovers.stats, keyGroupsMoving: core.moves.count },
       recovery: { epoch: core.epoch, recovering: core.isRecovering(), awaiting: core.awaitingReason, recoveries: core.recoveries },
       checkpoints: this.sources.checkpointStatus(),
+      links: this.sources.links(),
     };
   }
 
@@ -80,7 +86,7 @@ export class ClusterHttp {
       return true;
     }
     if (request.method === 'GET' && path === '/health' && !this.sources.core.inMajority()) {
-      response.writeHead(503, { 'content-type': 'application/json' }).end(JSON.stringify({ status: 'not-serving', nodeId: this.sources.nodeId, reason: this.sources.core.reason }));
+      response.writeHead(503, { 'content-type': 'application/json' }).end(JSON.stringify({ status: 'not-serving', nodeId: this.sources.nodeId, reason: this.sources.reason() ?? this.sources.core.reason }));
       return true;
     }
     return false;

@@ -134,6 +134,8 @@ export class ClusterNode implements ClusterHooks {
       network: this.network,
       handovers: this.handovers,
       checkpointStatus: () => node.checkpointStatus(),
+      reason: () => this.links?.reason ?? null,
+      links: () => (this.links === null ? null : { down: this.links.down, leftOut: [...this.links.out].sort() }),
     });
     this.handoverCheck = setInterval(() => this.core.tick(this.viewMembers(), performance.now()), HANDOVER_CHECK_MS);
     this.handoverCheck.unref();
@@ -193,7 +195,7 @@ export class ClusterNode implements ClusterHooks {
   }
 
   refusesClients(): string | null {
-    return this.core.status === 'no-majority' ? `${this.options.nodeId} ${this.core.reason ?? 'reaches no majority of its cluster'}: connect to another node` : null;
+    return this.core.status === 'no-majority' ? `${this.options.nodeId} ${this.links?.reason ?? this.core.reason ?? 'reaches no majority of its cluster'}: connect to another node` : null;
   }
 
   http(request: IncomingMessage, response: ServerResponse): boolean {

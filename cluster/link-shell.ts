@@ -40,9 +40,21 @@ export class LinkShell {
     return this.#out;
   }
 
+  /** The live members this node has reported it cannot reach directly. */
+  get down(): string[] {
+    return this.verdicts.down;
+  }
+
   /** This node is left out: its links to some live members are cut while they reach each other. */
   get selfOut(): boolean {
     return this.#out.has(this.options.selfId);
+  }
+
+  /** Why this node serves nothing, when the verdict left it out (else null). */
+  get reason(): string | null {
+    if (!this.selfOut) return null;
+    const down = this.verdicts.down;
+    return `left out of the view: ${down.length > 0 ? `this node cannot reach ${down.join(', ')} directly` : 'live members cannot reach this node directly'} while the others reach each other; it serves again once its links are back`;
   }
 
   /** The membership as the view core should see it (see the file comment). */

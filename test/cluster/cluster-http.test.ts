@@ -7,7 +7,7 @@ import type { AddressInfo } from 'node:net';
 import { ClusterHttp } from '../../cluster/cluster-http.js';
 import { member, shells } from './shell-harness.js';
 
-function reporter() {
+function reporter(reason: { text: string | null } = { text: null }) {
   const node = shells('a');
   const members = [member('a', 'alive'), member('b', 'alive')];
   node.view({ a: 'alive', b: 'alive' });
@@ -19,6 +19,8 @@ function reporter() {
     network: { connectedPeers: () => ['b'], linkStats: () => [], refusals: [], queuedBytes: 12 },
     handovers: node.handovers,
     checkpointStatus: () => null,
+    reason: () => reason.text,
+    links: () => ({ down: [], leftOut: [] }),
   });
   return { node, http };
 }
@@ -26,11 +28,12 @@ function reporter() {
 test('the report names the view counter viewVersion and the recovery epoch recovery.epoch', () => {
   const { http } = reporter();
   const report = http.report();
-  assert.equal(Object.keys(report), ['nodeId', 'address', 'serving', 'reason', 'viewVersion', 'viewId', 'keyGroups', 'view', 'members', 'peers', 'refusals', 'handovers', 'recovery', 'checkpoints']);
+  assert.equal(Object.keys(report), ['nodeId', 'address', 'serving', 'reason', 'viewVersion', 'viewId', 'keyGroups', 'view', 'members', 'peers', 'refusals', 'handovers', 'recovery', 'checkpoints', 'links']);
   assert.is(report.viewVersion, 2);
   assert.is(report.serving, true);
   assert.equal(report.view, ['a', 'b']);
   assert.equal(report.recovery, { epoch: 0, recovering: false, awaiting: null, recoveries: 0 });
+  assert.equal(report.links, { down: [], leftOut: [] });
   assert.equal(
     report.members.map((entry) => [entry.id, entry.inView, entry.connected, entry.keyGroups > 0]),
     [
@@ -50,8 +53,9 @@ test('metric lines: statecraft_cluster_view_version counts views', () => {
   assert.not.ok(lines.some((line) => line.startsWith('statecraft_cluster_epoch')));
 });
 
-test('over HTTP: /cluster always, /health only while not in a majority (503 and why)', async () => {
-  const { node, http } = reporter();
+test('over HTTP: /cluster always, /health only while not in a majority (503 and why; a node left out for cut links says so)', async () => {
+  const reason = { text: null as string | null };
+  const { node, http } = reporter(reason);
   const server = createServer((request, response) => http.serve(request, response) || response.writeHead(404).end());
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
@@ -64,6 +68,9 @@ test('over HTTP: /cluster always, /health only while not in a majority (503 and 
     const health = await fetch(`${url}/health`);
     assert.is(health.status, 503);
     assert.equal(await health.json(), { status: 'not-serving', nodeId: 'a', reason: 'reaches 1 of the 2 members of the last agreed view, not a majority: waiting for them' });
+    reason.text = 'left out of the view: this node cannot reach b directly while the others reach each other; it serves again once its links are back';
+    assert.equal(((await (await fetch(`${url}/health`)).json()) as { reason: string }).reason, reason.text);
+    assert.is(http.report().reason, reason.text);
   } finally {
     server.close();
   }
