@@ -85,9 +85,14 @@ export class CheckpointParticipant {
     return actions.length > 0;
   }
 
-  /** Whether `checkpoint` is under way here (begun on a peer's barrier or a start, not yet done). */
-  isOpen(checkpoint: number): boolean {
-    return this.tracker.openCheckpoint === checkpoint;
+  /**
+   * Whether this node's part of `checkpoint` is under way in the current view (begun on a peer's barrier
+   * or a start; aligning, or uploading): its answer is still to come.
+   */
+  inProgress(checkpoint: number): boolean {
+    if (this.tracker.openCheckpoint === checkpoint) return true;
+    const part = this.parts.get(checkpoint);
+    return part !== undefined && !part.reported;
   }
 
   get highestCheckpoint(): number {

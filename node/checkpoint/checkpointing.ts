@@ -284,7 +284,7 @@ export class Checkpointing {
         }
         // A new number, or the one under way here (begun on a peer's barrier: its ack goes to this leader).
         const newest = this.participant.newestCheckpoint;
-        if (message.checkpoint > newest || (message.checkpoint === newest && kept === undefined && this.participant.isOpen(newest))) {
+        if (message.checkpoint > newest || (message.checkpoint === newest && kept === undefined && this.participant.inProgress(newest))) {
           this.startedBy.set(message.checkpoint, from);
           this.participant.start(message.checkpoint);
           break;

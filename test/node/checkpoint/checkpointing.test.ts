@@ -315,6 +315,20 @@ test("a checkpoint begun on a peer's barrier acks to the leader whose 'start' ar
   assert.equal(cluster.sent.map(([to, message]) => [to, message.type, 'checkpoint' in message ? message.checkpoint : null]), [['n1', 'ack', 6]]);
 });
 
+test("a 'start' that arrives while this node's part is aligned but not yet uploaded is not an old number: the ack goes to that leader when ready", async () => {
+  const { host, cluster, checkpointing } = await setup({ nodeId: 'n2' });
+  host.cluster = cluster;
+  checkpointing.setPeers(['n1', 'n3']);
+  checkpointing.participant.onBarrier('peer:n3', 6);
+  checkpointing.participant.onBarrier('peer:n1', 6);
+  assert.ok(checkpointing.participant.inProgress(6), 'aligned, the shards still uploading');
+  checkpointing.onControl('n1', { type: 'start', checkpoint: 6 });
+  assert.equal(cluster.sent, [], 'no failure for a number under way');
+  playShards(checkpointing, 6);
+  await eventually(() => cluster.sent.length > 0, 'the ack', TIMEOUT_MS);
+  assert.equal(cluster.sent.map(([to, message]) => [to, message.type]), [['n1', 'ack']]);
+});
+
 test("an ack made before the leader's 'start' arrived (begun on peers' barriers) is kept, and sent when the 'start' comes", async () => {
   const { host, cluster, checkpointing } = await setup({ nodeId: 'n2' });
   host.cluster = cluster;
