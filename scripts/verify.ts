@@ -18,6 +18,8 @@
  *   --flaps n        isolate and heal a random node repeatedly (0.2-1.5 s each) for 4-10 s
  *   --handover-kills n  SIGKILL a node while key groups move (after a node came back), restart it
  *   --host-pauses n  (with --remote) SIGSTOP the function host for 1-10 s
+ *   --store-fulls n  fill the disk under the checkpoint store for 2-10 s, then free it (the store is put
+ *                    on a 64 MB tmpfs for the run: needs root)
  *   --fault-ms ms    a fixed fault length instead of the random ones
  * Partitions need Linux network namespaces (root): each node runs in its own namespace on a bridge
  * (scripts/verify/netns.ts; --netns forces it for the other nemeses). By default a partition cuts
@@ -43,8 +45,8 @@
  *   nemeses               how many of each nemesis were applied with traffic in flight
  *   unsettled             nemeses after which the cluster did not settle within 60 s
  */
-import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { closeSync, mkdirSync, mkdtempSync, openSync, rmSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -67,6 +69,7 @@ const { values } = parseArgs({
     flaps: { type: 'string', default: '0' },
     'handover-kills': { type: 'string', default: '0' },
     'host-pauses': { type: 'string', default: '0' },
+    'store-fulls': { type: 'string', default: '0' },
     'fault-ms': { type: 'string' },
     'partition-mode': { type: 'string', default: 'peers' },
     netns: { type: 'boolean', default: false },
@@ -85,11 +88,11 @@ const { values } = parseArgs({
 });
 if (values.help) {
   console.log('usage: node scripts/verify.js [--seed n] [--nodes 3] [--ids 128] [--duration 60] [--kills 5] [--rate 200] [--shards 1] [--checkpoint-interval 500] [--checkpoint-store url|off] [--max-delay 400] [--restart-delay ms] [--remote [--host-kills n] [--host-pauses n]]');
-  console.log('       [--pauses n] [--partitions n] [--one-way n] [--flaps n] [--handover-kills n] [--fault-ms ms] [--partition-mode peers|all] [--netns] [--keep-logs]');
+  console.log('       [--pauses n] [--partitions n] [--one-way n] [--flaps n] [--handover-kills n] [--store-fulls n] [--fault-ms ms] [--partition-mode peers|all] [--netns] [--keep-logs]');
   console.log('  --keep-logs: write every node\'s output, stamped with the verifier\'s clock, to a file even when the run passes.');
   console.log('  --remote: the functions run in a function host process (node cluster/serve.js) that the nodes reach over HTTP;');
   console.log('  --host-kills n: SIGKILL that host n times during the run and start it again; --host-pauses n: SIGSTOP it for 1-10 s.');
-  console.log('  --pauses, --partitions, --one-way, --flaps, --handover-kills: nemeses (see the header of scripts/verify.ts);');
+  console.log('  --pauses, --partitions, --one-way, --flaps, --handover-kills, --store-fulls: nemeses (see the header of scripts/verify.ts);');
   console.log('  partitions need root: the nodes then run in network namespaces (--netns forces that for any run).');
   process.exit(0);
 }
@@ -112,6 +115,11 @@ const oneWayCount = whole('one-way', values['one-way'], 0);
 const flapCount = whole('flaps', values.flaps, 0);
 const handoverKillCount = whole('handover-kills', values['handover-kills'], 0);
 const hostPauseCount = whole('host-pauses', values['host-pauses'], 0);
+const storeFullCount = whole('store-fulls', values['store-fulls'], 0);
+if (storeFullCount > 0 && values['checkpoint-store'] !== undefined) {
+  console.error('--store-fulls fills the default store (a directory of the run); it cannot be used with --checkpoint-store');
+  process.exit(2);
+}
 const faultMs = values['fault-ms'] === undefined ? null : whole('fault-ms', values['fault-ms'], 1);
 const partitionMode = values['partition-mode'];
 if (partitionMode !== 'peers' && partitionMode !== 'all') {
@@ -148,6 +156,7 @@ const replayArgs = [
   ...(oneWayCount > 0 ? [['--one-way', oneWayCount]] : []),
   ...(flapCount > 0 ? [['--flaps', flapCount]] : []),
   ...(handoverKillCount > 0 ? [['--handover-kills', handoverKillCount]] : []),
+  ...(storeFullCount > 0 ? [['--store-fulls', storeFullCount]] : []),
   ...(faultMs === null ? [] : [['--fault-ms', faultMs]]),
   ...(partitionMode === 'peers' ? [] : [['--partition-mode', partitionMode]]),
   ...(values.netns === true ? [['--netns']] : []),
@@ -228,7 +237,24 @@ const root = fileURLToPath(new URL('..', import.meta.url));
 const startScript = join(root, 'cluster', 'start.js');
 const functionsModule = join(root, 'scripts', 'verify', 'functions.js');
 const work = mkdtempSync(join(tmpdir(), 'statecraft-verify-'));
-const store = values['checkpoint-store'] ?? `file://${join(work, 'store')}`;
+/** With --store-fulls the store lives on a small tmpfs of its own (`disk`), which the nemesis fills. */
+const disk = join(work, 'disk');
+const storeDir = storeFullCount > 0 ? join(disk, 'store') : join(work, 'store');
+const store = values['checkpoint-store'] ?? `file://${storeDir}`;
+/** The full-store nemesis writes this file until the store's disk has no room. */
+const storeFiller = join(disk, 'filler.bin');
+let storeMounted = false;
+if (storeFullCount > 0) {
+  mkdirSync(disk);
+  try {
+    execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=64m', 'tmpfs', disk], { stdio: ['ignore', 'ignore', 'pipe'] });
+    storeMounted = true;
+  } catch (error) {
+    console.error(`verify: --store-fulls puts the store on a tmpfs, which needs root: ${String((error as { stderr?: Buffer }).stderr ?? (error as Error).message).trim()}`);
+    rmSync(work, { recursive: true, force: true });
+    process.exit(2);
+  }
+}
 const serveScript = join(root, 'cluster', 'serve.js');
 const hostSocket = join(work, 'fn.sock');
 
@@ -329,6 +355,7 @@ function stopAll(): void {
 process.on('exit', () => {
   stopAll();
   net?.cleanup();
+  if (storeMounted) spawnSync('umount', ['-l', disk]);
   rmSync(work, { recursive: true, force: true });
 });
 for (const signal of ['SIGINT', 'SIGTERM'] as const) process.on(signal, () => process.exit(130));
@@ -381,10 +408,10 @@ async function dumpNodes(): Promise<void> {
 
 // ---- the run ----
 const started = Date.now();
-type Nemesis = 'kill' | 'pause' | 'partition' | 'one-way' | 'flap' | 'handover-kill' | 'host-kill' | 'host-pause';
+type Nemesis = 'kill' | 'pause' | 'partition' | 'one-way' | 'flap' | 'handover-kill' | 'host-kill' | 'host-pause' | 'store-full';
 /** Nemeses that landed with events in flight, by kind; and those that found the cluster idle. */
-const applied: Record<Nemesis, number> = { kill: 0, pause: 0, partition: 0, 'one-way': 0, flap: 0, 'handover-kill': 0, 'host-kill': 0, 'host-pause': 0 };
-const idle: Record<Nemesis, number> = { kill: 0, pause: 0, partition: 0, 'one-way': 0, flap: 0, 'handover-kill': 0, 'host-kill': 0, 'host-pause': 0 };
+const applied: Record<Nemesis, number> = { kill: 0, pause: 0, partition: 0, 'one-way': 0, flap: 0, 'handover-kill': 0, 'host-kill': 0, 'host-pause': 0, 'store-full': 0 };
+const idle: Record<Nemesis, number> = { kill: 0, pause: 0, partition: 0, 'one-way': 0, flap: 0, 'handover-kill': 0, 'host-kill': 0, 'host-pause': 0, 'store-full': 0 };
 const inFlightAtKills: number[] = [];
 const inFlightAtHostKills: number[] = [];
 /** What happened when, for the report of a failed run. */
@@ -583,6 +610,35 @@ async function oneWay(): Promise<void> {
   await afterNemesis(`one-way ${from.id}->${to.id}`);
 }
 
+/** Writes zeros to `file` until the disk is full (ENOSPC). */
+function fillDisk(file: string): number {
+  const fd = openSync(file, 'w');
+  const chunk = Buffer.alloc(1024 * 1024);
+  let written = 0;
+  try {
+    for (;;) written += writeSync(fd, chunk);
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code !== 'ENOSPC') throw error;
+  } finally {
+    closeSync(fd);
+  }
+  return written;
+}
+
+async function storeFull(): Promise<void> {
+  const ms = faultLength(2000, 10_000);
+  const load = await trafficInFlight();
+  // No victim: every node's checkpoint writes fail while it lasts; the clock arms when there is room again.
+  await fault(`store full ${ms} ms`, [], ms, () => {
+    const written = fillDisk(storeFiller);
+    note(`the store's disk is full (${Math.round(written / 1024 / 1024)} MB of filler) for ${ms} ms ${count('store-full', load)}`);
+  }, () => {
+    rmSync(storeFiller, { force: true });
+    note('the store has room again');
+  });
+  await afterNemesis('store full');
+}
+
 async function flap(): Promise<void> {
   const victim = pick(handles);
   const total = faultLength(4000, 10_000);
@@ -647,6 +703,7 @@ async function main(): Promise<number> {
     ...Array<Nemesis>(oneWayCount).fill('one-way'),
     ...Array<Nemesis>(flapCount).fill('flap'),
     ...Array<Nemesis>(handoverKillCount).fill('handover-kill'),
+    ...Array<Nemesis>(storeFullCount).fill('store-full'),
   ];
   for (let index = plan.length - 1; index > 0; index--) {
     const other = Math.floor(random() * (index + 1));
@@ -660,6 +717,7 @@ async function main(): Promise<number> {
       else if (kind === 'pause') await pause();
       else if (kind === 'partition') await partition();
       else if (kind === 'one-way') await oneWay();
+      else if (kind === 'store-full') await storeFull();
       else await flap();
     }
   })();
