@@ -174,12 +174,14 @@ export class PeerNetwork {
 
   /**
    * Before closing: acknowledges every frame received (so no peer re-routes what this node applied), and
-   * waits up to `timeoutMs` for the peers to acknowledge this node's frames.
+   * waits up to `timeoutMs` for the peers to acknowledge this node's frames. Only connected peers are
+   * waited for: one that is gone (stopping too, say) cannot acknowledge anything.
    */
   async drain(timeoutMs: number): Promise<void> {
     for (const link of this.links.values()) link.acknowledgeNow();
     const deadline = performance.now() + timeoutMs;
-    while (this.queuedBytes > 0 && performance.now() < deadline && this.connectedPeers().length > 0) {
+    const waiting = () => [...this.links.values()].some((link) => link.connection?.resumed === true && link.queuedBytes > 0);
+    while (waiting() && performance.now() < deadline) {
       for (const link of this.links.values()) link.frame();
       await new Promise((resolve) => setTimeout(resolve, 10));
     }

@@ -78,6 +78,10 @@ Cluster:
   --indirect-probes <k>       Members asked to probe on this node's behalf. Default 3.
   --suspicion-multiplier <n>  Minimum suspicion timeout, in probe periods (scaled by
                               log10 of the cluster size). Default 4.
+  --stop-timeout <ms>         Longest graceful stop (SIGTERM): past it the node says what
+                              it was still waiting for and exits. What it had not committed
+                              is not durable; clients re-send it. Default 25000 (below the
+                              30 s a Kubernetes pod gets).
 
   -h, --help                  Show this help.
 
@@ -120,6 +124,7 @@ const optionNames = [
   'probe-timeout',
   'indirect-probes',
   'suspicion-multiplier',
+  'stop-timeout',
   'checkpoint-store',
   's3-endpoint',
   's3-region',
@@ -163,6 +168,7 @@ async function main(): Promise<void> {
         'probe-timeout': { type: 'string' },
         'indirect-probes': { type: 'string' },
         'suspicion-multiplier': { type: 'string' },
+        'stop-timeout': { type: 'string' },
         'checkpoint-store': { type: 'string' },
         's3-endpoint': { type: 'string' },
         's3-region': { type: 'string' },
@@ -203,6 +209,8 @@ async function main(): Promise<void> {
   if (indirectProbes !== undefined) tuning.indirectProbes = indirectProbes;
   if (suspicionMultiplier !== undefined) tuning.suspicionMultiplier = suspicionMultiplier < 1 ? fail('--suspicion-multiplier must be at least 1') : suspicionMultiplier;
   if ((tuning.probeTimeoutMs ?? 100) >= (tuning.probeIntervalMs ?? 200)) fail('--probe-timeout must be shorter than --probe-interval');
+  const stopTimeoutMs = integer('stop-timeout', get('stop-timeout')) ?? 25_000;
+  if (stopTimeoutMs < 1) fail('--stop-timeout must be at least 1 ms');
 
   let identity: NodeIdentity;
   try {
@@ -318,10 +326,16 @@ async function main(): Promise<void> {
     }
     stopping = true;
     process.stderr.write(`statecraft: ${signal} received, stopping\n`);
+    let step = 'handing key groups over';
+    setTimeout(() => {
+      process.stderr.write(`statecraft: the stop took longer than --stop-timeout ${stopTimeoutMs} ms (still ${step}): exiting now; what was not committed is not durable, and clients re-send it\n`);
+      identity.release();
+      process.exit(0);
+    }, stopTimeoutMs).unref();
     cluster
       .leave()
-      .then(() => node.close())
-      .then(() => cluster.close())
+      .then(() => ((step = 'closing the node: its shards, the final checkpoint, the last egress'), node.close()))
+      .then(() => ((step = 'waiting for the peers to acknowledge the last frames'), cluster.close()))
       .then(
       () => {
         identity.release();

@@ -170,4 +170,23 @@ test('a peer with other limits is refused, with the reason on both sides', async
   server.close();
 });
 
+test('drain before closing waits for the acknowledgement of connected peers only: a peer that is gone does not hold the stop up', async () => {
+  const a = await peer('a');
+  const b = await peer('b');
+  const gone = await peer('gone');
+  send(a, b, 'b', texts('to-b-', 3));
+  send(a, gone, 'gone', texts('to-gone-', 3));
+  await eventually(() => b.got.length === 3 && gone.got.length === 3, 'both peers got their frames', 5000);
+  await gone.close();
+  await eventually(() => !a.net.connectedPeers().includes('gone'), 'a sees gone go', 5000);
+  send(a, gone, 'gone', ['never acknowledged']);
+  send(a, b, 'b', ['last to b']);
+  const started = performance.now();
+  await a.net.drain(10_000);
+  const waited = performance.now() - started;
+  assert.equal(b.got.slice(-1), ['last to b'], 'b has everything before the drain returns');
+  assert.ok(a.net.queuedBytes > 0, 'what was queued for the peer that is gone is still queued');
+  assert.ok(waited < 10_000, `drain returned without waiting out its deadline for the peer that is gone (${Math.round(waited)} ms)`);
+});
+
 test.run();

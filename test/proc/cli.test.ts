@@ -34,6 +34,7 @@ test('bad flags exit 2 with a message that says what to do', () => {
     [['--functions', '/no/such/module.js', '--port', '0'], /cannot load functions module .*no\/such\/module\.js/],
     [['--functions', greeter, '--port', '0', '--shards', '0'], /shards must be a whole number from 1 to 256/],
     [['--functions', fileURLToPath(new URL('../helpers.js', import.meta.url)), '--port', '0'], /exports no function definitions/],
+    [['--functions', greeter, '--port', '0', '--stop-timeout', '0'], /--stop-timeout must be at least 1 ms/],
   ];
   for (const [args, message] of cases) {
     const result = run(args);
@@ -57,6 +58,15 @@ test('starts, prints one ready line with its URL, serves, and stops cleanly on S
   assert.is(await withTimeout(node.exited, 15_000, 'exit after SIGTERM'), 0);
   assert.match(node.output(), /SIGTERM received, stopping[\s\S]*stopped/);
   await client.close();
+});
+
+test('a stop that takes longer than --stop-timeout says what it was still doing and exits', async () => {
+  // 1 ms: no stop is that quick (the shards' threads end first), so the deadline always comes first.
+  const node = await startNodeProcess(['--functions', greeter, '--port', '0', '--stop-timeout', '1']);
+  node.kill('SIGTERM');
+  assert.is(await withTimeout(node.exited, 15_000, 'exit after SIGTERM'), 0);
+  assert.match(node.output(), /the stop took longer than --stop-timeout 1 ms \(still [^)]+\): exiting now; what was not committed is not durable, and clients re-send it/);
+  assert.not.match(node.output(), /statecraft: stopped/);
 });
 
 test('SIGINT stops it too, and a client sees the connection closed as going away', async () => {
