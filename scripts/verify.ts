@@ -15,6 +15,7 @@
  *   --pauses n       SIGSTOP a random node for 1-10 s, then SIGCONT
  *   --partitions n   isolate a random node from the others (both ways) for 2-10 s, then heal
  *   --one-way n      drop the packets of one random node to another for 2-10 s (a one-way cut)
+ *   --splits n       split the cluster in two for 2-10 s: a random minority (2 of 5, 1 of 3) from the rest
  *   --flaps n        isolate and heal a random node repeatedly (0.2-1.5 s each) for 4-10 s
  *   --handover-kills n  SIGKILL a node while key groups move (after a node came back), restart it
  *   --host-pauses n  (with --remote) SIGSTOP the function host for 1-10 s
@@ -28,7 +29,7 @@
  * no dead-connection detection: a client on the victim hangs until the heal).
  *
  *   node scripts/verify.js --nodes 5 --partitions 1 --fault-ms 10000 --kills 0 --duration 30   the issue's case
- *   node scripts/verify.js --nodes 5 --duration 300 --kills 4 --pauses 4 --partitions 4 --one-way 3 --flaps 3 --handover-kills 2
+ *   node scripts/verify.js --nodes 5 --duration 300 --kills 4 --pauses 4 --partitions 4 --one-way 3 --splits 2 --flaps 3 --handover-kills 2 --store-fulls 2
  *                                                  the long mix (about 6 minutes; needs root)
  *
  * Prints the seed and a command line to replay it first, progress every second, and one final JSON
@@ -66,6 +67,7 @@ const { values } = parseArgs({
     pauses: { type: 'string', default: '0' },
     partitions: { type: 'string', default: '0' },
     'one-way': { type: 'string', default: '0' },
+    splits: { type: 'string', default: '0' },
     flaps: { type: 'string', default: '0' },
     'handover-kills': { type: 'string', default: '0' },
     'host-pauses': { type: 'string', default: '0' },
@@ -88,11 +90,11 @@ const { values } = parseArgs({
 });
 if (values.help) {
   console.log('usage: node scripts/verify.js [--seed n] [--nodes 3] [--ids 128] [--duration 60] [--kills 5] [--rate 200] [--shards 1] [--checkpoint-interval 500] [--checkpoint-store url|off] [--max-delay 400] [--restart-delay ms] [--remote [--host-kills n] [--host-pauses n]]');
-  console.log('       [--pauses n] [--partitions n] [--one-way n] [--flaps n] [--handover-kills n] [--store-fulls n] [--fault-ms ms] [--partition-mode peers|all] [--netns] [--keep-logs]');
+  console.log('       [--pauses n] [--partitions n] [--one-way n] [--splits n] [--flaps n] [--handover-kills n] [--store-fulls n] [--fault-ms ms] [--partition-mode peers|all] [--netns] [--keep-logs]');
   console.log('  --keep-logs: write every node\'s output, stamped with the verifier\'s clock, to a file even when the run passes.');
   console.log('  --remote: the functions run in a function host process (node cluster/serve.js) that the nodes reach over HTTP;');
   console.log('  --host-kills n: SIGKILL that host n times during the run and start it again; --host-pauses n: SIGSTOP it for 1-10 s.');
-  console.log('  --pauses, --partitions, --one-way, --flaps, --handover-kills, --store-fulls: nemeses (see the header of scripts/verify.ts);');
+  console.log('  --pauses, --partitions, --one-way, --splits, --flaps, --handover-kills, --store-fulls: nemeses (see the header of scripts/verify.ts);');
   console.log('  partitions need root: the nodes then run in network namespaces (--netns forces that for any run).');
   process.exit(0);
 }
@@ -112,6 +114,7 @@ const killCount = whole('kills', values.kills, 0);
 const pauseCount = whole('pauses', values.pauses, 0);
 const partitionCount = whole('partitions', values.partitions, 0);
 const oneWayCount = whole('one-way', values['one-way'], 0);
+const splitCount = whole('splits', values.splits, 0);
 const flapCount = whole('flaps', values.flaps, 0);
 const handoverKillCount = whole('handover-kills', values['handover-kills'], 0);
 const hostPauseCount = whole('host-pauses', values['host-pauses'], 0);
@@ -136,7 +139,7 @@ if ((hostKillCount > 0 || hostPauseCount > 0) && !remote) {
   console.error('--host-kills and --host-pauses need --remote');
   process.exit(2);
 }
-const useNetns = values.netns === true || partitionCount + oneWayCount + flapCount > 0;
+const useNetns = values.netns === true || partitionCount + oneWayCount + splitCount + flapCount > 0;
 const MAX_DEPTH = 10;
 const OPS_PER_TREE_MAX = 24;
 /** How long a nemesis waits for events in flight before it lands anyway (and is not counted). */
@@ -154,6 +157,7 @@ const replayArgs = [
   ...(pauseCount > 0 ? [['--pauses', pauseCount]] : []),
   ...(partitionCount > 0 ? [['--partitions', partitionCount]] : []),
   ...(oneWayCount > 0 ? [['--one-way', oneWayCount]] : []),
+  ...(splitCount > 0 ? [['--splits', splitCount]] : []),
   ...(flapCount > 0 ? [['--flaps', flapCount]] : []),
   ...(handoverKillCount > 0 ? [['--handover-kills', handoverKillCount]] : []),
   ...(storeFullCount > 0 ? [['--store-fulls', storeFullCount]] : []),
@@ -408,10 +412,10 @@ async function dumpNodes(): Promise<void> {
 
 // ---- the run ----
 const started = Date.now();
-type Nemesis = 'kill' | 'pause' | 'partition' | 'one-way' | 'flap' | 'handover-kill' | 'host-kill' | 'host-pause' | 'store-full';
+type Nemesis = 'kill' | 'pause' | 'partition' | 'one-way' | 'split' | 'flap' | 'handover-kill' | 'host-kill' | 'host-pause' | 'store-full';
 /** Nemeses that landed with events in flight, by kind; and those that found the cluster idle. */
-const applied: Record<Nemesis, number> = { kill: 0, pause: 0, partition: 0, 'one-way': 0, flap: 0, 'handover-kill': 0, 'host-kill': 0, 'host-pause': 0, 'store-full': 0 };
-const idle: Record<Nemesis, number> = { kill: 0, pause: 0, partition: 0, 'one-way': 0, flap: 0, 'handover-kill': 0, 'host-kill': 0, 'host-pause': 0, 'store-full': 0 };
+const applied: Record<Nemesis, number> = { kill: 0, pause: 0, partition: 0, 'one-way': 0, split: 0, flap: 0, 'handover-kill': 0, 'host-kill': 0, 'host-pause': 0, 'store-full': 0 };
+const idle: Record<Nemesis, number> = { kill: 0, pause: 0, partition: 0, 'one-way': 0, split: 0, flap: 0, 'handover-kill': 0, 'host-kill': 0, 'host-pause': 0, 'store-full': 0 };
 const inFlightAtKills: number[] = [];
 const inFlightAtHostKills: number[] = [];
 /** What happened when, for the report of a failed run. */
@@ -639,6 +643,26 @@ async function storeFull(): Promise<void> {
   await afterNemesis('store full');
 }
 
+async function split(): Promise<void> {
+  const shuffled = [...handles];
+  for (let index = shuffled.length - 1; index > 0; index--) {
+    const other = Math.floor(random() * (index + 1));
+    [shuffled[index], shuffled[other]] = [shuffled[other]!, shuffled[index]!];
+  }
+  const minority = shuffled.slice(0, Math.floor((handles.length - 1) / 2)).sort((a, b) => a.index - b.index);
+  const names = minority.map((handle) => handle.id).join(',');
+  const ms = faultLength(2000, 10_000);
+  const load = await trafficInFlight();
+  await fault(`split ${names} ${ms} ms`, minority, ms, () => {
+    net!.split(minority.map((handle) => handle.index));
+    note(`split ${names} from the others for ${ms} ms ${count('split', load)}`);
+  }, () => {
+    for (const handle of minority) net!.heal(handle.index);
+    note(`heal the split of ${names}`);
+  });
+  await afterNemesis(`split ${names}`);
+}
+
 async function flap(): Promise<void> {
   const victim = pick(handles);
   const total = faultLength(4000, 10_000);
@@ -701,6 +725,7 @@ async function main(): Promise<number> {
     ...Array<Nemesis>(pauseCount).fill('pause'),
     ...Array<Nemesis>(partitionCount).fill('partition'),
     ...Array<Nemesis>(oneWayCount).fill('one-way'),
+    ...Array<Nemesis>(splitCount).fill('split'),
     ...Array<Nemesis>(flapCount).fill('flap'),
     ...Array<Nemesis>(handoverKillCount).fill('handover-kill'),
     ...Array<Nemesis>(storeFullCount).fill('store-full'),
@@ -718,6 +743,7 @@ async function main(): Promise<number> {
       else if (kind === 'partition') await partition();
       else if (kind === 'one-way') await oneWay();
       else if (kind === 'store-full') await storeFull();
+      else if (kind === 'split') await split();
       else await flap();
     }
   })();
