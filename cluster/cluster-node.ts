@@ -29,6 +29,20 @@ export type { ClusterReport } from './cluster-http.js';
 /** Bytes queued for peers above which client events wait. */
 const PEER_BACKLOG_BYTES_MAX = 64 * 1024 * 1024;
 const LEAVE_GOSSIP_MS = 300;
+/** How long a node that stops listens for the other members saying they stop too, before it hands over. */
+const LEAVE_LISTEN_MS = 300;
+/** How long it listens at most, once some other members said they stop too. */
+const LEAVE_LISTEN_MAX_MS = 3_000;
+
+/** A member says it is stopping (gossip, before it leaves: see ClusterNode.leave). */
+interface StoppingMessage {
+  type: 'stopping';
+  id: string;
+}
+
+function isStoppingMessage(message: unknown): message is StoppingMessage {
+  return typeof message === 'object' && message !== null && (message as StoppingMessage).type === 'stopping' && typeof (message as StoppingMessage).id === 'string';
+}
 /** A member that left keeps its link this long, so its hand-overs and last messages get through. */
 const LEFT_RETIRE_MS = 10_000;
 /** How often key groups awaited from a member that is gone are checked (and a missing rollback order asked for). */
@@ -75,6 +89,11 @@ export class ClusterNode implements ClusterHooks {
   private readonly addresses = new Map<string, string>();
   private readonly started = performance.now();
   private servingWaiters: (() => void)[] = [];
+  /** Members (this node too) that said they are stopping (a whole cluster stopped at once shows as all of them). */
+  private readonly stopping = new Set<string>();
+  /** This node stopped together with every other member of its view (see leave()). */
+  private stoppedTogether = false;
+  private closed: Promise<void> | null = null;
   private lastBadEnvelopeLog = 0;
   private badEnvelopes = 0;
 
@@ -91,6 +110,7 @@ export class ClusterNode implements ClusterHooks {
       onEnvelopesDone: () => this.port.flush(),
       onGossip: (from, message) => {
         if (this.links?.receive(message)) return;
+        if (isStoppingMessage(message)) return void this.stopping.add(message.id);
         this.apply(this.membership.receive(this.membershipNow(), from, message as never));
       },
       onBacklogChanged: () => this.port.recheckAdmission(),
@@ -400,6 +420,31 @@ export class ClusterNode implements ClusterHooks {
    * the node can still finish and forward what it has (close the node next, then `close()` this).
    */
   async leave(): Promise<void> {
+    if (this.core.hasLeft()) return;
+    const view = this.core.viewMembers();
+    if (view.length > 1 && this.port.checkpointing) {
+      // First say that this node is stopping, and listen a moment: members stopped at the same time (a
+      // whole cluster stopped) say so too. Unlike a leave, it changes nobody's view.
+      this.stopping.add(this.options.nodeId);
+      for (const id of view) if (id !== this.options.nodeId) this.network.gossip(this.addressOf(id), { type: 'stopping', id: this.options.nodeId } satisfies StoppingMessage);
+      // Once some others say so, the rest are likely stopping too: wait a little longer for them.
+      const deadline = performance.now() + LEAVE_LISTEN_MAX_MS;
+      await new Promise((resolve) => setTimeout(resolve, LEAVE_LISTEN_MS));
+      const stoppingCount = () => this.core.viewMembers().filter((id) => this.stopping.has(id)).length;
+      while (stoppingCount() > 1 && stoppingCount() < this.core.viewMembers().length && performance.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 20));
+      if (this.core.hasLeft()) return;
+      if (this.core.viewMembers().every((id) => this.stopping.has(id))) {
+        // Nobody to hand over to. This node follows no view any more (members that exit before the
+        // others start no recovery), and one final checkpoint across the cluster, led as usual, makes
+        // what was accepted durable instead.
+        this.core.leave();
+        if (this.tickTimer) clearTimeout(this.tickTimer);
+        this.stoppedTogether = true;
+        this.options.log('cluster: every member of the view is stopping: no hand-over; the stop takes a final checkpoint across the cluster instead');
+        this.port.stoppingTogether();
+        return;
+      }
+    }
     if (!this.core.leave()) return;
     this.apply(this.membership.leave(this.membershipNow()));
     if (this.tickTimer) clearTimeout(this.tickTimer);
@@ -419,8 +464,15 @@ export class ClusterNode implements ClusterHooks {
     await new Promise((resolve) => setTimeout(resolve, this.core.viewMembers().length > 1 ? LEAVE_GOSSIP_MS : 0));
   }
 
-  /** Acknowledges what the peers sent, waits briefly for its own frames' acknowledgements, and closes the links. */
-  async close(): Promise<void> {
+  /** Acknowledges what the peers sent, waits briefly for its own frames' acknowledgements, and closes the links (once). */
+  close(): Promise<void> {
+    this.closed ??= this.closeOnce();
+    return this.closed;
+  }
+
+  private async closeOnce(): Promise<void> {
+    // Stopped together with every other member: the leave is said only now, after the final checkpoint.
+    if (this.stoppedTogether) this.apply(this.membership.leave(this.membershipNow()));
     this.core.leave();
     if (this.tickTimer) clearTimeout(this.tickTimer);
     this.handovers.close();

@@ -90,7 +90,8 @@ Environment: STATECRAFT_<OPTION> (e.g. STATECRAFT_PORT=9000) sets any option not
 Admin HTTP on the same port: GET /health, GET /metrics, GET /cluster. Peers connect to
 ws://host:port/peer. With --join, "ready" is printed once the node has joined and serves.
 SIGTERM or SIGINT stops the node cleanly: it stops admitting events, lets the shards finish
-what they accepted, hands its key groups over (in a cluster) or takes a final checkpoint (alone),
+what they accepted, hands its key groups over (in a cluster) or takes a final checkpoint (alone,
+or with every other member when the whole cluster stops at once),
 delivers the last egress records and exits 0.
 `;
 

@@ -27,6 +27,9 @@ const RELEAD_AFTER_OTHER_MS = 5_000;
 const ANSWERS_KEPT = 8;
 
 
+/** How long a member (not the leader) of a cluster stopping at once waits for the leader's final checkpoint. */
+const FINAL_MEMBER_WAIT_MS = 5_000;
+
 /** This node's part of a checkpoint, and the leader it was made for (undefined: begun on a peer's barrier before any leader's start). */
 interface Answer {
   leader: string | undefined;
@@ -82,6 +85,14 @@ export class Checkpointing {
    * (the checkpoint began on a peer's barrier), when it had nobody to go to.
    */
   private readonly answers = new Map<number, Answer>();
+  /** The highest checkpoint number when this node stopped admitting events (null: it has not). */
+  private stopAfter: number | null = null;
+  /** The whole cluster stops at once (see finalCheckpoint). */
+  private together = false;
+  /** The highest checkpoint whose committed outcome this node learned. */
+  private lastCommittedOutcome = 0;
+  /** Members waiting at their stop for a commit of a checkpoint above `after`. */
+  private readonly finalWaiters: { after: number; resolve(committed: boolean): void }[] = [];
   /** Checkpoints this node's earlier leaders committed, failed and dropped (the current leader's are in its stats). */
   private readonly earlier = { committed: 0, failed: 0, dropped: 0 };
 
@@ -237,16 +248,42 @@ export class Checkpointing {
     }, delayMs).unref();
   }
 
+  /** The node stops admitting events: a checkpoint begun from now on covers everything it accepted. */
+  stopping(): void {
+    this.stopAfter ??= this.participant.highestCheckpoint;
+  }
+
+  /** The whole cluster stops at once: this node's final checkpoint is the cluster's (see finalCheckpoint). */
+  stoppingTogether(): void {
+    this.together = true;
+  }
+
   /**
-   * At a graceful stop of a node that checkpoints alone (no cluster, or a cluster of one): one more
-   * checkpoint, so that everything it accepted is durable and its clients are confirmed. Resolves with
-   * whether it committed within `timeoutMs`; false at once when this node does not lead only itself.
+   * At a graceful stop, one more checkpoint, so that everything the node accepted is durable and its
+   * clients are confirmed: when it checkpoints alone (no cluster, or a cluster of one); or when the
+   * whole cluster stops at once (`stoppingTogether`), across the cluster: the leader runs it, and every
+   * other member stays until a checkpoint begun after it stopped admitting has committed (at most
+   * `timeoutMs`, less for a member: FINAL_MEMBER_WAIT_MS). Resolves with whether it committed in time;
+   * false at once otherwise (a node that handed its key groups over needs none).
    */
   async finalCheckpoint(timeoutMs: number): Promise<boolean> {
     const leader = this.leader;
-    if (leader === null || leader.participants.length !== 1 || leader.participants[0] !== this.host.nodeId) return false;
-    const committed = await leader.checkpointNow(timeoutMs);
-    this.host.log(committed ? `checkpoints: final checkpoint ${leader.lastCommitted} committed` : 'checkpoints: the final checkpoint did not commit: what was accepted since the last one is not durable');
+    const alone = leader !== null && leader.participants.length === 1 && leader.participants[0] === this.host.nodeId;
+    if (!alone && !this.together) return false;
+    const across = alone ? '' : ' across the stopping cluster';
+    if (leader !== null) {
+      const committed = await leader.checkpointNow(timeoutMs);
+      this.host.log(committed ? `checkpoints: final checkpoint ${leader.lastCommitted}${across} committed` : `checkpoints: the final checkpoint${across} did not commit: what was accepted since the last one is not durable`);
+      return committed;
+    }
+    const after = this.stopAfter ?? this.participant.highestCheckpoint;
+    const committed =
+      this.lastCommittedOutcome > after ||
+      (await new Promise<boolean>((resolve) => {
+        this.finalWaiters.push({ after, resolve });
+        setTimeout(() => resolve(false), Math.min(timeoutMs, FINAL_MEMBER_WAIT_MS)).unref();
+      }));
+    this.host.log(committed ? `checkpoints: the leader's final checkpoint${across} committed` : `checkpoints: no final checkpoint${across} committed in time: what this node accepted since the last one is not durable`);
     return committed;
   }
 
@@ -307,6 +344,15 @@ export class Checkpointing {
   }
 
   private outcome(checkpoint: number, committed: boolean): void {
+    if (committed) {
+      this.lastCommittedOutcome = Math.max(this.lastCommittedOutcome, checkpoint);
+      for (let index = this.finalWaiters.length - 1; index >= 0; index--) {
+        const waiter = this.finalWaiters[index]!;
+        if (checkpoint <= waiter.after) continue;
+        this.finalWaiters.splice(index, 1);
+        waiter.resolve(true);
+      }
+    }
     for (const number of this.answers.keys()) if (number <= checkpoint) this.answers.delete(number);
     this.participant.outcome(checkpoint, committed);
     this.host.outcome(checkpoint, committed);

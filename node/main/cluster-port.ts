@@ -30,6 +30,12 @@ export interface ClusterHooks {
   upgrade(request: IncomingMessage, socket: Duplex, head: Buffer): boolean;
   /** Extra lines for GET /metrics (Prometheus text, without trailing newline). */
   metrics(): string[];
+  /**
+   * The node is closing and has finished its work: the cluster layer lets its peers acknowledge what it
+   * sent, then closes its peer connections (they came in through the node's HTTP server, which cannot
+   * close while they are open). Called once; the cluster layer's own close() after it is a no-op.
+   */
+  close(): Promise<void>;
   // ---- checkpoints (only called when the node checkpoints) ----
   /** Writes barrier `checkpoint` on the link to every peer of the view, after what was sent before. */
   writeBarrier(checkpoint: number): void;
@@ -117,5 +123,10 @@ export interface ClusterPort {
    * to another node if they were given several, and re-send what was not confirmed.
    */
   closeClients(reason: string): void;
+  /**
+   * Every member of the cluster is stopping at once (this node found nobody to hand its key groups
+   * to): its stop takes part in one final checkpoint across the cluster, coordinated by the leader.
+   */
+  stoppingTogether(): void;
   log(line: string): void;
 }

@@ -319,6 +319,8 @@ export class MainThread implements RecordVisitor, GatewayHost {
 
   private async shutdown(): Promise<void> {
     this.closing = true;
+    // From here no event is admitted: a checkpoint begun from now on covers all this node accepted.
+    this.checkpointing?.stopping();
     this.pool.beginStop();
     const serverClosed = this.admin?.close() ?? Promise.resolve();
     // Let accepted work finish: quiet twice in a row, a few milliseconds apart, or the grace period ends.
@@ -341,6 +343,8 @@ export class MainThread implements RecordVisitor, GatewayHost {
     await this.loopDone;
     await this.pool.stop();
     this.admin?.closeConnections();
+    // Peer links came in through the admin server too: it closes once the cluster layer has closed them.
+    await this.cluster?.close();
     await serverClosed;
     await this.checkpointing?.store.close();
   }

@@ -15,7 +15,7 @@ export interface PortHost {
   readonly nodeId: string;
   readonly pool: ShardRequests;
   readonly routing: Int32Array;
-  readonly checkpointing: Pick<Checkpointing, 'setPeers' | 'lead' | 'onControl'> | null;
+  readonly checkpointing: Pick<Checkpointing, 'setPeers' | 'lead' | 'onControl' | 'stoppingTogether'> | null;
   readonly recovery: Pick<Recovery, 'begin' | 'prepare' | 'rollBack'> | null;
   setRouting(owned: (keyGroup: number) => boolean | null): void;
   deliverFromPeer(bytes: Uint8Array, offset: number, length: number, fromPeer: string | null): void;
@@ -100,6 +100,10 @@ export class NodePort implements ClusterPort {
 
   closeClients(reason: string): void {
     this.main.closeClients(reason);
+  }
+
+  stoppingTogether(): void {
+    this.main.checkpointing?.stoppingTogether();
   }
 
   recheckAdmission(): void {

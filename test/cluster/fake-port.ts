@@ -158,5 +158,9 @@ export class FakePort implements ClusterPort {
     this.calls.push(`close-clients ${reason}`);
   }
 
+  stoppingTogether(): void {
+    this.calls.push('stopping-together');
+  }
+
   log(): void {}
 }

@@ -71,6 +71,7 @@ export class FakeCluster implements ClusterHooks {
   upgrade(): boolean {
     return false;
   }
+  async close(): Promise<void> {}
   metrics(): string[] {
     return [];
   }

@@ -37,6 +37,10 @@ class Collector {
 }
 
 class FakeCluster implements Partial<ClusterHooks> {
+  closed = 0;
+  async close(): Promise<void> {
+    this.closed++;
+  }
   forwarded: { keyGroup: number; bytes: Uint8Array }[] = [];
   egress: { egress: string; bytes: Uint8Array }[] = [];
   admitting = true;

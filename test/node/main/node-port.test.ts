@@ -220,6 +220,7 @@ test('checkpoint and recovery calls delegate to checkpointing and recovery', asy
     setPeers: (peers: readonly string[]) => void calls.push(['setPeers', peers]),
     lead: async (lead) => void calls.push(['lead', lead]),
     onControl: (from, message) => void calls.push(['onControl', from, message]),
+    stoppingTogether: () => void calls.push(['stoppingTogether']),
   };
   host.recovery = {
     begin: (epoch) => void calls.push(['begin', epoch]),
@@ -238,6 +239,7 @@ test('checkpoint and recovery calls delegate to checkpointing and recovery', asy
   assert.equal(await withTimeout(port.prepareRollBack(2), TIMEOUT_MS, 'prepareRollBack'), { restore: { checkpoint: 41, term: HEAD_TERM }, contendedBy: ['b'] });
   const owned = (keyGroup: number) => keyGroup > 3;
   assert.equal(await withTimeout(port.rollBack(owned, 2, { checkpoint: 41, term: HEAD_TERM }), TIMEOUT_MS, 'rollBack'), { checkpoint: 41, instances: 9 });
+  port.stoppingTogether();
   assert.equal(calls, [
     ['setPeers', ['b', 'c']],
     ['lead', { participants: ['a', 'b'], view: 'v1' }],
@@ -246,6 +248,7 @@ test('checkpoint and recovery calls delegate to checkpointing and recovery', asy
     ['begin', 2],
     ['prepare', 2, 'a'],
     ['rollBack', owned, 2, { checkpoint: 41, term: HEAD_TERM }],
+    ['stoppingTogether'],
   ]);
 });
 
