@@ -33,6 +33,8 @@ const LEAVE_GOSSIP_MS = 300;
 const LEAVE_LISTEN_MS = 300;
 /** How long it listens at most, once some other members said they stop too. */
 const LEAVE_LISTEN_MAX_MS = 3_000;
+/** A member's word that it is stopping counts this long. */
+const STOPPING_FRESH_MS = 30_000;
 
 /** A member says it is stopping (gossip, before it leaves: see ClusterNode.leave). */
 interface StoppingMessage {
@@ -89,8 +91,8 @@ export class ClusterNode implements ClusterHooks {
   private readonly addresses = new Map<string, string>();
   private readonly started = performance.now();
   private servingWaiters: (() => void)[] = [];
-  /** Members (this node too) that said they are stopping (a whole cluster stopped at once shows as all of them). */
-  private readonly stopping = new Set<string>();
+  /** Members (this node too) that said they are stopping, and when (a whole cluster stopped at once shows as all of them). */
+  private readonly stopping = new Map<string, number>();
   /** This node stopped together with every other member of its view (see leave()). */
   private stoppedTogether = false;
   private closed: Promise<void> | null = null;
@@ -110,7 +112,7 @@ export class ClusterNode implements ClusterHooks {
       onEnvelopesDone: () => this.port.flush(),
       onGossip: (from, message) => {
         if (this.links?.receive(message)) return;
-        if (isStoppingMessage(message)) return void this.stopping.add(message.id);
+        if (isStoppingMessage(message)) return void this.stopping.set(message.id, performance.now());
         this.apply(this.membership.receive(this.membershipNow(), from, message as never));
       },
       onBacklogChanged: () => this.port.recheckAdmission(),
@@ -282,6 +284,8 @@ export class ClusterNode implements ClusterHooks {
 
   private onMemberChanged(member: Member, previous: string | null): void {
     this.addresses.set(member.id, member.address);
+    // Gone (or back with a new incarnation): what it said about stopping was about a process that is gone.
+    if (member.state === 'dead' || member.state === 'left' || previous === 'dead' || previous === 'left') this.stopping.delete(member.id);
     if (member.id === this.options.nodeId) return;
     this.options.log(`cluster: ${member.id} (${member.address}) is ${member.state}${previous ? ` (was ${previous})` : ''}, incarnation ${member.incarnation}`);
     this.network.learnAddress(member.id, member.address);
@@ -425,15 +429,15 @@ export class ClusterNode implements ClusterHooks {
     if (view.length > 1 && this.port.checkpointing) {
       // First say that this node is stopping, and listen a moment: members stopped at the same time (a
       // whole cluster stopped) say so too. Unlike a leave, it changes nobody's view.
-      this.stopping.add(this.options.nodeId);
+      this.stopping.set(this.options.nodeId, performance.now());
       for (const id of view) if (id !== this.options.nodeId) this.network.gossip(this.addressOf(id), { type: 'stopping', id: this.options.nodeId } satisfies StoppingMessage);
       // Once some others say so, the rest are likely stopping too: wait a little longer for them.
       const deadline = performance.now() + LEAVE_LISTEN_MAX_MS;
       await new Promise((resolve) => setTimeout(resolve, LEAVE_LISTEN_MS));
-      const stoppingCount = () => this.core.viewMembers().filter((id) => this.stopping.has(id)).length;
+      const stoppingCount = () => this.core.viewMembers().filter((id) => this.isStopping(id)).length;
       while (stoppingCount() > 1 && stoppingCount() < this.core.viewMembers().length && performance.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 20));
       if (this.core.hasLeft()) return;
-      if (this.core.viewMembers().every((id) => this.stopping.has(id))) {
+      if (this.core.viewMembers().every((id) => this.isStopping(id))) {
         // Nobody to hand over to. This node follows no view any more (members that exit before the
         // others start no recovery), and one final checkpoint across the cluster, led as usual, makes
         // what was accepted durable instead.
@@ -462,6 +466,12 @@ export class ClusterNode implements ClusterHooks {
       this.options.log(`cluster: handed ${this.handovers.stats.released} key groups over to ${others.join(', ')}`);
     }
     await new Promise((resolve) => setTimeout(resolve, this.core.viewMembers().length > 1 ? LEAVE_GOSSIP_MS : 0));
+  }
+
+  /** Whether `id` said it is stopping, lately (a member that said so long ago and did not stop is not counted). */
+  private isStopping(id: string): boolean {
+    const said = this.stopping.get(id);
+    return said !== undefined && performance.now() - said < STOPPING_FRESH_MS;
   }
 
   /** Acknowledges what the peers sent, waits briefly for its own frames' acknowledgements, and closes the links (once). */

@@ -27,10 +27,12 @@ test.after.each(async () => {
 /**
  * A TCP proxy to `upstream` that forwards both ways, except that once `holdNext(pattern)` is armed, the
  * connection whose request line matches is held from that request on: its bytes wait here until
- * `release()`. Resolves `held` with the request line.
+ * `release()`. `holdNext` resolves with the request line once the whole request (its headers and
+ * Content-Length bytes of body) is here, so the sender may be paused then without cutting it short.
  */
 class HoldingProxy {
   private readonly server: Server;
+  private readonly sockets = new Set<Socket>();
   private pattern: RegExp | null = null;
   private holding: { buffered: Buffer[]; upstream: Socket; resume: () => void } | null = null;
   private onHeld: ((line: string) => void) | null = null;
@@ -64,25 +66,34 @@ class HoldingProxy {
 
   async close(): Promise<void> {
     this.release();
+    // A request left half-sent (its sender killed) would keep the store's server from closing.
+    for (const socket of this.sockets) socket.destroy();
     this.server.close();
   }
 
   private pipe(client: Socket): void {
     const upstream = createConnection(this.upstreamPort, '127.0.0.1');
+    this.sockets.add(client).add(upstream);
     let held = false;
+    let heldLine: string | null = null;
     const buffered: Buffer[] = [];
     client.on('data', (chunk: Buffer) => {
       if (!held && this.pattern !== null) {
         const line = /^(PUT|POST|GET|HEAD|DELETE) \S+/m.exec(chunk.toString('latin1'))?.[0];
         if (line !== undefined && this.pattern.test(line)) {
           held = true;
+          heldLine = line;
           this.pattern = null;
           this.holding = { buffered, upstream, resume: () => (held = false) };
-          this.onHeld?.(line);
         }
       }
       if (held) buffered.push(chunk);
       else upstream.write(chunk);
+      if (heldLine !== null && requestComplete(Buffer.concat(buffered))) {
+        const line = heldLine;
+        heldLine = null;
+        this.onHeld?.(line);
+      }
     });
     upstream.on('data', (chunk: Buffer) => client.write(chunk));
     const end = () => {
@@ -92,6 +103,16 @@ class HoldingProxy {
     client.on('close', end).on('error', end);
     upstream.on('close', end).on('error', end);
   }
+}
+
+/** Whether `bytes` hold a whole HTTP request: headers, then Content-Length bytes of body (or a chunked body's last chunk). */
+function requestComplete(bytes: Buffer): boolean {
+  const headerEnd = bytes.indexOf('\r\n\r\n');
+  if (headerEnd < 0) return false;
+  const headers = bytes.subarray(0, headerEnd).toString('latin1');
+  if (/^transfer-encoding:\s*chunked/im.test(headers)) return bytes.indexOf('\r\n0\r\n\r\n', headerEnd) >= 0 || bytes.subarray(headerEnd + 4).toString('latin1').startsWith('0\r\n\r\n');
+  const length = Number(/^content-length:\s*(\d+)/im.exec(headers)?.[1] ?? 0);
+  return bytes.length >= headerEnd + 4 + length;
 }
 
 /** Reads the head every 25 ms; fails the test (through `stop()`) if it ever goes back. */
