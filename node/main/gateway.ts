@@ -235,7 +235,8 @@ class ClientConnection implements EgressSink {
     const count = view.getUint32(9, true);
     if (!Number.isSafeInteger(firstSeq) || firstSeq < 1) throw new ProtocolError('SC_ERR_MALFORMED_FRAME', `EVENTS firstSeq ${firstSeq} is not a positive integer`);
     // Past 2^53 - 1 seqs round onto each other: an event could be taken for a re-send and dropped, yet acknowledged.
-    if (firstSeq + count - 1 > Number.MAX_SAFE_INTEGER) throw new ProtocolError('SC_ERR_MALFORMED_FRAME', `EVENTS seqs ${firstSeq}..+${count} run past 2^53 - 1`);
+    // Compared without adding: firstSeq + count rounds above 2^53, and 2^53 - 1 + 2 - 1 would pass.
+    if (count - 1 > Number.MAX_SAFE_INTEGER - firstSeq) throw new ProtocolError('SC_ERR_MALFORMED_FRAME', `EVENTS seqs ${firstSeq}..+${count} run past 2^53 - 1`);
     // Every event takes at least its 4-byte length: a larger count is a lie (and would size the arrays below).
     if (count > (data.length - EVENTS_HEADER_BYTES) / 4) throw new ProtocolError('SC_ERR_MALFORMED_FRAME', `EVENTS frame of ${data.length} bytes cannot hold ${count} events`);
     const gateway = this.gateway;
