@@ -63,8 +63,9 @@ test('each test card tells its story: paid, paid after retries, failed after ret
   assert.equal(story(events, 't-bob'), ['subscribed', 'billing', 'retrying', 'retrying', 'paid']);
   assert.equal(story(events, 't-carol'), ['subscribed', 'billing', 'retrying', 'retrying', 'failed', 'past-due']);
   assert.equal(story(events, 't-dave'), ['subscribed', 'billing', 'failed', 'past-due']);
-  // Back-off doubles: 40 ms, then 80 ms.
-  assert.equal(events.filter((event) => event.user === 't-carol' && event.event === 'retrying').map((event) => event.retryInMs), [40, 80]);
+  // Back-off doubles: 40 ms, then 80 ms. Period 1 only: on a loaded machine carol's next period (0.3 s
+  // later) may begin retrying before the other cards have finished their first.
+  assert.equal(events.filter((event) => event.user === 't-carol' && event.period === 1 && event.event === 'retrying').map((event) => event.retryInMs), [40, 80]);
   const bobPaid = events.find((event) => event.user === 't-bob' && event.event === 'paid')!;
   assert.is(bobPaid.attempt, 3);
   assert.ok(bobPaid.chargeId?.includes('t-bob/1'));
