@@ -112,7 +112,8 @@ export class ClusterNode implements ClusterHooks {
       onEnvelopesDone: () => this.port.flush(),
       onGossip: (from, message) => {
         if (this.links?.receive(message)) return;
-        if (isStoppingMessage(message)) return void this.stopping.set(message.id, performance.now());
+        // Only members' words are kept: a peer naming ids at random cannot grow the map.
+        if (isStoppingMessage(message)) return void (this.membership.member(message.id) !== undefined && this.stopping.set(message.id, performance.now()));
         this.apply(this.membership.receive(this.membershipNow(), from, message as never));
       },
       onBacklogChanged: () => this.port.recheckAdmission(),
