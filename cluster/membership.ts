@@ -653,7 +653,8 @@ export class Membership {
   }
 
   private onPingRequest(now: number, from: string, message: WireMessage & { type: 'ping-req' }, actions: Action[]): void {
-    if (this.relays.size >= RELAYS_MAX || message.target === this.selfId) {
+    // Only members are probed on another's behalf: a ping-req cannot make this node dial whatever id it names.
+    if (this.relays.size >= RELAYS_MAX || message.target === this.selfId || !this.records.has(message.target)) {
       this.send(from, { type: 'nack', seq: message.seq, ...this.header(), updates: this.piggyback(message.from) }, actions);
       return;
     }

@@ -298,7 +298,11 @@ test('Lifeguard nacks: a failed probe whose helpers nacked does not count agains
 test('helping with an indirect probe: relay the ack with the origin\'s seq, or nack at the timeout', () => {
   const node = handNode('h');
   node.start(0, []);
-  const request = (seq: number): WireMessage => ({ type: 'ping-req', from: 'a', address: 'a:1', incarnation: 0, seq, target: 't', targetAddress: 't:1', timeoutMs: 50, updates: [] });
+  const request = (seq: number, target = 't'): WireMessage => ({ type: 'ping-req', from: 'a', address: 'a:1', incarnation: 0, seq, target, targetAddress: `${target}:1`, timeoutMs: 50, updates: [] });
+  // A ping-req for an id this node does not know is nacked: it dials no address a peer names at will.
+  const unknown = sends(node.receive(5, 'a:1', request(40, 'stranger')));
+  assert.equal(unknown.map((send) => [send.to, send.message.type]), [['a:1', 'nack']]);
+  sends(node.receive(6, 't:1', ping('t', 0, 'h')));
   const [probe] = sends(node.receive(10, 'a:1', request(41)));
   assert.ok(probe?.to === 't:1' && probe.message.type === 'ping' && probe.message.target === 't');
   const relayed = sends(node.receive(20, 't:1', { type: 'ack', from: 't', address: 't:1', incarnation: 0, seq: probe.message.type === 'ping' ? probe.message.seq : -1, updates: [] }));
