@@ -1,5 +1,6 @@
 /** Starting node processes (cluster/start.js) for the cluster benchmarks, and reading their metrics. */
 import { spawn, type ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -10,6 +11,7 @@ const functionsModule = fileURLToPath(new URL('./functions.js', import.meta.url)
 
 /** Node processes still running: killed if the benchmark exits early. */
 const live = new Set<ChildProcess>();
+const BENCH_CLUSTER_SECRET = randomBytes(32).toString('base64url');
 process.once('exit', () => {
   for (const child of live) child.kill('SIGKILL');
 });
@@ -32,6 +34,8 @@ export async function startBenchNode(id: string, args: string[]): Promise<BenchN
   const store = args.includes('--checkpoint-store') ? [] : ['--checkpoint-store', 'off'];
   const child = spawn(process.execPath, [...nodeFlags, startScript, '--functions', functionsModule, '--port', '0', '--host', '127.0.0.1', '--node-id', id, '--data-dir', dataDir, ...store, ...args], {
     stdio: ['ignore', 'pipe', 'pipe'],
+    // Every node of a benchmark is one cluster's: they share a secret (peers authenticate as in production).
+    env: { ...process.env, STATECRAFT_CLUSTER_SECRET: BENCH_CLUSTER_SECRET },
   });
   let output = '';
   child.stderr!.on('data', (chunk: Buffer) => (output += chunk.toString()));

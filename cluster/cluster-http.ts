@@ -40,7 +40,7 @@ export interface ClusterHttpSources {
   address: string;
   core: ClusterView;
   membership: Pick<Membership, 'members'>;
-  network: Pick<PeerNetwork, 'connectedPeers' | 'linkStats' | 'refusals' | 'queuedBytes'>;
+  network: Pick<PeerNetwork, 'connectedPeers' | 'linkStats' | 'refusals' | 'queuedBytes' | 'authFailures' | 'handshakesRefused'>;
   handovers: Pick<HandoverShell, 'stats' | 'heldCount'>;
   checkpointStatus(): ReturnType<StatecraftNode['checkpointStatus']>;
   /** Why this node does not serve, when it knows better than the view core (left out for cut links), else null. */
@@ -105,6 +105,8 @@ export class ClusterHttp {
       `statecraft_cluster_members_dead ${count('dead')}`,
       `statecraft_cluster_key_groups_owned ${ownedCounts(core.placement)[this.sources.nodeId] ?? 0}`,
       `statecraft_peer_queued_bytes ${network.queuedBytes}`,
+      `statecraft_peer_auth_failures_total ${network.authFailures}`,
+      `statecraft_peer_handshakes_refused_total ${network.handshakesRefused}`,
       `statecraft_messages_held ${handovers.heldCount}`,
       `statecraft_key_groups_moving ${core.moves.count}`,
       `statecraft_handovers_adopted ${handovers.stats.adopted}`,

@@ -63,6 +63,8 @@ export interface ClusterOptions {
   address: string;
   /** host:port of seed nodes; none: a cluster of one that others may join. */
   seeds: readonly string[];
+  /** The cluster secret (cluster-secret.ts): every node of the cluster has the same. */
+  secret: Uint8Array;
   tuning?: MembershipTuning;
   log(line: string): void;
   /** This node cannot be part of the cluster (refused at join): the reason says what to do. */
@@ -107,6 +109,7 @@ export class ClusterNode implements ClusterHooks {
       selfAddress: address,
       keyGroups: node.keyGroups,
       valueBytesMax: node.limits.valueBytesMax,
+      secret: options.secret,
       onPeerHello: (peer, instance, epoch) => this.core.peerHello(peer, instance, epoch),
       onEnvelope: (bytes, offset, length, fromPeer, epoch) => this.onEnvelope(bytes, offset, length, fromPeer, epoch),
       onEnvelopesDone: () => this.port.flush(),

@@ -10,6 +10,7 @@
 import { randomUUID } from 'node:crypto';
 import { WebSocket } from 'ws';
 import { FifoQueue } from '../lib/fifo-queue.js';
+import type { PeerHandshake } from './peer-auth.js';
 import { ENVELOPES_HEADER_BYTES, PeerProtocolError, encodeAck, envelopesEpoch, envelopesSeq, readEnvelopes, writeEnvelopesHeader, type PeerHello } from './peer-protocol.js';
 
 const FRAME_BYTES_MAX = 256 * 1024;
@@ -37,7 +38,16 @@ export interface LinkOwner {
 export interface Connection {
   socket: WebSocket;
   dialedByUs: boolean;
+  /** The peer's HELLO, once its PROOF checked out (null before: nothing else it sends is read). */
   peer: PeerHello | null;
+  /** The peer's HELLO while its PROOF is awaited. */
+  hello: PeerHello | null;
+  /** This connection's handshake (peer-auth.ts). */
+  handshake: PeerHandshake;
+  /** Gossip for a seed waiting for the handshake to finish. */
+  outbox: Uint8Array[];
+  /** Where the socket comes from (for log lines about peers that are not members). */
+  remote: string;
   /** Both HELLOs exchanged and the peer's RESUME applied: frames may flow. */
   resumed: boolean;
   alive: boolean;

@@ -9,6 +9,10 @@
  * may dial) starts with RESUME, and the sender re-sends what the receiver did not apply. The receiver
  * applies only the next sequence number: FIFO per pair of nodes, and each frame once.
  *
+ * Before anything else, the two nodes prove to each other that they hold the cluster secret (HELLO with
+ * a fresh nonce, then PROOF: peer-auth.ts); a connection that does not is closed, having had nothing
+ * it sent read but its HELLO.
+ *
  * When both nodes dial each other at once, the connection dialled by the node with the smaller id wins.
  * Gossip is not queued: it is sent when a connection is open, else dropped (the membership protocol
  * expects loss). Links to members that are dead or left are closed; their unsent envelopes are handed
@@ -16,7 +20,7 @@
  */
 import type { IncomingMessage } from 'node:http';
 import type { Duplex } from 'node:stream';
-import { randomUUID } from 'node:crypto';
+import { randomBytes, randomUUID } from 'node:crypto';
 import { truncateUtf8 } from '../lib/utf8.js';
 import { WebSocket, WebSocketServer, type RawData } from 'ws';
 import {
@@ -28,17 +32,27 @@ import {
   PeerProtocolError,
   decodeAck,
   decodeControl,
+  decodeProof,
   encodeControl,
+  encodeProof,
   validateHello,
   type PeerHello,
   type PeerResume,
 } from './peer-protocol.js';
 import { PeerLink, type Connection } from './peer-link.js';
+import { NONCE_BYTES, PeerHandshake, authKey } from './peer-auth.js';
+import { setMaxPayload } from '../lib/ws-payload.js';
 
 const HEARTBEAT_MS = 2_000;
 const HELLO_TIMEOUT_MS = 5_000;
 const REDIAL_MAX_MS = 2_000;
 const PAYLOAD_MAX = 64 * 1024 * 1024;
+/** Until the peer has proved the cluster secret: its HELLO and PROOF are a few hundred bytes. */
+export const HANDSHAKE_PAYLOAD_MAX = 4 * 1024;
+/** Peer connections whose handshake is under way at once; more are refused (503) before the WebSocket upgrade. */
+export const HANDSHAKES_MAX = 64;
+/** Gossip frames kept for a seed while its handshake runs (membership re-sends; these are only the first). */
+const OUTBOX_MAX = 16;
 
 export interface PeerNetworkOptions {
   selfId: string;
@@ -46,6 +60,8 @@ export interface PeerNetworkOptions {
   selfAddress: string;
   keyGroups: number;
   valueBytesMax: number;
+  /** The cluster secret (cluster-secret.ts): peers prove they hold it before anything they send is read. */
+  secret: Uint8Array;
   /** An envelope from a peer (bytes valid during the call only). */
   onEnvelope(bytes: Uint8Array, offset: number, length: number, fromPeer: string, epoch: number): void;
   /** A peer's HELLO: its process instance (new after a restart) and recovery epoch. */
@@ -54,7 +70,10 @@ export interface PeerNetworkOptions {
   onEnvelopesDone(): void;
   /** A gossip message from a peer. */
   onGossip(fromAddress: string, message: unknown): void;
-  /** A peer refused this node (protocol version or key groups differ): it cannot be part of the cluster. */
+  /**
+   * A node this node dialled refused it (protocol version, key groups or cluster secret differ), or could
+   * not prove the cluster secret: while joining, this node cannot be part of the cluster.
+   */
   onRefused(reason: string): void;
   /** Queued bytes changed materially (admission control watches them). */
   onBacklogChanged(): void;
@@ -78,8 +97,16 @@ export class PeerNetwork {
   private lastReportedBacklog = 0;
   /** Peers whose HELLO we refused, with the reason (shown in /cluster). */
   readonly refusals: string[] = [];
+  /** Connections closed because the peer did not prove the cluster secret. */
+  authFailures = 0;
+  /** Peer connections refused before their upgrade: too many handshakes under way. */
+  handshakesRefused = 0;
+  /** Connections whose peer's proof failed here (their close is not reported again). */
+  private readonly failedProofs = new WeakSet<Connection>();
+  private readonly key: Buffer;
 
   constructor(readonly options: PeerNetworkOptions) {
+    this.key = authKey(options.secret);
     this.heartbeat = setInterval(() => this.beat(), HEARTBEAT_MS);
     this.heartbeat.unref();
   }
@@ -100,7 +127,17 @@ export class PeerNetwork {
   /** Takes an upgrade on the peer path. */
   upgrade(request: IncomingMessage, socket: Duplex, head: Buffer): boolean {
     if (this.closed || (request.url ?? '').split('?')[0] !== PEER_PATH) return false;
-    this.server.handleUpgrade(request, socket, head, (ws) => this.adopt(ws, false));
+    if (this.anonymous.size >= HANDSHAKES_MAX) {
+      // Before any WebSocket: a flood of unauthenticated connections costs a short HTTP answer each.
+      this.handshakesRefused++;
+      if (this.handshakesRefused === 1 || this.handshakesRefused % 1000 === 0) {
+        this.options.log(`peer: refused a connection from ${request.socket.remoteAddress ?? '?'}: ${HANDSHAKES_MAX} peer handshakes are under way (${this.handshakesRefused} refused so far)`);
+      }
+      const body = 'too many peer handshakes under way: try again\n';
+      socket.end(`HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nContent-Type: text/plain\r\nContent-Length: ${body.length}\r\n\r\n${body}`, () => socket.destroy());
+      return true;
+    }
+    this.server.handleUpgrade(request, socket, head, (ws) => this.adopt(ws, false, `${request.socket.remoteAddress ?? '?'}:${request.socket.remotePort ?? '?'}`));
     return true;
   }
 
@@ -128,9 +165,9 @@ export class PeerNetwork {
       dial = dialled;
       this.seedDials.set(address, dial);
     }
-    const pending = dial;
-    if (pending.socket.readyState === WebSocket.OPEN && pending.peer) pending.socket.send(frame);
-    else pending.socket.once('open', () => pending.socket.readyState === WebSocket.OPEN && pending.socket.send(frame));
+    // Sent once the seed has proved the cluster secret (and this node has).
+    if (dial.socket.readyState === WebSocket.OPEN && dial.peer) dial.socket.send(frame);
+    else if (dial.outbox.length < OUTBOX_MAX) dial.outbox.push(frame);
   }
 
   /** The membership names a peer's address (it may change across restarts). */
@@ -239,7 +276,7 @@ export class PeerNetwork {
       this.options.log(`peer: cannot dial ${JSON.stringify(address.slice(0, 100))}: ${(error as Error).message}`);
       return null;
     }
-    const connection = this.adopt(socket, true);
+    const connection = this.adopt(socket, true, address);
     if (link) {
       // Pre-bind to the link it is meant for; the HELLO confirms the peer's id.
       (connection as Connection & { intended?: PeerLink }).intended = link;
@@ -247,24 +284,28 @@ export class PeerNetwork {
     return connection;
   }
 
-  private adopt(socket: WebSocket, dialedByUs: boolean): Connection {
-    const connection: Connection = { socket, dialedByUs, peer: null, resumed: false, alive: true };
+  private adopt(socket: WebSocket, dialedByUs: boolean, remote: string): Connection {
+    const hello = encodeControl(PeerFrame.Hello, {
+      version: PEER_PROTOCOL_VERSION,
+      nodeId: this.options.selfId,
+      instance: this.instance,
+      address: this.options.selfAddress,
+      keyGroups: this.options.keyGroups,
+      valueBytesMax: this.options.valueBytesMax,
+      epoch: this.epoch,
+      nonce: randomBytes(NONCE_BYTES),
+    } satisfies PeerHello);
+    const handshake = new PeerHandshake(this.key, dialedByUs ? 'dialler' : 'acceptor', hello);
+    const connection: Connection = { socket, dialedByUs, peer: null, hello: null, handshake, outbox: [], remote, resumed: false, alive: true };
     this.anonymous.add(connection);
+    // Small frames only until the peer has proved the secret (a dialled socket has its receiver once open).
+    if (dialedByUs) socket.once('open', () => setMaxPayload(socket, HANDSHAKE_PAYLOAD_MAX));
+    else setMaxPayload(socket, HANDSHAKE_PAYLOAD_MAX);
+    // The handshake (HELLO both ways, PROOF both ways) must finish in time.
     const helloTimer = setTimeout(() => {
       if (connection.peer === null) socket.terminate();
     }, HELLO_TIMEOUT_MS);
-    const sendHello = () =>
-      socket.send(
-        encodeControl(PeerFrame.Hello, {
-          version: PEER_PROTOCOL_VERSION,
-          nodeId: this.options.selfId,
-          instance: this.instance,
-          address: this.options.selfAddress,
-          keyGroups: this.options.keyGroups,
-          valueBytesMax: this.options.valueBytesMax,
-          epoch: this.epoch,
-        } satisfies PeerHello),
-      );
+    const sendHello = () => socket.send(hello);
     if (dialedByUs) socket.once('open', sendHello);
     else sendHello();
     socket.on('pong', () => (connection.alive = true));
@@ -292,6 +333,10 @@ export class PeerNetwork {
       const intended = (connection as Connection & { intended?: PeerLink }).intended;
       const link = connection.peer ? this.links.get(connection.peer.nodeId) : intended;
       if (code === PeerClose.Refused) this.options.log(`peer: ${connection.peer?.nodeId ?? 'a peer'} refused this node: ${reason.toString()}`);
+      if (code === PeerClose.Unauthorized && connection.dialedByUs && connection.peer === null && !this.failedProofs.has(connection)) {
+        this.options.log(`peer: the node at ${remote} refused this node's proof of the cluster secret: ${reason.toString()}`);
+        this.options.onRefused(`the node at ${remote} refused this node's proof of the cluster secret: every node of a cluster needs the same secret (--cluster-secret-file or STATECRAFT_CLUSTER_SECRET)`);
+      }
       if (link) {
         if (link.connection === connection) link.connectionLost(connection);
         else if (intended === link && link.connection === null) this.ensureDialing(link);
@@ -303,19 +348,18 @@ export class PeerNetwork {
   private onFrame(connection: Connection, data: Buffer): void {
     const type = data[0];
     if (connection.peer === null) {
-      if (type !== PeerFrame.Hello) {
-        if (type === PeerFrame.Refused && connection.dialedByUs) {
-          // Only the node we dialled can refuse us (an inbound socket could be anyone).
-          const body = decodeControl<{ reason?: unknown }>(data);
-          if (typeof body?.reason !== 'string') throw new PeerProtocolError('REFUSED needs { reason }');
-          connection.socket.close(PeerClose.Normal);
-          this.options.onRefused(`refused by the node at ${connection.socket.url ?? 'a peer'}: ${body.reason}`);
-          return;
-        }
-        throw new PeerProtocolError('the first frame must be HELLO');
+      // Not authenticated yet: HELLO, then PROOF; nothing else is read.
+      if (type === PeerFrame.Hello && connection.hello === null) return this.onHello(connection, data);
+      if (type === PeerFrame.Proof && connection.hello !== null) return this.onProof(connection, connection.hello, decodeProof(data));
+      if (type === PeerFrame.Refused && connection.dialedByUs) {
+        // Only the node we dialled can refuse us (an inbound socket could be anyone).
+        const body = decodeControl<{ reason?: unknown }>(data);
+        if (typeof body?.reason !== 'string') throw new PeerProtocolError('REFUSED needs { reason }');
+        connection.socket.close(PeerClose.Normal);
+        this.options.onRefused(`refused by the node at ${connection.socket.url ?? 'a peer'}: ${body.reason}`);
+        return;
       }
-      this.onHello(connection, validateHello(decodeControl(data)));
-      return;
+      throw new PeerProtocolError(connection.hello === null ? 'the first frame must be HELLO' : 'the frame after HELLO must be PROOF (of the cluster secret)');
     }
     const link = this.links.get(connection.peer.nodeId);
     if (link === undefined || link.connection !== connection) return; // a connection that lost a tie-break
@@ -353,32 +397,67 @@ export class PeerNetwork {
         break;
       case PeerFrame.Hello:
         throw new PeerProtocolError('HELLO sent twice');
+      case PeerFrame.Proof:
+        throw new PeerProtocolError('PROOF sent twice');
       default:
         throw new PeerProtocolError(`unknown frame type 0x${type!.toString(16)}`);
     }
   }
 
-  private onHello(connection: Connection, hello: PeerHello): void {
-    const refuse = (reason: string) => {
-      this.refusals.push(`${hello.nodeId} (${hello.address}): ${reason}`);
-      if (this.refusals.length > 20) this.refusals.shift();
-      this.options.log(`peer: refused ${hello.nodeId} at ${hello.address}: ${reason}`);
-      connection.socket.send(encodeControl(PeerFrame.Refused, { reason }));
-      connection.socket.close(PeerClose.Refused, reason.slice(0, 120));
-    };
+  private refuse(connection: Connection, hello: PeerHello, reason: string): void {
+    this.noteRefusal(`${hello.nodeId} (${hello.address}): ${reason}`);
+    this.options.log(`peer: refused ${hello.nodeId} at ${hello.address}: ${reason}`);
+    connection.socket.send(encodeControl(PeerFrame.Refused, { reason }));
+    connection.socket.close(PeerClose.Refused, reason.slice(0, 120));
+  }
+
+  private noteRefusal(line: string): void {
+    this.refusals.push(line);
+    if (this.refusals.length > 20) this.refusals.shift();
+  }
+
+  /** The peer's HELLO (not yet trusted): answered with this node's proof, unless it cannot be talked to. */
+  private onHello(connection: Connection, frame: Buffer): void {
+    const hello = validateHello(decodeControl(frame));
     if (hello.version !== PEER_PROTOCOL_VERSION) {
-      return refuse(`peer protocol version ${hello.version} differs from this node's ${PEER_PROTOCOL_VERSION}: run the same Statecraft version on every node`);
+      return this.refuse(connection, hello, `peer protocol version ${hello.version} differs from this node's ${PEER_PROTOCOL_VERSION}: run the same Statecraft version on every node`);
     }
+    if (hello.nodeId === this.options.selfId) {
+      // Checked before any proof is made: this node never proves itself to a peer claiming its id, so its
+      // proofs cannot be reflected back to it on another connection (peer-auth.ts).
+      if (hello.instance !== this.instance) return this.refuse(connection, hello, `its node id ${hello.nodeId} is this node's: give each node its own --node-id or --data-dir`);
+      connection.socket.close(PeerClose.Normal, 'dialled itself');
+      return;
+    }
+    connection.hello = hello;
+    connection.socket.send(encodeProof(connection.handshake.proofFor(frame)));
+  }
+
+  /** The peer's PROOF: a good one makes the connection a peer's; a bad one closes it. */
+  private onProof(connection: Connection, hello: PeerHello, proof: Uint8Array): void {
+    if (!connection.handshake.verify(proof)) {
+      this.authFailures++;
+      this.failedProofs.add(connection);
+      const who = `${JSON.stringify(hello.nodeId.slice(0, 64))} from ${connection.remote}`;
+      this.noteRefusal(`${who}: did not prove the cluster secret`);
+      this.options.log(`peer: closed a connection of ${who}: it did not prove the cluster secret (a node with another secret, or not a node of this cluster)`);
+      connection.socket.close(PeerClose.Unauthorized, 'no proof of the cluster secret');
+      if (connection.dialedByUs) {
+        this.options.onRefused(`the node at ${connection.remote} could not prove it holds this node's cluster secret: every node of a cluster needs the same secret (--cluster-secret-file or STATECRAFT_CLUSTER_SECRET)`);
+      }
+      return;
+    }
+    this.onAuthenticated(connection, hello);
+  }
+
+  private onAuthenticated(connection: Connection, hello: PeerHello): void {
+    setMaxPayload(connection.socket, PAYLOAD_MAX);
+    const refuse = (reason: string) => this.refuse(connection, hello, reason);
     if (hello.keyGroups !== this.options.keyGroups) {
       return refuse(`it has ${hello.keyGroups} key groups and this cluster has ${this.options.keyGroups}: start it with --key-groups ${this.options.keyGroups}`);
     }
     if (hello.valueBytesMax !== this.options.valueBytesMax) {
       return refuse(`it takes values of up to ${hello.valueBytesMax} bytes and this cluster ${this.options.valueBytesMax}: start it with --value-bytes-max ${this.options.valueBytesMax}`);
-    }
-    if (hello.nodeId === this.options.selfId) {
-      if (hello.instance !== this.instance) return refuse(`its node id ${hello.nodeId} is this node's: give each node its own --node-id or --data-dir`);
-      connection.socket.close(PeerClose.Normal, 'dialled itself');
-      return;
     }
     connection.peer = hello;
     this.anonymous.delete(connection);
@@ -406,6 +485,7 @@ export class PeerNetwork {
     connection.socket.send(
       encodeControl(PeerFrame.Resume, { stream: link.streamId, receivedStream: link.receivedStream, received: link.received } satisfies PeerResume),
     );
+    for (const frame of connection.outbox.splice(0)) connection.socket.send(frame);
     // Our gossip to this address may have been waiting for the HELLO: membership re-sends on its own.
   }
 

@@ -3,7 +3,11 @@
  * port. The first byte is the frame type; control frames carry a msgpack body (`useRecords: false`, so
  * nodes of different builds decode each other).
  *
- *   0x01 HELLO     msgpack { version, nodeId, instance, address, keyGroups, valueBytesMax, epoch }   first frame, both ways
+ *   0x01 HELLO     msgpack { version, nodeId, instance, address, keyGroups, valueBytesMax, epoch, nonce }
+ *                  first frame, both ways; nonce: 32 fresh random bytes
+ *   0x07 PROOF     [32 bytes]   after the peer's HELLO, both ways: this node holds the cluster secret
+ *                  (peer-auth.ts). Nothing but HELLO and PROOF is read before the peer's PROOF checks
+ *                  out; a bad one closes the connection with code 4401.
  *   0x02 RESUME    msgpack { stream, receivedStream, received }   after the peer's HELLO: this node's
  *                  outgoing stream id, and the last ENVELOPES seq it applied of the peer's stream
  *                  `receivedStream`. The peer drops what that covers and re-sends the rest, in order;
@@ -21,7 +25,10 @@
  * `instance` is random per process start, so a restarted node starts its sequences afresh.
  */
 
-export const PEER_PROTOCOL_VERSION = 1;
+/** 2: HELLO carries a nonce and PROOF follows it (peer authentication). */
+import { NONCE_BYTES, PROOF_BYTES } from './peer-auth.js';
+
+export const PEER_PROTOCOL_VERSION = 2;
 export const PEER_PATH = '/peer';
 
 export const PeerFrame = {
@@ -31,12 +38,15 @@ export const PeerFrame = {
   Envelopes: 0x04,
   Ack: 0x05,
   Refused: 0x06,
+  Proof: 0x07,
 } as const;
 
 export const PeerClose = {
   Normal: 1000,
   GoingAway: 1001,
   Malformed: 4400,
+  /** The peer did not prove it holds the cluster secret. */
+  Unauthorized: 4401,
   Duplicate: 4409,
   Refused: 4426,
 } as const;
@@ -51,6 +61,8 @@ export interface PeerHello {
   valueBytesMax: number;
   /** The sender's recovery epoch (a node that joins takes the cluster's). */
   epoch?: number;
+  /** Fresh random bytes (NONCE_BYTES): the peer's proof covers them, so it is good for this connection only. */
+  nonce: Uint8Array;
 }
 
 export interface PeerResume {
@@ -62,6 +74,18 @@ export interface PeerResume {
 }
 
 export const ENVELOPES_HEADER_BYTES = 1 + 8 + 4 + 4;
+
+export function encodeProof(proof: Uint8Array): Buffer {
+  const frame = Buffer.allocUnsafe(1 + PROOF_BYTES);
+  frame[0] = PeerFrame.Proof;
+  frame.set(proof, 1);
+  return frame;
+}
+
+export function decodeProof(frame: Uint8Array): Uint8Array {
+  if (frame.length !== 1 + PROOF_BYTES) throw new PeerProtocolError(`PROOF frame of ${frame.length} bytes, expected ${1 + PROOF_BYTES}`);
+  return frame.subarray(1);
+}
 
 export class PeerProtocolError extends Error {
   override readonly name = 'PeerProtocolError';
@@ -146,7 +170,11 @@ export function validateHello(hello: unknown): PeerHello {
     typeof value.keyGroups !== 'number' ||
     typeof value.valueBytesMax !== 'number'
   ) {
-    throw new PeerProtocolError('HELLO needs { version, nodeId, instance, address, keyGroups, valueBytesMax }');
+    throw new PeerProtocolError('HELLO needs { version, nodeId, instance, address, keyGroups, valueBytesMax, nonce }');
+  }
+  // An older node's HELLO has no nonce: its version is refused by name (peer-network.ts), not as malformed.
+  if (value.version === PEER_PROTOCOL_VERSION && !(value.nonce instanceof Uint8Array && value.nonce.length === NONCE_BYTES)) {
+    throw new PeerProtocolError(`HELLO nonce must be ${NONCE_BYTES} bytes`);
   }
   if (!HOST_PORT.test(value.address) || Number(value.address.slice(value.address.lastIndexOf(':') + 1)) > 65535) {
     throw new PeerProtocolError(`HELLO address ${JSON.stringify(value.address.slice(0, 100))} is not host:port`);

@@ -13,6 +13,7 @@ import { startNode, type StatecraftNode } from '../node/main/start-node.js';
 import { StatecraftError } from '../lib/errors.js';
 import { ClusterNode, type MembershipTuning } from './cluster-node.js';
 import { openNodeIdentity, type NodeIdentity } from './node-identity.js';
+import { resolveClusterSecret, type ClusterSecret } from './cluster-secret.js';
 import { livePeers, readRememberedPeers, writeRememberedPeers } from './remembered-peers.js';
 
 const HELP = `Usage: node cluster/start.js --functions <module.js> [options]
@@ -70,6 +71,12 @@ Cluster:
                               the data directory.
   --data-dir <path>           Where the node keeps its id (and, later, its data). One per
                               node. Default ./data/node.
+  --cluster-secret-file <path>
+                              The secret every node of the cluster shares: peers prove they
+                              hold it before anything they send is read. Default: the
+                              environment's STATECRAFT_CLUSTER_SECRET, else <data dir>/cluster-secret,
+                              generated the first time a node founds a cluster (copy it to the
+                              nodes that join). A node given --join needs one.
   --advertise <host:port>     The address other nodes reach this node at. Default: --host
                               and the bound port.
   --probe-interval <ms>       Failure-detector probe period. Default 200.
@@ -120,6 +127,7 @@ const optionNames = [
   'join',
   'node-id',
   'data-dir',
+  'cluster-secret-file',
   'advertise',
   'probe-interval',
   'probe-timeout',
@@ -164,6 +172,7 @@ async function main(): Promise<void> {
         join: { type: 'string', multiple: true },
         'node-id': { type: 'string' },
         'data-dir': { type: 'string' },
+        'cluster-secret-file': { type: 'string' },
         advertise: { type: 'string' },
         'probe-interval': { type: 'string' },
         'probe-timeout': { type: 'string' },
@@ -256,6 +265,18 @@ async function main(): Promise<void> {
       process.stderr.write(`statecraft: ${live.map((peer) => peer.id).join(', ')} of this node's last cluster answer: rejoining it (remembered in ${identity.dataDir}/peers.json; give --join to choose)\n`);
     }
   }
+  let secret: ClusterSecret;
+  try {
+    secret = resolveClusterSecret({ file: get('cluster-secret-file'), value: process.env.STATECRAFT_CLUSTER_SECRET, dataDir: identity.dataDir, joining: seeds.length > 0 });
+  } catch (error) {
+    identity.release();
+    if (error instanceof StatecraftError) fail(error.message);
+    throw error;
+  }
+  if (secret.warning !== null) process.stderr.write(`statecraft: warning: ${secret.warning}\n`);
+  if (secret.generated) {
+    process.stderr.write(`statecraft: no cluster secret given: generated one in ${secret.source}; start the nodes that join this one with --cluster-secret-file naming a copy of it\n`);
+  }
   const checkpointStore = get('checkpoint-store') ?? 'file://./data/checkpoints';
   const checkpointInterval = integer('checkpoint-interval', get('checkpoint-interval'));
   if (checkpointInterval !== undefined && checkpointInterval < 10) fail('--checkpoint-interval must be at least 10 ms');
@@ -309,6 +330,7 @@ async function main(): Promise<void> {
     nodeId: node.nodeId,
     address: advertise,
     seeds,
+    secret: secret.secret,
     tuning,
     log,
     onView: (members) => writeRememberedPeers(identity.dataDir, members),

@@ -55,6 +55,9 @@ export const SANS_IO_CORES: readonly string[] = [
   'cluster/view-actions.ts',
   'cluster/handover-core.ts',
   'cluster/checkpoint-control.ts',
+  'cluster/peer-auth.ts',
+  'cluster/link-verdicts.ts',
+  'cluster/route-fences.ts',
 ];
 
 /** What a core may not use: I/O modules, timers, the clock, randomness. */

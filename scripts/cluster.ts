@@ -10,6 +10,8 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { join } from 'node:path';
+import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
 
 const { values, tokens } = parseArgs({
   options: {
@@ -39,6 +41,13 @@ for (const token of tokens ?? []) {
 }
 
 const start = fileURLToPath(new URL('../cluster/start.js', import.meta.url));
+// One secret for all the nodes (they prove it to each other), kept beside their data directories so a
+// restart of the cluster finds the same one.
+const secretFile = join(String(values['data-dir']), 'cluster-secret');
+if (!existsSync(secretFile)) {
+  mkdirSync(String(values['data-dir']), { recursive: true });
+  writeFileSync(secretFile, randomBytes(32).toString('base64url') + '\n', { mode: 0o600 });
+}
 const children: ChildProcess[] = [];
 let stopping = false;
 
@@ -57,6 +66,8 @@ function launch(index: number, seed: string | null): Promise<{ url: string; port
     `node-${index + 1}`,
     '--data-dir',
     join(String(values['data-dir']), `node-${index + 1}`),
+    '--cluster-secret-file',
+    secretFile,
     ...(seed ? ['--join', seed] : []),
     ...passThrough,
   ];
@@ -106,6 +117,7 @@ try {
   console.log(`statecraft cluster ready: ${count} node${count === 1 ? '' : 's'}`);
   urls.forEach((url, index) => console.log(`  node-${index + 1}  ${url}   (GET ${url.replace('ws://', 'http://')}/cluster)`));
   console.log(`connect a client to any of them, e.g. connect(${JSON.stringify(urls)}); Ctrl-C stops them all`);
+  console.log(`the nodes share the cluster secret in ${secretFile}: start another node with --cluster-secret-file ${secretFile} --join ${seed}`);
 } catch (error) {
   console.error((error as Error).message);
   await stop();

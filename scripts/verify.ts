@@ -47,7 +47,8 @@
  *   unsettled             nemeses after which the cluster did not settle within 60 s
  */
 import { execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { closeSync, mkdirSync, mkdtempSync, openSync, rmSync, writeSync } from 'node:fs';
+import { closeSync, mkdirSync, mkdtempSync, openSync, rmSync, writeFileSync, writeSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -241,6 +242,9 @@ const root = fileURLToPath(new URL('..', import.meta.url));
 const startScript = join(root, 'cluster', 'start.js');
 const functionsModule = join(root, 'scripts', 'verify', 'functions.js');
 const work = mkdtempSync(join(tmpdir(), 'statecraft-verify-'));
+// The cluster's secret: every node proves it to its peers (cluster/peer-auth.ts).
+const secretFile = join(work, 'cluster-secret');
+writeFileSync(secretFile, randomBytes(32).toString('base64url') + '\n', { mode: 0o600 });
 /** With --store-fulls the store lives on a small tmpfs of its own (`disk`), which the nemesis fills. */
 const disk = join(work, 'disk');
 const storeDir = storeFullCount > 0 ? join(disk, 'store') : join(work, 'store');
@@ -334,6 +338,7 @@ function launch(handle: NodeHandle, join_: string[]): Promise<void> {
     '--shards', String(values.shards),
     '--node-id', handle.id,
     '--data-dir', join(work, handle.id),
+    '--cluster-secret-file', secretFile,
     '--checkpoint-store', store,
     ...(store === 'off' ? [] : ['--checkpoint-interval', String(values['checkpoint-interval'])]),
     '--egress-retain', '10000000',

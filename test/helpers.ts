@@ -89,8 +89,15 @@ export function killNodeProcesses(): void {
   liveProcesses.clear();
 }
 
-/** Starts `node cluster/start.js` with `args`, on 127.0.0.1; resolves once it prints its ready line. */
-export async function startNodeProcess(args: string[], timeoutMs = 30_000): Promise<NodeProcess> {
+/** The cluster secret test nodes share (STATECRAFT_CLUSTER_SECRET), unless a test gives its own. */
+export const TEST_CLUSTER_SECRET = 'statecraft-test-cluster-secret-0123456789';
+
+/**
+ * Starts `node cluster/start.js` with `args`, on 127.0.0.1; resolves once it prints its ready line.
+ * `env` adds to (or, with undefined, removes from) the environment; by default every node gets
+ * TEST_CLUSTER_SECRET, so the nodes of a test form one cluster.
+ */
+export async function startNodeProcess(args: string[], timeoutMs = 30_000, env: Record<string, string | undefined> = {}): Promise<NodeProcess> {
   const { spawn } = await import('node:child_process');
   // Each node gets its own data directory (they hold the node id and a lock), removed when it exits.
   const { mkdtempSync, rmSync } = await import('node:fs');
@@ -99,7 +106,9 @@ export async function startNodeProcess(args: string[], timeoutMs = 30_000): Prom
   // Checkpoints go to the node's own directory unless the test names a store (a cluster shares one).
   const store = args.includes('--checkpoint-store') ? [] : ['--checkpoint-store', `file://${ownDataDir ?? args[args.indexOf('--data-dir') + 1]}/checkpoints`];
   const fullArgs = ['--host', '127.0.0.1', ...(ownDataDir ? ['--data-dir', ownDataDir] : []), ...store, ...args];
-  const child = spawn(process.execPath, [startScript, ...fullArgs], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const childEnv: Record<string, string | undefined> = { ...process.env, STATECRAFT_CLUSTER_SECRET: TEST_CLUSTER_SECRET, ...env };
+  for (const [name, value] of Object.entries(childEnv)) if (value === undefined) delete childEnv[name];
+  const child = spawn(process.execPath, [startScript, ...fullArgs], { stdio: ['ignore', 'pipe', 'pipe'], env: childEnv as NodeJS.ProcessEnv });
   if (ownDataDir) child.once('exit', () => rmSync(ownDataDir, { recursive: true, force: true }));
   liveProcesses.add(child);
   let output = '';

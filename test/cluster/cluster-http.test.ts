@@ -16,7 +16,7 @@ function reporter(reason: { text: string | null } = { text: null }) {
     address: 'a:1',
     core: node.core,
     membership: { members: () => members },
-    network: { connectedPeers: () => ['b'], linkStats: () => [], refusals: [], queuedBytes: 12 },
+    network: { connectedPeers: () => ['b'], linkStats: () => [], refusals: [], queuedBytes: 12, authFailures: 2, handshakesRefused: 0 },
     handovers: node.handovers,
     checkpointStatus: () => null,
     reason: () => reason.text,
@@ -50,6 +50,8 @@ test('metric lines: statecraft_cluster_view_version counts views', () => {
   assert.ok(lines.includes('statecraft_cluster_view_version 2'));
   assert.ok(lines.includes('statecraft_cluster_serving 1'));
   assert.ok(lines.includes('statecraft_peer_queued_bytes 12'));
+  assert.ok(lines.includes('statecraft_peer_auth_failures_total 2'));
+  assert.ok(lines.includes('statecraft_peer_handshakes_refused_total 0'));
   assert.not.ok(lines.some((line) => line.startsWith('statecraft_cluster_epoch')));
 });
 

@@ -8,7 +8,7 @@ import type { AddressInfo } from 'node:net';
 import { ClusterNode } from '../../cluster/cluster-node.js';
 import { computePlacement } from '../../cluster/placement.js';
 import type { CheckpointControl } from '../../node/index.js';
-import { eventually, withTimeout } from '../helpers.js';
+import { TEST_CLUSTER_SECRET, eventually, withTimeout } from '../helpers.js';
 import { FakePort, invoke } from './fake-port.js';
 
 const KEY_GROUPS = 16;
@@ -46,6 +46,7 @@ async function member(id: string, seeds: string[]): Promise<Member> {
     nodeId: id,
     address,
     seeds,
+    secret: Buffer.from(TEST_CLUSTER_SECRET),
     tuning,
     log: (line) => logs.push(line),
     onRefused: (reason) => logs.push(`refused: ${reason}`),

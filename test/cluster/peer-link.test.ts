@@ -5,6 +5,7 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { WebSocket } from 'ws';
+import { PeerHandshake, authKey } from '../../cluster/peer-auth.js';
 import { PeerLink, type Connection, type LinkOwner } from '../../cluster/peer-link.js';
 import { ENVELOPES_HEADER_BYTES, envelopesEpoch, envelopesSeq, readEnvelopes, writeEnvelopesHeader } from '../../cluster/peer-protocol.js';
 
@@ -46,7 +47,7 @@ class FakeOwner implements LinkOwner {
 function fakeConnection(): { connection: Connection; sent: Buffer[]; socket: { bufferedAmount: number } } {
   const sent: Buffer[] = [];
   const socket = { readyState: WebSocket.OPEN, bufferedAmount: 0, send: (frame: Buffer) => sent.push(Buffer.from(frame)) };
-  return { connection: { socket: socket as unknown as WebSocket, dialedByUs: true, peer: null, resumed: false, alive: true }, sent, socket };
+  return { connection: { socket: socket as unknown as WebSocket, dialedByUs: true, peer: null, hello: null, handshake: new PeerHandshake(authKey(Buffer.alloc(16)), 'dialler', Buffer.alloc(1)), outbox: [], remote: 'test', resumed: false, alive: true }, sent, socket };
 }
 
 test('envelopes are sealed into numbered frames with the epoch; without a connection the link asks to dial', () => {

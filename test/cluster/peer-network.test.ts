@@ -6,8 +6,10 @@ import * as assert from 'uvu/assert';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { WebSocket } from 'ws';
-import { PeerNetwork } from '../../cluster/peer-network.js';
+import { HANDSHAKES_MAX, HANDSHAKE_PAYLOAD_MAX, PeerNetwork } from '../../cluster/peer-network.js';
 import { eventually, withTimeout } from '../helpers.js';
+
+const SECRET = Buffer.from('peer-network-test-secret-0123456789');
 
 interface Peer {
   net: PeerNetwork;
@@ -21,7 +23,7 @@ interface Peer {
 
 const open: Peer[] = [];
 
-async function peer(id: string, port = 0): Promise<Peer> {
+async function peer(id: string, port = 0, secret: Uint8Array = SECRET): Promise<Peer> {
   const server = createServer();
   await new Promise<void>((resolve) => server.listen(port, '127.0.0.1', resolve));
   const address = `127.0.0.1:${(server.address() as AddressInfo).port}`;
@@ -33,6 +35,7 @@ async function peer(id: string, port = 0): Promise<Peer> {
     selfAddress: address,
     keyGroups: 8,
     valueBytesMax: 1024 * 1024,
+    secret,
     onEnvelope: (bytes, offset, length) => got.push(Buffer.from(bytes.subarray(offset + 8, offset + length)).toString()),
     onEnvelopesDone: () => undefined,
     onGossip: () => undefined,
@@ -155,6 +158,7 @@ test('a peer with other limits is refused, with the reason on both sides', async
     selfAddress: `127.0.0.1:${(server.address() as AddressInfo).port}`,
     keyGroups: 16,
     valueBytesMax: 1024 * 1024,
+    secret: SECRET,
     onEnvelope: () => undefined,
     onEnvelopesDone: () => undefined,
     onGossip: () => undefined,
@@ -168,6 +172,79 @@ test('a peer with other limits is refused, with the reason on both sides', async
   assert.ok(a.net.refusals.some((line) => /odd/.test(line)));
   odd.close();
   server.close();
+});
+
+test('a peer with another secret is refused both ways: nothing it sends is applied, and both sides say why', async () => {
+  const a = await peer('A');
+  const intruder = await peer('I', 0, Buffer.from('another-secret-0123456789'));
+  send(intruder, a, 'A', texts('forged', 3));
+  await eventually(() => a.net.authFailures > 0 && intruder.net.authFailures > 0, 'both sides refuse the other\'s proof', 5000);
+  // The dialler (the intruder here) is told: a joining node stops on it.
+  await eventually(() => intruder.refused.some((reason) => /could not prove it holds this node's cluster secret|refused this node's proof/.test(reason)), 'the dialler hears why', 5000);
+  assert.ok(a.net.refusals.some((line) => /"I" from 127\.0\.0\.1:\d+: did not prove the cluster secret/.test(line)), JSON.stringify(a.net.refusals));
+  assert.ok(a.logs.some((line) => /it did not prove the cluster secret/.test(line)));
+  assert.equal(a.got, []);
+  assert.equal(a.net.connectedPeers(), []);
+  // With the secret, the same exchange goes through.
+  const b = await peer('B');
+  send(b, a, 'A', texts('real', 3));
+  await eventually(() => a.got.length === 3, 'a node with the secret is heard');
+  assert.equal(a.got, ['real0', 'real1', 'real2']);
+});
+
+test('before its proof a peer may send only small frames: a large first frame, or a half-sent 16 MB one, closes the connection at its header', async () => {
+  const a = await peer('A');
+  const big = new WebSocket(`ws://${a.address}/peer`, { perMessageDeflate: false });
+  big.on('error', () => undefined);
+  await new Promise((resolve) => big.once('open', resolve));
+  big.send(Buffer.alloc(HANDSHAKE_PAYLOAD_MAX + 1, 1));
+  const [code] = await withTimeout(new Promise<[number, string]>((resolve) => big.once('close', (closeCode, reason) => resolve([closeCode, reason.toString()]))), 5000, 'the big frame closes the connection');
+  assert.is(code, 1009, 'message too big');
+  // A frame header that announces 16 MB, and only its first bytes: closed on the header, not buffered.
+  const raw = new WebSocket(`ws://${a.address}/peer`, { perMessageDeflate: false });
+  raw.on('error', () => undefined);
+  await new Promise((resolve) => raw.once('open', resolve));
+  const header = Buffer.from([0x82, 0xff, 0xfe, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00]);
+  header.writeBigUInt64BE(16n * 1024n * 1024n, 2);
+  (raw as unknown as { _socket: import('node:net').Socket })._socket.write(Buffer.concat([header, Buffer.alloc(1024)]));
+  await withTimeout(new Promise((resolve) => raw.once('close', resolve)), 5000, 'the half-sent frame closes its connection');
+  // After the handshake, large frames are fine: a 1 MB envelope from a real peer.
+  const b = await peer('B');
+  const large = envelope('x'.repeat(1024 * 1024 - 16));
+  b.net.send('A', a.address, large, 0, large.length);
+  await eventually(() => a.got.length === 1, 'the large envelope arrives after the handshake', 5000);
+  assert.is(a.got[0]!.length, 1024 * 1024 - 16);
+});
+
+test('at most HANDSHAKES_MAX handshakes at once: more are refused with 503 before the upgrade, and real peers are taken once they are gone', async () => {
+  const a = await peer('A');
+  const idle: WebSocket[] = [];
+  for (let index = 0; index < HANDSHAKES_MAX; index++) {
+    const socket = new WebSocket(`ws://${a.address}/peer`, { perMessageDeflate: false });
+    socket.on('error', () => undefined);
+    await new Promise((resolve) => socket.once('open', resolve));
+    idle.push(socket);
+  }
+  const refused = new WebSocket(`ws://${a.address}/peer`, { perMessageDeflate: false });
+  const status = await withTimeout(
+    new Promise<number>((resolve, reject) => {
+      refused.once('unexpected-response', (_request, response) => resolve(response.statusCode ?? 0));
+      refused.once('open', () => reject(new Error('the connection past the cap was upgraded')));
+      refused.on('error', () => undefined);
+    }),
+    5000,
+    'the connection past the cap is answered',
+  );
+  assert.is(status, 503);
+  assert.is(a.net.handshakesRefused, 1);
+  assert.ok(a.logs.some((line) => /peer handshakes are under way/.test(line)));
+  for (const socket of idle) socket.terminate();
+  const b = await peer('B');
+  await eventually(async () => {
+    send(b, a, 'A', texts('after', 1));
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    return a.got.length > 0;
+  }, 'a real peer is taken once the idle handshakes are gone', 5000);
 });
 
 test('drain before closing waits for the acknowledgement of connected peers only: a peer that is gone does not hold the stop up', async () => {

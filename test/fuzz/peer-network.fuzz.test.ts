@@ -1,7 +1,8 @@
 // Seeded fuzzing of how a real PeerNetwork (cluster/peer-network.ts, peer-link.ts) reads a peer's frames
-// over a real WebSocket: a fake peer sends mutated HELLO, RESUME, ENVELOPES, ACK, GOSSIP and random
+// over a real WebSocket: a fake peer sends mutated HELLO, PROOF, RESUME, ENVELOPES, ACK, GOSSIP and random
 // frames. Each is handled (a GOSSIP probe sent after it comes through) or closes that connection with
-// 4400 (malformed), 4426 (refused), 4409 (duplicate) or 1000; never an internal error. The envelopes
+// 4400 (malformed), 4401 (no proof of the secret), 4426 (refused), 4409 (duplicate) or 1000; never an
+// internal error. Before its PROOF checks out, nothing the fake peer sends is handed on. The envelopes
 // handed on lie inside the frame, back to back, and only frames that check out whole are applied.
 // FUZZ_SEED=<n> replays one seed (see fuzz-harness.ts).
 import { test } from 'uvu';
@@ -10,7 +11,8 @@ import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { WebSocket } from 'ws';
 import { PeerNetwork } from '../../cluster/peer-network.js';
-import { ENVELOPES_HEADER_BYTES, PEER_PATH, PEER_PROTOCOL_VERSION, PeerClose, PeerFrame, decodeControl, encodeAck, encodeControl, writeEnvelopesHeader } from '../../cluster/peer-protocol.js';
+import { ENVELOPES_HEADER_BYTES, PEER_PATH, PEER_PROTOCOL_VERSION, PeerClose, PeerFrame, decodeControl, encodeAck, encodeControl, encodeProof, writeEnvelopesHeader } from '../../cluster/peer-protocol.js';
+import { PeerHandshake, authKey } from '../../cluster/peer-auth.js';
 import { ENVELOPE_HEADER_BYTES } from '../../lib/envelope.js';
 import { Random, concat, fail, injectMsgpackHugeLength, mutateBytes, mutateValue, planSeeds, summary, type CaseLabel, type LengthField } from './fuzz-harness.js';
 import { randomEgress, randomInvoke } from './fuzz-envelopes.js';
@@ -22,7 +24,8 @@ const VALUE_BYTES_MAX = 1 << 20;
 const PEER_ID = 'fuzzer';
 /** A name that never resolves: the network's redials of the fake peer go nowhere. */
 const PEER_ADDRESS = 'fuzz.invalid:1';
-const CLOSE_CODES: readonly number[] = [PeerClose.Malformed, PeerClose.Refused, PeerClose.Duplicate, PeerClose.Normal];
+const CLOSE_CODES: readonly number[] = [PeerClose.Malformed, PeerClose.Unauthorized, PeerClose.Refused, PeerClose.Duplicate, PeerClose.Normal];
+const SECRET = Buffer.from('fuzz-cluster-secret-0123456789');
 
 /** Wakes the fake peer waiting for an answer (the network's callbacks answer too: a probe came through). */
 let wakeWaiter: (() => void) | null = null;
@@ -54,6 +57,7 @@ async function startTarget(): Promise<Target> {
     selfAddress: address,
     keyGroups: KEY_GROUPS,
     valueBytesMax: VALUE_BYTES_MAX,
+    secret: SECRET,
     // Valid during the call only: keep a copy of the whole message.
     onEnvelope: (bytes, offset, length) => visits.push({ frame: bytes.slice(), offset, length }),
     onEnvelopesDone: () => undefined,
@@ -139,7 +143,7 @@ async function exchange(target: Target, peer: FakePeer, frame: Uint8Array): Prom
 }
 
 function validHello(random: Random): Record<string, unknown> {
-  return { version: PEER_PROTOCOL_VERSION, nodeId: PEER_ID, instance: `i-${random.int(1e9)}`, address: PEER_ADDRESS, keyGroups: KEY_GROUPS, valueBytesMax: VALUE_BYTES_MAX, epoch: 0 };
+  return { version: PEER_PROTOCOL_VERSION, nodeId: PEER_ID, instance: `i-${random.int(1e9)}`, address: PEER_ADDRESS, keyGroups: KEY_GROUPS, valueBytesMax: VALUE_BYTES_MAX, epoch: 0, nonce: random.bytes(32) };
 }
 
 /** A control body mutated in its value, its bytes, or given a msgpack header that lies. */
@@ -220,20 +224,39 @@ test('a peer connection: mutated HELLO, RESUME, ENVELOPES, ACK, GOSSIP and rando
         let what: string;
         let frame: Uint8Array;
         let helloCase = false;
+        let badProof = false;
         if (peer === null) {
           peer = await FakePeer.open(target.url);
           resumed = false;
           const theirs = await peer.until(() => peer!.frames.length > 0);
           assert.is(theirs, 'done', 'the network says HELLO first');
-          assert.is(peer.frames.shift()![0], PeerFrame.Hello);
-          if (random.chance(0.25)) {
+          const targetHello = peer.frames.shift()!;
+          assert.is(targetHello[0], PeerFrame.Hello);
+          const hello = encodeControl(PeerFrame.Hello, validHello(random));
+          const handshake = new PeerHandshake(authKey(SECRET), 'dialler', hello);
+          const roll = random.int(8);
+          if (roll < 2) {
             helloCase = true;
             ({ what, bytes: frame } = mutatedControl(random, PeerFrame.Hello, validHello(random)));
             what = `HELLO ${what}`;
+          } else if (roll < 3) {
+            // A good HELLO, then a PROOF that is not one (mutated, another secret's, or random bytes).
+            helloCase = true;
+            peer.socket.send(hello);
+            const good = encodeProof(handshake.proofFor(targetHello));
+            const pick = random.int(3);
+            if (pick === 0) ({ kind: what, bytes: frame } = mutateBytes(random, good));
+            else if (pick === 1) ((what = 'another secret'), (frame = encodeProof(new PeerHandshake(authKey(Buffer.from('another-secret-0123456789')), 'dialler', hello).proofFor(targetHello))));
+            else ((what = 'random'), (frame = concat(Uint8Array.of(PeerFrame.Proof), random.bytes(random.int(40)))));
+            what = `PROOF ${what}`;
+            badProof = Buffer.compare(Buffer.from(frame), good) !== 0;
           } else {
-            peer.socket.send(encodeControl(PeerFrame.Hello, validHello(random)));
+            peer.socket.send(hello);
+            peer.socket.send(encodeProof(handshake.proofFor(targetHello)));
             const resume = await peer.until(() => peer!.frames.some((data) => data[0] === PeerFrame.Resume));
-            assert.is(resume, 'done', 'a valid HELLO is answered with RESUME');
+            assert.is(resume, 'done', 'a valid HELLO and PROOF are answered with RESUME');
+            const proof = peer.frames.find((data) => data[0] === PeerFrame.Proof);
+            assert.ok(proof !== undefined && handshake.verify(proof.subarray(1)), 'the network proves the secret too');
             peer.frames.length = 0;
           }
         }
@@ -276,6 +299,7 @@ test('a peer connection: mutated HELLO, RESUME, ENVELOPES, ACK, GOSSIP and rando
         } catch (error) {
           fail(label, (error as Error).message);
         }
+        if (badProof && outcome! !== 'closed') fail(label, 'a bad PROOF did not close the connection: what followed it was read');
         applied += checkVisits(label, frame!, target.visits);
         checkLogs(label, target);
         if (outcome === 'closed') {
