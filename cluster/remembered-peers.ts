@@ -5,7 +5,7 @@
  * A node that founds a cluster restores every key group from the checkpoint store. If its cluster is
  * still running (the node was killed and is started again with its original command line), that would
  * split it in two, both writing the same store. So a node started without seeds first asks the members
- * it remembers, at the addresses it remembers: any that answers `/cluster` as that member is a seed.
+ * it remembers, at the addresses it remembers: any that answers `/health` as that member is a seed.
  * Only when none answers (the whole cluster is down: a full restart) does it found the cluster.
  */
 import { readFileSync, renameSync, writeFileSync } from 'node:fs';
@@ -43,7 +43,8 @@ export async function livePeers(peers: readonly RememberedPeer[], selfId: string
       .filter((peer) => peer.id !== selfId)
       .map(async (peer) => {
         try {
-          const response = await fetch(`http://${peer.address}/cluster`, { signal: AbortSignal.timeout(PROBE_TIMEOUT_MS) });
+          // /health names the node whether it serves (200) or not (503), and wants no admin token.
+          const response = await fetch(`http://${peer.address}/health`, { signal: AbortSignal.timeout(PROBE_TIMEOUT_MS) });
           const body = (await response.json()) as { nodeId?: unknown };
           // Another process may have the port now: only the member itself counts.
           return body.nodeId === peer.id ? peer : null;

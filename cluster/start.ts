@@ -10,6 +10,7 @@ import { readFileSync } from 'node:fs';
 import { EndpointTable, parseEndpointFlag, parseModuleYaml, type EndpointSpec } from '../node/remote/remote-endpoints.js';
 import { availableParallelism } from 'node:os';
 import { startNode, type StatecraftNode } from '../node/main/start-node.js';
+import { ClientTokens } from '../node/main/client-tokens.js';
 import { StatecraftError } from '../lib/errors.js';
 import { ClusterNode, type MembershipTuning } from './cluster-node.js';
 import { openNodeIdentity, type NodeIdentity } from './node-identity.js';
@@ -36,6 +37,12 @@ Options:
   --egress-retain <n>         Records kept per egress for late or lagging subscribers.
                               Default 10000.
   --backlog-max <n>           Queued messages per node above which client events wait. Default 100000.
+  --admin-token-file <path>   Admin endpoints (/metrics, /cluster; not /health) want this token as
+                              Authorization: Bearer <token>. Default: they are open.
+  --client-tokens-file <path> Only clients with one of these tokens connect (connect(url, { token })),
+                              each within its scopes: one token per line, then optional
+                              send=<namespace>/*,<namespace>/<type> and subscribe=<egress>,...
+                              Default: every client is taken.
 
 Exactly-once (checkpoints):
   --checkpoint-store <url>    Where consistent checkpoints go: file://./dir (relative to the
@@ -124,6 +131,8 @@ const optionNames = [
   'ring-bytes',
   'egress-retain',
   'backlog-max',
+  'client-tokens-file',
+  'admin-token-file',
   'join',
   'node-id',
   'data-dir',
@@ -169,6 +178,8 @@ async function main(): Promise<void> {
         'ring-bytes': { type: 'string' },
         'egress-retain': { type: 'string' },
         'backlog-max': { type: 'string' },
+        'client-tokens-file': { type: 'string' },
+        'admin-token-file': { type: 'string' },
         join: { type: 'string', multiple: true },
         'node-id': { type: 'string' },
         'data-dir': { type: 'string' },
@@ -287,9 +298,39 @@ async function main(): Promise<void> {
   const checkpointsOff = checkpointStore === 'off' || checkpointStore === 'none';
   if (checkpointsOff && (s3Endpoint !== undefined || checkpointInterval !== undefined)) fail('--checkpoint-store off turns checkpoints off; drop --s3-endpoint and --checkpoint-interval');
 
+  const tokensFile = get('client-tokens-file');
+  let clientTokens: ClientTokens | undefined;
+  if (tokensFile !== undefined) {
+    let text: string;
+    try {
+      text = readFileSync(tokensFile, 'utf8');
+    } catch (error) {
+      fail(`--client-tokens-file ${tokensFile}: cannot read it (${(error as NodeJS.ErrnoException).code ?? (error as Error).message})`);
+    }
+    try {
+      clientTokens = ClientTokens.parse(text, `--client-tokens-file ${tokensFile}`);
+    } catch (error) {
+      if (error instanceof StatecraftError) fail(error.message);
+      throw error;
+    }
+  }
+
+  const adminTokenFile = get('admin-token-file');
+  let adminToken: string | undefined;
+  if (adminTokenFile !== undefined) {
+    try {
+      adminToken = readFileSync(adminTokenFile, 'utf8').trim();
+    } catch (error) {
+      fail(`--admin-token-file ${adminTokenFile}: cannot read it (${(error as NodeJS.ErrnoException).code ?? (error as Error).message})`);
+    }
+    if (adminToken.length < 16 || /\s/.test(adminToken)) fail(`--admin-token-file ${adminTokenFile}: the token needs at least 16 characters and no spaces (make one with: openssl rand -hex 16)`);
+  }
+
   let node: StatecraftNode;
   try {
     node = await startNode({
+      ...(clientTokens === undefined ? {} : { clientTokens }),
+      ...(adminToken === undefined ? {} : { adminToken }),
       functions,
       port: integer('port', get('port')) ?? 8080,
       host: get('host') ?? '127.0.0.1',

@@ -4,7 +4,8 @@
  * a shard without re-encoding them); control frames carry a msgpack body.
  *
  *   client → node
- *     0x01 HELLO        msgpack { version, producerId, client }
+ *     0x01 HELLO        msgpack { version, producerId, client, token? }   token: when the node takes
+ *                       client tokens (--client-tokens-file), one of them; else the node closes 4401
  *     0x02 EVENTS       [f64 firstSeq][u32 count] then count × ([u32 length][invoke envelope]);
  *                       event i has sequence number firstSeq + i (per producer, from 1, no gaps).
  *                       Each envelope also carries a producer mark (client session, seq per key
@@ -32,9 +33,12 @@
  *     0x87 COMMITTED    [f64 seq]   every event up to seq is covered by a committed checkpoint (sent only
  *                       by a node with checkpoints on, WELCOME.durable): it takes effect exactly once,
  *                       whatever fails from now on. Until then a client keeps the event to re-send it.
+ *     0x88 REFUSED      msgpack { subscription, code, message }   the subscription is not taken (its
+ *                       egress is outside the client token's scopes); nothing more comes for it
  *
  * A frame that breaks these rules closes the connection with code 4400 and a reason; a client of
- * another protocol version is closed with 4426. Both are final: the client does not reconnect.
+ * another protocol version is closed with 4426, one without a valid token with 4401. All are final:
+ * the client does not reconnect.
  */
 import { Packr } from 'msgpackr';
 import { ProtocolError, isErrorCode, type ErrorCode } from './errors.js';
@@ -55,6 +59,7 @@ export const Frame = {
   Gap: 0x85,
   Subscribed: 0x86,
   Committed: 0x87,
+  Refused: 0x88,
 } as const;
 
 export const CloseCode = {
@@ -66,6 +71,8 @@ export const CloseCode = {
   /** The node cannot serve clients now (it lost its cluster's majority): try again or elsewhere. */
   TryAgainLater: 1013,
   MalformedFrame: 4400,
+  /** No valid client token (the node takes tokens): final, like a protocol mismatch. */
+  Unauthorized: 4401,
   ProtocolVersion: 4426,
 } as const;
 
@@ -75,6 +82,8 @@ export interface Hello {
   version: number;
   producerId: string;
   client: string;
+  /** A client token, when the node takes them. */
+  token?: string;
 }
 
 export interface Limits {

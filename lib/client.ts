@@ -30,12 +30,13 @@ import {
   decodeRejections,
   decodeWelcome,
   encodeControl,
+  type Hello,
   type Limits,
   type Subscribe,
   type Welcome,
   RECORDS_HEADER_BYTES,
 } from './client-protocol.js';
-import { ConnectionError, ProtocolError, StatecraftError, UnknownFunctionTypeError, ValidationError, type ErrorCode } from './errors.js';
+import { ConnectionError, ProtocolError, StatecraftError, UnknownFunctionTypeError, ValidationError, isErrorCode, type ErrorCode } from './errors.js';
 import { EnvelopeDecoder, invokeLengthMax, writeInvoke, type EgressEnvelope } from './envelope.js';
 import { truncateUtf8 } from './utf8.js';
 import { checkValueSize, toTypedValue } from './typed-value.js';
@@ -76,6 +77,12 @@ export interface ConnectOptions {
    * A node without checkpoints can only confirm acceptance.
    */
   confirm?: 'commit' | 'accept';
+  /**
+   * A client token, for a node started with `--client-tokens-file`. Without a valid one `connect()`
+   * rejects with SC_ERR_UNAUTHORIZED; events and subscriptions outside the token's scopes are refused
+   * with SC_ERR_UNAUTHORIZED too.
+   */
+  token?: string;
 }
 
 export interface SubscribeOptions<T = unknown> {
@@ -256,6 +263,8 @@ class SubscriptionImpl<T = unknown> implements Subscription<T> {
   private readonly buffer = new FifoQueue<EgressRecord<T>>();
   private waiter: ((result: IteratorResult<EgressRecord<T>>) => void) | null = null;
   private ended = false;
+  /** Why the node refused this subscription, once it has. */
+  private failure: StatecraftError | null = null;
   paused = false;
   /** `after` to send when (re)subscribing: undefined = new records only, -1 = oldest retained. */
   startAfter: number | undefined;
@@ -361,8 +370,9 @@ class SubscriptionImpl<T = unknown> implements Subscription<T> {
       }
       return Promise.resolve({ value: record, done: false });
     }
+    if (this.failure !== null) return Promise.reject(this.failure);
     if (this.ended) return Promise.resolve({ value: undefined, done: true });
-    return new Promise((resolve) => (this.waiter = resolve));
+    return new Promise((resolve, reject) => (this.waiter = (result) => (this.failure !== null ? reject(this.failure) : resolve(result))));
   }
 
   return(): Promise<IteratorResult<EgressRecord<T>>> {
@@ -377,6 +387,12 @@ class SubscriptionImpl<T = unknown> implements Subscription<T> {
   close(): void {
     if (this.ended) return;
     this.client.unsubscribe(this);
+    this.end();
+  }
+
+  /** The node will not serve this subscription (its token's scopes): iterating rejects with `error`. */
+  refused(error: StatecraftError): void {
+    this.failure = error;
     this.end();
   }
 
@@ -430,12 +446,17 @@ class StatecraftClient implements Client {
   private readonly queueMax: number;
   private readonly reconnect: Required<ReconnectOptions> | null;
   private readonly connectTimeoutMs: number;
+  private readonly token: string | undefined;
 
   constructor(
     private readonly urls: readonly string[],
     options: ConnectOptions,
   ) {
     this.producerId = options.producerId ?? randomUUID();
+    if (options.token !== undefined && (typeof options.token !== 'string' || options.token.length === 0)) {
+      throw new ValidationError('SC_ERR_INVALID_OPTION', 'token must be a non-empty string (one of the node\'s client tokens)');
+    }
+    this.token = options.token;
     // 96 random bits: sessions must not collide, or one client's events would pass for another's repeats.
     this.session = randomBytes(12).toString('base64url');
     this.window = positive('window', options.window, 10_000);
@@ -493,6 +514,8 @@ class StatecraftClient implements Client {
       await new Promise((resolve) => setTimeout(resolve, delayMs));
     }
     this.state = 'closed';
+    // No token, or a wrong one: its own code, so callers can tell it from a node that is down.
+    if (last instanceof ProtocolError && last.code === 'SC_ERR_UNAUTHORIZED') throw new ConnectionError('SC_ERR_UNAUTHORIZED', `${last.message}; connect with { token } naming one of the node's client tokens`);
     const tried = errors.length > 6 ? [...errors.slice(0, 3), `... ${errors.length - 6} more ...`, ...errors.slice(-3)] : errors;
     throw new ConnectionError('SC_ERR_CONNECT_FAILED', `cannot connect to a Statecraft node (${tried.join('; ')}); check that a node is running and the URL is its ws:// URL.`, { cause: last });
   }
@@ -534,12 +557,13 @@ class StatecraftClient implements Client {
       });
       socket.on('close', (code, reason) => {
         const text = reason.toString() || `code ${code}`;
-        if (code === CloseCode.ProtocolVersion || code === CloseCode.MalformedFrame) fail(new ProtocolError('SC_ERR_PROTOCOL_VERSION', text));
+        if (code === CloseCode.Unauthorized) fail(new ProtocolError('SC_ERR_UNAUTHORIZED', `the node refused this client: ${text}`));
+        else if (code === CloseCode.ProtocolVersion || code === CloseCode.MalformedFrame) fail(new ProtocolError('SC_ERR_PROTOCOL_VERSION', text));
         else if (code === CloseCode.Restarting || code === CloseCode.TryAgainLater) fail(new NotNow(`closed: ${text}`));
         else fail(new Error(`closed: ${text}`));
       });
       socket.on('open', () => {
-        socket.send(encodeControl(Frame.Hello, { version: PROTOCOL_VERSION, producerId: this.producerId, client: 'statecraft-js/0.1' }));
+        socket.send(encodeControl(Frame.Hello, { version: PROTOCOL_VERSION, producerId: this.producerId, client: 'statecraft-js/0.1', ...(this.token === undefined ? {} : { token: this.token }) } satisfies Hello));
       });
       socket.once('message', (data: Buffer) => {
         if (data[0] !== Frame.Welcome) return fail(new ProtocolError('SC_ERR_MALFORMED_FRAME', `expected WELCOME, got frame 0x${data[0]?.toString(16)}`));
@@ -712,6 +736,18 @@ class StatecraftClient implements Client {
           this.subscriptions.get(body.subscription)?.gap(body.from, body.to);
           break;
         }
+        case Frame.Refused: {
+          const body = decodeControl<{ subscription?: unknown; code?: unknown; message?: unknown } | null>(data);
+          if (!Number.isSafeInteger(body?.subscription) || !isErrorCode(body?.code) || typeof body?.message !== 'string') {
+            throw new ProtocolError('SC_ERR_MALFORMED_FRAME', 'REFUSED needs { subscription, code, message }');
+          }
+          const subscription = this.subscriptions.get(body.subscription as number);
+          if (subscription !== undefined) {
+            this.subscriptions.delete(subscription.id);
+            subscription.refused(new StatecraftError(body.code, body.message));
+          }
+          break;
+        }
         default:
           throw new ProtocolError('SC_ERR_MALFORMED_FRAME', `unknown frame type 0x${data[0]?.toString(16)}`);
       }
@@ -774,8 +810,9 @@ class StatecraftClient implements Client {
     this.frame = [];
     this.frameBytes = 0;
     if (this.state === 'closing' || this.state === 'closed') return;
-    if (code === CloseCode.MalformedFrame || code === CloseCode.ProtocolVersion) {
-      this.fail(new ProtocolError(code === CloseCode.ProtocolVersion ? 'SC_ERR_PROTOCOL_VERSION' : 'SC_ERR_MALFORMED_FRAME', `the node closed the connection: ${reason}`));
+    if (code === CloseCode.MalformedFrame || code === CloseCode.ProtocolVersion || code === CloseCode.Unauthorized) {
+      const errorCode = code === CloseCode.ProtocolVersion ? 'SC_ERR_PROTOCOL_VERSION' : code === CloseCode.Unauthorized ? 'SC_ERR_UNAUTHORIZED' : 'SC_ERR_MALFORMED_FRAME';
+      this.fail(new ProtocolError(errorCode, `the node closed the connection: ${reason}`));
       return;
     }
     if (this.reconnect === null) {

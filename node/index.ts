@@ -1,5 +1,6 @@
 /** Running nodes from code: `import { startNode } from 'statecraft/node'`. */
 export { startNode, type StatecraftNode } from './main/start-node.js';
+export { ClientTokens, type Grant } from './main/client-tokens.js';
 export type { NodeOptions, CheckpointOptions } from './main/options.js';
 export type { NodeMetrics } from './main/node-metrics.js';
 export type { ClusterHooks, ClusterPort, CheckpointControl, RollBackResult } from './main/cluster-port.js';

@@ -1,7 +1,11 @@
 /**
  * The node's HTTP port: admin endpoints (GET /health, GET /metrics; the cluster layer adds /cluster)
  * and WebSocket upgrades — clients on `/`, anything else offered to the cluster layer (peers).
+ *
+ * With an admin token, every admin endpoint but /health wants `Authorization: Bearer <token>` (401
+ * otherwise): /health stays open for load balancers and says only whether the node serves, and why not.
  */
+import { createHash, timingSafeEqual } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { StatecraftError } from '../../lib/errors.js';
 import { KEY_GROUP_HASH } from '../../lib/key-group.js';
@@ -21,12 +25,22 @@ export interface AdminHost {
   metricsNow(): NodeMetrics;
 }
 
+const digest = (text: string) => createHash('sha256').update(text, 'utf8').digest();
+
 export class AdminHttp {
   private readonly server: Server;
+  /** The admin token's digest (compared digest to digest, in constant time), or null: no token. */
+  private readonly tokenDigest: Buffer | null;
+  /** Admin requests refused for a missing or wrong token. */
+  refused = 0;
   /** Where the server listens, once it does. */
   address: { host: string; port: number } | null = null;
 
-  constructor(private readonly main: AdminHost) {
+  constructor(
+    private readonly main: AdminHost,
+    adminToken: string | null = null,
+  ) {
+    this.tokenDigest = adminToken === null ? null : digest(adminToken);
     this.server = createServer((request, response) => this.serve(request, response));
     this.server.on('upgrade', (request, socket, head) => {
       if (main.closing) {
@@ -69,9 +83,21 @@ export class AdminHttp {
     this.server.closeAllConnections();
   }
 
+  private authorized(request: IncomingMessage): boolean {
+    const match = /^Bearer\s+(\S+)\s*$/i.exec(request.headers.authorization ?? '');
+    return match !== null && timingSafeEqual(digest(match[1]!), this.tokenDigest!);
+  }
+
   private serve(request: IncomingMessage, response: ServerResponse): void {
     const main = this.main;
     const path = (request.url ?? '/').split('?')[0];
+    if (this.tokenDigest !== null && path !== '/health' && !this.authorized(request)) {
+      this.refused++;
+      response
+        .writeHead(401, { 'content-type': 'application/json', 'www-authenticate': 'Bearer realm="statecraft admin"' })
+        .end(JSON.stringify({ error: 'this node\'s admin endpoints want its admin token: Authorization: Bearer <token> (the node\'s --admin-token-file)' }));
+      return;
+    }
     // The cluster layer answers first: /cluster, and /health while the node is not serving.
     if (main.cluster?.http(request, response)) return;
     if (request.method === 'GET' && path === '/health') {
@@ -83,6 +109,7 @@ export class AdminHttp {
       const metrics = main.metricsNow();
       const lines = Object.entries(metrics).map(([name, value]) => `statecraft_${snakeCase(name)} ${value}`);
       lines.push(`statecraft_key_groups ${main.keyGroups}`);
+      lines.push(`statecraft_admin_requests_refused_total ${this.refused}`);
       lines.push(`# key group hash: ${KEY_GROUP_HASH}`);
       const checkpoints = main.checkpointing?.totals;
       if (checkpoints !== undefined) {

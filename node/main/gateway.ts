@@ -41,6 +41,7 @@ import { keyGroupOf } from '../../lib/key-group.js';
 import type { Message } from '../../lib/message.js';
 import { validateEgressName } from '../../lib/address.js';
 import type { EgressHub, EgressSink } from './egress-hub.js';
+import type { ClientTokens, Grant } from './client-tokens.js';
 
 export interface GatewayHost {
   readonly nodeId: string;
@@ -49,6 +50,8 @@ export interface GatewayHost {
   readonly limits: Limits;
   readonly functions: { has(typename: string): boolean; [Symbol.iterator](): Iterator<string> };
   readonly egress: EgressHub;
+  /** Client tokens (--client-tokens-file), or null: every client is taken. */
+  readonly tokens: ClientTokens | null;
   /** True while the node admits client events. */
   admits(): boolean;
   /** Writes an event's envelope (key group already set) to the shard that owns `keyGroup`. */
@@ -59,6 +62,8 @@ export interface GatewayHost {
   readonly durable: boolean;
   /** Counts events for /metrics. */
   countEvents(accepted: number, rejected: number): void;
+  /** Counts a client refused for its token ('token') or a request outside its scopes ('scope'). */
+  countRefusal(kind: 'token' | 'scope'): void;
   log(line: string): void;
 }
 
@@ -76,6 +81,8 @@ type Rejection = [number, ErrorCode, string];
 
 class ClientConnection implements EgressSink {
   producerId: string | null = null;
+  /** What this client's token allows (null: no tokens on this node, everything). */
+  private grant: Grant | null = null;
   private abandoned = false;
   private blockedFrames: Buffer[] = [];
   private alive = true;
@@ -166,6 +173,11 @@ class ClientConnection implements EgressSink {
           } catch (error) {
             throw new ProtocolError('SC_ERR_MALFORMED_FRAME', (error as Error).message);
           }
+          if (this.grant !== null && !this.grant.maySubscribe(body.egress)) {
+            this.gateway.host.countRefusal('scope');
+            this.send(encodeControl(Frame.Refused, { subscription: body.subscription, code: 'SC_ERR_UNAUTHORIZED', message: `this client's token may not subscribe to "${body.egress}" (it may: ${this.grant.scopes})` }));
+            break;
+          }
           const latest = body.after === undefined || body.after === null;
           const after = this.gateway.host.egress.subscribe(this, body.subscription, body.egress, body.after ?? undefined);
           // From 'latest': where the log stands in stable ids too, so that after failing over to another
@@ -191,7 +203,7 @@ class ClientConnection implements EgressSink {
     } catch (error) {
       if (error instanceof ProtocolError) {
         this.gateway.host.log(`gateway: closing a client connection: ${error.message}`);
-        this.close(error.code === 'SC_ERR_PROTOCOL_VERSION' ? CloseCode.ProtocolVersion : CloseCode.MalformedFrame, error.message);
+        this.close(error.code === 'SC_ERR_PROTOCOL_VERSION' ? CloseCode.ProtocolVersion : error.code === 'SC_ERR_UNAUTHORIZED' ? CloseCode.Unauthorized : CloseCode.MalformedFrame, error.message);
         return;
       }
       // A bug of ours that this input reached: it costs this connection, never the node.
@@ -211,6 +223,14 @@ class ClientConnection implements EgressSink {
     }
     if (typeof hello.producerId !== 'string' || hello.producerId.length === 0 || hello.producerId.length > PRODUCER_ID_LENGTH_MAX) {
       throw new ProtocolError('SC_ERR_MALFORMED_FRAME', `producerId must be a string of 1-${PRODUCER_ID_LENGTH_MAX} characters`);
+    }
+    const tokens = this.gateway.host.tokens;
+    if (tokens !== null) {
+      this.grant = tokens.grant(hello.token);
+      if (this.grant === null) {
+        this.gateway.host.countRefusal('token');
+        throw new ProtocolError('SC_ERR_UNAUTHORIZED', hello.token === undefined ? 'this node takes only clients with a token: connect(url, { token })' : 'this client token is not one this node takes');
+      }
     }
     clearTimeout(this.helloTimer);
     this.producerId = hello.producerId;
@@ -285,6 +305,7 @@ class ClientConnection implements EgressSink {
       if (rejection !== null) {
         rejections.push([seq, rejection.code, rejection.message]);
         rejected++;
+        if (rejection.code === 'SC_ERR_UNAUTHORIZED') host.countRefusal('scope');
       } else {
         const keyGroup = keyGroupOf((message as Message).targetId, host.keyGroups);
         writeKeyGroup(data, offsets[index]!, keyGroup);
@@ -309,6 +330,9 @@ class ClientConnection implements EgressSink {
     }
     if (!isTypename(message.targetTypename)) {
       return new ValidationError('SC_ERR_INVALID_TYPENAME', `target typename ${JSON.stringify(message.targetTypename)} is not of the form namespace/name`);
+    }
+    if (this.grant !== null && !this.grant.maySend(message.targetTypename)) {
+      return new ValidationError('SC_ERR_UNAUTHORIZED', `this client's token may not send to ${message.targetTypename} (it may: ${this.grant.scopes})`);
     }
     if (!host.functions.has(message.targetTypename)) {
       return new ValidationError(

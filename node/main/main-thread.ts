@@ -29,6 +29,7 @@ import type { FunctionTypes } from './function-types.js';
 import type { Gateway, GatewayHost } from './gateway.js';
 import { MiB } from './options.js';
 import type { ShardPool } from './shard-pool.js';
+import type { ClientTokens } from './client-tokens.js';
 
 const SHUTDOWN_GRACE_MS = 10_000;
 /** How long a graceful stop waits for its final checkpoint (a node that checkpoints alone). */
@@ -48,6 +49,7 @@ export interface MainThreadConfig {
   egress: EgressHub;
   backlogMax: number;
   nodeId: string;
+  tokens: ClientTokens | null;
   log: (line: string) => void;
 }
 
@@ -58,6 +60,7 @@ export class MainThread implements RecordVisitor, GatewayHost {
   readonly limits: Limits;
   readonly functions: FunctionTypes;
   readonly egress: EgressHub;
+  readonly tokens: ClientTokens | null;
   readonly routing: Int32Array;
   cluster: ClusterHooks | null = null;
   gateway: Gateway | null = null;
@@ -76,6 +79,8 @@ export class MainThread implements RecordVisitor, GatewayHost {
   private egressLagging = false;
   private eventsAccepted = 0;
   private eventsRejected = 0;
+  private clientsRefused = 0;
+  private requestsOutOfScope = 0;
   /** Records written to shard rings (int32, wraps like the shards' IngressReceived). */
   private ingressWritten = 0;
   /** True while a recovery discards what arrives from the shards. */
@@ -90,6 +95,7 @@ export class MainThread implements RecordVisitor, GatewayHost {
     this.limits = config.limits;
     this.functions = config.functions;
     this.egress = config.egress;
+    this.tokens = config.tokens;
     this.routing = config.routing;
     this.outbox = new Outbox(config.layout, MAIN_THREAD);
     this.inbox = new Inbox(config.layout, MAIN_THREAD, this);
@@ -214,6 +220,11 @@ export class MainThread implements RecordVisitor, GatewayHost {
     if (this.outbox.hasOverflow) this.inbox.wake();
   }
 
+  countRefusal(kind: 'token' | 'scope'): void {
+    if (kind === 'token') this.clientsRefused++;
+    else this.requestsOutOfScope++;
+  }
+
   countEvents(accepted: number, rejected: number): void {
     this.eventsAccepted += accepted;
     this.eventsRejected += rejected;
@@ -301,6 +312,8 @@ export class MainThread implements RecordVisitor, GatewayHost {
     return {
       ...this.metrics.totals(),
       connections: this.gateway?.connectionCount ?? 0,
+      clientsRefused: this.clientsRefused,
+      requestsOutOfScope: this.requestsOutOfScope,
       overflowBytes: this.stats.total(Stat.OverflowBytes),
     };
   }

@@ -4,6 +4,10 @@ import type { MetricName } from '../rings/metrics.js';
 export interface NodeMetrics extends Record<MetricName, number> {
   /** Client connections open. */
   connections: number;
+  /** Clients refused for their token (none, or not one this node takes). */
+  clientsRefused: number;
+  /** Events rejected and subscriptions refused for falling outside a client token's scopes. */
+  requestsOutOfScope: number;
   /** Bytes waiting in overflow queues (rings full). */
   overflowBytes: number;
 }

@@ -9,6 +9,7 @@ import { KEY_GROUPS_DEFAULT, KEY_GROUPS_MAX } from '../../lib/key-group.js';
 import { wholeNumberOption as option } from '../../lib/options.js';
 import { recordBytesMax } from '../rings/spsc-ring.js';
 import type { EndpointSpec } from '../remote/remote-endpoints.js';
+import type { ClientTokens } from './client-tokens.js';
 
 export interface CheckpointOptions {
   /** `file://./dir`, `file:///abs/dir` or `s3://bucket/prefix`. */
@@ -72,6 +73,13 @@ export interface NodeOptions {
    * confirmed on commit, recovery from the last committed checkpoint. Off when absent.
    */
   checkpoints?: CheckpointOptions;
+  /**
+   * Client tokens (ClientTokens.parse of a --client-tokens-file): only clients with one connect, each
+   * within its scopes. Absent: every client is taken (keep the port private then).
+   */
+  clientTokens?: ClientTokens;
+  /** A token admin endpoints (/metrics, /cluster; not /health) want as `Authorization: Bearer <token>`. Absent: they are open. */
+  adminToken?: string;
 }
 
 /** The options checked, with every default filled in. */

@@ -110,6 +110,7 @@ export async function startNode(options: NodeOptions): Promise<StatecraftNode> {
       egress: new EgressHub({ recordsMax: resolved.egressRetainRecords, bytesMax: resolved.egressRetainBytes }),
       backlogMax: resolved.backlogMax,
       nodeId,
+      tokens: options.clientTokens ?? null,
       log,
     },
     pool,
@@ -135,7 +136,7 @@ export async function startNode(options: NodeOptions): Promise<StatecraftNode> {
       await startCheckpoints(node, checkpoints.restore);
     }
     node.gateway = new Gateway(node, () => node.pumpEgress());
-    node.admin = new AdminHttp(node);
+    node.admin = new AdminHttp(node, options.adminToken ?? null);
     await node.admin.listen(resolved.port, resolved.host);
   } catch (error) {
     await node.close();

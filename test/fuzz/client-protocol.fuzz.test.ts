@@ -188,6 +188,8 @@ async function startGateway(): Promise<Harness> {
     functions: FUNCTIONS,
     durable: false,
     egress: new EgressHub({ recordsMax: 100, bytesMax: 1 << 20 }),
+    tokens: null,
+    countRefusal: () => undefined,
     admits: () => true,
     // The bytes are the frame's and valid only during the call: keep a copy.
     admit: (bytes, offset, length, keyGroup) => admitted.push({ bytes: bytes.slice(), offset, length, keyGroup }),

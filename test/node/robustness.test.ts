@@ -185,6 +185,8 @@ test('an internal error while handling a frame closes that connection with 1011 
     functions: new Set(['test/sink']),
     durable: false,
     egress: new EgressHub({ recordsMax: 100, bytesMax: 1024 * 1024 }),
+    tokens: null,
+    countRefusal: () => undefined,
     admits: () => true,
     admit: () => {
       throw new Error('the disk is on fire');

@@ -70,7 +70,7 @@ class FakeHost implements AdminHost {
   metricsNow(): NodeMetrics {
     const metrics = {} as Record<MetricName, number>;
     for (const [name, index] of Object.entries(Metric)) metrics[name as MetricName] = 10 * index;
-    return { ...metrics, connections: 3, overflowBytes: 4096 };
+    return { ...metrics, connections: 3, overflowBytes: 4096, clientsRefused: 0, requestsOutOfScope: 0 };
   }
 }
 
@@ -176,7 +176,10 @@ test('/metrics: one snake_case line per metric, key groups and the hash, without
     'statecraft_remote_backlog 150',
     'statecraft_connections 3',
     'statecraft_overflow_bytes 4096',
+    'statecraft_clients_refused 0',
+    'statecraft_requests_out_of_scope 0',
     'statecraft_key_groups 64',
+    'statecraft_admin_requests_refused_total 0',
     `# key group hash: ${KEY_GROUP_HASH}`,
   ];
   assert.equal(lines, expected);

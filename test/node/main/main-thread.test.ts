@@ -77,6 +77,7 @@ function setup(options: { backlogMax?: number } = {}) {
       egress,
       backlogMax: options.backlogMax ?? 10,
       nodeId: 'n1',
+      tokens: null,
       log: (line) => logs.push(line),
     },
     pool,
