@@ -37,6 +37,9 @@ Options:
   --egress-retain <n>         Records kept per egress for late or lagging subscribers.
                               Default 10000.
   --backlog-max <n>           Queued messages per node above which client events wait. Default 100000.
+  --client-connections-max <n>
+                              Client connections taken at once; more get HTTP 503 (clients
+                              go to another node). Default 10000.
   --admin-token-file <path>   Admin endpoints (/metrics, /cluster; not /health) want this token as
                               Authorization: Bearer <token>. Default: they are open.
   --client-tokens-file <path> Only clients with one of these tokens connect (connect(url, { token })),
@@ -133,6 +136,7 @@ const optionNames = [
   'backlog-max',
   'client-tokens-file',
   'admin-token-file',
+  'client-connections-max',
   'join',
   'node-id',
   'data-dir',
@@ -180,6 +184,7 @@ async function main(): Promise<void> {
         'backlog-max': { type: 'string' },
         'client-tokens-file': { type: 'string' },
         'admin-token-file': { type: 'string' },
+        'client-connections-max': { type: 'string' },
         join: { type: 'string', multiple: true },
         'node-id': { type: 'string' },
         'data-dir': { type: 'string' },
@@ -331,6 +336,7 @@ async function main(): Promise<void> {
     node = await startNode({
       ...(clientTokens === undefined ? {} : { clientTokens }),
       ...(adminToken === undefined ? {} : { adminToken }),
+      clientConnectionsMax: integer('client-connections-max', get('client-connections-max')),
       functions,
       port: integer('port', get('port')) ?? 8080,
       host: get('host') ?? '127.0.0.1',

@@ -42,6 +42,7 @@ import type { Message } from '../../lib/message.js';
 import { validateEgressName } from '../../lib/address.js';
 import type { EgressHub, EgressSink } from './egress-hub.js';
 import type { ClientTokens, Grant } from './client-tokens.js';
+import { setMaxPayload } from '../../lib/ws-payload.js';
 
 export interface GatewayHost {
   readonly nodeId: string;
@@ -62,8 +63,13 @@ export interface GatewayHost {
   readonly durable: boolean;
   /** Counts events for /metrics. */
   countEvents(accepted: number, rejected: number): void;
-  /** Counts a client refused for its token ('token') or a request outside its scopes ('scope'). */
-  countRefusal(kind: 'token' | 'scope'): void;
+  /**
+   * Counts a refusal: a client without a valid token ('token'), a request outside its token's scopes
+   * ('scope'), a connection or subscription past a limit ('limit').
+   */
+  countRefusal(kind: 'token' | 'scope' | 'limit'): void;
+  /** Client connections taken at most at once. */
+  readonly connectionsMax: number;
   log(line: string): void;
 }
 
@@ -76,6 +82,12 @@ const ADMISSION_RECHECK_MS = 1;
 /** Longest WebSocket close reason: a close frame's payload is at most 125 bytes, 2 of them the code. */
 const CLOSE_REASON_BYTES_MAX = 123;
 const SUBSCRIPTION_ID_MAX = 0xffff_ffff; // RECORDS frames carry it as a u32
+/** Until its HELLO is taken a client's frames are small (a HELLO is a few hundred bytes). */
+export const HELLO_PAYLOAD_MAX = 4 * 1024;
+/** Subscriptions one connection may hold; more are refused (each costs the node a cursor and buffers). */
+export const SUBSCRIPTIONS_PER_CONNECTION_MAX = 1_000;
+/** Client connections a node takes by default (--client-connections-max). */
+export const CLIENT_CONNECTIONS_MAX_DEFAULT = 10_000;
 
 type Rejection = [number, ErrorCode, string];
 
@@ -83,6 +95,8 @@ class ClientConnection implements EgressSink {
   producerId: string | null = null;
   /** What this client's token allows (null: no tokens on this node, everything). */
   private grant: Grant | null = null;
+  /** The subscription ids this connection holds. */
+  private readonly subscriptions = new Set<number>();
   private abandoned = false;
   private blockedFrames: Buffer[] = [];
   private alive = true;
@@ -173,6 +187,11 @@ class ClientConnection implements EgressSink {
           } catch (error) {
             throw new ProtocolError('SC_ERR_MALFORMED_FRAME', (error as Error).message);
           }
+          if (!this.subscriptions.has(body.subscription) && this.subscriptions.size >= SUBSCRIPTIONS_PER_CONNECTION_MAX) {
+            this.gateway.host.countRefusal('limit');
+            this.send(encodeControl(Frame.Refused, { subscription: body.subscription, code: 'SC_ERR_LIMIT_REACHED', message: `this connection holds ${SUBSCRIPTIONS_PER_CONNECTION_MAX} subscriptions, the most a node takes on one connection: close some first, or subscribe through another client` }));
+            break;
+          }
           if (this.grant !== null && !this.grant.maySubscribe(body.egress)) {
             this.gateway.host.countRefusal('scope');
             this.send(encodeControl(Frame.Refused, { subscription: body.subscription, code: 'SC_ERR_UNAUTHORIZED', message: `this client's token may not subscribe to "${body.egress}" (it may: ${this.grant.scopes})` }));
@@ -180,6 +199,7 @@ class ClientConnection implements EgressSink {
           }
           const latest = body.after === undefined || body.after === null;
           const after = this.gateway.host.egress.subscribe(this, body.subscription, body.egress, body.after ?? undefined);
+          this.subscriptions.add(body.subscription);
           // From 'latest': where the log stands in stable ids too, so that after failing over to another
           // node (another log) the client drops what was produced before it subscribed.
           this.send(encodeControl(Frame.Subscribed, latest ? { subscription: body.subscription, after, marks: this.gateway.host.egress.marks(body.egress) } : { subscription: body.subscription, after }));
@@ -189,6 +209,7 @@ class ClientConnection implements EgressSink {
         case Frame.Unsubscribe: {
           const body = decodeControl<{ subscription: number }>(data);
           this.gateway.host.egress.unsubscribe(this, body?.subscription);
+          this.subscriptions.delete(body?.subscription);
           break;
         }
         case Frame.Flow: {
@@ -234,6 +255,7 @@ class ClientConnection implements EgressSink {
     }
     clearTimeout(this.helloTimer);
     this.producerId = hello.producerId;
+    setMaxPayload(this.socket, this.gateway.host.limits.frameBytesMax);
     const host = this.gateway.host;
     const welcome: Welcome = {
       version: PROTOCOL_VERSION,
@@ -417,7 +439,16 @@ export class Gateway {
 
   /** Takes over an HTTP upgrade request. */
   handleUpgrade(request: IncomingMessage, socket: Duplex, head: Buffer): void {
+    if (this.connections.size >= this.host.connectionsMax) {
+      // Before the upgrade: a flood costs a short HTTP answer per connection. The client tries another node.
+      this.host.countRefusal('limit');
+      const body = JSON.stringify({ error: `this node has ${this.connections.size} client connections, its most (--client-connections-max): try another node`, nodeId: this.host.nodeId });
+      socket.end(`HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`);
+      return;
+    }
     this.server.handleUpgrade(request, socket, head, (ws) => {
+      // Small frames only until its HELLO is taken.
+      setMaxPayload(ws, HELLO_PAYLOAD_MAX);
       this.connections.add(new ClientConnection(ws, this));
     });
   }

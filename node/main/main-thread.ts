@@ -50,6 +50,7 @@ export interface MainThreadConfig {
   backlogMax: number;
   nodeId: string;
   tokens: ClientTokens | null;
+  connectionsMax: number;
   log: (line: string) => void;
 }
 
@@ -61,6 +62,7 @@ export class MainThread implements RecordVisitor, GatewayHost {
   readonly functions: FunctionTypes;
   readonly egress: EgressHub;
   readonly tokens: ClientTokens | null;
+  readonly connectionsMax: number;
   readonly routing: Int32Array;
   cluster: ClusterHooks | null = null;
   gateway: Gateway | null = null;
@@ -81,6 +83,7 @@ export class MainThread implements RecordVisitor, GatewayHost {
   private eventsRejected = 0;
   private clientsRefused = 0;
   private requestsOutOfScope = 0;
+  private clientLimitsReached = 0;
   /** Records written to shard rings (int32, wraps like the shards' IngressReceived). */
   private ingressWritten = 0;
   /** True while a recovery discards what arrives from the shards. */
@@ -96,6 +99,7 @@ export class MainThread implements RecordVisitor, GatewayHost {
     this.functions = config.functions;
     this.egress = config.egress;
     this.tokens = config.tokens;
+    this.connectionsMax = config.connectionsMax;
     this.routing = config.routing;
     this.outbox = new Outbox(config.layout, MAIN_THREAD);
     this.inbox = new Inbox(config.layout, MAIN_THREAD, this);
@@ -220,9 +224,10 @@ export class MainThread implements RecordVisitor, GatewayHost {
     if (this.outbox.hasOverflow) this.inbox.wake();
   }
 
-  countRefusal(kind: 'token' | 'scope'): void {
+  countRefusal(kind: 'token' | 'scope' | 'limit'): void {
     if (kind === 'token') this.clientsRefused++;
-    else this.requestsOutOfScope++;
+    else if (kind === 'scope') this.requestsOutOfScope++;
+    else this.clientLimitsReached++;
   }
 
   countEvents(accepted: number, rejected: number): void {
@@ -314,6 +319,7 @@ export class MainThread implements RecordVisitor, GatewayHost {
       connections: this.gateway?.connectionCount ?? 0,
       clientsRefused: this.clientsRefused,
       requestsOutOfScope: this.requestsOutOfScope,
+      clientLimitsReached: this.clientLimitsReached,
       overflowBytes: this.stats.total(Stat.OverflowBytes),
     };
   }

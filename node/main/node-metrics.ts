@@ -8,6 +8,8 @@ export interface NodeMetrics extends Record<MetricName, number> {
   clientsRefused: number;
   /** Events rejected and subscriptions refused for falling outside a client token's scopes. */
   requestsOutOfScope: number;
+  /** Client connections refused past --client-connections-max, and subscriptions past the per-connection cap. */
+  clientLimitsReached: number;
   /** Bytes waiting in overflow queues (rings full). */
   overflowBytes: number;
 }

@@ -80,6 +80,8 @@ export interface NodeOptions {
   clientTokens?: ClientTokens;
   /** A token admin endpoints (/metrics, /cluster; not /health) want as `Authorization: Bearer <token>`. Absent: they are open. */
   adminToken?: string;
+  /** Client connections taken at once; more are refused (503) before the upgrade. Default 10,000. */
+  clientConnectionsMax?: number;
 }
 
 /** The options checked, with every default filled in. */
@@ -98,6 +100,7 @@ export interface ResolvedOptions {
   egressRetainRecords: number;
   egressRetainBytes: number;
   backlogMax: number;
+  clientConnectionsMax: number;
   checkpoints: {
     url: string;
     storeOptions: { endpoint?: string; region?: string; fsync?: boolean };
@@ -144,6 +147,7 @@ export function resolveOptions(options: NodeOptions): ResolvedOptions {
   const egressRetainRecords = option('egressRetainRecords', options.egressRetainRecords, 10_000, 1, 10_000_000);
   const egressRetainBytes = option('egressRetainBytes', options.egressRetainBytes, 64 * MiB, 1024, 16 * 1024 * MiB);
   const backlogMax = option('backlogMax', options.backlogMax, 100_000, 1, 100_000_000);
+  const clientConnectionsMax = option('clientConnectionsMax', options.clientConnectionsMax, 10_000, 1, 10_000_000);
   let checkpoints: ResolvedOptions['checkpoints'] = null;
   if (options.checkpoints !== undefined) {
     const given = options.checkpoints;
@@ -174,6 +178,7 @@ export function resolveOptions(options: NodeOptions): ResolvedOptions {
     egressRetainRecords,
     egressRetainBytes,
     backlogMax,
+    clientConnectionsMax,
     checkpoints,
   };
 }

@@ -111,6 +111,7 @@ export async function startNode(options: NodeOptions): Promise<StatecraftNode> {
       backlogMax: resolved.backlogMax,
       nodeId,
       tokens: options.clientTokens ?? null,
+      connectionsMax: resolved.clientConnectionsMax,
       log,
     },
     pool,

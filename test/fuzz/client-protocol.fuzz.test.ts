@@ -189,6 +189,7 @@ async function startGateway(): Promise<Harness> {
     durable: false,
     egress: new EgressHub({ recordsMax: 100, bytesMax: 1 << 20 }),
     tokens: null,
+    connectionsMax: 10_000,
     countRefusal: () => undefined,
     admits: () => true,
     // The bytes are the frame's and valid only during the call: keep a copy.

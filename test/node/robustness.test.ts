@@ -186,6 +186,7 @@ test('an internal error while handling a frame closes that connection with 1011 
     durable: false,
     egress: new EgressHub({ recordsMax: 100, bytesMax: 1024 * 1024 }),
     tokens: null,
+    connectionsMax: 10_000,
     countRefusal: () => undefined,
     admits: () => true,
     admit: () => {

@@ -70,7 +70,7 @@ class FakeHost implements AdminHost {
   metricsNow(): NodeMetrics {
     const metrics = {} as Record<MetricName, number>;
     for (const [name, index] of Object.entries(Metric)) metrics[name as MetricName] = 10 * index;
-    return { ...metrics, connections: 3, overflowBytes: 4096, clientsRefused: 0, requestsOutOfScope: 0 };
+    return { ...metrics, connections: 3, overflowBytes: 4096, clientsRefused: 0, requestsOutOfScope: 0, clientLimitsReached: 0 };
   }
 }
 
@@ -178,6 +178,7 @@ test('/metrics: one snake_case line per metric, key groups and the hash, without
     'statecraft_overflow_bytes 4096',
     'statecraft_clients_refused 0',
     'statecraft_requests_out_of_scope 0',
+    'statecraft_client_limits_reached 0',
     'statecraft_key_groups 64',
     'statecraft_admin_requests_refused_total 0',
     `# key group hash: ${KEY_GROUP_HASH}`,

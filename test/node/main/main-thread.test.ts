@@ -78,6 +78,7 @@ function setup(options: { backlogMax?: number } = {}) {
       backlogMax: options.backlogMax ?? 10,
       nodeId: 'n1',
       tokens: null,
+      connectionsMax: 10_000,
       log: (line) => logs.push(line),
     },
     pool,
