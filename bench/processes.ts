@@ -50,7 +50,7 @@ export async function startBenchNode(id: string, args: string[]): Promise<BenchN
   const ready = await new Promise<{ url: string; port: number }>((resolve, reject) => {
     child.stdout!.on('data', (chunk: Buffer) => {
       output += chunk.toString();
-      const match = /ready (ws:\/\/[^\s]+:(\d+))/.exec(output);
+      const match = /ready (wss?:\/\/[^\s]+:(\d+))/.exec(output);
       if (match) resolve({ url: match[1]!, port: Number(match[2]) });
     });
     void exited.then(() => reject(new Error(`node ${id} exited before ready:\n${output}`)));

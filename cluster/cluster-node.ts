@@ -65,6 +65,8 @@ export interface ClusterOptions {
   seeds: readonly string[];
   /** The cluster secret (cluster-secret.ts): every node of the cluster has the same. */
   secret: Uint8Array;
+  /** The nodes' ports speak TLS: peers are dialled with wss://, checked against `ca` (PEM) or the system's CAs. */
+  tls?: { ca?: Uint8Array } | null;
   tuning?: MembershipTuning;
   log(line: string): void;
   /** This node cannot be part of the cluster (refused at join): the reason says what to do. */
@@ -110,6 +112,7 @@ export class ClusterNode implements ClusterHooks {
       keyGroups: node.keyGroups,
       valueBytesMax: node.limits.valueBytesMax,
       secret: options.secret,
+      tls: options.tls ?? null,
       onPeerHello: (peer, instance, epoch) => this.core.peerHello(peer, instance, epoch),
       onEnvelope: (bytes, offset, length, fromPeer, epoch) => this.onEnvelope(bytes, offset, length, fromPeer, epoch),
       onEnvelopesDone: () => this.port.flush(),

@@ -62,6 +62,11 @@ export interface PeerNetworkOptions {
   valueBytesMax: number;
   /** The cluster secret (cluster-secret.ts): peers prove they hold it before anything they send is read. */
   secret: Uint8Array;
+  /**
+   * The nodes' ports speak TLS: peers are dialled with wss://, their certificates checked against `ca`
+   * (PEM; the system's CAs when absent).
+   */
+  tls?: { ca?: Uint8Array } | null;
   /** An envelope from a peer (bytes valid during the call only). */
   onEnvelope(bytes: Uint8Array, offset: number, length: number, fromPeer: string, epoch: number): void;
   /** A peer's HELLO: its process instance (new after a restart) and recovery epoch. */
@@ -271,7 +276,13 @@ export class PeerNetwork {
   private dial(address: string, link?: PeerLink): Connection | null {
     let socket: WebSocket;
     try {
-      socket = new WebSocket(`ws://${address}${PEER_PATH}`, { perMessageDeflate: false, maxPayload: PAYLOAD_MAX, handshakeTimeout: HELLO_TIMEOUT_MS });
+      const tls = this.options.tls ?? null;
+      socket = new WebSocket(`${tls === null ? 'ws' : 'wss'}://${address}${PEER_PATH}`, {
+        perMessageDeflate: false,
+        maxPayload: PAYLOAD_MAX,
+        handshakeTimeout: HELLO_TIMEOUT_MS,
+        ...(tls?.ca === undefined ? {} : { ca: Buffer.from(tls.ca) }),
+      });
     } catch (error) {
       this.options.log(`peer: cannot dial ${JSON.stringify(address.slice(0, 100))}: ${(error as Error).message}`);
       return null;

@@ -9,6 +9,7 @@
  * Only when none answers (the whole cluster is down: a full restart) does it found the cluster.
  */
 import { readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { request as httpsRequest } from 'node:https';
 import { join } from 'node:path';
 
 export interface RememberedPeer {
@@ -36,16 +37,39 @@ export function writeRememberedPeers(dataDir: string, peers: readonly Remembered
   renameSync(`${path}.tmp`, path);
 }
 
-/** The remembered peers that answer as themselves now (other members of a running cluster). */
-export async function livePeers(peers: readonly RememberedPeer[], selfId: string): Promise<RememberedPeer[]> {
+/** A node's /health answer over TLS, its certificate checked against `ca` (fetch takes no CA). */
+function healthOverTls(address: string, ca: Uint8Array | undefined): Promise<{ nodeId?: unknown }> {
+  return new Promise((resolve, reject) => {
+    const request = httpsRequest(`https://${address}/health`, { timeout: PROBE_TIMEOUT_MS, ...(ca === undefined ? {} : { ca: Buffer.from(ca) }) }, (response) => {
+      const chunks: Buffer[] = [];
+      response.on('data', (chunk: Buffer) => chunks.push(chunk));
+      response.on('end', () => {
+        try {
+          resolve(JSON.parse(Buffer.concat(chunks).toString('utf8')) as { nodeId?: unknown });
+        } catch (error) {
+          reject(error);
+        }
+      });
+      response.on('error', reject);
+    });
+    request.on('timeout', () => request.destroy(new Error('timed out')));
+    request.on('error', reject);
+    request.end();
+  });
+}
+
+/** The remembered peers that answer as themselves now (other members of a running cluster). `tls`: the nodes' ports speak TLS. */
+export async function livePeers(peers: readonly RememberedPeer[], selfId: string, tls: { ca?: Uint8Array } | null = null): Promise<RememberedPeer[]> {
   const answers = await Promise.all(
     peers
       .filter((peer) => peer.id !== selfId)
       .map(async (peer) => {
         try {
           // /health names the node whether it serves (200) or not (503), and wants no admin token.
-          const response = await fetch(`http://${peer.address}/health`, { signal: AbortSignal.timeout(PROBE_TIMEOUT_MS) });
-          const body = (await response.json()) as { nodeId?: unknown };
+          const body =
+            tls === null
+              ? ((await (await fetch(`http://${peer.address}/health`, { signal: AbortSignal.timeout(PROBE_TIMEOUT_MS) })).json()) as { nodeId?: unknown })
+              : await healthOverTls(peer.address, tls.ca);
           // Another process may have the port now: only the member itself counts.
           return body.nodeId === peer.id ? peer : null;
         } catch {

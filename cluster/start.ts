@@ -40,6 +40,11 @@ Options:
   --client-connections-max <n>
                               Client connections taken at once; more get HTTP 503 (clients
                               go to another node). Default 10000.
+  --tls-cert <path>           PEM certificate chain: the port speaks TLS (wss://, https://), for
+                              clients, admin and peers. SIGHUP reads it and the key again.
+  --tls-key <path>            PEM private key of --tls-cert.
+  --tls-ca <path>             PEM CA bundle the other nodes' certificates are checked against
+                              (peers dial each other with wss://). Default: the system's CAs.
   --admin-token-file <path>   Admin endpoints (/metrics, /cluster; not /health) want this token as
                               Authorization: Bearer <token>. Default: they are open.
   --client-tokens-file <path> Only clients with one of these tokens connect (connect(url, { token })),
@@ -137,6 +142,9 @@ const optionNames = [
   'client-tokens-file',
   'admin-token-file',
   'client-connections-max',
+  'tls-cert',
+  'tls-key',
+  'tls-ca',
   'join',
   'node-id',
   'data-dir',
@@ -185,6 +193,9 @@ async function main(): Promise<void> {
         'client-tokens-file': { type: 'string' },
         'admin-token-file': { type: 'string' },
         'client-connections-max': { type: 'string' },
+        'tls-cert': { type: 'string' },
+        'tls-key': { type: 'string' },
+        'tls-ca': { type: 'string' },
         join: { type: 'string', multiple: true },
         'node-id': { type: 'string' },
         'data-dir': { type: 'string' },
@@ -272,10 +283,25 @@ async function main(): Promise<void> {
     fail('--functions <module.js> is required (the ES module(s) exporting your function definitions), unless --endpoint or --module serve every type remotely');
   }
 
+  const tlsCert = get('tls-cert');
+  const tlsKey = get('tls-key');
+  const tlsCaFile = get('tls-ca');
+  if ((tlsCert === undefined) !== (tlsKey === undefined)) fail('--tls-cert and --tls-key go together');
+  if (tlsCaFile !== undefined && tlsCert === undefined) fail('--tls-ca checks the other nodes\' certificates: it needs --tls-cert and --tls-key');
+  let tlsCa: Buffer | undefined;
+  if (tlsCaFile !== undefined) {
+    try {
+      tlsCa = readFileSync(tlsCaFile);
+    } catch (error) {
+      fail(`--tls-ca ${tlsCaFile}: cannot read it (${(error as NodeJS.ErrnoException).code ?? (error as Error).message})`);
+    }
+  }
+  const peerTls = tlsCert === undefined ? null : tlsCa === undefined ? {} : { ca: tlsCa };
+
   if (seeds.length === 0) {
     // Started without --join: if the cluster this node was part of still runs, rejoin it instead of
     // founding a second one (which would restore every key group from the store beside it).
-    const live = await livePeers(readRememberedPeers(identity.dataDir), identity.nodeId);
+    const live = await livePeers(readRememberedPeers(identity.dataDir), identity.nodeId, peerTls);
     if (live.length > 0) {
       seeds.push(...live.map((peer) => peer.address));
       process.stderr.write(`statecraft: ${live.map((peer) => peer.id).join(', ')} of this node's last cluster answer: rejoining it (remembered in ${identity.dataDir}/peers.json; give --join to choose)\n`);
@@ -331,9 +357,11 @@ async function main(): Promise<void> {
     if (adminToken.length < 16 || /\s/.test(adminToken)) fail(`--admin-token-file ${adminTokenFile}: the token needs at least 16 characters and no spaces (make one with: openssl rand -hex 16)`);
   }
 
+
   let node: StatecraftNode;
   try {
     node = await startNode({
+      ...(tlsCert === undefined ? {} : { tls: { cert: tlsCert, key: tlsKey! } }),
       ...(clientTokens === undefined ? {} : { clientTokens }),
       ...(adminToken === undefined ? {} : { adminToken }),
       clientConnectionsMax: integer('client-connections-max', get('client-connections-max')),
@@ -378,6 +406,7 @@ async function main(): Promise<void> {
     address: advertise,
     seeds,
     secret: secret.secret,
+    tls: peerTls,
     tuning,
     log,
     onView: (members) => writeRememberedPeers(identity.dataDir, members),
@@ -418,6 +447,15 @@ async function main(): Promise<void> {
       },
     );
   };
+  process.on('SIGHUP', () => {
+    if (!node.secure) return void process.stderr.write('statecraft: SIGHUP: no TLS files to reload (the node runs without --tls-cert)\n');
+    try {
+      node.reloadTls();
+      process.stderr.write(`statecraft: SIGHUP: reloaded the TLS certificate ${tlsCert} and key\n`);
+    } catch (error) {
+      process.stderr.write(`statecraft: SIGHUP: ${(error as Error).message}\n`);
+    }
+  });
   process.on('SIGTERM', () => stop('SIGTERM'));
   process.on('SIGINT', () => stop('SIGINT'));
   if (seeds.length > 0) process.stderr.write(`statecraft: joining through ${seeds.join(', ')} as ${node.nodeId} (${advertise})\n`);

@@ -83,6 +83,10 @@ export interface ConnectOptions {
    * with SC_ERR_UNAUTHORIZED too.
    */
   token?: string;
+  /** For wss:// URLs: the CA certificate(s), PEM, the node's certificate is checked against. Default: the system's CAs. */
+  ca?: string | Buffer | readonly (string | Buffer)[];
+  /** For wss:// URLs: false accepts any certificate (tests only: it lets anyone on the path read and alter the traffic). Default true. */
+  rejectUnauthorized?: boolean;
 }
 
 export interface SubscribeOptions<T = unknown> {
@@ -447,6 +451,7 @@ class StatecraftClient implements Client {
   private readonly reconnect: Required<ReconnectOptions> | null;
   private readonly connectTimeoutMs: number;
   private readonly token: string | undefined;
+  private readonly tls: { ca?: string | Buffer | (string | Buffer)[]; rejectUnauthorized?: boolean };
 
   constructor(
     private readonly urls: readonly string[],
@@ -457,6 +462,10 @@ class StatecraftClient implements Client {
       throw new ValidationError('SC_ERR_INVALID_OPTION', 'token must be a non-empty string (one of the node\'s client tokens)');
     }
     this.token = options.token;
+    this.tls = {
+      ...(options.ca === undefined ? {} : { ca: typeof options.ca === 'string' || Buffer.isBuffer(options.ca) ? options.ca : [...options.ca] }),
+      ...(options.rejectUnauthorized === undefined ? {} : { rejectUnauthorized: options.rejectUnauthorized }),
+    };
     // 96 random bits: sessions must not collide, or one client's events would pass for another's repeats.
     this.session = randomBytes(12).toString('base64url');
     this.window = positive('window', options.window, 10_000);
@@ -525,7 +534,7 @@ class StatecraftClient implements Client {
     const url = this.urls[this.urlIndex]!;
     return new Promise<void>((resolve, reject) => {
       let settled = false;
-      const socket = new WebSocket(url, { perMessageDeflate: false, handshakeTimeout: this.connectTimeoutMs, maxPayload: 256 * 1024 * 1024 });
+      const socket = new WebSocket(url, { perMessageDeflate: false, handshakeTimeout: this.connectTimeoutMs, maxPayload: 256 * 1024 * 1024, ...this.tls });
       socket.binaryType = 'nodebuffer';
       const timer = setTimeout(() => fail(new Error(`no answer within ${this.connectTimeoutMs} ms`)), this.connectTimeoutMs);
       const fail = (error: Error) => {
@@ -933,7 +942,7 @@ function positive(name: string, value: number | undefined, fallback: number): nu
 export async function connect(url: string | readonly string[], options: ConnectOptions = {}): Promise<Client> {
   const urls = typeof url === 'string' ? [url] : [...url];
   if (urls.length === 0 || urls.some((entry) => typeof entry !== 'string' || !/^wss?:\/\//.test(entry))) {
-    throw new ValidationError('SC_ERR_INVALID_OPTION', `connect() needs ws:// URLs, as printed by a node's "ready" line; got ${JSON.stringify(url)}.`);
+    throw new ValidationError('SC_ERR_INVALID_OPTION', `connect() needs ws:// or wss:// URLs, as printed by a node's "ready" line; got ${JSON.stringify(url)}.`);
   }
   const client = new StatecraftClient(urls, options);
   await client.open();

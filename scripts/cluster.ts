@@ -82,7 +82,7 @@ function launch(index: number, seed: string | null): Promise<{ url: string; port
     let output = '';
     child.stdout!.on('data', (chunk: Buffer) => {
       output += chunk.toString();
-      const match = /ready (ws:\/\/[^\s]+:(\d+))/.exec(output);
+      const match = /ready (wss?:\/\/[^\s]+:(\d+))/.exec(output);
       if (match) resolve({ url: match[1]!, port: Number(match[2]) });
     });
     child.once('exit', (code) => reject(new Error(`node-${index + 1} exited with ${code} before it was ready`)));

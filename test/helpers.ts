@@ -121,7 +121,7 @@ export async function startNodeProcess(args: string[], timeoutMs = 30_000, env: 
   const ready = new Promise<{ url: string; port: number }>((resolve, reject) => {
     const onData = (chunk: Buffer) => {
       output += chunk.toString();
-      const match = /ready (ws:\/\/[^\s]+:(\d+))/.exec(output);
+      const match = /ready (wss?:\/\/[^\s]+:(\d+))/.exec(output);
       if (match) resolve({ url: match[1]!, port: Number(match[2]) });
     };
     child.stdout!.on('data', onData);

@@ -2,11 +2,16 @@
  * The node's HTTP port: admin endpoints (GET /health, GET /metrics; the cluster layer adds /cluster)
  * and WebSocket upgrades — clients on `/`, anything else offered to the cluster layer (peers).
  *
+ * With TLS files (--tls-cert, --tls-key) the port speaks TLS: https:// and wss://, for clients, admin
+ * and peers alike; `reloadTls()` reads the files again (a renewed certificate) without a restart.
+ *
  * With an admin token, every admin endpoint but /health wants `Authorization: Bearer <token>` (401
  * otherwise): /health stays open for load balancers and says only whether the node serves, and why not.
  */
 import { createHash, timingSafeEqual } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { createServer as createTlsServer, type Server as TlsServer } from 'node:https';
 import { StatecraftError } from '../../lib/errors.js';
 import { KEY_GROUP_HASH } from '../../lib/key-group.js';
 import type { ClusterHooks } from './cluster-port.js';
@@ -27,6 +32,23 @@ export interface AdminHost {
 
 const digest = (text: string) => createHash('sha256').update(text, 'utf8').digest();
 
+/** A certificate chain and its key, as PEM file paths. */
+export interface TlsFiles {
+  cert: string;
+  key: string;
+}
+
+function readTls(files: TlsFiles): { cert: Buffer; key: Buffer } {
+  const read = (what: string, path: string) => {
+    try {
+      return readFileSync(path);
+    } catch (error) {
+      throw new StatecraftError('SC_ERR_INVALID_OPTION', `the TLS ${what} ${path} cannot be read (${(error as NodeJS.ErrnoException).code ?? (error as Error).message})`);
+    }
+  };
+  return { cert: read('certificate', files.cert), key: read('key', files.key) };
+}
+
 export class AdminHttp {
   private readonly server: Server;
   /** The admin token's digest (compared digest to digest, in constant time), or null: no token. */
@@ -39,9 +61,19 @@ export class AdminHttp {
   constructor(
     private readonly main: AdminHost,
     adminToken: string | null = null,
+    private readonly tls: TlsFiles | null = null,
   ) {
     this.tokenDigest = adminToken === null ? null : digest(adminToken);
-    this.server = createServer((request, response) => this.serve(request, response));
+    const handler = (request: IncomingMessage, response: ServerResponse) => this.serve(request, response);
+    if (tls === null) this.server = createServer(handler);
+    else {
+      try {
+        this.server = createTlsServer(readTls(tls), handler);
+      } catch (error) {
+        if (error instanceof StatecraftError) throw error;
+        throw new StatecraftError('SC_ERR_INVALID_OPTION', `the TLS certificate ${tls.cert} and key ${tls.key} do not make a TLS server: ${(error as Error).message}`);
+      }
+    }
     this.server.on('upgrade', (request, socket, head) => {
       if (main.closing) {
         socket.end('HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\n\r\n');
@@ -71,6 +103,22 @@ export class AdminHttp {
     const bound = server.address();
     if (bound === null || typeof bound === 'string') throw new StatecraftError('SC_ERR_INTERNAL', 'the server has no TCP address');
     this.address = { host, port: bound.port };
+  }
+
+  /** Whether the port speaks TLS. */
+  get secure(): boolean {
+    return this.tls !== null;
+  }
+
+  /** Reads the TLS files again (a renewed certificate): new connections use them; a bad pair keeps the old. */
+  reloadTls(): void {
+    if (this.tls === null) throw new StatecraftError('SC_ERR_INVALID_OPTION', 'this node has no TLS files to reload (start it with --tls-cert and --tls-key)');
+    try {
+      (this.server as TlsServer).setSecureContext(readTls(this.tls));
+    } catch (error) {
+      if (error instanceof StatecraftError) throw error;
+      throw new StatecraftError('SC_ERR_INVALID_OPTION', `the TLS certificate ${this.tls.cert} and key ${this.tls.key} were not taken (the old ones stay): ${(error as Error).message}`);
+    }
   }
 
   /** Stops accepting connections; resolves once the server is closed (after closeConnections). */

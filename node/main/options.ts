@@ -10,6 +10,7 @@ import { wholeNumberOption as option } from '../../lib/options.js';
 import { recordBytesMax } from '../rings/spsc-ring.js';
 import type { EndpointSpec } from '../remote/remote-endpoints.js';
 import type { ClientTokens } from './client-tokens.js';
+import type { TlsFiles } from './admin-http.js';
 
 export interface CheckpointOptions {
   /** `file://./dir`, `file:///abs/dir` or `s3://bucket/prefix`. */
@@ -82,6 +83,8 @@ export interface NodeOptions {
   adminToken?: string;
   /** Client connections taken at once; more are refused (503) before the upgrade. Default 10,000. */
   clientConnectionsMax?: number;
+  /** TLS on the node's port (wss://, https://, and between peers): PEM file paths, read again by `reloadTls()`. */
+  tls?: TlsFiles;
 }
 
 /** The options checked, with every default filled in. */

@@ -28,8 +28,12 @@ import { MiB, resolveOptions, type NodeOptions } from './options.js';
 import { ShardPool } from './shard-pool.js';
 
 export interface StatecraftNode {
-  /** `ws://host:port`: give it to `connect()`. */
+  /** `ws://host:port` (`wss://` with TLS): give it to `connect()`. */
   readonly url: string;
+  /** The port speaks TLS. */
+  readonly secure: boolean;
+  /** Reads the TLS certificate and key files again (after a renewal); throws, keeping the old ones, if they are bad. */
+  reloadTls(): void;
   readonly host: string;
   readonly port: number;
   readonly nodeId: string;
@@ -137,7 +141,7 @@ export async function startNode(options: NodeOptions): Promise<StatecraftNode> {
       await startCheckpoints(node, checkpoints.restore);
     }
     node.gateway = new Gateway(node, () => node.pumpEgress());
-    node.admin = new AdminHttp(node, options.adminToken ?? null);
+    node.admin = new AdminHttp(node, options.adminToken ?? null, options.tls ?? null);
     await node.admin.listen(resolved.port, resolved.host);
   } catch (error) {
     await node.close();
@@ -191,7 +195,9 @@ function handle(node: MainThread, functionNames: string[], shards: number): Stat
   const urlHost = address.host.includes(':') ? `[${address.host}]` : address.host;
   const port = new NodePort(node);
   return {
-    url: `ws://${urlHost}:${address.port}`,
+    url: `${node.admin!.secure ? 'wss' : 'ws'}://${urlHost}:${address.port}`,
+    secure: node.admin!.secure,
+    reloadTls: () => node.admin!.reloadTls(),
     host: address.host,
     port: address.port,
     nodeId: node.nodeId,
