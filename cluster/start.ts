@@ -7,7 +7,7 @@
  */
 import { parseArgs } from 'node:util';
 import { readFileSync } from 'node:fs';
-import { EndpointTable, parseEndpointFlag, parseModuleYaml, type EndpointSpec } from '../node/remote/remote-endpoints.js';
+import { EndpointTable, applyEndpointFlag, parseEndpointFlag, parseModuleYaml, type EndpointSpec } from '../node/remote/remote-endpoints.js';
 import { availableParallelism } from 'node:os';
 import { startNode, type StatecraftNode } from '../node/main/start-node.js';
 import { ClientTokens } from '../node/main/client-tokens.js';
@@ -76,6 +76,14 @@ node cluster/serve.js):
   --module <module.yaml>      StateFun module file: its io.statefun.endpoints.v2/http (and
                               v1) definitions, with urlPathTemplate, maxNumBatchRequests and
                               transport timeouts (repeatable). Other kinds are ignored.
+  --endpoint-ca <types=path>  PEM CA certificates an https endpoint's certificate is checked
+                              against (default: the system's), e.g. 'shop/*=/etc/ca.pem'.
+  --endpoint-cert <types=path>, --endpoint-key <types=path>
+                              A client certificate and key the node presents to the endpoint.
+  --endpoint-header <'types=Name: value'>
+                              A header sent with every request (repeatable), e.g.
+                              'shop/*=Authorization: Bearer …'. In a module file: transport
+                              trust_cacerts, client_cert, client_key and headers.
   --remote-backlog-max <n>    Messages one remote address may have waiting for its endpoint
                               before more become dead letters. Default 100000.
 
@@ -212,6 +220,10 @@ async function main(): Promise<void> {
         'checkpoint-interval': { type: 'string' },
         'checkpoint-retain': { type: 'string' },
         endpoint: { type: 'string', multiple: true },
+        'endpoint-ca': { type: 'string', multiple: true },
+        'endpoint-cert': { type: 'string', multiple: true },
+        'endpoint-key': { type: 'string', multiple: true },
+        'endpoint-header': { type: 'string', multiple: true },
         module: { type: 'string', multiple: true },
         'remote-backlog-max': { type: 'string' },
         help: { type: 'boolean', short: 'h' },
@@ -273,6 +285,12 @@ async function main(): Promise<void> {
       const module = parseModuleYaml(text, path);
       endpoints.push(...module.endpoints);
       for (const ignored of module.ignored) process.stderr.write(`statecraft: ${path}: ignored ${ignored}\n`);
+    }
+    for (const flag of ['ca', 'cert', 'key', 'header'] as const) {
+      for (const text of (values[`endpoint-${flag}`] as string[] | undefined) ?? []) applyEndpointFlag(endpoints, flag, text);
+    }
+    for (const spec of endpoints) {
+      if ((spec.tls?.cert === undefined) !== (spec.tls?.key === undefined)) fail(`endpoint ${spec.functions}: --endpoint-cert and --endpoint-key go together`);
     }
     new EndpointTable(endpoints); // a type defined twice fails here, before anything starts
   } catch (error) {

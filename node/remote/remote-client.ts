@@ -31,12 +31,22 @@ export class AttemptError extends RemoteFunctionError {
 
 const agents = new Map<string, HttpAgent>();
 
+/** Pools by origin and by the endpoint's TLS settings (two endpoints on one origin may present different client certificates). */
+const tlsIds = new WeakMap<object, number>();
+let nextTlsId = 1;
+
 function agentFor(endpoint: ResolvedEndpoint): HttpAgent {
-  const key = `${endpoint.protocol}//${endpoint.socketPath ?? `${endpoint.host}:${endpoint.port}`}`;
+  const tls = endpoint.spec.tls;
+  let tlsId = 0;
+  if (tls !== undefined) {
+    tlsId = tlsIds.get(tls) ?? nextTlsId++;
+    tlsIds.set(tls, tlsId);
+  }
+  const key = `${endpoint.protocol}//${endpoint.socketPath ?? `${endpoint.host}:${endpoint.port}`}#${tlsId}`;
   let agent = agents.get(key);
   if (agent === undefined) {
     const options = { keepAlive: true, maxSockets: SOCKETS_PER_ORIGIN, maxFreeSockets: SOCKETS_PER_ORIGIN, scheduling: 'lifo' as const };
-    agent = endpoint.protocol === 'https:' ? new HttpsAgent(options) : new HttpAgent(options);
+    agent = endpoint.protocol === 'https:' ? new HttpsAgent({ ...options, ...(tls ?? {}) }) : new HttpAgent(options);
     agents.set(key, agent);
   }
   return agent;
@@ -79,7 +89,7 @@ export function postOnce(endpoint: ResolvedEndpoint, body: Uint8Array, budgetMs:
       agent: agentFor(endpoint),
       ...(endpoint.socketPath !== null ? { socketPath: endpoint.socketPath } : { host: endpoint.host!, port: endpoint.port! }),
       path: endpoint.path,
-      headers: { 'content-type': 'application/octet-stream', 'content-length': body.length },
+      headers: { ...spec.headers, 'content-type': 'application/octet-stream', 'content-length': body.length },
     });
     timers.push(setTimeout(() => finish(new AttemptError(true, 'SC_ERR_REMOTE_CALL', `${endpoint.url} did not answer within the call budget`)), Math.max(1, budgetMs)));
     request.on('socket', (socket) => {

@@ -18,6 +18,7 @@
  */
 import { parseAllDocuments } from 'yaml';
 import { ValidationError } from '../../lib/errors.js';
+import { readFileSync } from 'node:fs';
 
 export interface EndpointTimeouts {
   /** The whole call, retries and back-off included. */
@@ -41,6 +42,38 @@ export interface EndpointSpec {
   timeouts: EndpointTimeouts;
   /** Largest request or response body, in bytes (a batch that would be larger is split). */
   payloadMaxBytes: number;
+  /**
+   * For https:// endpoints (PEM text): CA certificates the endpoint's certificate is checked against
+   * (else the system's), and a client certificate and key this node presents (mutual TLS).
+   */
+  tls?: EndpointTls;
+  /** Headers sent with every request (a bearer token, say). */
+  headers?: Record<string, string>;
+}
+
+export interface EndpointTls {
+  ca?: string;
+  cert?: string;
+  key?: string;
+}
+
+/** Reads a PEM file named in a flag or module file (where: for the error). */
+export type ReadPem = (path: string, where: string) => string;
+
+const readPemFile: ReadPem = (path, where) => {
+  try {
+    return readFileSync(path, 'utf8');
+  } catch (error) {
+    throw invalid(where, `cannot read ${path} (${(error as NodeJS.ErrnoException).code ?? (error as Error).message})`);
+  }
+};
+
+/** A header as `Name: value` (the --endpoint-header flag and module files). */
+function checkHeader(name: unknown, value: unknown, where: string): [string, string] {
+  if (typeof name !== 'string' || !/^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/.test(name)) throw invalid(where, `header name ${JSON.stringify(name)} is not an HTTP token`);
+  if (typeof value !== 'string' || /[\r\n]/.test(value)) throw invalid(where, `header ${name} needs a one-line string value`);
+  if (['content-type', 'content-length', 'host', 'connection', 'transfer-encoding'].includes(name.toLowerCase())) throw invalid(where, `header ${name} is set by the node`);
+  return [name, value];
 }
 
 /** Where one function type's requests go. */
@@ -123,7 +156,52 @@ export function parseEndpointFlag(text: string): EndpointSpec {
 }
 
 /** The endpoint definitions of a StateFun module file; `ignored` describes the other definitions in it. */
-export function parseModuleYaml(text: string, source = 'module.yaml'): { endpoints: EndpointSpec[]; ignored: string[] } {
+/**
+ * StateFun's async transport names its TLS files trust_cacerts, client_cert and client_key; `headers`
+ * (a map of header names to values) is Statecraft's own.
+ */
+function transportSecurity(transport: Record<string, unknown>, where: string, readPem: ReadPem): Pick<EndpointSpec, 'tls' | 'headers'> {
+  const tls: EndpointTls = {};
+  for (const [key, field] of [['trust_cacerts', 'ca'], ['client_cert', 'cert'], ['client_key', 'key']] as const) {
+    const path = transport[key];
+    if (path === undefined) continue;
+    if (typeof path !== 'string') throw invalid(where, `transport ${key} must be a file path`);
+    tls[field] = readPem(path, `${where} transport ${key}`);
+  }
+  if ((tls.cert === undefined) !== (tls.key === undefined)) throw invalid(where, 'transport client_cert and client_key go together');
+  const headers = transport.headers;
+  if (headers !== undefined && (headers === null || typeof headers !== 'object' || Array.isArray(headers))) throw invalid(where, 'transport headers must map header names to values');
+  return {
+    ...(Object.keys(tls).length === 0 ? {} : { tls }),
+    ...(headers === undefined ? {} : { headers: Object.fromEntries(Object.entries(headers as Record<string, unknown>).map(([name, value]) => checkHeader(name, value, `${where} transport headers`))) }),
+  };
+}
+
+/**
+ * The per-endpoint flags besides --endpoint: `--endpoint-ca types=path`, `--endpoint-cert types=path`,
+ * `--endpoint-key types=path`, `--endpoint-header 'types=Name: value'`; each names an endpoint given by
+ * --endpoint or a module file (by its functions pattern) and adds to it.
+ */
+export function applyEndpointFlag(specs: EndpointSpec[], flag: 'ca' | 'cert' | 'key' | 'header', text: string, readPem: ReadPem = readPemFile): void {
+  // A header's value may be a secret: errors quote its name only.
+  const where = `--endpoint-${flag} ${JSON.stringify(flag === 'header' ? text.replace(/:.*$/s, ': …') : text)}`;
+  const equals = text.indexOf('=');
+  if (equals < 0) throw invalid(where, flag === 'header' ? "give 'namespace/*=Name: value'" : "give 'namespace/*=/path/to/file.pem'");
+  const functions = text.slice(0, equals).trim();
+  const spec = specs.find((candidate) => candidate.functions === functions);
+  if (spec === undefined) throw invalid(where, `no endpoint serves ${functions}: give it with --endpoint or --module first (endpoints: ${specs.map((each) => each.functions).join(', ') || 'none'})`);
+  const value = text.slice(equals + 1);
+  if (flag === 'header') {
+    const colon = value.indexOf(':');
+    if (colon < 0) throw invalid(where, "a header is 'Name: value'");
+    const [name, headerValue] = checkHeader(value.slice(0, colon).trim(), value.slice(colon + 1).trim(), where);
+    spec.headers = { ...spec.headers, [name]: headerValue };
+    return;
+  }
+  spec.tls = { ...spec.tls, [flag]: readPem(value.trim(), where) };
+}
+
+export function parseModuleYaml(text: string, source = 'module.yaml', readPem: ReadPem = readPemFile): { endpoints: EndpointSpec[]; ignored: string[] } {
   const endpoints: EndpointSpec[] = [];
   const ignored: string[] = [];
   const documents = parseAllDocuments(text);
@@ -158,6 +236,7 @@ export function parseModuleYaml(text: string, source = 'module.yaml'): { endpoin
       maxNumBatchRequests: spec.maxNumBatchRequests === undefined ? ENDPOINT_DEFAULTS.maxNumBatchRequests : positiveInteger(spec.maxNumBatchRequests, `${where} maxNumBatchRequests`),
       timeouts: { callMs: pick('call', defaults.callMs), connectMs: pick('connect', defaults.connectMs), readMs: pick('read', defaults.readMs), writeMs: pick('write', defaults.writeMs) },
       payloadMaxBytes: asyncTransport && transport.payload_max_bytes !== undefined ? positiveInteger(transport.payload_max_bytes, `${where} payload_max_bytes`) : ENDPOINT_DEFAULTS.payloadMaxBytes,
+      ...transportSecurity(transport, where, readPem),
     });
   });
   return { endpoints, ignored };
