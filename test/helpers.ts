@@ -158,11 +158,29 @@ export async function clusterUntil<T = any>(nodes: readonly NodeProcess[], what:
       timeoutMs,
     );
   } catch (error) {
-    const summary = last.map((status, index) => `  node ${index} (port ${nodes[index]!.port}): ${typeof status === 'string' ? status : JSON.stringify(statusSummary(status))}`);
-    const tails = nodes.map((node, index) => `--- node ${index} (port ${node.port}), last lines:\n${node.output().trimEnd().split('\n').slice(-25).join('\n')}`);
-    throw new Error(`${(error as Error).message}; last /cluster answers:\n${summary.join('\n')}\n${tails.join('\n')}`);
+    throw new Error(`${(error as Error).message}; ${diagnosis(nodes, last)}`);
   }
   return last as T[];
+}
+
+/** Every node's /cluster answer (or why there is none) and the tail of its output. */
+function diagnosis(nodes: readonly NodeProcess[], statuses: readonly unknown[]): string {
+  const summary = statuses.map((status, index) => `  node ${index} (port ${nodes[index]!.port}): ${typeof status === 'string' ? status : JSON.stringify(statusSummary(status))}`);
+  const tails = nodes.map((node, index) => `--- node ${index} (port ${node.port}), last lines:\n${node.output().trimEnd().split('\n').slice(-25).join('\n')}`);
+  return `last /cluster answers:\n${summary.join('\n')}\n${tails.join('\n')}`;
+}
+
+/**
+ * Waits for `promise` (sends to be confirmed, say) at most `timeoutMs`; past it, fails with every
+ * node's /cluster answer and output tail, so a stall under load explains itself.
+ */
+export async function withinCluster<T>(nodes: readonly NodeProcess[], promise: Promise<T>, what: string, timeoutMs: number): Promise<T> {
+  try {
+    return await withTimeout(promise, timeoutMs, what);
+  } catch (error) {
+    const statuses = await Promise.all(nodes.map((node) => adminJson(node.port).then((answer) => answer.body, (failure: Error) => `unreachable: ${failure.message}`)));
+    throw new Error(`${(error as Error).message}; ${diagnosis(nodes, statuses)}`);
+  }
 }
 
 /** The parts of a /cluster answer that say whether a node has settled. */

@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { connect, type Client } from '../../lib/index.js';
-import { adminJson, clusterUntil, countReports, eventually, fixture, killNodeProcesses, sleep, startNodeProcess, withTimeout, type NodeProcess } from '../helpers.js';
+import { adminJson, clusterUntil, countReports, eventually, fixture, killNodeProcesses, sleep, startNodeProcess, withinCluster, type NodeProcess } from '../helpers.js';
 import { runVerifier } from './run-verifier.js';
 
 const functions = fixture('functions');
@@ -100,7 +100,7 @@ test('every node SIGKILLed, then started again with the same store: state and eg
   const sender = await client(nodes.map((node) => node.url));
   const ids = Array.from({ length: 30 }, (_, index) => `restart-${index}`);
   // Committed when send() resolves: every increment below is covered by a committed checkpoint.
-  for (let round = 0; round < 10; round++) await Promise.all(ids.map((id) => sender.send({ typename: 'test/counter', id }, 1)));
+  for (let round = 0; round < 10; round++) await withinCluster(nodes, Promise.all(ids.map((id) => sender.send({ typename: 'test/counter', id }, 1))), `round ${round} committed`, 60_000);
   for (const node of nodes) node.kill('SIGKILL');
   await Promise.all(nodes.map((node) => node.exited));
   await sender.close({ timeoutMs: 100 }).catch(() => undefined);
@@ -126,7 +126,7 @@ test('the leader SIGKILLed while checkpoints run: every event is applied once', 
     if (round === 15) nodes[0]!.kill('SIGKILL'); // mid-stream, with a checkpoint almost always in flight
     await sleep(20);
   }
-  await withTimeout(Promise.all(sends), 60_000, 'every event committed after the leader died');
+  await withinCluster(nodes, Promise.all(sends), 'every event committed after the leader died', 60_000);
   const survivors = nodes.slice(1);
   await eventually(async () => (await adminJson(survivors[0]!.port)).body.view.length === 2, 'n1 leaves the view');
   const statuses = await Promise.all(survivors.map(async (node) => (await adminJson(node.port)).body));
@@ -148,7 +148,7 @@ test('a client re-sends across a crash of its node: every event applied once, th
     if (round === 10) nodes[1]!.kill('SIGKILL');
     await sleep(15);
   }
-  await withTimeout(Promise.all(sends), 60_000, 'every event committed after the client failed over');
+  await withinCluster(nodes, Promise.all(sends), 'every event committed after the client failed over', 60_000);
   assert.is(sender.nodeId, 'n3');
   const found = await countReports(sender, await client([nodes[0]!.url]), ids);
   assert.equal([...found.values()], ids.map(() => 30), 'each counter has exactly its 30 increments');
@@ -160,7 +160,7 @@ test('the founding node SIGKILLed and started again with its original command li
   const nodes = await startCluster(3, store, dataDirs);
   const sender = await client([nodes[1]!.url, nodes[2]!.url]);
   const ids = Array.from({ length: 20 }, (_, index) => `founder-${index}`);
-  for (let round = 0; round < 5; round++) await Promise.all(ids.map((id) => sender.send({ typename: 'test/counter', id }, 1)));
+  for (let round = 0; round < 5; round++) await withinCluster(nodes, Promise.all(ids.map((id) => sender.send({ typename: 'test/counter', id }, 1))), `round ${round} committed`, 60_000);
   nodes[0]!.kill('SIGKILL');
   await nodes[0]!.exited;
   // The same command line as its first start: no --join.
@@ -168,7 +168,7 @@ test('the founding node SIGKILLed and started again with its original command li
   assert.match(again.output(), /rejoining it/);
   const cluster = [again, nodes[1]!, nodes[2]!];
   await settled(cluster, 45_000);
-  for (let round = 0; round < 5; round++) await Promise.all(ids.map((id) => sender.send({ typename: 'test/counter', id }, 1)));
+  for (let round = 0; round < 5; round++) await withinCluster(cluster, Promise.all(ids.map((id) => sender.send({ typename: 'test/counter', id }, 1))), `round ${round} after the founder's restart committed`, 60_000);
   const found = await countReports(sender, await client([again.url]), ids);
   assert.equal([...found.values()], ids.map(() => 10), 'one cluster, every increment once');
 });
