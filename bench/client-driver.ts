@@ -11,7 +11,8 @@
 import { connect, Types, type Address } from 'statecraft';
 
 const [mode, url, a, b, c] = process.argv.slice(2);
-const client = await connect(url!, { window: 20_000 });
+// BENCH_CLIENT_TOKEN: a client token, for a node that takes tokens (client-ingress --token).
+const client = await connect(url!, { window: 20_000, ...(process.env.BENCH_CLIENT_TOKEN ? { token: process.env.BENCH_CLIENT_TOKEN } : {}) });
 
 function report(line: object): void {
   process.stdout.write(JSON.stringify(line) + '\n');

@@ -17,6 +17,7 @@ import { KEY_GROUP_HASH } from '../../lib/key-group.js';
 import type { ClusterHooks } from './cluster-port.js';
 import type { Gateway } from './gateway.js';
 import type { NodeMetrics } from './node-metrics.js';
+import type { TlsFiles } from './options.js';
 
 /** What admin HTTP needs of the main thread. */
 export interface AdminHost {
@@ -32,11 +33,6 @@ export interface AdminHost {
 
 const digest = (text: string) => createHash('sha256').update(text, 'utf8').digest();
 
-/** A certificate chain and its key, as PEM file paths. */
-export interface TlsFiles {
-  cert: string;
-  key: string;
-}
 
 function readTls(files: TlsFiles): { cert: Buffer; key: Buffer } {
   const read = (what: string, path: string) => {

@@ -17,6 +17,8 @@ import { StatecraftError } from '../../lib/errors.js';
 
 /** Shorter tokens are guessable. */
 export const TOKEN_LENGTH_MIN = 16;
+/** Type names whose send answer a grant remembers (the node's function types, in practice). */
+const SENDABLE_REMEMBERED_MAX = 10_000;
 
 export interface Grant {
   /** The token's position in the file (1-based line), for log lines: never the token itself. */
@@ -41,7 +43,19 @@ class Scopes implements Grant {
     return `send=${(this.send ?? []).join(',') || '(nothing)'} subscribe=${(this.subscribe ?? []).join(',') || '(nothing)'}`;
   }
 
+  /** Answers per type name, remembered: asked for every event (the gateway asks only for loaded types). */
+  private readonly sendable = new Map<string, boolean>();
+
   maySend(typename: string): boolean {
+    let allowed = this.sendable.get(typename);
+    if (allowed === undefined) {
+      allowed = this.decideSend(typename);
+      if (this.sendable.size < SENDABLE_REMEMBERED_MAX) this.sendable.set(typename, allowed);
+    }
+    return allowed;
+  }
+
+  private decideSend(typename: string): boolean {
     if (this.send === null) return this.subscribe === null;
     const namespace = typename.slice(0, typename.indexOf('/') + 1);
     return this.send.some((scope) => scope === '*' || scope === typename || (scope.endsWith('/*') && scope.slice(0, -1) === namespace));

@@ -353,14 +353,15 @@ class ClientConnection implements EgressSink {
     if (!isTypename(message.targetTypename)) {
       return new ValidationError('SC_ERR_INVALID_TYPENAME', `target typename ${JSON.stringify(message.targetTypename)} is not of the form namespace/name`);
     }
-    if (this.grant !== null && !this.grant.maySend(message.targetTypename)) {
-      return new ValidationError('SC_ERR_UNAUTHORIZED', `this client's token may not send to ${message.targetTypename} (it may: ${this.grant.scopes})`);
-    }
     if (!host.functions.has(message.targetTypename)) {
       return new ValidationError(
         'SC_ERR_UNKNOWN_FUNCTION_TYPE',
         `no function of type ${message.targetTypename} is loaded on this node (loaded: ${[...host.functions].join(', ') || 'none'}); check the typename or start the node with --functions <module> that defines it`,
       );
+    }
+    // After the type check: the grant remembers its answer per type, and only loaded types get here.
+    if (this.grant !== null && !this.grant.maySend(message.targetTypename)) {
+      return new ValidationError('SC_ERR_UNAUTHORIZED', `this client's token may not send to ${message.targetTypename} (it may: ${this.grant.scopes})`);
     }
     const id = message.targetId;
     if (id.length === 0 || Buffer.byteLength(id) > host.limits.idBytesMax) {

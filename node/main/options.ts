@@ -10,7 +10,7 @@ import { wholeNumberOption as option } from '../../lib/options.js';
 import { recordBytesMax } from '../rings/spsc-ring.js';
 import type { EndpointSpec } from '../remote/remote-endpoints.js';
 import type { ClientTokens } from './client-tokens.js';
-import type { TlsFiles } from './admin-http.js';
+
 
 export interface CheckpointOptions {
   /** `file://./dir`, `file:///abs/dir` or `s3://bucket/prefix`. */
@@ -85,6 +85,12 @@ export interface NodeOptions {
   clientConnectionsMax?: number;
   /** TLS on the node's port (wss://, https://, and between peers): PEM file paths, read again by `reloadTls()`. */
   tls?: TlsFiles;
+}
+
+/** A certificate chain and its key, as PEM file paths (the public options import nothing of ws: see package.test). */
+export interface TlsFiles {
+  cert: string;
+  key: string;
 }
 
 /** The options checked, with every default filled in. */

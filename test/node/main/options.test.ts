@@ -47,6 +47,7 @@ test('defaults: every option filled in, checkpoints off', () => {
     egressRetainRecords: 10_000,
     egressRetainBytes: 64 * MiB,
     backlogMax: 100_000,
+    clientConnectionsMax: 10_000,
     checkpoints: null,
   });
 });
