@@ -45,6 +45,10 @@ Options:
   --tls-key <path>            PEM private key of --tls-cert.
   --tls-ca <path>             PEM CA bundle the other nodes' certificates are checked against
                               (peers dial each other with wss://). Default: the system's CAs.
+  --admin-host <address>      Serve /metrics and /cluster on a listener of their own at this
+                              interface (127.0.0.1, say); the client port keeps clients, peers
+                              and /health. Default: all on the client port.
+  --admin-port <n>            The admin listener's port (0: the OS chooses). Default 0.
   --admin-token-file <path>   Admin endpoints (/metrics, /cluster; not /health) want this token as
                               Authorization: Bearer <token>. Default: they are open.
   --client-tokens-file <path> Only clients with one of these tokens connect (connect(url, { token })),
@@ -153,6 +157,8 @@ const optionNames = [
   'tls-cert',
   'tls-key',
   'tls-ca',
+  'admin-host',
+  'admin-port',
   'join',
   'node-id',
   'data-dir',
@@ -204,6 +210,8 @@ async function main(): Promise<void> {
         'tls-cert': { type: 'string' },
         'tls-key': { type: 'string' },
         'tls-ca': { type: 'string' },
+        'admin-host': { type: 'string' },
+        'admin-port': { type: 'string' },
         join: { type: 'string', multiple: true },
         'node-id': { type: 'string' },
         'data-dir': { type: 'string' },
@@ -383,6 +391,7 @@ async function main(): Promise<void> {
       ...(clientTokens === undefined ? {} : { clientTokens }),
       ...(adminToken === undefined ? {} : { adminToken }),
       clientConnectionsMax: integer('client-connections-max', get('client-connections-max')),
+      ...(get('admin-host') === undefined ? {} : { adminHost: get('admin-host')!, adminPort: integer('admin-port', get('admin-port')) ?? 0 }),
       functions,
       port: integer('port', get('port')) ?? 8080,
       host: get('host') ?? '127.0.0.1',
@@ -416,6 +425,11 @@ async function main(): Promise<void> {
     if ((error as NodeJS.ErrnoException).code === 'EADDRINUSE') fail(`port ${get('port') ?? 8080} is in use; choose another with --port (0 lets the OS choose)`);
     throw error;
   }
+  const loopback = (host: string) => host === 'localhost' || host === '::1' || host.startsWith('127.');
+  if (!loopback(node.host) && get('admin-host') === undefined && adminToken === undefined) {
+    process.stderr.write(`statecraft: warning: --host ${node.host} makes /metrics and /cluster readable from the network without a token: give --admin-token-file, or --admin-host 127.0.0.1\n`);
+  }
+  if (get('admin-host') !== undefined) process.stderr.write(`statecraft: admin endpoints at ${node.adminUrl}\n`);
   const advertise = advertiseFlag ?? `${node.host.includes(':') ? `[${node.host}]` : node.host}:${node.port}`;
   const log = (line: string) => process.stderr.write(line + '\n');
   const cluster = new ClusterNode({

@@ -5,6 +5,10 @@
  * With TLS files (--tls-cert, --tls-key) the port speaks TLS: https:// and wss://, for clients, admin
  * and peers alike; `reloadTls()` reads the files again (a renewed certificate) without a restart.
  *
+ * With an admin listener of its own (--admin-host, --admin-port), the node runs two of these: the
+ * port for clients and peers (with /health, for load balancers) and the admin one (/health, /metrics,
+ * /cluster, no upgrades).
+ *
  * With an admin token, every admin endpoint but /health wants `Authorization: Bearer <token>` (401
  * otherwise): /health stays open for load balancers and says only whether the node serves, and why not.
  */
@@ -58,6 +62,8 @@ export class AdminHttp {
     private readonly main: AdminHost,
     adminToken: string | null = null,
     private readonly tls: TlsFiles | null = null,
+    /** What this listener serves: admin endpoints (/metrics, /cluster) and upgrades (clients, peers); /health always. Null adminAt: both. */
+    private readonly role: { admin: boolean; upgrades: boolean; adminAt: string | null } = { admin: true, upgrades: true, adminAt: null },
   ) {
     this.tokenDigest = adminToken === null ? null : digest(adminToken);
     const handler = (request: IncomingMessage, response: ServerResponse) => this.serve(request, response);
@@ -71,6 +77,10 @@ export class AdminHttp {
       }
     }
     this.server.on('upgrade', (request, socket, head) => {
+      if (!this.role.upgrades) {
+        socket.end('HTTP/1.1 404 Not Found\r\nConnection: close\r\n\r\n');
+        return;
+      }
       if (main.closing) {
         socket.end('HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\n\r\n');
         return;
@@ -135,6 +145,10 @@ export class AdminHttp {
   private serve(request: IncomingMessage, response: ServerResponse): void {
     const main = this.main;
     const path = (request.url ?? '/').split('?')[0];
+    if (!this.role.admin && path !== '/health') {
+      response.writeHead(404, { 'content-type': 'application/json' }).end(JSON.stringify({ error: `admin endpoints are served at ${this.role.adminAt} (--admin-host), not on the client port`, paths: ['/health', 'ws:// (clients)'] }));
+      return;
+    }
     if (this.tokenDigest !== null && path !== '/health' && !this.authorized(request)) {
       this.refused++;
       response

@@ -67,6 +67,8 @@ export class MainThread implements RecordVisitor, GatewayHost {
   cluster: ClusterHooks | null = null;
   gateway: Gateway | null = null;
   admin: AdminHttp | null = null;
+  /** The admin listener of its own, when there is one (--admin-host). */
+  adminOnly: AdminHttp | null = null;
   checkpointing: Checkpointing | null = null;
   recovery: Recovery | null = null;
   private readonly outbox: Outbox;
@@ -342,6 +344,7 @@ export class MainThread implements RecordVisitor, GatewayHost {
     this.checkpointing?.stopping();
     this.pool.beginStop();
     const serverClosed = this.admin?.close() ?? Promise.resolve();
+    const adminClosed = this.adminOnly?.close() ?? Promise.resolve();
     // Let accepted work finish: quiet twice in a row, a few milliseconds apart, or the grace period ends.
     const deadline = Date.now() + SHUTDOWN_GRACE_MS;
     let quietChecks = 0;
@@ -364,7 +367,9 @@ export class MainThread implements RecordVisitor, GatewayHost {
     this.admin?.closeConnections();
     // Peer links came in through the admin server too: it closes once the cluster layer has closed them.
     await this.cluster?.close();
+    this.adminOnly?.closeConnections();
     await serverClosed;
+    await adminClosed;
     await this.checkpointing?.store.close();
   }
 }

@@ -85,6 +85,12 @@ export interface NodeOptions {
   clientConnectionsMax?: number;
   /** TLS on the node's port (wss://, https://, and between peers): PEM file paths, read again by `reloadTls()`. */
   tls?: TlsFiles;
+  /**
+   * Admin endpoints (/metrics, /cluster) on a listener of their own, at this interface (127.0.0.1, say)
+   * and `adminPort` (0: the OS chooses); the client port then serves only clients, peers and /health.
+   */
+  adminHost?: string;
+  adminPort?: number;
 }
 
 /** A certificate chain and its key, as PEM file paths (the public options import nothing of ws: see package.test). */

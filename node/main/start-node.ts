@@ -32,6 +32,8 @@ export interface StatecraftNode {
   readonly url: string;
   /** The port speaks TLS. */
   readonly secure: boolean;
+  /** Where /metrics and /cluster are served (http:// or https://): the client port, or the admin listener of its own. */
+  readonly adminUrl: string;
   /** Reads the TLS certificate and key files again (after a renewal); throws, keeping the old ones, if they are bad. */
   reloadTls(): void;
   readonly host: string;
@@ -141,7 +143,12 @@ export async function startNode(options: NodeOptions): Promise<StatecraftNode> {
       await startCheckpoints(node, checkpoints.restore);
     }
     node.gateway = new Gateway(node, () => node.pumpEgress());
-    node.admin = new AdminHttp(node, options.adminToken ?? null, options.tls ?? null);
+    if (options.adminHost !== undefined) {
+      node.adminOnly = new AdminHttp(node, options.adminToken ?? null, options.tls ?? null, { admin: true, upgrades: false, adminAt: null });
+      await node.adminOnly.listen(options.adminPort ?? 0, options.adminHost);
+    }
+    const adminAt = node.adminOnly === null ? null : `${node.adminOnly.secure ? 'https' : 'http'}://${hostInUrl(node.adminOnly.address!.host)}:${node.adminOnly.address!.port}`;
+    node.admin = new AdminHttp(node, options.adminToken ?? null, options.tls ?? null, { admin: adminAt === null, upgrades: true, adminAt });
     await node.admin.listen(resolved.port, resolved.host);
   } catch (error) {
     await node.close();
@@ -190,13 +197,17 @@ async function startCheckpoints(node: MainThread, restore: boolean): Promise<voi
   if (restore) await checkpointing.lead({ participants: [node.nodeId], view: 'single' });
 }
 
+const hostInUrl = (host: string) => (host.includes(':') ? `[${host}]` : host);
+
 function handle(node: MainThread, functionNames: string[], shards: number): StatecraftNode {
   const address = node.admin!.address!;
-  const urlHost = address.host.includes(':') ? `[${address.host}]` : address.host;
+  const urlHost = hostInUrl(address.host);
+  const adminOnly = node.adminOnly?.address ?? null;
   const port = new NodePort(node);
   return {
     url: `${node.admin!.secure ? 'wss' : 'ws'}://${urlHost}:${address.port}`,
     secure: node.admin!.secure,
+    adminUrl: adminOnly === null ? `${node.admin!.secure ? 'https' : 'http'}://${urlHost}:${address.port}` : `${node.adminOnly!.secure ? 'https' : 'http'}://${hostInUrl(adminOnly.host)}:${adminOnly.port}`,
     reloadTls: () => node.admin!.reloadTls(),
     host: address.host,
     port: address.port,
