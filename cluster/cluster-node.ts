@@ -20,7 +20,7 @@ import { ClusterHttp, type ClusterReport } from './cluster-http.js';
 import { HandoverShell } from './handover-shell.js';
 import { Membership, type Action, type Member, type MembershipConfig } from './membership.js';
 import { LINK_CHECK_MS, LinkShell } from './link-shell.js';
-import { PeerNetwork } from './peer-network.js';
+import { PeerNetwork, type PeerTls } from './peer-network.js';
 import { RecoveryShell } from './recovery-shell.js';
 import { ClusterView, type ViewAction } from './view-core.js';
 
@@ -66,7 +66,7 @@ export interface ClusterOptions {
   /** The cluster secret (cluster-secret.ts): every node of the cluster has the same. */
   secret: Uint8Array;
   /** The nodes' ports speak TLS: peers are dialled with wss://, checked against `ca` (PEM) or the system's CAs. */
-  tls?: { ca?: Uint8Array } | null;
+  tls?: PeerTls | null;
   tuning?: MembershipTuning;
   log(line: string): void;
   /** This node cannot be part of the cluster (refused at join): the reason says what to do. */

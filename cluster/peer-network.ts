@@ -20,6 +20,7 @@
  */
 import type { IncomingMessage } from 'node:http';
 import type { Duplex } from 'node:stream';
+import type { TLSSocket } from 'node:tls';
 import { randomBytes, randomUUID } from 'node:crypto';
 import { truncateUtf8 } from '../lib/utf8.js';
 import { WebSocket, WebSocketServer, type RawData } from 'ws';
@@ -54,6 +55,15 @@ export const HANDSHAKES_MAX = 64;
 /** Gossip frames kept for a seed while its handshake runs (membership re-sends; these are only the first). */
 const OUTBOX_MAX = 16;
 
+/** TLS between nodes: the CA their server certificates are checked against; with mutual TLS, this node's client certificate and key, and peers must present one. */
+export interface PeerTls {
+  ca?: Uint8Array;
+  cert?: Uint8Array;
+  key?: Uint8Array;
+  /** Refuse a peer connection whose client certificate the node's port did not verify (against --peer-tls-ca). */
+  requireClientCert?: boolean;
+}
+
 export interface PeerNetworkOptions {
   selfId: string;
   /** host:port that peers dial to reach this node. */
@@ -66,7 +76,7 @@ export interface PeerNetworkOptions {
    * The nodes' ports speak TLS: peers are dialled with wss://, their certificates checked against `ca`
    * (PEM; the system's CAs when absent).
    */
-  tls?: { ca?: Uint8Array } | null;
+  tls?: PeerTls | null;
   /** An envelope from a peer (bytes valid during the call only). */
   onEnvelope(bytes: Uint8Array, offset: number, length: number, fromPeer: string, epoch: number): void;
   /** A peer's HELLO: its process instance (new after a restart) and recovery epoch. */
@@ -132,6 +142,16 @@ export class PeerNetwork {
   /** Takes an upgrade on the peer path. */
   upgrade(request: IncomingMessage, socket: Duplex, head: Buffer): boolean {
     if (this.closed || (request.url ?? '').split('?')[0] !== PEER_PATH) return false;
+    if (this.options.tls?.requireClientCert === true && (request.socket as TLSSocket).authorized !== true) {
+      // Mutual TLS: a peer connection without a certificate of the peers' CA goes no further than this.
+      this.authFailures++;
+      const why = (request.socket as TLSSocket).authorizationError ?? 'no client certificate';
+      this.noteRefusal(`a peer connection from ${request.socket.remoteAddress ?? '?'}: no certificate of the peers' CA (${String(why)})`);
+      if (this.authFailures === 1 || this.authFailures % 1000 === 0) this.options.log(`peer: refused a connection from ${request.socket.remoteAddress ?? '?'}: no certificate of the peers' CA (${String(why)})`);
+      const body = 'a peer must present a certificate of the cluster\'s peer CA (--peer-tls-ca)\n';
+      socket.end(`HTTP/1.1 403 Forbidden\r\nConnection: close\r\nContent-Type: text/plain\r\nContent-Length: ${body.length}\r\n\r\n${body}`, () => socket.destroy());
+      return true;
+    }
     if (this.anonymous.size >= HANDSHAKES_MAX) {
       // Before any WebSocket: a flood of unauthenticated connections costs a short HTTP answer each.
       this.handshakesRefused++;
@@ -282,6 +302,7 @@ export class PeerNetwork {
         maxPayload: PAYLOAD_MAX,
         handshakeTimeout: HELLO_TIMEOUT_MS,
         ...(tls?.ca === undefined ? {} : { ca: Buffer.from(tls.ca) }),
+        ...(tls?.cert === undefined || tls.key === undefined ? {} : { cert: Buffer.from(tls.cert), key: Buffer.from(tls.key) }),
       });
     } catch (error) {
       this.options.log(`peer: cannot dial ${JSON.stringify(address.slice(0, 100))}: ${(error as Error).message}`);

@@ -45,6 +45,10 @@ Options:
   --tls-key <path>            PEM private key of --tls-cert.
   --tls-ca <path>             PEM CA bundle the other nodes' certificates are checked against
                               (peers dial each other with wss://). Default: the system's CAs.
+  --peer-tls-cert <path>, --peer-tls-key <path>, --peer-tls-ca <path>
+                              Mutual TLS between nodes (with --tls-cert): a node presents this
+                              certificate when it dials a peer, and takes a peer connection
+                              only with a certificate of --peer-tls-ca. Clients need none.
   --admin-host <address>      Serve /metrics and /cluster on a listener of their own at this
                               interface (127.0.0.1, say); the client port keeps clients, peers
                               and /health. Default: all on the client port.
@@ -159,6 +163,9 @@ const optionNames = [
   'tls-ca',
   'admin-host',
   'admin-port',
+  'peer-tls-cert',
+  'peer-tls-key',
+  'peer-tls-ca',
   'join',
   'node-id',
   'data-dir',
@@ -211,6 +218,9 @@ async function main(): Promise<void> {
         'tls-key': { type: 'string' },
         'tls-ca': { type: 'string' },
         'admin-host': { type: 'string' },
+        'peer-tls-cert': { type: 'string' },
+        'peer-tls-key': { type: 'string' },
+        'peer-tls-ca': { type: 'string' },
         'admin-port': { type: 'string' },
         join: { type: 'string', multiple: true },
         'node-id': { type: 'string' },
@@ -322,7 +332,18 @@ async function main(): Promise<void> {
       fail(`--tls-ca ${tlsCaFile}: cannot read it (${(error as NodeJS.ErrnoException).code ?? (error as Error).message})`);
     }
   }
-  const peerTls = tlsCert === undefined ? null : tlsCa === undefined ? {} : { ca: tlsCa };
+  const peerFiles = (['peer-tls-cert', 'peer-tls-key', 'peer-tls-ca'] as const).map((name) => get(name));
+  if (peerFiles.some((file) => file !== undefined) && peerFiles.some((file) => file === undefined)) fail('--peer-tls-cert, --peer-tls-key and --peer-tls-ca go together');
+  if (peerFiles[0] !== undefined && tlsCert === undefined) fail('mutual TLS between nodes rides the TLS port: give --tls-cert and --tls-key too');
+  const readPeerFile = (name: string, path: string): Buffer => {
+    try {
+      return readFileSync(path);
+    } catch (error) {
+      fail(`--${name} ${path}: cannot read it (${(error as NodeJS.ErrnoException).code ?? (error as Error).message})`);
+    }
+  };
+  const mutual = peerFiles[0] === undefined ? {} : { cert: readPeerFile('peer-tls-cert', peerFiles[0]), key: readPeerFile('peer-tls-key', peerFiles[1]!), requireClientCert: true };
+  const peerTls = tlsCert === undefined ? null : { ...(tlsCa === undefined ? {} : { ca: tlsCa }), ...mutual };
 
   if (seeds.length === 0) {
     // Started without --join: if the cluster this node was part of still runs, rejoin it instead of
@@ -387,7 +408,7 @@ async function main(): Promise<void> {
   let node: StatecraftNode;
   try {
     node = await startNode({
-      ...(tlsCert === undefined ? {} : { tls: { cert: tlsCert, key: tlsKey! } }),
+      ...(tlsCert === undefined ? {} : { tls: { cert: tlsCert, key: tlsKey!, ...(peerFiles[2] === undefined ? {} : { clientCa: peerFiles[2] }) } }),
       ...(clientTokens === undefined ? {} : { clientTokens }),
       ...(adminToken === undefined ? {} : { adminToken }),
       clientConnectionsMax: integer('client-connections-max', get('client-connections-max')),

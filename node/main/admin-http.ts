@@ -38,7 +38,7 @@ export interface AdminHost {
 const digest = (text: string) => createHash('sha256').update(text, 'utf8').digest();
 
 
-function readTls(files: TlsFiles): { cert: Buffer; key: Buffer } {
+function readTls(files: TlsFiles): { cert: Buffer; key: Buffer; ca?: Buffer } {
   const read = (what: string, path: string) => {
     try {
       return readFileSync(path);
@@ -46,7 +46,7 @@ function readTls(files: TlsFiles): { cert: Buffer; key: Buffer } {
       throw new StatecraftError('SC_ERR_INVALID_OPTION', `the TLS ${what} ${path} cannot be read (${(error as NodeJS.ErrnoException).code ?? (error as Error).message})`);
     }
   };
-  return { cert: read('certificate', files.cert), key: read('key', files.key) };
+  return { cert: read('certificate', files.cert), key: read('key', files.key), ...(files.clientCa === undefined ? {} : { ca: read('client CA', files.clientCa) }) };
 }
 
 export class AdminHttp {
@@ -70,7 +70,9 @@ export class AdminHttp {
     if (tls === null) this.server = createServer(handler);
     else {
       try {
-        this.server = createTlsServer(readTls(tls), handler);
+        // Peers with mutual TLS present certificates of clientCa: asked of every connection, checked on
+        // the peer path only (peer-network.ts); clients without one are served as before.
+        this.server = createTlsServer({ ...readTls(tls), ...(tls.clientCa === undefined ? {} : { requestCert: true, rejectUnauthorized: false }) }, handler);
       } catch (error) {
         if (error instanceof StatecraftError) throw error;
         throw new StatecraftError('SC_ERR_INVALID_OPTION', `the TLS certificate ${tls.cert} and key ${tls.key} do not make a TLS server: ${(error as Error).message}`);

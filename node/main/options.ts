@@ -97,6 +97,8 @@ export interface NodeOptions {
 export interface TlsFiles {
   cert: string;
   key: string;
+  /** CA certificates the peers' client certificates are checked against (mutual TLS between nodes). */
+  clientCa?: string;
 }
 
 /** The options checked, with every default filled in. */

@@ -15,6 +15,7 @@ import { connect, type Client, type StatecraftError } from 'statecraft';
 import { eventually, fixture, killNodeProcesses, startClusterProcesses, subscribed, take, type NodeProcess } from '../helpers.js';
 import { counted } from '../fixtures/functions.js';
 import { probe, requireTool } from '../requirements.js';
+import { WebSocket } from 'ws';
 
 const hasOpenssl = probe('openssl', ['version']);
 const dir = mkdtempSync(join(tmpdir(), 'statecraft-tls-'));
@@ -23,11 +24,28 @@ let nodes: NodeProcess[] = [];
 
 const openssl = (...args: string[]) => execFileSync('openssl', args, { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] });
 
-/** A certificate for 127.0.0.1 signed by the test CA, written to `name`.pem and `name`.key. */
-function issue(name: string): void {
+/** A certificate for 127.0.0.1 signed by the test CA `ca`, written to `name`.pem and `name`.key. */
+function issue(name: string, ca = 'ca'): void {
   openssl('req', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', `${name}.key`, '-out', `${name}.csr`, '-subj', '/CN=127.0.0.1');
   writeFileSync(join(dir, 'san.ext'), 'subjectAltName=IP:127.0.0.1\n');
-  openssl('x509', '-req', '-in', `${name}.csr`, '-CA', 'ca.pem', '-CAkey', 'ca.key', '-CAcreateserial', '-out', `${name}.pem`, '-days', '2', '-extfile', 'san.ext');
+  openssl('x509', '-req', '-in', `${name}.csr`, '-CA', `${ca}.pem`, '-CAkey', `${ca}.key`, '-CAcreateserial', '-out', `${name}.pem`, '-days', '2', '-extfile', 'san.ext');
+}
+
+function makeCa(name: string): void {
+  openssl('req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', `${name}.key`, '-out', `${name}.pem`, '-days', '2', '-subj', `/CN=statecraft-test-${name}`);
+}
+
+/** The HTTP status a WebSocket upgrade to the peer path gets, or 101 when it is taken. */
+function peerUpgrade(port: number, options: { ca: Buffer; cert?: Buffer; key?: Buffer }): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const socket = new WebSocket(`wss://127.0.0.1:${port}/peer`, { perMessageDeflate: false, ...options });
+    socket.once('unexpected-response', (_request, response) => resolve(response.statusCode ?? 0));
+    socket.once('open', () => {
+      socket.terminate();
+      resolve(101);
+    });
+    socket.once('error', reject);
+  });
 }
 
 /** The serial number of the certificate a TLS server at `port` presents now. */
@@ -62,7 +80,7 @@ test.after(() => rmSync(dir, { recursive: true, force: true }));
 
 test('TLS on every path: peers over wss:// checked against the CA, a client with the CA, admin over https; a client without the CA is refused; SIGHUP takes a renewed certificate', async () => {
   if (!requireTool(hasOpenssl, 'openssl (to make the test CA)', 'apt-get install openssl')) return;
-  openssl('req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', 'ca.key', '-out', 'ca.pem', '-days', '2', '-subj', '/CN=statecraft-test-ca');
+  makeCa('ca');
   issue('node');
   const ca = readFileSync(join(dir, 'ca.pem'));
   const tls = ['--tls-cert', join(dir, 'node.pem'), '--tls-key', join(dir, 'node.key'), '--tls-ca', join(dir, 'ca.pem')];
@@ -109,6 +127,27 @@ test('TLS on every path: peers over wss:// checked against the CA, a client with
   await client.send({ typename: 'test/counter', id: 'after-renewal' }, 1);
   assert.is((await take(counts, 1))[0]!.value.id, 'after-renewal');
   assert.ok((await status(nodes[1]!)).serving);
+});
+
+test('mutual TLS between nodes: a node presents its peer certificate when it dials; a peer connection without a certificate of the peer CA is refused before the upgrade; clients need none', async () => {
+  if (!requireTool(hasOpenssl, 'openssl (to make the test CA)', 'apt-get install openssl')) return;
+  makeCa('peer-ca');
+  issue('peer', 'peer-ca');
+  const ca = readFileSync(join(dir, 'ca.pem'));
+  const file = (name: string) => join(dir, name);
+  const tls = ['--tls-cert', file('node.pem'), '--tls-key', file('node.key'), '--tls-ca', file('ca.pem'), '--peer-tls-cert', file('peer.pem'), '--peer-tls-key', file('peer.key'), '--peer-tls-ca', file('peer-ca.pem')];
+  nodes = await startClusterProcesses(2, ['--functions', fixture('functions'), '--port', '0', '--shards', '1', '--key-groups', '64', ...tls]);
+  const status = async (node: NodeProcess) => JSON.parse((await httpsGet(node.port, '/cluster', ca)).body) as { serving: boolean; view: string[] };
+  await eventually(async () => (await Promise.all(nodes.map(status))).every((each) => each.serving && each.view.length === 2), 'the nodes form one view over mutual TLS', 20_000);
+  const port = nodes[0]!.port;
+  assert.is(await peerUpgrade(port, { ca }), 403, 'no client certificate');
+  assert.is(await peerUpgrade(port, { ca, cert: readFileSync(file('node.pem')), key: readFileSync(file('node.key')) }), 403, 'a certificate of another CA');
+  assert.is(await peerUpgrade(port, { ca, cert: readFileSync(file('peer.pem')), key: readFileSync(file('peer.key')) }), 101, 'a certificate of the peer CA gets to the handshake (and must still prove the secret)');
+  assert.match(nodes[0]!.output(), /refused a connection from .*no certificate of the peers' CA/);
+  // An application client presents no certificate and is served.
+  const client = await connect(nodes[0]!.url, { ca });
+  clients.push(client);
+  await client.send({ typename: 'test/counter', id: 'mtls' }, 1);
 });
 
 test.run();
