@@ -35,12 +35,12 @@ function assertClean(result: Record<string, any>, expected: Record<string, numbe
 if (!netns.ok) {
   test('the nemesis verifier needs network namespaces', () => void requireTool(false, `network namespaces (${netns.reason})`, 'run as root on Linux with iproute2'));
 } else {
-  test('a short mix on 3 nodes: kill, pause, partition, one-way cut, flapping link — exactly once, in order, no long stall after a heal', async () => {
+  test('a short mix on 3 nodes: kill, pause, partition, one-way cut, flapping link, full store — exactly once, in order, no long stall after a heal', async () => {
     const result = await runVerifier(
-      ['--nodes', '3', '--duration', '20', '--kills', '1', '--pauses', '1', '--partitions', '1', '--one-way', '1', '--flaps', '1', '--fault-ms', '2500', '--ids', '64', '--rate', '150', '--seed', randomSeed()],
+      ['--nodes', '3', '--duration', '24', '--kills', '1', '--pauses', '1', '--partitions', '1', '--one-way', '1', '--flaps', '1', '--store-fulls', '1', '--fault-ms', '2500', '--ids', '64', '--rate', '150', '--seed', randomSeed()],
       150_000,
     );
-    assertClean(result, { kill: 1, pause: 1, partition: 1, 'one-way': 1, flap: 1 });
+    assertClean(result, { kill: 1, pause: 1, partition: 1, 'one-way': 1, flap: 1, 'store-full': 1 });
   });
 
   test('a one-way cut of 25 s between two of 3 nodes (both still reach the third): one side is left out and the others go on during the cut; it comes back after the heal', async () => {
