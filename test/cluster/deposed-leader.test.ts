@@ -171,7 +171,12 @@ test('a leader paused with its commit on the way: a new leader recovers and comm
     while (sending) {
       // A client that failed throws here: the events already sent reject with the reason, reported below.
       try {
-        for (const id of ids) sends.push(sender.send({ typename: 'test/counter', id }, 1));
+        for (const id of ids) {
+          const sent = sender.send({ typename: 'test/counter', id }, 1);
+          // Awaited below; if the test fails first, the client's close rejects it, and that must not end the process before the failure is reported.
+          sent.catch(() => undefined);
+          sends.push(sent);
+        }
       } catch {
         return;
       }
@@ -184,21 +189,27 @@ test('a leader paused with its commit on the way: a new leader recovers and comm
   // The next commit record n1 writes is held on the way; n1 is paused at once.
   const line = await withTimeout(proxy.holdNext(/^PUT \S*\/commits\//), 20_000, 'n1 writes a commit record');
   n1.kill('SIGSTOP');
-  const [, heldTerm, heldNumber] = /\/commits\/([^/]+)\/(\d+)\.json/.exec(line)!;
+  const match = /\/commits\/([^/]+)\/(\d+)\.json/.exec(line);
+  assert.ok(match !== null, `the held request names a commit record: ${line}`);
+  const [, heldTerm, heldNumber] = match!;
   const held = { term: heldTerm!, checkpoint: Number(heldNumber) };
   // n2 and n3 recover without it and commit in a newer term.
+  let lastReadError = '';
   await eventually(
     async () => {
-      const head = await readHead(store);
-      return head.term > held.term && head.checkpoint >= held.checkpoint;
+      // A read that fails (the store's server busy on a loaded machine) is tried again; the last error is reported.
+      const head = await readHead(store).catch((error: Error) => ((lastReadError = error.message), null));
+      return head !== null && head.term > held.term && head.checkpoint >= held.checkpoint;
     },
     `a newer term commits at or past checkpoint ${held.checkpoint}`,
     60_000,
-  );
+  ).catch((error: Error) => {
+    throw new Error(`${error.message}${lastReadError === '' ? '' : `; the last read of the head failed: ${lastReadError}`}`);
+  });
   const before = await readHead(store);
   // The old record lands, late; then n1 runs again and checks for a newer term.
   proxy.release();
-  await eventually(() => store.exists(commitKey(held.term, held.checkpoint)), 'the held commit record lands', 10_000);
+  await eventually(() => store.exists(commitKey(held.term, held.checkpoint)).catch(() => false), 'the held commit record lands', 10_000);
   n1.kill('SIGCONT');
   await eventually(() => new RegExp(`began after this leader's term ${held.term}.*checkpoint ${held.checkpoint} is not announced`).test(n1.output()), 'n1 finds it was deposed and does not announce', 20_000);
   const after = await readHead(store);
