@@ -367,6 +367,15 @@ export class ClusterView implements PlacementFacts {
       // A node joining takes the cluster's epoch, so its frames count.
       this.#epoch = epoch;
       this.perform({ type: 'fence', epoch });
+    } else if (epoch > this.#epoch && this.joinedView && (this.#status === 'serving' || this.#status === 'no-majority')) {
+      // The cluster recovered while this node was cut off: its key groups' state is stale. It serves
+      // nothing from now until that recovery's order comes (asked for at once), instead of serving
+      // stale state for the moment before the order arrives.
+      this.#awaitingReason = `${peer} is in recovery epoch ${epoch} and this node in ${this.#epoch}: waiting for that recovery's order`;
+      this.moveTo('awaiting-rollback');
+      this.perform({ type: 'lead-checkpoints', lead: null });
+      this.perform({ type: 'own', owned: () => false });
+      this.perform({ type: 'control', to: peer, message: { type: 'behind', epoch: this.#epoch } });
     }
     if (previous !== undefined && previous !== instance && this.#placement.members.includes(peer) && !this.ownsNothingYet) {
       // The peer restarted within the failure detector's time: its key groups' state is gone.

@@ -165,6 +165,30 @@ test('a node cut off sees every other member die; at the heal a majority is back
   assert.is(other.view.epoch, 1, 'b leads the recovery without a');
 });
 
+test('back from a cut to find a peer in a newer recovery epoch: the node serves nothing until that order comes, and asks for it at once', () => {
+  const ids = ['a', 'b', 'c'];
+  const node = core('c', { checkpointing: true });
+  for (const id of ['a', 'b']) node.view.memberChanged(member(id, 'alive'));
+  node.view.viewChanged(members({ a: 'alive', b: 'alive', c: 'alive' }), 0);
+  node.view.peerHello('a', 'a-1', 0);
+  node.view.viewChanged(members({ a: 'dead', b: 'dead', c: 'alive' }), 1_000);
+  assert.is(node.view.status, 'no-majority');
+  node.take();
+  // The heal: a's link comes back first, with a's HELLO in epoch 2 (a and b recovered without c).
+  node.view.peerHello('a', 'a-1', 2);
+  assert.is(node.view.status, 'awaiting-rollback');
+  assert.match(node.view.awaitingReason ?? '', /a is in recovery epoch 2 and this node in 0/);
+  assert.ok(node.owned.every((own) => !own), 'it owns nothing: its state is stale');
+  assert.equal(controls(node.take()), [{ to: 'a', type: 'behind', epoch: 0 }]);
+  // The majority is back in its table too: still nothing served until the order.
+  node.view.viewChanged(members({ a: 'alive', b: 'alive', c: 'alive' }), 1_100);
+  assert.is(node.view.status, 'awaiting-rollback');
+  assert.not.ok(node.view.admits());
+  node.view.rollbackOrdered('a', { epoch: 2, members: ['a', 'b'], restore: ref(9) });
+  assert.is(node.view.status, 'recovering');
+  void ids;
+});
+
 test('checkpoints on, a member dies: the leader starts a recovery; another member awaits its order and asks for it', () => {
   const leader = servingWith(['a', 'b', 'c'], { checkpointing: true });
   leader.take();
