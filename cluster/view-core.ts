@@ -35,14 +35,6 @@ export const ROLLBACK_ASK_MS = 1_000;
  */
 export const CONTENDED_WAIT_MS = 1_000;
 export const CONTENDED_SPREAD_MS = 1_000;
-/**
- * A member this node saw die while it had no majority (it was cut off) may well be alive: it was
- * this node that could not reach anyone. When the majority is back, such a member keeps its place in
- * the view and its key groups (as a suspect) this long, for its refutation to arrive, before its death
- * counts. Without it, a healed node removed a live member the moment it reached a majority, and, as
- * the smallest id of the rest, led a recovery that deposed the real leader.
- */
-export const MINORITY_VERDICT_GRACE_MS = 2_000;
 
 export interface ViewCoreOptions {
   selfId: string;
@@ -100,11 +92,6 @@ export class ClusterView implements PlacementFacts {
   private contendedRetryMs = 0;
   /** Each peer's process instance, from its HELLO (a new one means it restarted). */
   private readonly peerInstances = new Map<string, string>();
-  /**
-   * Members seen dead while this node had no majority: when their grace ends (0: the majority is not
-   * back yet). See MINORITY_VERDICT_GRACE_MS.
-   */
-  private readonly minorityVerdicts = new Map<string, number>();
 
   constructor(private readonly options: ViewCoreOptions) {
     this.selfId = options.selfId;
@@ -261,12 +248,6 @@ export class ClusterView implements PlacementFacts {
     else if (this.#status === 'left' && this.leftFrom === 'joining') this.leftFrom = 'no-majority';
   }
 
-  /** Whether `id`'s death, seen while this node had no majority, still waits for a refutation. */
-  private inGrace(id: string, nowMs: number): boolean {
-    const until = this.minorityVerdicts.get(id);
-    return until !== undefined && (until === 0 || nowMs < until);
-  }
-
   /** Recomputes the agreed view, whether this node is in a majority, and the placement. */
   viewChanged(members: readonly Member[], nowMs: number): void {
     invariant(this.#status !== 'left', 'a node that left follows no view');
@@ -280,20 +261,12 @@ export class ClusterView implements PlacementFacts {
       if ((state === 'alive' || state === 'suspect') && !this.view.has(id) && mayGrow) this.view.add(id);
       if (state === 'left') this.view.delete(id);
     }
-    // Members declared dead leave the view only while this node reaches a majority of it, and not while
-    // the verdict made without a majority waits for a refutation.
-    for (const id of this.minorityVerdicts.keys()) if ((states.get(id) ?? 'dead') !== 'dead' || !this.view.has(id)) this.minorityVerdicts.delete(id);
+    // Members declared dead leave the view only while this node reaches a majority of it.
     const dead = [...this.view].filter((id) => id !== this.selfId && (states.get(id) ?? 'dead') === 'dead');
-    if (!this.majority && this.joinedView) for (const id of dead) if (!this.minorityVerdicts.has(id)) this.minorityVerdicts.set(id, 0);
-    const removable = dead.filter((id) => !this.inGrace(id, nowMs));
     const reachableCount = [...this.view].filter(reachable).length;
-    if (removable.length > 0 && reachableCount * 2 > this.view.size) for (const id of removable) this.view.delete(id);
+    if (dead.length > 0 && reachableCount * 2 > this.view.size) for (const id of dead) this.view.delete(id);
     const hadMajority = this.majority;
     this.countMajority(states);
-    if (this.majority) {
-      // The majority is back (or still here): the verdicts made without it get their grace from now.
-      for (const [id, until] of this.minorityVerdicts) if (until === 0) this.minorityVerdicts.set(id, nowMs + MINORITY_VERDICT_GRACE_MS);
-    }
     if (this.majority && !mayGrow) {
       // The majority is back: newcomers seen meanwhile join the view now.
       for (const [id, state] of states) if ((state === 'alive' || state === 'suspect') && !this.view.has(id)) this.view.add(id);
@@ -304,9 +277,8 @@ export class ClusterView implements PlacementFacts {
       if (hadMajority) this.perform({ type: 'own', owned: (keyGroup) => (this.moves.get(keyGroup)?.state === 'adopting' ? null : false) });
       return;
     }
-    // Suspects keep their key groups until they are declared dead: suspicion is often wrong. So do members
-    // whose death this node saw without a majority, during their grace.
-    const placement = computePlacement([...this.view].filter((id) => reachable(id) || states.get(id) === 'suspect' || this.minorityVerdicts.has(id)), this.keyGroups);
+    // Suspects keep their key groups until they are declared dead: suspicion is often wrong.
+    const placement = computePlacement([...this.view].filter((id) => reachable(id) || states.get(id) === 'suspect'), this.keyGroups);
     // While restoring, the node keeps the recovery's placement (it loads those key groups): the move to
     // the view as it is by then, deaths included, is made when the restore is done (rollbackDone).
     const restoring = this.#status === 'recovering';
@@ -322,15 +294,6 @@ export class ClusterView implements PlacementFacts {
 
   /** Periodic: asks the leader for a recovery this node waits for, and claims key groups whose owner is gone. */
   tick(members: readonly Member[], nowMs: number): void {
-    // A verdict made without a majority whose grace ended (no refutation came): its death counts now.
-    let graceEnded = false;
-    for (const [id, until] of this.minorityVerdicts) {
-      if (until !== 0 && nowMs >= until) {
-        this.minorityVerdicts.delete(id);
-        graceEnded = true;
-      }
-    }
-    if (graceEnded && this.#status !== 'left') this.viewChanged(members, nowMs);
     if (this.contendedEpoch !== 0 && this.contendedEpoch === this.#epoch && this.#status === 'recovering' && nowMs >= this.contendedRetryMs) {
       // Nobody's order came for the epoch this node lost: it claims the next one, with the view as it is now.
       const states = stateMap(members);
@@ -367,15 +330,6 @@ export class ClusterView implements PlacementFacts {
       // A node joining takes the cluster's epoch, so its frames count.
       this.#epoch = epoch;
       this.perform({ type: 'fence', epoch });
-    } else if (epoch > this.#epoch && this.joinedView && (this.#status === 'serving' || this.#status === 'no-majority')) {
-      // The cluster recovered while this node was cut off: its key groups' state is stale. It serves
-      // nothing from now until that recovery's order comes (asked for at once), instead of serving
-      // stale state for the moment before the order arrives.
-      this.#awaitingReason = `${peer} is in recovery epoch ${epoch} and this node in ${this.#epoch}: waiting for that recovery's order`;
-      this.moveTo('awaiting-rollback');
-      this.perform({ type: 'lead-checkpoints', lead: null });
-      this.perform({ type: 'own', owned: () => false });
-      this.perform({ type: 'control', to: peer, message: { type: 'behind', epoch: this.#epoch } });
     }
     if (previous !== undefined && previous !== instance && this.#placement.members.includes(peer) && !this.ownsNothingYet) {
       // The peer restarted within the failure detector's time: its key groups' state is gone.

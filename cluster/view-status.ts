@@ -3,7 +3,6 @@
  * allows. Data only, no I/O.
  *
  *   joining ──► no-majority ◄──► serving ──► awaiting-rollback
- *      │             └──────────────┼──────────────►│
  *      │             │              │               │
  *      └─────────────┴──────────────┴───────────────┴──► recovering ──► serving | no-majority
  *   every status ──► left (terminal)
@@ -16,8 +15,7 @@
  * - serving: in a majority of the last agreed view, no recovery pending: it owns its key groups.
  * - no-majority: joined, but reaches no majority of the last agreed view (or has not counted it yet):
  *   it processes nothing, keeps the view and claims no key group until the majority is back.
- * - awaiting-rollback: a member died with its key groups' state (checkpoints on), or a peer is in a
- *   newer recovery epoch (the cluster recovered while this node was cut off), and the leader's
+ * - awaiting-rollback: a member died with its key groups' state (checkpoints on) and the leader's
  *   rollback order has not arrived yet.
  * - recovering: restoring the last committed checkpoint; peer envelopes wait.
  * - left: left gracefully (or closed). Terminal: it answers as the status it left from did (it still
@@ -34,8 +32,7 @@ export const STATUS_EDGES: Readonly<Record<ClusterStatus, readonly ClusterStatus
   // or, checkpoints on, a member of its view died before it joined (it awaits the leader's order).
   joining: ['no-majority', 'awaiting-rollback', 'recovering', 'left'],
   serving: ['no-majority', 'awaiting-rollback', 'recovering', 'left'],
-  // Back from a cut to find the others in a newer recovery epoch: what it holds is stale until the order.
-  'no-majority': ['serving', 'awaiting-rollback', 'recovering', 'left'],
+  'no-majority': ['serving', 'recovering', 'left'],
   // awaiting → awaiting: another member died meanwhile (the reason changes).
   'awaiting-rollback': ['awaiting-rollback', 'recovering', 'left'],
   // recovering → recovering: a newer recovery took over.
