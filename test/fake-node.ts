@@ -6,6 +6,7 @@ import WebSocket, { WebSocketServer } from 'ws';
 import { EVENTS_HEADER_BYTES, Frame, PROTOCOL_VERSION, RECORDS_HEADER_BYTES, encodeControl, type Welcome } from '../lib/client-protocol.js';
 import { EnvelopeDecoder, egressLengthMax, writeEgress } from '../lib/envelope.js';
 import type { TypedValue } from '../lib/typed-value.js';
+import { lengthPrefixedFrame } from './helpers.js';
 
 /** The string values of an EVENTS frame, with the sequence number the node gives each. */
 export function parseEvents(data: Buffer): { firstSeq: number; values: string[] } {
@@ -28,17 +29,11 @@ export function egressEnvelope(egress: string, value: TypedValue, seq?: { keyGro
 }
 
 export function recordsFrame(subscription: number, firstId: number, envelopes: Uint8Array[]): Buffer {
-  const frame = Buffer.alloc(RECORDS_HEADER_BYTES + envelopes.reduce((sum, bytes) => sum + 4 + bytes.length, 0));
+  const frame = lengthPrefixedFrame(RECORDS_HEADER_BYTES, envelopes);
   frame[0] = Frame.Records;
   frame.writeUInt32LE(subscription, 1);
   frame.writeDoubleLE(firstId, 5);
   frame.writeUInt32LE(envelopes.length, 13);
-  let cursor = RECORDS_HEADER_BYTES;
-  for (const bytes of envelopes) {
-    frame.writeUInt32LE(bytes.length, cursor);
-    frame.set(bytes, cursor + 4);
-    cursor += 4 + bytes.length;
-  }
   return frame;
 }
 

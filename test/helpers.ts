@@ -230,18 +230,27 @@ export async function clientEnvelope(typename: string, id: string, value: unknow
   return buffer.slice(0, writeInvoke(buffer, 0, 0, typename, id, null, null, typed, producer));
 }
 
-/** An EVENTS frame: events numbered firstSeq, firstSeq + 1, ... */
-export function eventsFrame(firstSeq: number, envelopes: Uint8Array[]): Buffer {
-  const frame = Buffer.alloc(EVENTS_HEADER_BYTES + envelopes.reduce((sum, bytes) => sum + 4 + bytes.length, 0));
-  frame[0] = Frame.Events;
-  frame.writeDoubleLE(firstSeq, 1);
-  frame.writeUInt32LE(envelopes.length, 9);
-  let cursor = EVENTS_HEADER_BYTES;
+/**
+ * A frame of `headerBytes` (for the caller to fill) followed by each envelope as [u32 length][bytes]:
+ * the layout of the client protocol's EVENTS and RECORDS frames and the peer protocol's ENVELOPES.
+ */
+export function lengthPrefixedFrame(headerBytes: number, envelopes: readonly Uint8Array[]): Buffer {
+  const frame = Buffer.alloc(headerBytes + envelopes.reduce((sum, bytes) => sum + 4 + bytes.length, 0));
+  let cursor = headerBytes;
   for (const bytes of envelopes) {
     frame.writeUInt32LE(bytes.length, cursor);
     frame.set(bytes, cursor + 4);
     cursor += 4 + bytes.length;
   }
+  return frame;
+}
+
+/** An EVENTS frame: events numbered firstSeq, firstSeq + 1, ... */
+export function eventsFrame(firstSeq: number, envelopes: Uint8Array[]): Buffer {
+  const frame = lengthPrefixedFrame(EVENTS_HEADER_BYTES, envelopes);
+  frame[0] = Frame.Events;
+  frame.writeDoubleLE(firstSeq, 1);
+  frame.writeUInt32LE(envelopes.length, 9);
   return frame;
 }
 

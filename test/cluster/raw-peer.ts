@@ -4,7 +4,7 @@ import { WebSocket } from 'ws';
 import { randomBytes } from 'node:crypto';
 import { NONCE_BYTES, PeerHandshake, authKey } from '../../cluster/peer-auth.js';
 import { PEER_PATH, PEER_PROTOCOL_VERSION, PeerFrame, encodeControl, encodeProof, writeEnvelopesHeader, ENVELOPES_HEADER_BYTES } from '../../cluster/peer-protocol.js';
-import { withTimeout } from '../helpers.js';
+import { lengthPrefixedFrame, withTimeout } from '../helpers.js';
 
 export class RawPeer {
   readonly frames: Buffer[] = [];
@@ -73,13 +73,7 @@ export class RawPeer {
 
 /** An ENVELOPES frame with these envelopes. */
 export function envelopesFrame(seq: number, envelopes: Uint8Array[], epoch = 0): Buffer {
-  const frame = Buffer.alloc(ENVELOPES_HEADER_BYTES + envelopes.reduce((sum, envelope) => sum + 4 + envelope.length, 0));
+  const frame = lengthPrefixedFrame(ENVELOPES_HEADER_BYTES, envelopes);
   writeEnvelopesHeader(frame, seq, envelopes.length, epoch);
-  let cursor = ENVELOPES_HEADER_BYTES;
-  for (const envelope of envelopes) {
-    frame.writeUInt32LE(envelope.length, cursor);
-    frame.set(envelope, cursor + 4);
-    cursor += 4 + envelope.length;
-  }
   return frame;
 }
