@@ -138,6 +138,15 @@ function fail(message: string): never {
   process.exit(2);
 }
 
+/** A file a flag names, or a clear exit when it cannot be read. */
+function readFlagFile(flag: string, path: string): Buffer {
+  try {
+    return readFileSync(path);
+  } catch (error) {
+    fail(`--${flag} ${path}: cannot read it (${(error as NodeJS.ErrnoException).code ?? (error as Error).message})`);
+  }
+}
+
 function integer(name: string, text: string | undefined): number | undefined {
   if (text === undefined) return undefined;
   if (!/^\d+$/.test(text)) fail(`--${name} must be a whole number, got "${text}"`);
@@ -294,13 +303,7 @@ async function main(): Promise<void> {
   try {
     for (const flag of values.endpoint ?? fromEnvironment('endpoint')?.split(/\s+/).filter(Boolean) ?? []) endpoints.push(parseEndpointFlag(flag));
     for (const path of values.module ?? fromEnvironment('module')?.split(',').filter(Boolean) ?? []) {
-      let text: string;
-      try {
-        text = readFileSync(path, 'utf8');
-      } catch (error) {
-        fail(`--module ${path}: cannot read it (${(error as NodeJS.ErrnoException).code ?? (error as Error).message})`);
-      }
-      const module = parseModuleYaml(text, path);
+      const module = parseModuleYaml(readFlagFile('module', path).toString('utf8'), path);
       endpoints.push(...module.endpoints);
       for (const ignored of module.ignored) process.stderr.write(`statecraft: ${path}: ignored ${ignored}\n`);
     }
@@ -324,25 +327,11 @@ async function main(): Promise<void> {
   const tlsCaFile = get('tls-ca');
   if ((tlsCert === undefined) !== (tlsKey === undefined)) fail('--tls-cert and --tls-key go together');
   if (tlsCaFile !== undefined && tlsCert === undefined) fail('--tls-ca checks the other nodes\' certificates: it needs --tls-cert and --tls-key');
-  let tlsCa: Buffer | undefined;
-  if (tlsCaFile !== undefined) {
-    try {
-      tlsCa = readFileSync(tlsCaFile);
-    } catch (error) {
-      fail(`--tls-ca ${tlsCaFile}: cannot read it (${(error as NodeJS.ErrnoException).code ?? (error as Error).message})`);
-    }
-  }
+  const tlsCa = tlsCaFile === undefined ? undefined : readFlagFile('tls-ca', tlsCaFile);
   const peerFiles = (['peer-tls-cert', 'peer-tls-key', 'peer-tls-ca'] as const).map((name) => get(name));
   if (peerFiles.some((file) => file !== undefined) && peerFiles.some((file) => file === undefined)) fail('--peer-tls-cert, --peer-tls-key and --peer-tls-ca go together');
   if (peerFiles[0] !== undefined && tlsCert === undefined) fail('mutual TLS between nodes rides the TLS port: give --tls-cert and --tls-key too');
-  const readPeerFile = (name: string, path: string): Buffer => {
-    try {
-      return readFileSync(path);
-    } catch (error) {
-      fail(`--${name} ${path}: cannot read it (${(error as NodeJS.ErrnoException).code ?? (error as Error).message})`);
-    }
-  };
-  const mutual = peerFiles[0] === undefined ? {} : { cert: readPeerFile('peer-tls-cert', peerFiles[0]), key: readPeerFile('peer-tls-key', peerFiles[1]!), requireClientCert: true };
+  const mutual = peerFiles[0] === undefined ? {} : { cert: readFlagFile('peer-tls-cert', peerFiles[0]), key: readFlagFile('peer-tls-key', peerFiles[1]!), requireClientCert: true };
   const peerTls = tlsCert === undefined ? null : { ...(tlsCa === undefined ? {} : { ca: tlsCa }), ...mutual };
 
   if (seeds.length === 0) {
@@ -379,14 +368,8 @@ async function main(): Promise<void> {
   const tokensFile = get('client-tokens-file');
   let clientTokens: ClientTokens | undefined;
   if (tokensFile !== undefined) {
-    let text: string;
     try {
-      text = readFileSync(tokensFile, 'utf8');
-    } catch (error) {
-      fail(`--client-tokens-file ${tokensFile}: cannot read it (${(error as NodeJS.ErrnoException).code ?? (error as Error).message})`);
-    }
-    try {
-      clientTokens = ClientTokens.parse(text, `--client-tokens-file ${tokensFile}`);
+      clientTokens = ClientTokens.parse(readFlagFile('client-tokens-file', tokensFile).toString('utf8'), `--client-tokens-file ${tokensFile}`);
     } catch (error) {
       if (error instanceof StatecraftError) fail(error.message);
       throw error;
@@ -394,13 +377,8 @@ async function main(): Promise<void> {
   }
 
   const adminTokenFile = get('admin-token-file');
-  let adminToken: string | undefined;
-  if (adminTokenFile !== undefined) {
-    try {
-      adminToken = readFileSync(adminTokenFile, 'utf8').trim();
-    } catch (error) {
-      fail(`--admin-token-file ${adminTokenFile}: cannot read it (${(error as NodeJS.ErrnoException).code ?? (error as Error).message})`);
-    }
+  const adminToken = adminTokenFile === undefined ? undefined : readFlagFile('admin-token-file', adminTokenFile).toString('utf8').trim();
+  if (adminToken !== undefined && adminTokenFile !== undefined) {
     if (adminToken.length < 16 || /\s/.test(adminToken)) fail(`--admin-token-file ${adminTokenFile}: the token needs at least 16 characters and no spaces (make one with: openssl rand -hex 16)`);
   }
 

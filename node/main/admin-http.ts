@@ -118,6 +118,12 @@ export class AdminHttp {
     return this.tls !== null;
   }
 
+  /** `http://host:port` (https with TLS), once it listens. */
+  get origin(): string {
+    const { host, port } = this.address!;
+    return `${this.secure ? 'https' : 'http'}://${host.includes(':') ? `[${host}]` : host}:${port}`;
+  }
+
   /** Reads the TLS files again (a renewed certificate): new connections use them; a bad pair keeps the old. */
   reloadTls(): void {
     if (this.tls === null) throw new StatecraftError('SC_ERR_INVALID_OPTION', 'this node has no TLS files to reload (start it with --tls-cert and --tls-key)');

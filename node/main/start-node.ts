@@ -147,7 +147,7 @@ export async function startNode(options: NodeOptions): Promise<StatecraftNode> {
       node.adminOnly = new AdminHttp(node, options.adminToken ?? null, options.tls ?? null, { admin: true, upgrades: false, adminAt: null });
       await node.adminOnly.listen(options.adminPort ?? 0, options.adminHost);
     }
-    const adminAt = node.adminOnly === null ? null : `${node.adminOnly.secure ? 'https' : 'http'}://${hostInUrl(node.adminOnly.address!.host)}:${node.adminOnly.address!.port}`;
+    const adminAt = node.adminOnly?.origin ?? null;
     node.admin = new AdminHttp(node, options.adminToken ?? null, options.tls ?? null, { admin: adminAt === null, upgrades: true, adminAt });
     await node.admin.listen(resolved.port, resolved.host);
   } catch (error) {
@@ -197,17 +197,14 @@ async function startCheckpoints(node: MainThread, restore: boolean): Promise<voi
   if (restore) await checkpointing.lead({ participants: [node.nodeId], view: 'single' });
 }
 
-const hostInUrl = (host: string) => (host.includes(':') ? `[${host}]` : host);
-
 function handle(node: MainThread, functionNames: string[], shards: number): StatecraftNode {
   const address = node.admin!.address!;
-  const urlHost = hostInUrl(address.host);
-  const adminOnly = node.adminOnly?.address ?? null;
   const port = new NodePort(node);
   return {
-    url: `${node.admin!.secure ? 'wss' : 'ws'}://${urlHost}:${address.port}`,
+    // The client port's origin as a WebSocket URL: http -> ws, https -> wss.
+    url: node.admin!.origin.replace(/^http/, 'ws'),
     secure: node.admin!.secure,
-    adminUrl: adminOnly === null ? `${node.admin!.secure ? 'https' : 'http'}://${urlHost}:${address.port}` : `${node.adminOnly!.secure ? 'https' : 'http'}://${hostInUrl(adminOnly.host)}:${adminOnly.port}`,
+    adminUrl: (node.adminOnly ?? node.admin!).origin,
     reloadTls: () => node.admin!.reloadTls(),
     host: address.host,
     port: address.port,
