@@ -343,18 +343,6 @@ async function main(): Promise<void> {
       process.stderr.write(`statecraft: ${live.map((peer) => peer.id).join(', ')} of this node's last cluster answer: rejoining it (remembered in ${identity.dataDir}/peers.json; give --join to choose)\n`);
     }
   }
-  let secret: ClusterSecret;
-  try {
-    secret = resolveClusterSecret({ file: get('cluster-secret-file'), value: process.env.STATECRAFT_CLUSTER_SECRET, dataDir: identity.dataDir, joining: seeds.length > 0 });
-  } catch (error) {
-    identity.release();
-    if (error instanceof StatecraftError) fail(error.message);
-    throw error;
-  }
-  if (secret.warning !== null) process.stderr.write(`statecraft: warning: ${secret.warning}\n`);
-  if (secret.generated) {
-    process.stderr.write(`statecraft: no cluster secret given: generated one in ${secret.source}; start the nodes that join this one with --cluster-secret-file naming a copy of it\n`);
-  }
   const checkpointStore = get('checkpoint-store') ?? 'file://./data/checkpoints';
   const checkpointInterval = integer('checkpoint-interval', get('checkpoint-interval'));
   if (checkpointInterval !== undefined && checkpointInterval < 10) fail('--checkpoint-interval must be at least 10 ms');
@@ -383,6 +371,18 @@ async function main(): Promise<void> {
   }
 
 
+  let secret: ClusterSecret;
+  try {
+    secret = resolveClusterSecret({ file: get('cluster-secret-file'), value: process.env.STATECRAFT_CLUSTER_SECRET, dataDir: identity.dataDir, joining: seeds.length > 0 });
+  } catch (error) {
+    identity.release();
+    if (error instanceof StatecraftError) fail(error.message);
+    throw error;
+  }
+  if (secret.warning !== null) process.stderr.write(`statecraft: warning: ${secret.warning}\n`);
+  if (secret.generated) {
+    process.stderr.write(`statecraft: no cluster secret given: generated one in ${secret.source}; start the nodes that join this one with --cluster-secret-file naming a copy of it\n`);
+  }
   let node: StatecraftNode;
   try {
     node = await startNode({
