@@ -43,6 +43,7 @@ import {
 import { PeerLink, type Connection } from './peer-link.js';
 import { NONCE_BYTES, PeerHandshake, authKey } from './peer-auth.js';
 import { setMaxPayload } from '../lib/ws-payload.js';
+import { refuseUpgrade } from '../lib/upgrade-refusal.js';
 
 const HEARTBEAT_MS = 2_000;
 const HELLO_TIMEOUT_MS = 5_000;
@@ -148,8 +149,7 @@ export class PeerNetwork {
       const why = (request.socket as TLSSocket).authorizationError ?? 'no client certificate';
       this.noteRefusal(`a peer connection from ${request.socket.remoteAddress ?? '?'}: no certificate of the peers' CA (${String(why)})`);
       if (this.authFailures === 1 || this.authFailures % 1000 === 0) this.options.log(`peer: refused a connection from ${request.socket.remoteAddress ?? '?'}: no certificate of the peers' CA (${String(why)})`);
-      const body = 'a peer must present a certificate of the cluster\'s peer CA (--peer-tls-ca)\n';
-      socket.end(`HTTP/1.1 403 Forbidden\r\nConnection: close\r\nContent-Type: text/plain\r\nContent-Length: ${body.length}\r\n\r\n${body}`, () => socket.destroy());
+      refuseUpgrade(socket, 403, 'a peer must present a certificate of the cluster\'s peer CA (--peer-tls-ca)\n');
       return true;
     }
     if (this.anonymous.size >= HANDSHAKES_MAX) {
@@ -158,8 +158,7 @@ export class PeerNetwork {
       if (this.handshakesRefused === 1 || this.handshakesRefused % 1000 === 0) {
         this.options.log(`peer: refused a connection from ${request.socket.remoteAddress ?? '?'}: ${HANDSHAKES_MAX} peer handshakes are under way (${this.handshakesRefused} refused so far)`);
       }
-      const body = 'too many peer handshakes under way: try again\n';
-      socket.end(`HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nContent-Type: text/plain\r\nContent-Length: ${body.length}\r\n\r\n${body}`, () => socket.destroy());
+      refuseUpgrade(socket, 503, 'too many peer handshakes under way: try again\n');
       return true;
     }
     this.server.handleUpgrade(request, socket, head, (ws) => this.adopt(ws, false, `${request.socket.remoteAddress ?? '?'}:${request.socket.remotePort ?? '?'}`));

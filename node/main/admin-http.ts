@@ -22,6 +22,7 @@ import type { ClusterHooks } from './cluster-port.js';
 import type { Gateway } from './gateway.js';
 import type { NodeMetrics } from './node-metrics.js';
 import type { TlsFiles } from './options.js';
+import { refuseUpgrade } from '../../lib/upgrade-refusal.js';
 
 /** What admin HTTP needs of the main thread. */
 export interface AdminHost {
@@ -80,22 +81,21 @@ export class AdminHttp {
     }
     this.server.on('upgrade', (request, socket, head) => {
       if (!this.role.upgrades) {
-        socket.end('HTTP/1.1 404 Not Found\r\nConnection: close\r\n\r\n');
+        refuseUpgrade(socket, 404);
         return;
       }
       if (main.closing) {
-        socket.end('HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\n\r\n');
+        refuseUpgrade(socket, 503);
         return;
       }
       const path = (request.url ?? '/').split('?')[0];
       const refusal = path === '/' || path === '' ? (main.cluster?.refusesClients() ?? null) : null;
       if (refusal !== null) {
-        const body = JSON.stringify({ error: refusal, nodeId: main.nodeId });
-        socket.end(`HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`);
+        refuseUpgrade(socket, 503, { error: refusal, nodeId: main.nodeId });
         return;
       }
       if (path === '/' || path === '') main.gateway!.handleUpgrade(request, socket, head);
-      else if (!main.cluster?.upgrade(request, socket, head)) socket.end('HTTP/1.1 404 Not Found\r\nConnection: close\r\n\r\n');
+      else if (!main.cluster?.upgrade(request, socket, head)) refuseUpgrade(socket, 404);
     });
   }
 

@@ -43,6 +43,7 @@ import { validateEgressName } from '../../lib/address.js';
 import type { EgressHub, EgressSink } from './egress-hub.js';
 import type { ClientTokens, Grant } from './client-tokens.js';
 import { setMaxPayload } from '../../lib/ws-payload.js';
+import { refuseUpgrade } from '../../lib/upgrade-refusal.js';
 
 export interface GatewayHost {
   readonly nodeId: string;
@@ -443,8 +444,7 @@ export class Gateway {
     if (this.connections.size >= this.host.connectionsMax) {
       // Before the upgrade: a flood costs a short HTTP answer per connection. The client tries another node.
       this.host.countRefusal('limit');
-      const body = JSON.stringify({ error: `this node has ${this.connections.size} client connections, its most (--client-connections-max): try another node`, nodeId: this.host.nodeId });
-      socket.end(`HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`);
+      refuseUpgrade(socket, 503, { error: `this node has ${this.connections.size} client connections, its most (--client-connections-max): try another node`, nodeId: this.host.nodeId });
       return;
     }
     this.server.handleUpgrade(request, socket, head, (ws) => {
