@@ -14,6 +14,7 @@
 import { invariant } from '../lib/errors.js';
 import type { MemberState } from './membership.js';
 import type { Placement } from './placement.js';
+import type { KeyGroupRoute } from '../node/index.js';
 import type { ViewAction } from './view-actions.js';
 
 /** How long key groups wait for a hand-over from a member that left before starting afresh. */
@@ -79,6 +80,18 @@ export class HandoverTable {
 
   get(keyGroup: number): Moving | undefined {
     return this.moving.get(keyGroup);
+  }
+
+  /**
+   * A key group's route while this node has no majority: its own key groups are held at their shards
+   * (nothing runs; messages wait there in order), one being adopted is left to its adoption, and the
+   * rest (another node's, or on the move) go to the cluster layer.
+   */
+  routeWithoutMajority(keyGroup: number): KeyGroupRoute | null {
+    const moving = this.moving.get(keyGroup);
+    if (moving?.state === 'adopting') return null;
+    if (moving !== undefined) return false;
+    return this.facts.ownerOf(keyGroup) === this.facts.selfId ? 'held' : false;
   }
 
   anyAdopting(): boolean {
@@ -194,7 +207,8 @@ export class HandoverTable {
   /** The image was malformed: the key group is this node's, empty. */
   adoptDropped(keyGroup: number): void {
     this.endAdopting(keyGroup);
-    this.perform({ type: 'own', owned: (group) => (group === keyGroup ? true : null) });
+    const route = this.facts.inMajority() ? true : 'held';
+    this.perform({ type: 'own', owned: (group) => (group === keyGroup ? route : null) });
     this.perform({ type: 'flush-held', keyGroup });
   }
 
@@ -202,7 +216,7 @@ export class HandoverTable {
   adopted(keyGroup: number, nowMs: number): void {
     this.endAdopting(keyGroup);
     // Without a majority it is held like every other key group until the majority is back.
-    if (!this.facts.inMajority()) this.perform({ type: 'own', owned: (group) => (group === keyGroup ? false : null) });
+    if (!this.facts.inMajority()) this.perform({ type: 'own', owned: (group) => (group === keyGroup ? 'held' : null) });
     if (this.facts.ownerOf(keyGroup) !== this.facts.selfId) {
       // The placement moved on while it was being adopted: pass it on.
       this.moving.set(keyGroup, { state: 'releasing', sinceMs: nowMs });
@@ -214,7 +228,8 @@ export class HandoverTable {
   /** The node could not take the image in: the key group starts afresh here, if it is still ours. */
   adoptFailed(keyGroup: number): void {
     this.endAdopting(keyGroup);
-    this.perform({ type: 'own', owned: (group) => (group === keyGroup ? this.facts.inMajority() && this.facts.ownerOf(group) === this.facts.selfId : null) });
+    const route = this.facts.ownerOf(keyGroup) !== this.facts.selfId ? false : this.facts.inMajority() ? true : 'held';
+    this.perform({ type: 'own', owned: (group) => (group === keyGroup ? route : null) });
     this.perform({ type: 'flush-held', keyGroup });
   }
 

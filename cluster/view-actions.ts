@@ -2,7 +2,7 @@
  * What the view core (view-core.ts, handover-core.ts) asks its shell to do, as plain data. The shell
  * performs each action as it is emitted, in order (cluster-node.ts `perform`).
  */
-import type { CheckpointControl, CheckpointRef } from '../node/index.js';
+import type { CheckpointControl, CheckpointRef, KeyGroupRoute } from '../node/index.js';
 import type { Placement } from './placement.js';
 import type { ClusterStatus } from './view-status.js';
 
@@ -28,7 +28,7 @@ export type ViewAction =
   /** This node gained (true) or lost its majority: wake admission, resolve whoever waits for it. */
   | { type: 'majority'; reached: boolean }
   /** Which key groups this node owns from now on (see ClusterPort.setOwnership; evaluate it at once). */
-  | { type: 'own'; owned: (keyGroup: number) => boolean | null }
+  | { type: 'own'; owned: (keyGroup: number) => KeyGroupRoute | null }
   /** Export a key group and send its image to its owner. */
   | { type: 'release'; keyGroup: number }
   /** Deliver what waited for a key group's hand-over, in order, by the routing table as it is now. */

@@ -272,9 +272,9 @@ export class ClusterView implements PlacementFacts {
       for (const [id, state] of states) if ((state === 'alive' || state === 'suspect') && !this.view.has(id)) this.view.add(id);
     }
     if (!this.majority && this.#status !== 'joining') {
-      // No majority: process nothing until it is back (messages wait), and keep the placement as it
-      // was, dead members included, so this node claims no key group it did not own.
-      if (hadMajority) this.perform({ type: 'own', owned: (keyGroup) => (this.moves.get(keyGroup)?.state === 'adopting' ? null : false) });
+      // No majority: process nothing until it is back (messages wait at their shards, in order), and
+      // keep the placement as it was, dead members included, so this node claims no key group it did not own.
+      if (hadMajority) this.perform({ type: 'own', owned: (keyGroup) => this.moves.routeWithoutMajority(keyGroup) });
       return;
     }
     // Suspects keep their key groups until they are declared dead: suspicion is often wrong.
@@ -420,6 +420,8 @@ export class ClusterView implements PlacementFacts {
     invariant(this.isCurrentRecovery(epoch), 'the shell finishes only the current recovery');
     invariant(this.#status === 'recovering', 'a recovery finishes while recovering');
     this.moveTo(this.majority ? 'serving' : 'no-majority');
+    // The restore routed this node's key groups to its shards: without a majority they are held there.
+    if (!this.majority) this.perform({ type: 'own', owned: (keyGroup) => this.moves.routeWithoutMajority(keyGroup) });
     this.settleCheckpointing();
     // The membership may have moved on while this node restored (before the stashed envelopes,
     // so hand-overs among them find this node waiting for them).

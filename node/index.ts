@@ -3,7 +3,7 @@ export { startNode, type StatecraftNode } from './main/start-node.js';
 export { ClientTokens, type Grant } from './main/client-tokens.js';
 export type { NodeOptions, CheckpointOptions } from './main/options.js';
 export type { NodeMetrics } from './main/node-metrics.js';
-export type { ClusterHooks, ClusterPort, CheckpointControl, RollBackResult } from './main/cluster-port.js';
+export type { ClusterHooks, ClusterPort, CheckpointControl, KeyGroupRoute, RollBackResult } from './main/cluster-port.js';
 export { isCheckpointRef, type CheckpointRef } from './checkpoint/terms.js';
 export {
   openBlobStore,

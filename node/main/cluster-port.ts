@@ -65,12 +65,16 @@ export interface RollBackResult {
   instances: number;
 }
 
+/**
+ * How a node routes a key group: true = it runs here (routed to its shard); 'held' = it is this node's
+ * but nothing of it may run now (no majority): its messages wait at its shard, in order, and run first
+ * when it is routed here again; false = another node's (routed to `forward`).
+ */
+export type KeyGroupRoute = boolean | 'held';
+
 export interface ClusterPort {
-  /**
-   * Which key groups this node owns from now on: true = owned (routed to its shard), false = routed to
-   * `forward`, null = leave as it is (a key group in the middle of a hand-over).
-   */
-  setOwnership(owned: (keyGroup: number) => boolean | null): void;
+  /** How this node routes each key group from now on (KeyGroupRoute); null = leave as it is (a key group in the middle of a hand-over). */
+  setOwnership(owned: (keyGroup: number) => KeyGroupRoute | null): void;
   /**
    * Hands key groups out: routes them to `forward` at once, then has their shards export them (state,
    * timers, queued messages; see handover.ts). Resolves with one body per key group.

@@ -18,12 +18,12 @@ import { checkValueSize, toTypedValue } from '../../lib/typed-value.js';
 import type { Type } from '../../lib/types.js';
 import type { Checkpointing } from '../checkpoint/checkpointing.js';
 import type { Recovery } from '../checkpoint/recovery.js';
-import { Inbox, MAIN_THREAD, Outbox, Stat, ThreadStats, type MailboxLayout } from '../rings/mailbox.js';
+import { Inbox, MAIN_THREAD, Outbox, Stat, ThreadStats, heldAt, shardOfRoute, type MailboxLayout } from '../rings/mailbox.js';
 import { Metric, ThreadMetrics } from '../rings/metrics.js';
 import type { NodeMetrics } from './node-metrics.js';
 import type { RecordVisitor } from '../rings/spsc-ring.js';
 import type { AdminHttp } from './admin-http.js';
-import type { ClusterHooks } from './cluster-port.js';
+import type { ClusterHooks, KeyGroupRoute } from './cluster-port.js';
 import type { EgressHub } from './egress-hub.js';
 import type { FunctionTypes } from './function-types.js';
 import type { Gateway, GatewayHost } from './gateway.js';
@@ -120,13 +120,22 @@ export class MainThread implements RecordVisitor, GatewayHost {
 
   // ---- routing ----
 
-  /** Points each key group at its shard (owned) or at the main thread (another node's, or held); null leaves it. */
-  setRouting(owned: (keyGroup: number) => boolean | null): void {
+  /**
+   * Points each key group at its shard (true), at its shard held (its messages wait there, in order), or
+   * at the main thread (another node's); null leaves it. Shards whose key groups run again are woken.
+   */
+  setRouting(owned: (keyGroup: number) => KeyGroupRoute | null): void {
     const routing = this.routing;
+    const woken = new Set<number>();
     for (let keyGroup = 0; keyGroup < routing.length; keyGroup++) {
       const own = owned(keyGroup);
-      if (own !== null) Atomics.store(routing, keyGroup, own ? this.pool.shardOf(keyGroup) : MAIN_THREAD);
+      if (own === null) continue;
+      const shard = this.pool.shardOf(keyGroup);
+      const entry = own === 'held' ? heldAt(shard) : own ? shard : MAIN_THREAD;
+      if (routing[keyGroup] === heldAt(shard) && entry !== heldAt(shard)) woken.add(shard);
+      Atomics.store(routing, keyGroup, entry);
     }
+    for (const shard of woken) this.outbox.wake(shard);
   }
 
   /** Routes an invoke envelope to its key group's shard, or to the cluster layer when another node owns it. */
@@ -136,7 +145,8 @@ export class MainThread implements RecordVisitor, GatewayHost {
       this.cluster!.forward(bytes, offset, length, keyGroup);
       return;
     }
-    this.writeToShard(to, bytes, offset, length);
+    // A held key group's messages wait at its shard, in order with everything else sent to it.
+    this.writeToShard(shardOfRoute(to), bytes, offset, length);
   }
 
   /** Everything the main thread writes to a shard counts: shards count what they receive from it. */
@@ -195,7 +205,7 @@ export class MainThread implements RecordVisitor, GatewayHost {
       return;
     }
     const outbox = this.outbox;
-    const offset = outbox.reserve(this.routing[keyGroup]!, invokeLengthMax(target.typename, target.id, null, null, typed));
+    const offset = outbox.reserve(shardOfRoute(this.routing[keyGroup]!), invokeLengthMax(target.typename, target.id, null, null, typed));
     const end = writeInvoke(outbox.target, offset, keyGroup, target.typename, target.id, null, null, typed);
     outbox.commit(end - offset);
     this.flush();

@@ -4,7 +4,7 @@
  */
 import type { CheckpointRef } from '../checkpoint/terms.js';
 import { StatecraftError } from '../../lib/errors.js';
-import type { CheckpointControl, ClusterPort, RollBackResult } from './cluster-port.js';
+import type { CheckpointControl, ClusterPort, KeyGroupRoute, RollBackResult } from './cluster-port.js';
 import { MAIN_THREAD } from '../rings/mailbox.js';
 import type { Checkpointing } from '../checkpoint/checkpointing.js';
 import type { Recovery } from '../checkpoint/recovery.js';
@@ -17,7 +17,7 @@ export interface PortHost {
   readonly routing: Int32Array;
   readonly checkpointing: Pick<Checkpointing, 'setPeers' | 'lead' | 'onControl' | 'stoppingTogether'> | null;
   readonly recovery: Pick<Recovery, 'begin' | 'prepare' | 'rollBack'> | null;
-  setRouting(owned: (keyGroup: number) => boolean | null): void;
+  setRouting(owned: (keyGroup: number) => KeyGroupRoute | null): void;
   deliverFromPeer(bytes: Uint8Array, offset: number, length: number, fromPeer: string | null): void;
   flush(): void;
   wake(): void;
@@ -33,9 +33,9 @@ export class NodePort implements ClusterPort {
     return this.main.checkpointing !== null;
   }
 
-  setOwnership(owned: (keyGroup: number) => boolean | null): void {
-    // Shards read this table for every message they route; a plain store per key group suffices
-    // (a message routed by the old entry reaches the main thread, which forwards it again).
+  setOwnership(owned: (keyGroup: number) => KeyGroupRoute | null): void {
+    // Shards read this table for every message they route; a plain store per key group suffices (a
+    // message routed by the old entry reaches the main thread, which forwards it again, or, held, waits at its shard).
     this.main.setRouting(owned);
   }
 

@@ -13,7 +13,7 @@ import type { CheckpointStats } from '../checkpoint/checkpoint-leader.js';
 import { Checkpointing, type CheckpointingHost } from '../checkpoint/checkpointing.js';
 import { Recovery } from '../checkpoint/recovery.js';
 import { EndpointTable } from '../remote/remote-endpoints.js';
-import { createMailboxLayout } from '../rings/mailbox.js';
+import { createMailboxLayout, shardOfRoute } from '../rings/mailbox.js';
 import { createMetricsBuffer } from '../rings/metrics.js';
 import { openBlobStore } from '../storage/blob-store.js';
 import { AdminHttp } from './admin-http.js';
@@ -215,7 +215,7 @@ function handle(node: MainThread, functionNames: string[], shards: number): Stat
     functions: functionNames,
     send: (target, value, type) => node.sendLocal(target, value, type),
     metrics: () => node.metricsNow(),
-    shardOf: (keyGroup) => node.routing[keyGroup]!,
+    shardOf: (keyGroup) => shardOfRoute(node.routing[keyGroup]!),
     shardHeapBytes: () => node.pool.heapBytes(),
     attachCluster: (hooks) => {
       if (node.cluster !== null) throw new StatecraftError('SC_ERR_INVALID_OPTION', 'a cluster layer is attached to this node already');

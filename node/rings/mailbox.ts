@@ -14,6 +14,20 @@ import { RingConsumer, RingProducer, createRingBuffer, recordBytesMax, type Reco
 
 export const MAIN_THREAD = 0;
 
+/**
+ * The routing table holds, per key group, the thread its messages go to: a shard that runs it, or the
+ * main thread (another node's). `heldAt(shard)` marks a key group that shard owns but may not run now:
+ * its messages go to the shard all the same and wait there, in order (shard/held-messages.ts).
+ */
+export function heldAt(shard: number): number {
+  return -shard;
+}
+
+/** The shard a routing entry names (run or held there), or MAIN_THREAD. */
+export function shardOfRoute(entry: number): number {
+  return entry < 0 ? -entry : entry;
+}
+
 /** Per-thread figures shared through the control buffer, for admission control and metrics. */
 export const Stat = {
   /** Bytes waiting in this thread's overflow queues (int32, Atomics). */
@@ -146,6 +160,11 @@ export class Outbox {
       this.producers[to]!.commit(length);
     }
     this.reservedTo = -1;
+  }
+
+  /** Rings thread `to`'s doorbell, so a parked thread looks again (its routing changed). */
+  wake(to: number): void {
+    ringDoorbell(this.bells, to);
   }
 
   /** Copies an already encoded record to thread `to`. */

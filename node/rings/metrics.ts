@@ -24,9 +24,11 @@ export const Metric = {
   RemoteRequests: 14,
   /** Messages waiting for a remote function's request in flight, over all its addresses. */
   RemoteBacklog: 15,
+  /** Messages of key groups held at their shard (the node has no majority): they run when it serves again. */
+  HeldMessages: 16,
 } as const;
 export type MetricName = keyof typeof Metric;
-const METRICS_PER_THREAD = 16;
+const METRICS_PER_THREAD = 17;
 
 export function createMetricsBuffer(threads: number): SharedArrayBuffer {
   return new SharedArrayBuffer(8 * METRICS_PER_THREAD * threads);

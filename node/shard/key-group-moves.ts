@@ -49,7 +49,8 @@ export class KeyGroupMoves {
     const running = (this.running.get(keyGroup) ?? 1) - 1;
     if (running === 0) this.running.delete(keyGroup);
     else this.running.set(keyGroup, running);
-    if (this.shard.routing[keyGroup] === this.shard.thread || this.ownsAdopted(keyGroup)) return 'here';
+    const route = this.shard.routing[keyGroup];
+    if (route === this.shard.thread || route === this.shard.heldEntry || this.ownsAdopted(keyGroup)) return 'here';
     if (running === 0) for (const wake of this.releaseWaiters.splice(0)) wake();
     this.shard.scheduleFlush();
     return this.releasing.has(keyGroup) ? 'releasing' : 'gone';
@@ -58,7 +59,8 @@ export class KeyGroupMoves {
   /** True for a key group adopted here whose routing does not point here yet. */
   ownsAdopted(keyGroup: number): boolean {
     if (this.adopted.size === 0 || !this.adopted.has(keyGroup)) return false;
-    if (this.shard.routing[keyGroup] === this.shard.thread) {
+    const route = this.shard.routing[keyGroup];
+    if (route === this.shard.thread || route === this.shard.heldEntry) {
       this.adopted.delete(keyGroup); // the routing caught up
       return true;
     }
@@ -88,7 +90,8 @@ export class KeyGroupMoves {
    * Exports key groups for a hand-over: the caller has pointed their routing elsewhere already, so new
    * messages for them no longer reach this shard's instances. Waits for their running invocations, then
    * takes their images with the messages queued for them (those that waited behind an invocation first,
-   * then those in the input rings, then those sent from this shard and not yet delivered).
+   * then those held while the key group could not run, then those in the input rings, then those sent
+   * from this shard and not yet delivered).
    */
   async release(keyGroups: readonly number[]): Promise<{ keyGroup: number; bytes: Uint8Array }[]> {
     const shard = this.shard;
@@ -107,6 +110,7 @@ export class KeyGroupMoves {
     const into = (keyGroup: number, message: Message) => queued.get(keyGroup)!.push(shard.encodeMessage(message));
     shard.embedded.takeWaiting(keyGroupOfId, wanted, into);
     shard.remote?.takeWaiting(keyGroupOfId, wanted, into);
+    for (const keyGroup of wanted) for (const message of shard.held.take(keyGroup)) into(keyGroup, message);
     // Messages already in the input rings were sent before the routing changed: older than anything
     // that now waits for the hand-over elsewhere, so they go in the images, after the queued ones.
     shard.refreshNow();
@@ -196,6 +200,7 @@ export class KeyGroupMoves {
     shard.remote?.reset();
     this.running.clear();
     shard.local.clear();
+    shard.held.clear();
     this.adopted.clear();
     shard.cut?.reset();
     this.captured = [];

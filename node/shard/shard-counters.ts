@@ -14,7 +14,7 @@ export class ShardCounters {
   remoteRequests = 0;
 
   /** Writes the counts, and the gauges given, to `thread`'s row (once per turn: no allocation). */
-  publish(metrics: ThreadMetrics, thread: number, delayedPending: number, backlog: number, instances: number, remoteBacklog: number): void {
+  publish(metrics: ThreadMetrics, thread: number, delayedPending: number, backlog: number, instances: number, remoteBacklog: number, held: number): void {
     metrics.set(thread, Metric.Invocations, this.invocations);
     metrics.set(thread, Metric.Failures, this.failures);
     metrics.set(thread, Metric.DeadLetters, this.deadLetters);
@@ -29,5 +29,6 @@ export class ShardCounters {
     metrics.set(thread, Metric.Instances, instances);
     metrics.set(thread, Metric.RemoteRequests, this.remoteRequests);
     metrics.set(thread, Metric.RemoteBacklog, remoteBacklog);
+    metrics.set(thread, Metric.HeldMessages, held);
   }
 }

@@ -24,13 +24,14 @@ import { ShardCut, type CheckpointPart, type CutHost } from '../checkpoint/shard
 import { DelayedMessage, tokenKey } from '../keygroups/delayed-message.js';
 import type { KeyGroupImage } from '../keygroups/key-group-image.js';
 import { KeyGroupState, PRODUCER_MARKS_PER_KEY_GROUP_MAX } from '../keygroups/key-group-state.js';
-import { Inbox, MAIN_THREAD, Outbox, Stat, ThreadStats, type MailboxLayout } from '../rings/mailbox.js';
+import { Inbox, MAIN_THREAD, Outbox, Stat, ThreadStats, heldAt, shardOfRoute, type MailboxLayout } from '../rings/mailbox.js';
 import { ThreadMetrics } from '../rings/metrics.js';
 import type { RecordVisitor } from '../rings/spsc-ring.js';
 import { RemoteDispatcher } from '../remote/remote-dispatcher.js';
 import { EndpointTable, type EndpointSpec } from '../remote/remote-endpoints.js';
 import { deadLetterFor, describeThrown } from './dead-letters.js';
 import { EmbeddedInvoker } from './embedded-invoker.js';
+import { HeldMessages } from './held-messages.js';
 import { KeyGroupMoves } from './key-group-moves.js';
 import type { KeyGroupFate, ShardContext } from './shard-context.js';
 import { ShardCounters } from './shard-counters.js';
@@ -39,7 +40,7 @@ import { checkPhaseChange, type ShardPhase } from './shard-phase.js';
 export interface ShardConfig {
   readonly thread: number;
   readonly layout: MailboxLayout;
-  /** int32 per key group: the thread that owns it. */
+  /** int32 per key group: the thread that owns it, or heldAt(shard) (rings/mailbox.ts). */
   readonly routing: SharedArrayBuffer;
   readonly metrics: SharedArrayBuffer;
   readonly keyGroups: number;
@@ -70,6 +71,8 @@ const NOTICE_INTERVAL_MS = 5000;
 const TIMER_DELAY_MAX_MS = 2 ** 31 - 1;
 const NOTICE_REASON_BYTES_MAX = 500;
 const REMOTE_BACKLOG_MAX_DEFAULT = 100_000;
+/** How often a parked shard with held messages looks whether their key groups run again (the main thread also rings). */
+const HELD_RECHECK_MS = 10;
 
 export function yieldToEventLoop(): Promise<void> {
   return new Promise((resolve) => setImmediate(resolve));
@@ -92,6 +95,10 @@ export class Shard implements RecordVisitor, ShardContext, CutHost {
   readonly inbox: Inbox;
   readonly decoder = new EnvelopeDecoder();
   readonly routing: Int32Array;
+  /** This shard's routing entry for a key group it owns but may not run now. */
+  readonly heldEntry: number;
+  /** Messages of key groups held here, in order (held-messages.ts). */
+  readonly held = new HeldMessages();
   private readonly stats: ThreadStats;
   private readonly metrics: ThreadMetrics;
   private readonly log: (line: string) => void;
@@ -131,6 +138,7 @@ export class Shard implements RecordVisitor, ShardContext, CutHost {
     this.outbox = new Outbox(config.layout, config.thread);
     this.inbox = new Inbox(config.layout, config.thread, this);
     this.routing = new Int32Array(config.routing);
+    this.heldEntry = heldAt(config.thread);
     this.stats = new ThreadStats(config.layout);
     this.metrics = new ThreadMetrics(config.metrics, config.layout.threads);
     this.cut = config.onCheckpointPart === undefined ? null : new ShardCut({ host: this, onPart: config.onCheckpointPart, pause: yieldToEventLoop });
@@ -156,7 +164,7 @@ export class Shard implements RecordVisitor, ShardContext, CutHost {
       }
       this.parked = true;
       // With records stuck in overflow queues, retry the flush every millisecond until they drain.
-      await this.inbox.park(this.outbox.hasOverflow ? 1 : Infinity);
+      await this.inbox.park(this.outbox.hasOverflow ? 1 : this.held.count > 0 ? HELD_RECHECK_MS : Infinity);
       this.parked = false;
     }
     if (this.timerHandle) clearTimeout(this.timerHandle);
@@ -190,7 +198,8 @@ export class Shard implements RecordVisitor, ShardContext, CutHost {
     if (this.current === 'discarding' || this.current === 'frozen') return 0;
     this.inTurn = true;
     this.nowMs = Date.now();
-    let work = this.inbox.poll(RECORDS_PER_RING_PER_TURN);
+    let work = this.held.count > 0 ? this.runHeldThatRuns() : 0;
+    work += this.inbox.poll(RECORDS_PER_RING_PER_TURN);
     work += this.drainLocal();
     work += this.fireTimers();
     if (this.nowMs - this.lastSweepMs >= SWEEP_INTERVAL_MS) this.sweep();
@@ -210,10 +219,11 @@ export class Shard implements RecordVisitor, ShardContext, CutHost {
       // In flight at the cut of the open checkpoint: recorded as channel state (and processed as usual).
       const recording = this.cut !== null && this.cut.isRecording(source);
       if (this.moves.capture(data, offset, length, keyGroup, recording)) return;
-      if (owner !== this.thread && owner !== undefined && !this.moves.ownsAdopted(keyGroup)) {
+      const held = owner === this.heldEntry;
+      if (!held && owner !== this.thread && owner !== undefined && !this.moves.ownsAdopted(keyGroup)) {
         // Its key group moved (handed over, or to another node) while the message was on its way.
         if (recording) this.cut!.record(source, data.slice(offset, offset + length));
-        this.outbox.writeBytes(owner, data, offset, length);
+        this.outbox.writeBytes(shardOfRoute(owner), data, offset, length);
         this.scheduleFlush();
         return;
       }
@@ -228,7 +238,11 @@ export class Shard implements RecordVisitor, ShardContext, CutHost {
       if (message.producer !== null && !this.acceptEvent(message)) return;
       // Recorded only once accepted: a repeat dropped here must not come back with a restore.
       if (recording) this.cut!.record(source, data.slice(offset, offset + length));
-      this.deliver(message);
+      if (held) this.hold(message);
+      else {
+        if (this.held.count > 0 && this.held.has(keyGroup)) this.runHeld(keyGroup);
+        this.deliver(message);
+      }
       return;
     }
     if (kind === EnvelopeKind.Barrier) {
@@ -252,6 +266,30 @@ export class Shard implements RecordVisitor, ShardContext, CutHost {
     this.notice(
       `shard ${this.thread}: key group ${keyGroup} has ${PRODUCER_MARKS_PER_KEY_GROUP_MAX} client sessions; it forgot the least recently active one, which sent ${Math.round(idleMs / 1000)} s ago: a re-send of its events would apply again. Use fewer, longer-lived clients (one per process, not one per request).`,
     );
+  }
+
+  /** Keeps an accepted message of a held key group until it runs again (or leaves with a hand-over). */
+  private hold(message: Message): void {
+    this.changed[message.keyGroup] = 1;
+    this.held.hold(message);
+  }
+
+  /** Delivers a key group's held messages, in order: it runs again. */
+  private runHeld(keyGroup: number): number {
+    const messages = this.held.take(keyGroup);
+    for (const message of messages) this.deliver(message);
+    return messages.length;
+  }
+
+  /**
+   * Runs the held messages of key groups routed here again. Those of a key group routed away stay: a
+   * release takes them into its image (the main thread asks for it right after pointing the routing
+   * away), or a recovery drops them.
+   */
+  private runHeldThatRuns(): number {
+    let work = 0;
+    for (const keyGroup of this.held.keyGroups()) if (this.routing[keyGroup] === this.thread) work += this.runHeld(keyGroup);
+    return work;
   }
 
   /** Hands a message to its instance: now if the instance is idle, else after the messages before it. */
@@ -311,14 +349,15 @@ export class Shard implements RecordVisitor, ShardContext, CutHost {
 
   forward(message: Message): void {
     const to = this.routing[message.keyGroup]!;
-    if (to === this.thread || this.moves.ownsAdopted(message.keyGroup)) {
+    // Held here: it waits with the rest of its key group (drainLocal holds it, in order).
+    if (to === this.thread || to === this.heldEntry || this.moves.ownsAdopted(message.keyGroup)) {
       this.changed[message.keyGroup] = 1;
       this.local.push(message);
       return;
     }
     const value = new TypedValue(message.valueTypeName, message.decoded, message.bytes);
     const outbox = this.outbox;
-    const offset = outbox.reserve(to, invokeLengthMax(message.targetTypename, message.targetId, message.callerTypename, message.callerId, value, message.producer));
+    const offset = outbox.reserve(shardOfRoute(to), invokeLengthMax(message.targetTypename, message.targetId, message.callerTypename, message.callerId, value, message.producer));
     const end = writeInvoke(outbox.target, offset, message.keyGroup, message.targetTypename, message.targetId, message.callerTypename, message.callerId, value, message.producer);
     outbox.commit(end - offset);
     this.scheduleFlush();
@@ -341,7 +380,8 @@ export class Shard implements RecordVisitor, ShardContext, CutHost {
   // ---- CutHost ----
 
   owns(keyGroup: number): boolean {
-    return this.routing[keyGroup] === this.thread || this.moves.ownsAdopted(keyGroup);
+    const route = this.routing[keyGroup];
+    return route === this.thread || route === this.heldEntry || this.moves.ownsAdopted(keyGroup);
   }
 
   addWaiting(images: ReadonlyMap<number, KeyGroupImage>): void {
@@ -350,6 +390,7 @@ export class Shard implements RecordVisitor, ShardContext, CutHost {
     const into = (keyGroup: number, message: Message) => images.get(keyGroup)!.queued.push(this.encodeMessage(message));
     this.embedded.peekWaiting(keyGroupOfId, wanted, into);
     this.remote?.peekWaiting(keyGroupOfId, wanted, into);
+    this.held.peek(wanted, into);
     for (const message of this.local) images.get(message.keyGroup)?.queued.push(this.encodeMessage(message));
   }
 
@@ -363,14 +404,15 @@ export class Shard implements RecordVisitor, ShardContext, CutHost {
   private route(typename: string, id: string, callerTypename: string, callerId: string, value: TypedValue): void {
     const keyGroup = keyGroupOf(id, this.keyGroupCount);
     const to = this.routing[keyGroup]!;
-    if (to === this.thread) {
+    // Held here: it waits with the rest of its key group (drainLocal holds it, in order).
+    if (to === this.thread || to === this.heldEntry) {
       this.changed[keyGroup] = 1;
       this.local.push(new Message(keyGroup, typename, id, callerTypename, callerId, value.typename, value.value, value.bytes));
       if (this.parked) this.inbox.wake();
       return;
     }
     const outbox = this.outbox;
-    const offset = outbox.reserve(to, invokeLengthMax(typename, id, callerTypename, callerId, value));
+    const offset = outbox.reserve(shardOfRoute(to), invokeLengthMax(typename, id, callerTypename, callerId, value));
     const end = writeInvoke(outbox.target, offset, keyGroup, typename, id, callerTypename, callerId, value);
     outbox.commit(end - offset);
     this.scheduleFlush();
@@ -402,8 +444,12 @@ export class Shard implements RecordVisitor, ShardContext, CutHost {
     const batch = this.local.take(LOCAL_PER_TURN);
     for (let index = 0; index < batch.length; index++) {
       const message = batch[index]!;
-      if (this.routing[message.keyGroup] === this.thread || this.moves.ownsAdopted(message.keyGroup)) this.deliver(message);
-      else this.forward(message);
+      const route = this.routing[message.keyGroup];
+      if (route === this.heldEntry) this.hold(message);
+      else if (route === this.thread || this.moves.ownsAdopted(message.keyGroup)) {
+        if (this.held.count > 0 && this.held.has(message.keyGroup)) this.runHeld(message.keyGroup);
+        this.deliver(message);
+      } else this.forward(message);
     }
     return batch.length;
   }
@@ -470,11 +516,11 @@ export class Shard implements RecordVisitor, ShardContext, CutHost {
     // (an async handler finished while it was idle) would never come back to it: wake it to retry.
     if (this.parked && this.outbox.hasOverflow) this.inbox.wake();
     const remoteWaiting = this.remote?.waiting ?? 0;
-    const backlog = this.embedded.waiting + this.embedded.running + this.local.length;
+    const backlog = this.embedded.waiting + this.embedded.running + this.local.length + this.held.count;
     this.stats.set(this.thread, Stat.Backlog, backlog);
     this.stats.set(this.thread, Stat.IngressReceived, this.ingressReceived);
     this.stats.set(this.thread, Stat.RemoteWork, remoteWaiting + (this.remote?.inFlight ?? 0));
-    this.counters.publish(this.metrics, this.thread, this.groups.timers.size, backlog, this.groups.records.size, remoteWaiting);
+    this.counters.publish(this.metrics, this.thread, this.groups.timers.size, backlog, this.groups.records.size, remoteWaiting, this.held.count);
   }
 
   notice(line: string): void {

@@ -6,7 +6,7 @@
  */
 import { EnvelopeKind, readKeyGroup, writeKeyGroup } from '../../lib/envelope.js';
 import { IMAGE_VERSION, encodeImage } from '../../node/keygroups/key-group-image.js';
-import type { CheckpointControl, CheckpointRef, ClusterHooks, ClusterPort, RollBackResult } from '../../node/index.js';
+import type { CheckpointControl, CheckpointRef, ClusterHooks, ClusterPort, KeyGroupRoute, RollBackResult } from '../../node/index.js';
 import { termId } from '../../node/checkpoint/terms.js';
 
 /** Checkpoint `checkpoint` as a recovery names it (0: none), in a fixed term. */
@@ -67,10 +67,11 @@ export class FakePort implements ClusterPort {
     this.owned = new Array<boolean>(keyGroups).fill(true);
   }
 
-  setOwnership(owned: (keyGroup: number) => boolean | null): void {
+  /** `owned`: the key groups that run here (held ones do not). */
+  setOwnership(owned: (keyGroup: number) => KeyGroupRoute | null): void {
     for (let keyGroup = 0; keyGroup < this.owned.length; keyGroup++) {
       const own = owned(keyGroup);
-      if (own !== null) this.owned[keyGroup] = own;
+      if (own !== null) this.owned[keyGroup] = own === true;
     }
   }
 

@@ -10,13 +10,14 @@ import type { Member, MemberState } from '../../cluster/membership.js';
 import { computePlacement } from '../../cluster/placement.js';
 import { BEHIND_ASK_MS, ClusterView, ROLLBACK_ASK_MS, STATUS_EDGES, type ViewAction } from '../../cluster/view-core.js';
 import { ref } from './fake-port.js';
+import type { KeyGroupRoute } from '../../node/index.js';
 
 const KEY_GROUPS = 64;
 
 /** A core with its actions collected; `own` actions are applied to an ownership table at once, as the node would. */
 function core(selfId: string, options: { joining?: boolean; checkpointing?: boolean } = {}) {
   const actions: ViewAction[] = [];
-  const owned = new Array<boolean>(KEY_GROUPS).fill(true);
+  const owned = new Array<KeyGroupRoute>(KEY_GROUPS).fill(true);
   const view = new ClusterView({
     selfId,
     keyGroups: KEY_GROUPS,
@@ -106,13 +107,15 @@ test('a member joins a serving node: the key groups it gains are released to it,
   assert.not.ok(node.view.moves.isMoving(released[0]!));
 });
 
-test('losing the majority: nothing is owned, the dead stay in the view, newcomers wait; back: serving again', () => {
+test('losing the majority: nothing runs (its own key groups are held), the dead stay in the view, newcomers wait; back: serving again', () => {
   const node = servingWith(['a', 'b', 'c']);
   node.take();
   node.view.viewChanged(members({ a: 'alive', b: 'dead', c: 'suspect' }), 10);
   assert.is(node.view.status, 'no-majority');
   assert.equal(node.view.viewMembers(), ['a', 'b', 'c'], 'a member declared dead leaves the view only with a majority');
-  assert.ok(node.owned.every((own) => !own));
+  const mine = groupsOf('a', ['a', 'b', 'c']);
+  assert.ok(mine.length > 0 && mine.every((keyGroup) => node.owned[keyGroup] === 'held'), 'its own key groups are held at their shards');
+  assert.ok(node.owned.every((own, keyGroup) => mine.includes(keyGroup) || own === false), "the others' go to the cluster layer");
   assert.equal(logs(node.take()), ['cluster: not serving: reaches 1 of the 3 members of the last agreed view, not a majority: waiting for them']);
   assert.is(node.view.forwardTo(0, null), null, 'messages wait');
   assert.not.ok(node.view.mayClaim());
@@ -125,6 +128,7 @@ test('losing the majority: nothing is owned, the dead stay in the view, newcomer
   assert.is(node.view.status, 'serving');
   assert.equal(node.view.viewMembers(), ['a', 'c', 'd']);
   assert.ok(logs(node.take()).includes('cluster: serving'));
+  assert.ok(node.owned.every((own) => own !== 'held'), 'nothing is held any more');
 });
 
 test('checkpoints on, a member dies: the leader starts a recovery; another member awaits its order and asks for it', () => {

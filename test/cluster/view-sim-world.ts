@@ -266,7 +266,7 @@ export class ViewWorld {
       case 'own':
         for (let keyGroup = 0; keyGroup < this.keyGroups; keyGroup++) {
           const own = action.owned(keyGroup);
-          if (own !== null) node.owned[keyGroup] = own;
+          if (own !== null) node.owned[keyGroup] = own === true; // held: it does not run
         }
         return;
       case 'release': {

@@ -174,6 +174,7 @@ test('/metrics: one snake_case line per metric, key groups and the hash, without
     'statecraft_duplicates_dropped 130',
     'statecraft_remote_requests 140',
     'statecraft_remote_backlog 150',
+    'statecraft_held_messages 160',
     'statecraft_connections 3',
     'statecraft_overflow_bytes 4096',
     'statecraft_clients_refused 0',

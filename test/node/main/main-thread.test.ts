@@ -18,7 +18,7 @@ import { FunctionTypes } from '../../../node/main/function-types.js';
 import { MainThread } from '../../../node/main/main-thread.js';
 import { MiB } from '../../../node/main/options.js';
 import { ShardPool } from '../../../node/main/shard-pool.js';
-import { Inbox, MAIN_THREAD, Outbox, Stat, ThreadStats, createMailboxLayout, type MailboxLayout } from '../../../node/rings/mailbox.js';
+import { Inbox, MAIN_THREAD, Outbox, Stat, ThreadStats, createMailboxLayout, heldAt, type MailboxLayout } from '../../../node/rings/mailbox.js';
 import { createMetricsBuffer } from '../../../node/rings/metrics.js';
 import { eventually, withTimeout } from '../../helpers.js';
 import { FakeCheckpointingHost, tempStore } from '../checkpoint/checkpointing-fakes.js';
@@ -151,6 +151,25 @@ test('setRouting: owned → its shard, not owned → the main thread, null → l
     [...routing],
     Array.from({ length: KEY_GROUPS }, (_, keyGroup) => (keyGroup < 4 || keyGroup === 5 ? MAIN_THREAD : pool.shardOf(keyGroup))),
   );
+});
+
+test("setRouting 'held': the key group's messages, from this process and from peers, go to its shard's ring to wait there; none to forward", () => {
+  const { main, routing, cluster, read, pool } = setup();
+  main.cluster = cluster as unknown as ClusterHooks;
+  const id = idOn(2);
+  const keyGroup = keyGroupOf(id, KEY_GROUPS);
+  main.setRouting((group) => (group === keyGroup ? 'held' : null));
+  assert.is(routing[keyGroup], heldAt(pool.shardOf(keyGroup)));
+  assert.ok([...routing].every((entry, group) => group === keyGroup || entry === pool.shardOf(group)), 'the others are left as they were');
+  main.sendLocal({ typename: TYPE, id }, 'from here');
+  const fromPeer = invoke(keyGroup, id, 'from a peer');
+  main.deliverFromPeer(fromPeer, 0, fromPeer.length, 'n2');
+  main.flush();
+  const decoder = new EnvelopeDecoder();
+  assert.equal(read(2).map((record) => decoder.decodeInvoke(record.bytes, 0, record.bytes.length).decoded), ['from here', 'from a peer'], 'in order, at its shard');
+  assert.equal(cluster.forwarded, [], 'nothing goes to the cluster layer');
+  main.setRouting((group) => (group === keyGroup ? true : null));
+  assert.is(routing[keyGroup], pool.shardOf(keyGroup));
 });
 
 test("sendLocal writes an invoke envelope into the owning shard's ring, and counts the event", () => {

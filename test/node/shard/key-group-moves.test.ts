@@ -4,7 +4,9 @@
 // in its key group, then carries state, delayed messages, producer marks and every waiting message (in
 // order: behind the invocation, in the input rings, sent locally) to the other shard, which runs them;
 // a recovery resets both phases; a restore loads an image, releases its committed egress at once and
-// runs its queued messages only at resume.
+// runs its queued messages only at resume. A held key group (its node has no majority) keeps what
+// reaches it at its shard, in order, and runs it first when it runs again; a snapshot, a release and a
+// reset treat those messages like the ones waiting for a busy instance.
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { EnvelopeDecoder, EnvelopeKind, invokeLengthMax, writeInvoke } from '../../../lib/envelope.js';
@@ -13,7 +15,7 @@ import { keyGroupOf } from '../../../lib/key-group.js';
 import { Message } from '../../../lib/message.js';
 import { toTypedValue } from '../../../lib/typed-value.js';
 import { decodeImage, encodeImage, IMAGE_VERSION } from '../../../node/keygroups/key-group-image.js';
-import { Inbox, MAIN_THREAD, Outbox, createMailboxLayout } from '../../../node/rings/mailbox.js';
+import { Inbox, MAIN_THREAD, Outbox, createMailboxLayout, heldAt } from '../../../node/rings/mailbox.js';
 import { createMetricsBuffer } from '../../../node/rings/metrics.js';
 import { Shard } from '../../../node/shard/shard.js';
 import { withTimeout } from '../../helpers.js';
@@ -84,6 +86,84 @@ const items = (shard: Shard, id: string): string[] | undefined => {
 };
 
 const settle = () => new Promise((resolve) => setImmediate(resolve));
+
+/** Writes a message for `id` into thread `to`'s ring from `outbox` and publishes it. */
+function send(outbox: Outbox, to: number, id: string, text: string, producer: { session: string; seq: number } | null = null): void {
+  const value = toTypedValue(text);
+  const envelope = new Uint8Array(invokeLengthMax('test/list', id, null, null, value, producer));
+  outbox.writeBytes(to, envelope, 0, writeInvoke(envelope, 0, keyGroupOf(id, KEY_GROUPS), 'test/list', id, null, null, value, producer));
+  outbox.flush();
+}
+
+const texts = (envelopes: readonly Uint8Array[]) => envelopes.map((bytes) => new EnvelopeDecoder().decodeInvoke(bytes, 0, bytes.length).asString());
+
+test('a held key group: what reaches it from the main thread, another shard and its own shard waits there in order, past the producer check; run again, it goes first', async () => {
+  const { a, b, table, mainOutbox, main, mainInbox } = pair();
+  const keyGroup = 3;
+  const id = idIn(keyGroup);
+  table[keyGroup] = heldAt(1);
+  send(mainOutbox, 1, id, 'client', { session: 's1', seq: 1 });
+  send(mainOutbox, 1, id, 'client again', { session: 's1', seq: 1 }); // a re-send of the same event
+  a.turn();
+  b.forward(message(id, 'from shard 2')); // routed by the table: to shard 1, where it waits
+  b.flush();
+  a.turn();
+  a.forward(message(id, 'from itself'));
+  a.turn();
+  a.turn();
+  await settle();
+  assert.is(items(a, id), undefined, 'nothing of a held key group runs');
+  assert.is(a.held.count, 3, 'the re-sent event was dropped on arrival');
+  assert.ok(a.owns(keyGroup), 'still this shard’s (a snapshot takes it)');
+  mainInbox.poll(100);
+  assert.equal(main, [], 'nothing goes back to the main thread');
+  table[keyGroup] = 1; // runs again; a newer message is in the ring already
+  send(mainOutbox, 1, id, 'newer');
+  a.turn();
+  await settle();
+  assert.equal(items(a, id), ['client', 'from shard 2', 'from itself', 'newer'], 'the held messages ran first, in order');
+  assert.is(a.held.count, 0);
+});
+
+test('held messages belong to their key group: a snapshot lists them after those behind a busy instance, a release carries them ahead of the rings, a reset drops them', async () => {
+  const { a, table, mainOutbox } = pair(true);
+  const keyGroup = 3;
+  const id = idIn(keyGroup);
+  a.deliver(message(id, 'wait:busy')); // running, gated
+  a.deliver(message(id, 'behind'));
+  table[keyGroup] = heldAt(1);
+  send(mainOutbox, 1, id, 'held', { session: 's1', seq: 7 });
+  a.turn();
+  assert.is(a.held.count, 1);
+  const images = a.groups.peek([keyGroup], 0);
+  a.addWaiting(images);
+  assert.equal(texts(images.get(keyGroup)!.queued), ['wait:busy', 'behind', 'held'], 'the snapshot keeps them, in order');
+  assert.is(a.held.count, 1, 'a snapshot only lists them');
+
+  send(mainOutbox, 1, id, 'in ring');
+  table[keyGroup] = MAIN_THREAD; // the main thread points the routing away, then asks for the release
+  const released = a.moves.release([keyGroup]);
+  open('busy');
+  const [exported] = await withTimeout(released, TIMEOUT_MS, 'the release');
+  const image = decodeImage(exported!.bytes);
+  assert.equal(texts(image.queued), ['behind', 'held', 'in ring'], 'after what waited for the instance, before what was in the ring');
+  assert.equal(image.marks?.map(([session]) => session), ['s1'], 'its producer mark goes with it');
+  assert.is(a.held.count, 0);
+
+  const other = idIn(5);
+  table[5] = heldAt(1);
+  send(mainOutbox, 1, other, 'dropped');
+  a.turn();
+  assert.is(a.held.count, 1);
+  a.moves.reset(1);
+  assert.is(a.held.count, 0, 'a recovery drops them');
+  a.moves.reset(2);
+  a.moves.resume();
+  table[5] = 1;
+  a.turn();
+  await settle();
+  assert.is(items(a, other), undefined);
+});
 
 test('a hand-over waits for the running invocation, then carries state, timers, marks and every waiting message in order; the new owner runs them', async () => {
   const { a, b, table, mainOutbox } = pair();
