@@ -28,6 +28,7 @@
  * All multi-byte integers are little-endian.
  */
 import { ProtocolError } from './errors.js';
+import { murmur3Bytes } from './key-group.js';
 import { Message } from './message.js';
 import { TypedValue } from './typed-value.js';
 import { primitiveType } from './types.js';
@@ -87,6 +88,20 @@ export function readKind(source: Uint8Array, offset: number): number {
 
 export function readKeyGroup(source: Uint8Array, offset: number): number {
   return (source[offset + 4]! | (source[offset + 5]! << 8) | (source[offset + 6]! << 16) | (source[offset + 7]! << 24)) >>> 0;
+}
+
+/**
+ * The key group an invoke envelope's target id hashes to (key-group.ts), read from the bytes without
+ * decoding the body: a receiver checks the header against it. Throws SC_ERR_MALFORMED_FRAME when the
+ * envelope is too short to hold its target.
+ */
+export function readTargetKeyGroup(source: Uint8Array, offset: number, length: number, keyGroups: number): number {
+  const end = offset + length;
+  const idLengthAt = offset + ENVELOPE_HEADER_BYTES + 1 + (source[offset + ENVELOPE_HEADER_BYTES] ?? 0);
+  if (idLengthAt + 2 > end) throw malformed('an invoke cut short before its target id');
+  const idLength = source[idLengthAt]! | (source[idLengthAt + 1]! << 8);
+  if (idLengthAt + 2 + idLength > end) throw malformed('an invoke cut short inside its target id');
+  return murmur3Bytes(source, idLengthAt + 2, idLength) % keyGroups;
 }
 
 export function writeKeyGroup(target: Uint8Array, offset: number, keyGroup: number): void {

@@ -12,7 +12,7 @@ import type { Address } from '../../lib/address.js';
 import { validateAddress } from '../../lib/address.js';
 import { CloseCode, type Limits } from '../../lib/client-protocol.js';
 import { ValidationError } from '../../lib/errors.js';
-import { BARRIER_BYTES, EnvelopeDecoder, EnvelopeKind, invokeLengthMax, readBarrier, readKeyGroup, writeBarrier, writeInvoke } from '../../lib/envelope.js';
+import { BARRIER_BYTES, EnvelopeDecoder, EnvelopeKind, invokeLengthMax, readBarrier, readKeyGroup, readTargetKeyGroup, writeBarrier, writeInvoke } from '../../lib/envelope.js';
 import { keyGroupOf } from '../../lib/key-group.js';
 import { checkValueSize, toTypedValue } from '../../lib/typed-value.js';
 import type { Type } from '../../lib/types.js';
@@ -176,6 +176,10 @@ export class MainThread implements RecordVisitor, GatewayHost {
     if (kind === EnvelopeKind.Invoke) {
       const keyGroup = readKeyGroup(bytes, offset);
       if (keyGroup >= this.keyGroups) throw new ValidationError('SC_ERR_MALFORMED_FRAME', `envelope for key group ${keyGroup}, but the cluster has ${this.keyGroups}`);
+      // The header is the sender's word: an envelope whose target hashes elsewhere would reach an
+      // instance in the wrong key group (outside its snapshots and hand-overs).
+      const target = readTargetKeyGroup(bytes, offset, length, this.keyGroups);
+      if (target !== keyGroup) throw new ValidationError('SC_ERR_MALFORMED_FRAME', `envelope for key group ${keyGroup}, but its target id is in key group ${target}`);
       if (fromPeer !== null && participant?.recording(`peer:${fromPeer}`)) participant.record(`peer:${fromPeer}`, bytes, offset, length);
       this.routeInvoke(bytes, offset, length, keyGroup);
     } else if (kind === EnvelopeKind.Barrier) {

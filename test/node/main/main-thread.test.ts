@@ -114,10 +114,17 @@ function idOn(thread: number, not: string[] = []): string {
   }
 }
 
-function invoke(keyGroup: number, id: string, value: unknown = id): Uint8Array {
+/** An invoke envelope for key group `keyGroup`, to an id there named after `name` (its value). */
+function invoke(keyGroup: number, name: string, value: unknown = name): Uint8Array {
   const typed = toTypedValue(value);
   const bytes = new Uint8Array(512);
-  return bytes.slice(0, writeInvoke(bytes, 0, keyGroup, TYPE, id, null, null, typed));
+  return bytes.slice(0, writeInvoke(bytes, 0, keyGroup, TYPE, idInGroup(keyGroup, name), null, null, typed));
+}
+
+/** `name`, or `name-<n>`, whichever first hashes to `keyGroup` (any name past the last key group). */
+function idInGroup(keyGroup: number, name: string): string {
+  if (keyGroup >= KEY_GROUPS || keyGroupOf(name, KEY_GROUPS) === keyGroup) return name;
+  for (let index = 0; ; index++) if (keyGroupOf(`${name}-${index}`, KEY_GROUPS) === keyGroup) return `${name}-${index}`;
 }
 
 function egressRecord(keyGroup: number, value: string, seq: number | null = null): Uint8Array {
@@ -170,6 +177,24 @@ test("setRouting 'held': the key group's messages, from this process and from pe
   assert.equal(cluster.forwarded, [], 'nothing goes to the cluster layer');
   main.setRouting((group) => (group === keyGroup ? true : null));
   assert.is(routing[keyGroup], pool.shardOf(keyGroup));
+});
+
+test('deliverFromPeer refuses an invoke whose header names another key group than its target id hashes to, or that is cut short', () => {
+  const { main, cluster, read } = setup();
+  main.cluster = cluster as unknown as ClusterHooks;
+  const id = idOn(1);
+  const keyGroup = keyGroupOf(id, KEY_GROUPS);
+  const wrong = (keyGroup + 2) % KEY_GROUPS; // shard 1's too: it would reach the same thread
+  const lying = new Uint8Array(512);
+  const end = writeInvoke(lying, 0, wrong, TYPE, id, null, null, toTypedValue('forged'));
+  const error = thrown(() => main.deliverFromPeer(lying, 0, end, 'n2'));
+  assert.is(error.code, 'SC_ERR_MALFORMED_FRAME');
+  assert.is(error.message, `envelope for key group ${wrong}, but its target id is in key group ${keyGroup}`);
+  const cut = invoke(keyGroup, id).subarray(0, 12);
+  assert.throws(() => main.deliverFromPeer(cut, 0, cut.length, 'n2'), /cut short/);
+  main.flush();
+  assert.equal(read(1), []);
+  assert.equal(cluster.forwarded, []);
 });
 
 test("sendLocal writes an invoke envelope into the owning shard's ring, and counts the event", () => {
@@ -413,7 +438,7 @@ test("while a checkpoint is open, the main thread records invokes on each input 
   await eventually(async () => (await temp.store.list('checkpoints/1/')).length === 1, "the main thread's channel object", TIMEOUT_MS);
   const [key] = await temp.store.list('checkpoints/1/');
   assert.match(key!, /^checkpoints\/1\/ch-n1-main-t0-g0\.bin$/);
-  const recorded = decodeChannelObject((await temp.store.get(key!))!).map((message) => new EnvelopeDecoder().decodeInvoke(message, 0, message.length).targetId);
+  const recorded = decodeChannelObject((await temp.store.get(key!))!).map((message) => new EnvelopeDecoder().decodeInvoke(message, 0, message.length).decoded as string);
   assert.equal(recorded.sort(), ['peer-before', 'shard-1-before']);
   assert.is(cluster.forwarded.length, 2, 'recorded messages are routed as usual');
 });
