@@ -51,7 +51,7 @@ function wellFormed(message: CheckpointControl): boolean {
     case 'outcome':
       return isCheckpoint(message.checkpoint) && typeof message.committed === 'boolean';
     case 'rollback':
-      return isCount(message.epoch) && Array.isArray(message.members) && message.members.every(isText) && isCheckpointRef(message.restore);
+      return isCount(message.epoch) && Array.isArray(message.members) && message.members.every(isText) && isCheckpointRef(message.restore) && isText(message.claimant);
     case 'restarted':
       return isCount(message.epoch) && isText(message.node);
     case 'behind':

@@ -42,6 +42,8 @@ export interface ClusterHttpSources {
   membership: Pick<Membership, 'members'>;
   network: Pick<PeerNetwork, 'connectedPeers' | 'linkStats' | 'refusals' | 'queuedBytes' | 'authFailures' | 'handshakesRefused'>;
   handovers: Pick<HandoverShell, 'stats' | 'heldCount'>;
+  /** Control messages refused from peers (recovery-shell.ts). */
+  controlRefused(): number;
   checkpointStatus(): ReturnType<StatecraftNode['checkpointStatus']>;
   /** Why this node does not serve, when it knows better than the view core (left out for cut links), else null. */
   reason(): string | null;
@@ -107,6 +109,7 @@ export class ClusterHttp {
       `statecraft_peer_queued_bytes ${network.queuedBytes}`,
       `statecraft_peer_auth_failures_total ${network.authFailures}`,
       `statecraft_peer_handshakes_refused_total ${network.handshakesRefused}`,
+      `statecraft_control_refused_total ${this.sources.controlRefused()}`,
       `statecraft_messages_held ${handovers.heldCount}`,
       `statecraft_key_groups_moving ${core.moves.count}`,
       `statecraft_handovers_adopted ${handovers.stats.adopted}`,

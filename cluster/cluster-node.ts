@@ -153,6 +153,7 @@ export class ClusterNode implements ClusterHooks {
       redeliver: (bytes, offset, length, from, epoch) => this.onEnvelope(bytes, offset, length, from, epoch),
       members: () => this.viewMembers(),
       releaseHeld: () => this.handovers.releaseHeld(),
+      sendControl: (peer, message) => this.sendCheckpointControl(peer, message),
       log: options.log,
     });
     this.report = new ClusterHttp({
@@ -162,6 +163,7 @@ export class ClusterNode implements ClusterHooks {
       membership: this.membership,
       network: this.network,
       handovers: this.handovers,
+      controlRefused: () => this.recovery.refused,
       checkpointStatus: () => node.checkpointStatus(),
       reason: () => this.links?.reason ?? null,
       links: () => (this.links === null ? null : { down: this.links.down, leftOut: [...this.links.out].sort() }),

@@ -4,6 +4,11 @@
  * messages (rollback orders, restart reports, "behind" requests), and runs a recovery: the leader reads
  * the checkpoint every member must restore and orders it; every member restores it, then delivers what
  * waited. When to recover, and who leads, is decided in view-core.ts; this file does the I/O.
+ *
+ * Control is authorised even among peers that proved the cluster secret: a rollback order is taken only
+ * when the store holds its claimant's claim of that recovery (node/checkpoint/recovery-claims.ts), and a
+ * checkpoint's start and outcome only from the leader of this node's view. Each refusal is logged and
+ * counted (statecraft_control_refused_total).
  */
 import { EnvelopeKind } from '../lib/envelope.js';
 import type { CheckpointControl, CheckpointRef, ClusterPort } from '../node/index.js';
@@ -15,13 +20,17 @@ import type { ClusterView, RecoveryPlan } from './view-core.js';
 const STASHED_MAX = 1_000_000;
 /** How long the leader waits before trying again to read the checkpoint a recovery restores. */
 const PREPARE_RETRY_MS = 1_000;
+/** How long before a rollback order whose claim could not be read (the store failed) is checked again. */
+const ORDER_CHECK_RETRY_MS = 1_000;
 /** A restore that failed is tried again after this, doubling up to RESTORE_RETRY_MAX_MS. */
 const RESTORE_RETRY_MS = 1_000;
 const RESTORE_RETRY_MAX_MS = 30_000;
 
 export interface RecoveryShellOptions {
   core: ClusterView;
-  port: Pick<ClusterPort, 'beginRecovery' | 'prepareRollBack' | 'rollBack' | 'onCheckpointControl' | 'flush' | 'recheckAdmission'>;
+  port: Pick<ClusterPort, 'beginRecovery' | 'prepareRollBack' | 'checkRollback' | 'rollBack' | 'onCheckpointControl' | 'flush' | 'recheckAdmission'>;
+  /** Sends a checkpoint control message to a peer. */
+  sendControl(peer: string, message: CheckpointControl): void;
   /** Stamps peer frames with this recovery epoch from now on. */
   setEpoch(epoch: number): void;
   /** Delivers an envelope that waited for its epoch, as if it just arrived from `from`. */
@@ -39,6 +48,8 @@ export class RecoveryShell {
   private readonly core: ClusterView;
   /** Envelopes of a newer epoch (or any, while recovering), in arrival order. */
   private stashed: { from: string; epoch: number; bytes: Uint8Array }[] = [];
+  /** Control messages refused: rollback orders without their claim, checkpoint control from a node that does not lead. */
+  refused = 0;
 
   constructor(private readonly options: RecoveryShellOptions) {
     this.core = options.core;
@@ -72,7 +83,7 @@ export class RecoveryShell {
   onControl(from: string, message: CheckpointControl): void {
     switch (message.type) {
       case 'rollback':
-        this.core.rollbackOrdered(from, message);
+        this.checkOrder(from, message);
         return;
       case 'behind':
         this.core.behindReported(from, message.epoch);
@@ -82,7 +93,34 @@ export class RecoveryShell {
         return;
     }
     if (!this.core.placement.members.includes(from)) return; // not a member of our view: nothing of it counts
+    const leader = this.core.leaderId();
+    if ((message.type === 'start' || message.type === 'outcome') && from !== leader) {
+      this.refuse(from, `the ${message.type} of checkpoint ${message.checkpoint}`, `${from} does not lead this node's view (${leader} does)`);
+      // Said at once, so a coordinator whose view differs for a moment starts the next one instead of waiting out its timeout.
+      if (message.type === 'start') this.options.sendControl(from, { type: 'failed', checkpoint: message.checkpoint, reason: `${this.core.selfId} follows ${leader}` });
+      return;
+    }
     this.options.port.onCheckpointControl(from, message);
+  }
+
+  /** Takes a rollback order once the store shows its claim; checks again later when the store cannot be read. */
+  private checkOrder(from: string, order: CheckpointControl & { type: 'rollback' }): void {
+    this.options.port.checkRollback(order).then(
+      (refusal) => {
+        if (refusal === null) this.core.rollbackOrdered(from, order);
+        else this.refuse(from, `a rollback order of recovery ${order.epoch} to checkpoint ${order.restore.checkpoint}`, refusal);
+      },
+      (error: Error) => {
+        if (!this.core.takesOrder(order.epoch)) return;
+        this.options.log(`cluster: cannot check the rollback order of recovery ${order.epoch} from ${from} (${error.message}); checking again in 1 s`);
+        setTimeout(() => this.core.takesOrder(order.epoch) && this.checkOrder(from, order), ORDER_CHECK_RETRY_MS).unref();
+      },
+    );
+  }
+
+  private refuse(from: string, what: string, why: string): void {
+    this.refused++;
+    this.options.log(`cluster: refused ${what} from ${from}: ${why}`);
   }
 
   /** A recovery to `epoch` begins: frames carry it from now on, and what waits for an older one is dropped. */
@@ -97,7 +135,7 @@ export class RecoveryShell {
    * the checkpoint to restore and claims the epoch in the store; orders it only if no other node claimed it.
    */
   prepare(plan: RecoveryPlan): void {
-    this.options.port.prepareRollBack(plan.epoch).then(
+    this.options.port.prepareRollBack(plan.epoch, plan.members).then(
       ({ restore, contendedBy }) => {
         if (!this.core.isCurrentRecovery(plan.epoch)) return;
         if (contendedBy.length > 0) this.core.rollbackContended(plan, contendedBy, performance.now());

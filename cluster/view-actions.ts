@@ -6,11 +6,12 @@ import type { CheckpointControl, CheckpointRef, KeyGroupRoute } from '../node/in
 import type { Placement } from './placement.js';
 import type { ClusterStatus } from './view-status.js';
 
-/** A recovery order: every node of `members` restores checkpoint `restore`, in recovery epoch `epoch`. */
+/** A recovery order: every node of `members` restores checkpoint `restore`, in recovery epoch `epoch`, as `claimant` claimed it in the store. */
 export interface RollbackOrder {
   epoch: number;
   members: string[];
   restore: CheckpointRef;
+  claimant: string;
 }
 
 /** A recovery this node takes part in: its epoch, its members, and the placement it restores. */

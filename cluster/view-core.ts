@@ -240,7 +240,7 @@ export class ClusterView implements PlacementFacts {
     const last = this.lastRollback;
     if (member.state === 'alive' && this.checkpointing && last !== null && !last.members.includes(member.id) && this.leaderId() === this.selfId) {
       // Back after being left out of a recovery: it must drop what it has and join afresh.
-      this.perform({ type: 'control', to: member.id, message: { type: 'rollback', epoch: last.epoch, members: last.members, restore: last.restore } });
+      this.perform({ type: 'control', to: member.id, message: { type: 'rollback', ...last } });
     }
     if (member.state !== 'alive') return;
     // A seed answered: this node is part of the cluster (its majority is counted at the view update).
@@ -360,13 +360,13 @@ export class ClusterView implements PlacementFacts {
 
   /** The leader's recovery order. */
   rollbackOrdered(from: string, order: RollbackOrder): void {
-    this.startRollback(order.epoch, order.members, `${from} leads a recovery`, order.restore);
+    this.startRollback(order.epoch, order.members, `${order.claimant} leads a recovery${from === order.claimant ? '' : ` (order passed on by ${from})`}`, order);
   }
 
   /** A member missed a recovery (it was declared dead, or the order was lost): send it again. */
   behindReported(from: string, epoch: number): void {
     const last = this.lastRollback;
-    if (last !== null && epoch < last.epoch) this.perform({ type: 'control', to: from, message: { type: 'rollback', epoch: last.epoch, members: last.members, restore: last.restore } });
+    if (last !== null && epoch < last.epoch) this.perform({ type: 'control', to: from, message: { type: 'rollback', ...last } });
   }
 
   /** A member reports that `node` restarted or died (to the leader). */
@@ -389,9 +389,10 @@ export class ClusterView implements PlacementFacts {
   /** The leader read the checkpoint to restore: every member is ordered to restore it, this node too. */
   rollbackPrepared(plan: RecoveryPlan, restore: CheckpointRef): void {
     invariant(this.isCurrentRecovery(plan.epoch), 'the shell prepares only the current recovery');
-    this.lastRollback = { epoch: plan.epoch, members: [...plan.members], restore };
+    const order: RollbackOrder = { epoch: plan.epoch, members: [...plan.members], restore, claimant: this.selfId };
+    this.lastRollback = order;
     for (const member of plan.members) {
-      if (member !== this.selfId) this.perform({ type: 'control', to: member, message: { type: 'rollback', epoch: plan.epoch, members: [...plan.members], restore } });
+      if (member !== this.selfId) this.perform({ type: 'control', to: member, message: { type: 'rollback', ...order, members: [...order.members] } });
     }
     this.perform({ type: 'rollback-run', plan, restore });
   }
@@ -505,7 +506,7 @@ export class ClusterView implements PlacementFacts {
    * loads them from the store; what was sent before the recovery is dropped (epoch fencing), and
    * clients re-send what was not committed. The leader orders it (its epoch is above every earlier one).
    */
-  private startRollback(epoch: number, members: readonly string[], reason: string, restore?: CheckpointRef): void {
+  private startRollback(epoch: number, members: readonly string[], reason: string, order?: RollbackOrder): void {
     if (!this.takesOrder(epoch) || this.#status === 'left') return;
     this.contendedEpoch = 0;
     // Fence at once: frames sealed from now on carry the new epoch, older ones are dropped on arrival.
@@ -522,9 +523,9 @@ export class ClusterView implements PlacementFacts {
     this.ownsNothingYet = false;
     this.perform({ type: 'own', owned: () => false });
     const plan: RecoveryPlan = { epoch, members: [...members], placement };
-    if (restore !== undefined) {
-      this.lastRollback = { epoch, members: [...members], restore };
-      this.perform({ type: 'rollback-run', plan, restore });
+    if (order !== undefined) {
+      this.lastRollback = { ...order, members: [...members] };
+      this.perform({ type: 'rollback-run', plan, restore: order.restore });
       return;
     }
     // The leader: stop coordinating (a commit write in flight lands or fails first), begin a term and

@@ -17,7 +17,7 @@ import type { ShardRequests } from '../main/shard-pool.js';
 import type { CheckpointManifest } from './checkpoint-coordinator.js';
 import type { Checkpointing } from './checkpointing.js';
 import { decodeChannelObject, manifestKey, readManifest } from './checkpoint-format.js';
-import { claimRecovery } from './recovery-claims.js';
+import { checkOrder, claimRecovery, type ClaimedOrder } from './recovery-claims.js';
 import { NO_COMMIT, setBase, type CheckpointRef, type CommitRecord } from './terms.js';
 
 /** What recovery needs of the main thread. */
@@ -71,12 +71,18 @@ export class Recovery {
    * from it. Then the epoch is claimed (recovery-claims.ts): `contendedBy` names the other nodes that
    * claimed it too, and this node must not order it.
    */
-  async prepare(epoch: number, nodeId: string): Promise<{ head: CommitRecord; contendedBy: string[] }> {
+  async prepare(epoch: number, nodeId: string, members: readonly string[]): Promise<{ head: CommitRecord; contendedBy: string[] }> {
     await this.checkpointing.lead(null);
     const store = this.checkpointing.store;
     const { term, head } = await this.checkpointing.beginTerm();
     await setBase(store, term, head);
-    return { head, contendedBy: await claimRecovery(store, epoch, term, nodeId) };
+    const restore = { checkpoint: head.checkpoint, term: head.term };
+    return { head, contendedBy: await claimRecovery(store, epoch, term, nodeId, { restore, members }) };
+  }
+
+  /** Why a rollback order is not to be taken (the store holds no such claim), or null (recovery-claims.ts). */
+  checkOrder(order: ClaimedOrder): Promise<string | null> {
+    return checkOrder(this.checkpointing.store, order);
   }
 
   /** Recovery in a cluster (see ClusterPort.rollBack); one at a time. */

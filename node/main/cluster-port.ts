@@ -52,8 +52,11 @@ export type CheckpointControl =
   /** `seen`: the highest checkpoint number the participant has begun, when the start was for an older one. */
   | { type: 'failed'; checkpoint: number; reason: string; seen?: number }
   | { type: 'outcome'; checkpoint: number; committed: boolean }
-  /** Recovery (from the leader): every node of `members` enters recovery epoch `epoch` and restores checkpoint `restore`. */
-  | { type: 'rollback'; epoch: number; members: string[]; restore: CheckpointRef }
+  /**
+   * Recovery: every node of `members` enters recovery epoch `epoch` and restores checkpoint `restore`.
+   * `claimant`: the leader that claimed the epoch in the store (whoever passes the order on).
+   */
+  | { type: 'rollback'; epoch: number; members: string[]; restore: CheckpointRef; claimant: string }
   /** To the leader: `node` restarted (its state is gone), so the cluster must recover; `epoch`: the sender's recovery epoch. */
   | { type: 'restarted'; epoch: number; node: string }
   /** To the sender of a message of a newer recovery epoch than this node's own (`epoch`): asks for that recovery. */
@@ -109,10 +112,15 @@ export interface ClusterPort {
    * On the leader, before it orders recovery `epoch`: stops coordinating (waiting for a manifest or
    * commit write in flight), begins a term (a leader elsewhere can no longer announce a commit unseen),
    * reads the last committed checkpoint (`restore`, the one every node must restore) and claims the
-   * epoch in the store. `contendedBy`, when not empty, names other nodes that claimed it too: this node
-   * must not order it (node/checkpoint/recovery-claims.ts).
+   * epoch in the store for `members`. `contendedBy`, when not empty, names other nodes that claimed it
+   * too: this node must not order it (node/checkpoint/recovery-claims.ts).
    */
-  prepareRollBack(epoch: number): Promise<{ restore: CheckpointRef; contendedBy: string[] }>;
+  prepareRollBack(epoch: number, members: readonly string[]): Promise<{ restore: CheckpointRef; contendedBy: string[] }>;
+  /**
+   * Why a rollback order from a peer is not to be taken, or null: its claimant's claim of its epoch,
+   * for the same checkpoint and members, must be in the store (only the recovery's leader writes one).
+   */
+  checkRollback(order: CheckpointControl & { type: 'rollback' }): Promise<string | null>;
   /**
    * A recovery to epoch `epoch` begins (call at once, before any await): until its rollBack has
    * reset the shards, what they emit is stale and is dropped rather than sent to peers.

@@ -16,7 +16,7 @@ export interface PortHost {
   readonly pool: ShardRequests;
   readonly routing: Int32Array;
   readonly checkpointing: Pick<Checkpointing, 'setPeers' | 'lead' | 'onControl' | 'stoppingTogether'> | null;
-  readonly recovery: Pick<Recovery, 'begin' | 'prepare' | 'rollBack'> | null;
+  readonly recovery: Pick<Recovery, 'begin' | 'prepare' | 'rollBack' | 'checkOrder'> | null;
   setRouting(owned: (keyGroup: number) => KeyGroupRoute | null): void;
   deliverFromPeer(bytes: Uint8Array, offset: number, length: number, fromPeer: string | null): void;
   flush(): void;
@@ -89,9 +89,13 @@ export class NodePort implements ClusterPort {
     this.main.recovery?.begin(epoch);
   }
 
-  async prepareRollBack(epoch: number): Promise<{ restore: CheckpointRef; contendedBy: string[] }> {
-    const { head, contendedBy } = await this.main.recovery!.prepare(epoch, this.main.nodeId);
+  async prepareRollBack(epoch: number, members: readonly string[]): Promise<{ restore: CheckpointRef; contendedBy: string[] }> {
+    const { head, contendedBy } = await this.main.recovery!.prepare(epoch, this.main.nodeId, members);
     return { restore: { checkpoint: head.checkpoint, term: head.term }, contendedBy };
+  }
+
+  checkRollback(order: CheckpointControl & { type: 'rollback' }): Promise<string | null> {
+    return this.main.recovery!.checkOrder(order);
   }
 
   rollBack(owned: (keyGroup: number) => boolean, epoch: number, checkpoint: CheckpointRef): Promise<RollBackResult> {

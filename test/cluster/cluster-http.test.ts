@@ -18,6 +18,7 @@ function reporter(reason: { text: string | null } = { text: null }) {
     membership: { members: () => members },
     network: { connectedPeers: () => ['b'], linkStats: () => [], refusals: [], queuedBytes: 12, authFailures: 2, handshakesRefused: 0 },
     handovers: node.handovers,
+    controlRefused: () => 3,
     checkpointStatus: () => null,
     reason: () => reason.text,
     links: () => ({ down: [], leftOut: [] }),
@@ -52,6 +53,7 @@ test('metric lines: statecraft_cluster_view_version counts views', () => {
   assert.ok(lines.includes('statecraft_peer_queued_bytes 12'));
   assert.ok(lines.includes('statecraft_peer_auth_failures_total 2'));
   assert.ok(lines.includes('statecraft_peer_handshakes_refused_total 0'));
+  assert.ok(lines.includes('statecraft_control_refused_total 3'));
   assert.not.ok(lines.some((line) => line.startsWith('statecraft_cluster_epoch')));
 });
 

@@ -136,6 +136,15 @@ export class FakePort implements ClusterPort {
   /** Epochs prepared, in order (the deferreds in `prepares` answer them). */
   preparedEpochs: number[] = [];
 
+  /** Rollback orders checked; `orderRefusal` is the answer (null: the store holds their claim). */
+  readonly orderChecks: (CheckpointControl & { type: 'rollback' })[] = [];
+  orderRefusal: string | null = null;
+
+  checkRollback(order: CheckpointControl & { type: 'rollback' }): Promise<string | null> {
+    this.orderChecks.push(order);
+    return Promise.resolve(this.orderRefusal);
+  }
+
   prepareRollBack(epoch: number): Promise<{ restore: CheckpointRef; contendedBy: string[] }> {
     const done = deferred<{ restore: CheckpointRef; contendedBy: string[] }>();
     this.prepares.push(done);

@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import { connect, type Client } from 'statecraft';
 import { PeerClose, PeerFrame, encodeControl } from '../../cluster/peer-protocol.js';
 import { encodeControlEnvelope } from '../../cluster/checkpoint-control.js';
-import { TEST_CLUSTER_SECRET, adminJson, clusterUntil, fixture, killNodeProcesses, startClusterProcesses, startNodeProcess, subscribed, take, withTimeout, type NodeProcess } from '../helpers.js';
+import { TEST_CLUSTER_SECRET, adminJson, clusterUntil, eventually, fixture, killNodeProcesses, startClusterProcesses, startNodeProcess, subscribed, take, withTimeout, type NodeProcess } from '../helpers.js';
 import { counted } from '../fixtures/functions.js';
 import { RawPeer, envelopesFrame } from './raw-peer.js';
 
@@ -54,7 +54,7 @@ test('without the cluster secret a process cannot join, gossip, feed envelopes o
   const sendRound = () => Promise.all(ids.map((id) => client.send({ typename: 'test/counter', id }, 1)));
   await sendRound();
   const target = nodes[0]!.port;
-  const rollback = encodeControlEnvelope({ type: 'rollback', epoch: 99, members: ['n1'], restore: { checkpoint: 1, term: 'x' } });
+  const rollback = encodeControlEnvelope({ type: 'rollback', epoch: 99, members: ['n1'], restore: { checkpoint: 1, term: 'x' }, claimant: 'intruder' });
   const deadGossip = encodeControl(PeerFrame.Gossip, { type: 'ping', from: 'intruder', address: '127.0.0.1:1', incarnation: 1, seq: 1, target: 'n1', updates: [{ id: 'n2', address: '127.0.0.1:2', state: 'dead', incarnation: 99 }] });
 
   // 1. A proof made with another secret: refused, and the node proved the real secret (not the wrong one).
@@ -111,6 +111,14 @@ test('without the cluster secret a process cannot join, gossip, feed envelopes o
   await member.until("the node's PROOF", () => member.frames.some((frame) => frame[0] === PeerFrame.Proof));
   member.socket.send(member.proof(TEST_CLUSTER_SECRET));
   await member.until('RESUME after a good proof', () => member.frames.some((frame) => frame[0] === PeerFrame.Resume));
+  // 7. Even with the secret, a peer cannot order a rollback the leader did not claim in the store: here
+  // one in the leader's name, back to nothing.
+  const forged = encodeControlEnvelope({ type: 'rollback', epoch: 99, members: ['n1', 'n2'], restore: { checkpoint: 0, term: '' }, claimant: 'n1' });
+  member.socket.send(encodeControl(PeerFrame.Resume, { stream: 'probe-stream', receivedStream: '', received: 0 }));
+  member.socket.send(envelopesFrame(1, [forged]));
+  await eventually(() => /refused a rollback order of recovery 99 to checkpoint 0 from probe-with-secret: the store holds no claim of recovery 99 by n1/.test(nodes[0]!.output()), 'the forged order refused', 8000).catch((error: Error) => { throw new Error(`${error.message}: ${nodes[0]!.output().slice(-3000)}`); });
+  const metrics = await (await fetch(`http://127.0.0.1:${target}/metrics`)).text();
+  assert.match(metrics, /^statecraft_control_refused_total 1$/m);
   member.socket.terminate();
 
   // Nothing changed: the same two members, no recovery, and every event counted once.

@@ -18,9 +18,9 @@ const decode = (message: unknown) => {
 const malformed = (text: string) => (error: unknown) => error instanceof StatecraftError && error.code === 'SC_ERR_MALFORMED_FRAME' && error.message === text;
 
 test('control envelopes: recovery messages carry epoch, checkpoint messages checkpoint; anything else is SC_ERR_MALFORMED_FRAME', () => {
-  const envelope = encodeControlEnvelope({ type: 'rollback', epoch: 3, members: ['a', 'b'], restore: ref(7) });
+  const envelope = encodeControlEnvelope({ type: 'rollback', epoch: 3, members: ['a', 'b'], restore: ref(7), claimant: 'a' });
   assert.is(envelope[0], EnvelopeKind.CheckpointControl);
-  assert.equal(decodeControlEnvelope(envelope, 0, envelope.length), { type: 'rollback', epoch: 3, members: ['a', 'b'], restore: ref(7) });
+  assert.equal(decodeControlEnvelope(envelope, 0, envelope.length), { type: 'rollback', epoch: 3, members: ['a', 'b'], restore: ref(7), claimant: 'a' });
   assert.equal(decode({ type: 'behind', epoch: 2 }), { type: 'behind', epoch: 2 });
   assert.equal(decode({ type: 'start', checkpoint: 4 }), { type: 'start', checkpoint: 4 });
   assert.throws(() => decode({ type: 'rollback', checkpoint: 3, members: [], restore: ref(0) }), malformed('malformed rollback message'), 'the old field name is not read');
@@ -28,6 +28,7 @@ test('control envelopes: recovery messages carry epoch, checkpoint messages chec
   assert.throws(() => decode(42), malformed('malformed checkpoint control message'));
   assert.throws(() => decode({ type: 'rollback', epoch: 3, members: ['a', 1], restore: ref(0) }), malformed('malformed rollback message'));
   assert.throws(() => decode({ type: 'rollback', epoch: 3, members: ['a'], restore: -1 }), malformed('malformed rollback message'));
+  assert.throws(() => decode({ type: 'rollback', epoch: 3, members: ['a'], restore: ref(7) }), malformed('malformed rollback message'), 'an order names its claimant');
   assert.ok(mayBeRollback(envelope, 0, envelope.length));
   const start = encodeControlEnvelope({ type: 'start', checkpoint: 1 });
   assert.not.ok(mayBeRollback(start, 0, start.length));
@@ -44,7 +45,9 @@ function member() {
 
 test('a follower: the order fences frames at once, envelopes wait while it restores, then those of its epoch are delivered', async () => {
   const node = member();
-  node.recovery.onControl('b', { type: 'rollback', epoch: 1, members: ['a', 'b'], restore: ref(4) });
+  node.recovery.onControl('b', { type: 'rollback', epoch: 1, members: ['a', 'b'], restore: ref(4), claimant: 'b' });
+  await settle(); // the order's claim is checked in the store first
+  assert.equal(node.port.orderChecks.map((order) => order.claimant), ['b']);
   assert.is(node.core.status, 'recovering');
   assert.equal(node.epochs, [1]);
   assert.ok(node.port.calls.includes('begin-recovery 1'));
@@ -52,7 +55,7 @@ test('a follower: the order fences frames at once, envelopes wait while it resto
   assert.not.ok(node.recovery.accept(invoke(3, 1), 0, 9, 'b', 1), 'this epoch, but restoring: waits');
   assert.not.ok(node.recovery.accept(invoke(3, 2), 0, 9, 'b', 0), 'an older epoch: dropped');
   assert.not.ok(node.recovery.accept(invoke(3, 3), 0, 9, 'b', 2), 'a newer epoch: waits');
-  const newer = encodeControlEnvelope({ type: 'rollback', epoch: 2, members: ['a', 'b'], restore: ref(4) });
+  const newer = encodeControlEnvelope({ type: 'rollback', epoch: 2, members: ['a', 'b'], restore: ref(4), claimant: 'b' });
   assert.ok(node.recovery.accept(newer, 0, newer.length, 'b', 2), 'a newer rollback order is taken at once');
   assert.is(node.recovery.stashedCount, 2);
   node.port.rollBacks[0]!.done.resolve({ checkpoint: 4, instances: 3 });
@@ -66,9 +69,11 @@ test('a follower: the order fences frames at once, envelopes wait while it resto
 
 test('a newer recovery takes over: the older one finishing changes nothing, and what waits for older epochs is dropped', async () => {
   const node = member();
-  node.recovery.onControl('b', { type: 'rollback', epoch: 1, members: ['a', 'b'], restore: ref(4) });
+  node.recovery.onControl('b', { type: 'rollback', epoch: 1, members: ['a', 'b'], restore: ref(4), claimant: 'b' });
+  await settle();
   node.recovery.accept(invoke(3, 1), 0, 9, 'b', 1);
-  node.recovery.onControl('b', { type: 'rollback', epoch: 2, members: ['a', 'b'], restore: ref(5) });
+  node.recovery.onControl('b', { type: 'rollback', epoch: 2, members: ['a', 'b'], restore: ref(5), claimant: 'b' });
+  await settle();
   assert.is(node.recovery.stashedCount, 0);
   node.port.rollBacks[0]!.done.resolve({ checkpoint: 4, instances: 0 });
   await settle();
@@ -107,15 +112,33 @@ test('the leader: reads the checkpoint to restore (again after a failure), order
   assert.is(node.port.prepares.length, 2);
   node.port.prepares[1]!.resolve({ restore: ref(6), contendedBy: [] });
   await settle();
-  assert.equal(node.controls, [{ to: 'b', message: { type: 'rollback', epoch: 1, members: ['a', 'b'], restore: ref(6) } }]);
+  assert.equal(node.controls, [{ to: 'b', message: { type: 'rollback', epoch: 1, members: ['a', 'b'], restore: ref(6), claimant: 'a' } }]);
   assert.equal(node.port.rollBacks.map((rollBack) => [rollBack.epoch, rollBack.checkpoint.checkpoint]), [[1, 6]]);
 });
 
-test('control messages: the recovery ones go to the core, the checkpoint ones to the node only from a member of the view', () => {
+test("control messages: the recovery ones go to the core, the checkpoint ones to the node only from a member of the view; a start or outcome only from the view's leader", () => {
+  const follower = shells('b', { checkpointing: true });
+  follower.view({ a: 'alive', b: 'alive', c: 'alive' });
+  follower.recovery.onControl('a', { type: 'start', checkpoint: 3 });
+  follower.recovery.onControl('x', { type: 'start', checkpoint: 3 });
+  follower.recovery.onControl('c', { type: 'start', checkpoint: 4 });
+  follower.recovery.onControl('c', { type: 'outcome', checkpoint: 3, committed: true });
+  follower.recovery.onControl('c', { type: 'ack', checkpoint: 3, objects: [], channels: [] });
+  follower.recovery.onControl('a', { type: 'outcome', checkpoint: 3, committed: true });
+  assert.equal(
+    follower.port.controls.map(({ from, message }) => [from, message.type]),
+    [
+      ['a', 'start'],
+      ['c', 'ack'],
+      ['a', 'outcome'],
+    ],
+    'a leads; x is no member; c may answer a start but not make or decide one',
+  );
+  assert.equal(follower.controls, [{ to: 'c', message: { type: 'failed', checkpoint: 4, reason: 'b follows a' } }], 'told at once');
+  assert.is(follower.recovery.refused, 2);
+  assert.ok(follower.logs.includes("cluster: refused the outcome of checkpoint 3 from c: c does not lead this node's view (a does)"), follower.logs.join('\n'));
+
   const node = member();
-  node.recovery.onControl('b', { type: 'start', checkpoint: 3 });
-  node.recovery.onControl('x', { type: 'start', checkpoint: 3 });
-  assert.equal(node.port.controls, [{ from: 'b', message: { type: 'start', checkpoint: 3 } }]);
   node.recovery.onControl('b', { type: 'restarted', epoch: 0, node: 'c' });
   assert.is(node.core.status, 'recovering', 'a is the leader: a restart report starts a recovery');
   assert.ok(node.logs.some((line) => line === `cluster: recovery 1 (c restarted or died (reported by b)): every node restores the last committed checkpoint; view ${node.core.placement.viewId}`));
@@ -135,7 +158,7 @@ test('a member behind asks from its older epoch: the fence lets the request thro
   assert.ok(isRecoveryRequest(asked, 0, asked.length));
   assert.ok(node.recovery.accept(asked, 0, asked.length, 'b', 0), 'a recovery request from an older epoch passes the fence');
   node.recovery.onControl('b', decodeControlEnvelope(asked, 0, asked.length));
-  assert.equal(node.controls, [{ to: 'b', message: { type: 'rollback', epoch: 1, members: ['a', 'b'], restore: ref(6) } }], 'the order it missed, not a new recovery');
+  assert.equal(node.controls, [{ to: 'b', message: { type: 'rollback', epoch: 1, members: ['a', 'b'], restore: ref(6), claimant: 'a' } }], 'the order it missed, not a new recovery');
   assert.is(node.core.epoch, 1);
   const behind = encodeControlEnvelope({ type: 'behind', epoch: 0 });
   assert.ok(node.recovery.accept(behind, 0, behind.length, 'b', 0));
@@ -155,12 +178,13 @@ test("a recovery epoch claimed by another node too: this node orders nothing, ta
   assert.equal(node.controls, [], 'no order sent');
   assert.equal(node.port.rollBacks, [], 'nothing restored');
   assert.is(node.core.status, 'recovering');
-  const order = encodeControlEnvelope({ type: 'rollback', epoch: 1, members: ['a', 'b', 'x'], restore: ref(6) });
+  const order = encodeControlEnvelope({ type: 'rollback', epoch: 1, members: ['a', 'b', 'x'], restore: ref(6), claimant: 'x' });
   assert.ok(node.recovery.accept(order, 0, order.length, 'x', 1), "the winner's order of this very epoch passes the fence");
   node.recovery.onControl('x', decodeControlEnvelope(order, 0, order.length));
+  await settle();
   assert.equal(node.port.rollBacks.map((rollBack) => [rollBack.epoch, rollBack.checkpoint.checkpoint]), [[1, 6]]);
   assert.is(node.core.epoch, 1);
-  const again = encodeControlEnvelope({ type: 'rollback', epoch: 1, members: ['a', 'b'], restore: ref(6) });
+  const again = encodeControlEnvelope({ type: 'rollback', epoch: 1, members: ['a', 'b'], restore: ref(6), claimant: 'x' });
   assert.not.ok(node.recovery.accept(again, 0, again.length, 'y', 1), 'one order per epoch: another of the same epoch waits like any message of it');
 
   // No order comes: the next epoch is claimed, with the view as it is.
@@ -176,7 +200,20 @@ test("a recovery epoch claimed by another node too: this node orders nothing, ta
   assert.ok(loser.logs.some((line) => line.startsWith('cluster: recovery 2 (no order came for the contended recovery 1)')), loser.logs.join('\n'));
   loser.port.prepares[1]!.resolve({ restore: ref(6), contendedBy: [] });
   await settle();
-  assert.equal(loser.controls, [{ to: 'b', message: { type: 'rollback', epoch: 2, members: ['a', 'b'], restore: ref(6) } }], 'won: it orders epoch 2');
+  assert.equal(loser.controls, [{ to: 'b', message: { type: 'rollback', epoch: 2, members: ['a', 'b'], restore: ref(6), claimant: 'a' } }], 'won: it orders epoch 2');
+});
+
+test('a rollback order without its claim in the store is refused and counted; nothing is dropped or restored', async () => {
+  const node = member();
+  node.port.orderRefusal = 'the store holds no claim of recovery 5 by b';
+  node.recovery.onControl('b', { type: 'rollback', epoch: 5, members: ['a', 'b'], restore: ref(0), claimant: 'b' });
+  await settle();
+  assert.is(node.core.status, 'serving');
+  assert.is(node.core.epoch, 0);
+  assert.equal(node.port.rollBacks, []);
+  assert.not.ok(node.port.calls.includes('begin-recovery 5'));
+  assert.is(node.recovery.refused, 1);
+  assert.ok(node.logs.includes('cluster: refused a rollback order of recovery 5 to checkpoint 0 from b: the store holds no claim of recovery 5 by b'), node.logs.join('\n'));
 });
 
 test.run();

@@ -96,6 +96,7 @@ export function shells(selfId: string, options: { joining?: boolean; checkpointi
     redeliver: (bytes, offset, length, from, epoch) => redelivered.push({ from, epoch, bytes: bytes.slice(offset, offset + length) }),
     members: () => members,
     releaseHeld: () => harness.handovers.releaseHeld(),
+    sendControl: (to, message) => controls.push({ to, message }),
     log,
     restoreRetryMs: options.restoreRetryMs ?? 20,
   });

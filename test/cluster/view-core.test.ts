@@ -173,19 +173,19 @@ test('checkpoints on, a member dies: the leader starts a recovery; another membe
   assert.equal(controls(follower.take()), [], 'not again before ROLLBACK_ASK_MS');
   follower.view.tick(members({ a: 'alive', b: 'alive', c: 'dead' }), 5_001 + ROLLBACK_ASK_MS);
   assert.equal(controls(follower.take()).length, 1);
-  follower.view.rollbackOrdered('a', { epoch: 1, members: ['a', 'b'], restore: ref(7) });
+  follower.view.rollbackOrdered('a', { epoch: 1, members: ['a', 'b'], restore: ref(7), claimant: 'a' });
   assert.is(follower.view.status, 'recovering');
   assert.ok(follower.take().some((action) => action.type === 'rollback-run' && action.restore.checkpoint === 7 && action.plan.epoch === 1));
 });
 
 test('a recovery that ends without a majority ends in no-majority; an older order is ignored', () => {
   const node = servingWith(['a', 'b', 'c'], { checkpointing: true });
-  node.view.rollbackOrdered('b', { epoch: 3, members: ['a', 'b', 'c'], restore: ref(0) });
+  node.view.rollbackOrdered('b', { epoch: 3, members: ['a', 'b', 'c'], restore: ref(0), claimant: 'b' });
   assert.is(node.view.status, 'recovering');
   node.view.viewChanged(members({ a: 'alive', b: 'suspect', c: 'suspect' }), 10);
   assert.is(node.view.status, 'recovering', 'losing the majority does not end a recovery');
   assert.not.ok(node.view.inMajority());
-  node.view.rollbackOrdered('b', { epoch: 2, members: ['a', 'b'], restore: ref(0) });
+  node.view.rollbackOrdered('b', { epoch: 2, members: ['a', 'b'], restore: ref(0), claimant: 'b' });
   assert.is(node.view.epoch, 3);
   node.view.rollbackDone(3, members({ a: 'alive', b: 'suspect', c: 'suspect' }), 20);
   assert.is(node.view.status, 'no-majority');
@@ -193,7 +193,7 @@ test('a recovery that ends without a majority ends in no-majority; an older orde
 
 test('epoch fencing: older envelopes are dropped, newer ones wait, and a node left behind asks for its order', () => {
   const node = servingWith(['a', 'b'], { checkpointing: true });
-  node.view.rollbackOrdered('b', { epoch: 2, members: ['a', 'b'], restore: ref(0) });
+  node.view.rollbackOrdered('b', { epoch: 2, members: ['a', 'b'], restore: ref(0), claimant: 'b' });
   node.view.rollbackDone(2, members({ a: 'alive', b: 'alive' }), 0);
   node.take();
   assert.is(node.view.fence(1, 'b', 100), 'drop');
@@ -205,12 +205,12 @@ test('epoch fencing: older envelopes are dropped, newer ones wait, and a node le
   assert.equal(controls(node.take()), [{ to: 'b', type: 'behind', epoch: 2 }]);
   // The peer answers a "behind" with its last order.
   const peer = servingWith(['a', 'b'], { checkpointing: true });
-  peer.view.rollbackOrdered('b', { epoch: 3, members: ['a', 'b'], restore: ref(5) });
+  peer.view.rollbackOrdered('b', { epoch: 3, members: ['a', 'b'], restore: ref(5), claimant: 'b' });
   peer.take();
   peer.view.behindReported('x', 3);
   assert.equal(controls(peer.take()), []);
   peer.view.behindReported('x', 2);
-  assert.equal(controls(peer.take()), [{ to: 'x', type: 'rollback', epoch: 3, members: ['a', 'b'], restore: ref(5) }]);
+  assert.equal(controls(peer.take()), [{ to: 'x', type: 'rollback', epoch: 3, members: ['a', 'b'], restore: ref(5), claimant: 'b' }], 'the order as its claimant made it');
 });
 
 test('peer HELLO: a joining node takes the cluster epoch; a restarted member makes the leader recover', () => {
@@ -236,7 +236,7 @@ test('peer HELLO: a joining node takes the cluster epoch; a restarted member mak
   assert.equal(controls(follower.take()), [{ to: 'a', type: 'restarted', epoch: 0, node: 'a' }]);
   // The leader takes a report of its current epoch only.
   const reported = servingWith(['a', 'b'], { checkpointing: true });
-  reported.view.rollbackOrdered('b', { epoch: 2, members: ['a', 'b'], restore: ref(0) });
+  reported.view.rollbackOrdered('b', { epoch: 2, members: ['a', 'b'], restore: ref(0), claimant: 'b' });
   reported.view.rollbackDone(2, members({ a: 'alive', b: 'alive' }), 0);
   reported.view.restartReported('b', 'c', 1);
   assert.is(reported.view.status, 'serving', 'a report made before the last recovery was answered by it');
@@ -247,10 +247,10 @@ test('peer HELLO: a joining node takes the cluster epoch; a restarted member mak
 
 test('a member back after missing a recovery gets the order again from the leader', () => {
   const leader = servingWith(['a', 'b'], { checkpointing: true });
-  leader.view.rollbackOrdered('a', { epoch: 1, members: ['a', 'b'], restore: ref(3) });
+  leader.view.rollbackOrdered('a', { epoch: 1, members: ['a', 'b'], restore: ref(3), claimant: 'a' });
   leader.take();
   leader.view.memberChanged(member('c', 'alive'));
-  assert.equal(controls(leader.take()), [{ to: 'c', type: 'rollback', epoch: 1, members: ['a', 'b'], restore: ref(3) }]);
+  assert.equal(controls(leader.take()), [{ to: 'c', type: 'rollback', epoch: 1, members: ['a', 'b'], restore: ref(3), claimant: 'a' }]);
   leader.view.memberChanged(member('b', 'alive'));
   assert.equal(controls(leader.take()), [], 'b took part');
 });
@@ -364,7 +364,7 @@ test('leaving: the status is left for good, answers stay those of the status it 
   const released = node.take().flatMap((action) => (action.type === 'release' ? [action.keyGroup] : []));
   assert.equal(released, groupsOf('a', ['a', 'b']));
   assert.ok(node.owned.every((own) => !own));
-  node.view.rollbackOrdered('b', { epoch: 5, members: ['b'], restore: ref(0) });
+  node.view.rollbackOrdered('b', { epoch: 5, members: ['b'], restore: ref(0), claimant: 'b' });
   assert.is(node.view.status, 'left', 'a node that left follows no recovery');
   assert.throws(() => node.view.viewChanged(members({ a: 'left', b: 'alive' }), 0), (error: Error) => error instanceof InternalError);
 });

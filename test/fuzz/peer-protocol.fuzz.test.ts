@@ -181,7 +181,7 @@ function validControl(random: Random): CheckpointControl {
     () => ({ type: 'ack', checkpoint, objects: [[random.int(8), `checkpoints/${checkpoint}/seg-a.bin#0+10`], [random.int(8), null], [random.int(8), '']], channels: [`checkpoints/${checkpoint}/ch-a.bin`] }),
     () => ({ type: 'failed', checkpoint, reason: random.text() }),
     () => ({ type: 'outcome', checkpoint, committed: random.chance(0.5) }),
-    () => ({ type: 'rollback', epoch, members: ['a', 'b'], restore: random.chance(0.2) ? { checkpoint: 0, term: '' } : { checkpoint: 1 + random.int(50), term: termId(1 + random.int(9), '0000000f') } }),
+    () => ({ type: 'rollback', epoch, members: ['a', 'b'], restore: random.chance(0.2) ? { checkpoint: 0, term: '' } : { checkpoint: 1 + random.int(50), term: termId(1 + random.int(9), '0000000f') }, claimant: 'b' }),
     () => ({ type: 'restarted', epoch, node: 'b' }),
     () => ({ type: 'behind', epoch }),
   ])();

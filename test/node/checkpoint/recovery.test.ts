@@ -518,7 +518,7 @@ test('prepare: stops leading (a write in flight settles first), begins a term ba
   const head = await commit(store, 6);
   await checkpointing.lead({ participants: ['n1'], view: 'single' });
   assert.ok(checkpointing.leaderStats !== null);
-  assert.equal(await withTimeout(recovery.prepare(1, 'n1'), TIMEOUT_MS, 'prepare'), { head, contendedBy: [] });
+  assert.equal(await withTimeout(recovery.prepare(1, 'n1', ['n1']), TIMEOUT_MS, 'prepare'), { head, contendedBy: [] });
   assert.is(checkpointing.leaderStats, null);
   assert.equal(host.events, ['lead single', 'lead null']);
   const terms = await termsOf(store);
@@ -543,7 +543,7 @@ test("prepare fences off a leader elsewhere: its commit record landing after pre
   playShards(elsewhere, 7);
   await eventually(() => gated.waiting === 1, "n2's commit record of 7 held", TIMEOUT_MS);
   // The recovery here: its term is sealed before it reads, so it restores 6 and 7 must never be announced.
-  assert.equal(await withTimeout(recovery.prepare(1, 'n1'), TIMEOUT_MS, 'prepare'), { head, contendedBy: [] });
+  assert.equal(await withTimeout(recovery.prepare(1, 'n1', ['n1']), TIMEOUT_MS, 'prepare'), { head, contendedBy: [] });
   const recoveryTerm = (await termsOf(store)).at(-1)!.term;
   gated.release();
   await eventually(() => elsewhereHost.outcomes.length > 0, "n2's outcome of 7", TIMEOUT_MS);

@@ -224,8 +224,9 @@ test('checkpoint and recovery calls delegate to checkpointing and recovery', asy
   };
   host.recovery = {
     begin: (epoch) => void calls.push(['begin', epoch]),
-    prepare: async (epoch, nodeId) => (calls.push(['prepare', epoch, nodeId]), { head: { checkpoint: 41, term: HEAD_TERM, retained: [{ checkpoint: 40, term: HEAD_TERM }] }, contendedBy: ['b'] }),
+    prepare: async (epoch, nodeId, members) => (calls.push(['prepare', epoch, nodeId, members]), { head: { checkpoint: 41, term: HEAD_TERM, retained: [{ checkpoint: 40, term: HEAD_TERM }] }, contendedBy: ['b'] }),
     rollBack: async (owned, epoch, checkpoint) => (calls.push(['rollBack', owned, epoch, checkpoint]), { checkpoint: checkpoint.checkpoint, instances: 9 }),
+    checkOrder: async (order) => (calls.push(['checkOrder', order.claimant]), null),
   };
   const port = new NodePort(host);
   assert.is(port.checkpointing, true);
@@ -236,7 +237,7 @@ test('checkpoint and recovery calls delegate to checkpointing and recovery', asy
   port.onCheckpointControl('b', control);
   port.beginRecovery(2);
   // The recovery's order names the checkpoint and its term, not what is retained with it.
-  assert.equal(await withTimeout(port.prepareRollBack(2), TIMEOUT_MS, 'prepareRollBack'), { restore: { checkpoint: 41, term: HEAD_TERM }, contendedBy: ['b'] });
+  assert.equal(await withTimeout(port.prepareRollBack(2, ['a', 'b']), TIMEOUT_MS, 'prepareRollBack'), { restore: { checkpoint: 41, term: HEAD_TERM }, contendedBy: ['b'] });
   const owned = (keyGroup: number) => keyGroup > 3;
   assert.equal(await withTimeout(port.rollBack(owned, 2, { checkpoint: 41, term: HEAD_TERM }), TIMEOUT_MS, 'rollBack'), { checkpoint: 41, instances: 9 });
   port.stoppingTogether();
@@ -246,7 +247,7 @@ test('checkpoint and recovery calls delegate to checkpointing and recovery', asy
     ['lead', null],
     ['onControl', 'b', control],
     ['begin', 2],
-    ['prepare', 2, 'a'],
+    ['prepare', 2, 'a', ['a', 'b']],
     ['rollBack', owned, 2, { checkpoint: 41, term: HEAD_TERM }],
     ['stoppingTogether'],
   ]);
