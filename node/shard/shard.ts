@@ -516,7 +516,8 @@ export class Shard implements RecordVisitor, ShardContext, CutHost {
     // (an async handler finished while it was idle) would never come back to it: wake it to retry.
     if (this.parked && this.outbox.hasOverflow) this.inbox.wake();
     const remoteWaiting = this.remote?.waiting ?? 0;
-    const backlog = this.embedded.waiting + this.embedded.running + this.local.length + this.held.count;
+    // Held messages are not backlog: they cannot run until the node has a majority (a stop hands them over).
+    const backlog = this.embedded.waiting + this.embedded.running + this.local.length;
     this.stats.set(this.thread, Stat.Backlog, backlog);
     this.stats.set(this.thread, Stat.IngressReceived, this.ingressReceived);
     this.stats.set(this.thread, Stat.RemoteWork, remoteWaiting + (this.remote?.inFlight ?? 0));
