@@ -2,6 +2,7 @@
 // Peer authentication end to end (issue 14): real node processes, and a raw peer on /peer playing an
 // intruder. Without the cluster secret it cannot join, gossip, feed envelopes or roll a node back —
 // each attempt closes its connection with the reason, and a well-behaved client's counts stay exact.
+// With the secret, a peer still cannot order a rollback its leader did not claim, nor misaddress a key group.
 // A node with another secret is refused at join on both sides; a founding node without a secret
 // writes one and says where; a joining node without one stops and says what to do.
 import { test } from 'uvu';
@@ -12,6 +13,9 @@ import { join } from 'node:path';
 import { connect, type Client } from 'statecraft';
 import { PeerClose, PeerFrame, encodeControl } from '../../cluster/peer-protocol.js';
 import { encodeControlEnvelope } from '../../cluster/checkpoint-control.js';
+import { writeInvoke } from '../../lib/envelope.js';
+import { keyGroupOf } from '../../lib/key-group.js';
+import { toTypedValue } from '../../lib/typed-value.js';
 import { TEST_CLUSTER_SECRET, adminJson, clusterUntil, eventually, fixture, killNodeProcesses, startClusterProcesses, startNodeProcess, subscribed, take, withTimeout, type NodeProcess } from '../helpers.js';
 import { counted } from '../fixtures/functions.js';
 import { RawPeer, envelopesFrame } from './raw-peer.js';
@@ -111,11 +115,16 @@ test('without the cluster secret a process cannot join, gossip, feed envelopes o
   await member.until("the node's PROOF", () => member.frames.some((frame) => frame[0] === PeerFrame.Proof));
   member.socket.send(member.proof(TEST_CLUSTER_SECRET));
   await member.until('RESUME after a good proof', () => member.frames.some((frame) => frame[0] === PeerFrame.Resume));
-  // 7. Even with the secret, a peer cannot order a rollback the leader did not claim in the store: here
-  // one in the leader's name, back to nothing.
+  // 7. Even with the secret, a peer cannot order a rollback the leader did not claim in the store (here
+  // one in the leader's name, back to nothing), nor put a message into another key group than its
+  // target's (the header is checked against the id's hash).
   const forged = encodeControlEnvelope({ type: 'rollback', epoch: 99, members: ['n1', 'n2'], restore: { checkpoint: 0, term: '' }, claimant: 'n1' });
+  const realGroup = keyGroupOf('kept-0', 128);
+  const lying = new Uint8Array(256);
+  const lyingEnd = writeInvoke(lying, 0, (realGroup + 1) % 128, 'test/counter', 'kept-0', null, null, toTypedValue(1));
   member.socket.send(encodeControl(PeerFrame.Resume, { stream: 'probe-stream', receivedStream: '', received: 0 }));
-  member.socket.send(envelopesFrame(1, [forged]));
+  member.socket.send(envelopesFrame(1, [forged, lying.subarray(0, lyingEnd)]));
+  await eventually(() => nodes[0]!.output().includes(`but its target id is in key group ${realGroup}`), 'the envelope with a wrong key group dropped', 8000);
   await eventually(() => /refused a rollback order of recovery 99 to checkpoint 0 from probe-with-secret: the store holds no claim of recovery 99 by n1/.test(nodes[0]!.output()), 'the forged order refused', 8000).catch((error: Error) => { throw new Error(`${error.message}: ${nodes[0]!.output().slice(-3000)}`); });
   const metrics = await (await fetch(`http://127.0.0.1:${target}/metrics`)).text();
   assert.match(metrics, /^statecraft_control_refused_total 1$/m);
