@@ -48,12 +48,24 @@ export interface InvocationLimits {
   readonly idBytesMax: number;
 }
 
+/**
+ * Messages, delayed messages, cancellations and egress records one invocation may ask for, together.
+ * One loop scheduling a million delayed messages would otherwise grow a shard by gigabytes before the
+ * handler returns; past this the invocation fails whole (see Invocation.refused).
+ */
+export const EFFECTS_PER_INVOCATION_MAX = 100_000;
+
 const NOT_LOADED: unique symbol = Symbol('not loaded');
 
 export class Invocation<R extends CompiledFunction = CompiledFunction> implements Context<Record<string, unknown>>, StateAccess {
   effects: Effect[] | null = null;
   staged: Staged | null = null;
   closed = false;
+  /**
+   * Set when the handler asked for more than EFFECTS_PER_INVOCATION_MAX effects: the call that went
+   * over threw it, and the invocation fails with it even if the handler caught it (nothing applies).
+   */
+  refused: ValidationError | null = null;
   private loaded: unknown = NOT_LOADED;
   private storageProxy: object | null = null;
   private selfAddress: Address | null = null;
@@ -192,8 +204,17 @@ export class Invocation<R extends CompiledFunction = CompiledFunction> implement
   }
 
   private push(effect: Effect): void {
+    if (this.refused !== null) throw this.refused;
     if (this.effects === null) this.effects = [effect];
-    else this.effects.push(effect);
+    else if (this.effects.length < EFFECTS_PER_INVOCATION_MAX) this.effects.push(effect);
+    else {
+      this.refused ??= new ValidationError(
+        'SC_ERR_LIMIT_REACHED',
+        `${this.message.targetTypename}/${this.message.targetId} asked for more than ${EFFECTS_PER_INVOCATION_MAX} messages, delayed messages, cancellations and egress records in one invocation: none of them is sent and its state is unchanged. Spread the work over several invocations (for example a message to itself that carries on).`,
+      );
+      this.effects = null; // nothing of it will apply: let the memory go
+      throw this.refused;
+    }
   }
 
   private ensureOpen(method: string): void {

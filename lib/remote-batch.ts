@@ -109,6 +109,10 @@ export async function runBatch(functions: RemoteFunctionSet, batch: InvocationBa
       throw new BatchError(422, 'SC_ERR_REMOTE_HANDLER', `${typename}/${batch.target.id} threw ${thrown}`, { cause: error });
     }
     invocation.closed = true;
+    if (invocation.refused !== null) {
+      // Over the effects limit, the error caught by the handler: the invocation fails whole.
+      throw new BatchError(422, 'SC_ERR_REMOTE_HANDLER', `${typename}/${batch.target.id} failed: ${invocation.refused.message}`, { cause: invocation.refused });
+    }
     if (invocation.staged !== null) {
       invocation.staged.forEach((value, slot) => value !== UNCHANGED && changed.add(slot));
       record = layout.apply(record, invocation.staged, nowMs);

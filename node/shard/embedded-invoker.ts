@@ -173,6 +173,8 @@ export class EmbeddedInvoker {
   /** Applies a successful invocation: state first, then its messages in the order the handler sent them. */
   private commit(invocation: Invocation<FunctionRuntime>): void {
     invocation.closed = true;
+    // Over the effects limit: it fails whole, even if the handler caught the error.
+    if (invocation.refused !== null) throw invocation.refused;
     const context = this.context;
     const runtime = invocation.runtime;
     const message = invocation.message;

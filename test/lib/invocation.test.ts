@@ -8,7 +8,7 @@ import { CompiledFunction } from '../../lib/compiled-function.js';
 import { StatecraftError } from '../../lib/errors.js';
 import { CANCELLATION_TOKEN_LENGTH_MAX, DELAY_MS_MAX } from '../../lib/function.js';
 import { defineFunction, egressMessageBuilder, messageBuilder, Types } from '../../lib/index.js';
-import { EffectKind, Invocation, type Effect } from '../../lib/invocation.js';
+import { EFFECTS_PER_INVOCATION_MAX, EffectKind, Invocation, type Effect } from '../../lib/invocation.js';
 import { Message } from '../../lib/message.js';
 import { UNCHANGED } from '../../lib/state-layout.js';
 
@@ -232,6 +232,20 @@ test('a closed context refuses every call with SC_ERR_CONTEXT_CLOSED, naming the
   assert.is(invocation.effects!.length, 1, 'nothing recorded after closing');
   assert.is(invocation.staged, null);
   assert.equal(invocation.self, { typename: 'test/counter', id: 'alice' }, 'its address can still be read');
+});
+
+test('past EFFECTS_PER_INVOCATION_MAX effects of any kind the call throws SC_ERR_LIMIT_REACHED, and every later one too: the invocation is refused even if the handler catches it', () => {
+  const { invocation } = open();
+  for (let index = 0; index < EFFECTS_PER_INVOCATION_MAX / 2; index++) invocation.send({ typename: 'test/sink', id: 'a' }, index);
+  for (let index = 0; index < EFFECTS_PER_INVOCATION_MAX / 2 - 1; index++) invocation.sendAfter(1000, { typename: 'test/sink', id: 'a' }, index);
+  invocation.egress('out', 'last one in');
+  assert.is(invocation.effects!.length, EFFECTS_PER_INVOCATION_MAX);
+  assert.is(invocation.refused, null);
+  refuses(() => invocation.cancelDelayedMessage('token'), 'SC_ERR_LIMIT_REACHED', /test\/counter\/alice asked for more than 100000 messages, delayed messages, cancellations and egress records in one invocation/);
+  assert.is(invocation.refused?.code, 'SC_ERR_LIMIT_REACHED');
+  assert.is(invocation.effects, null, 'what it collected is dropped');
+  refuses(() => invocation.send({ typename: 'test/sink', id: 'a' }, 1), 'SC_ERR_LIMIT_REACHED');
+  assert.is(invocation.effects, null, 'and nothing is collected again');
 });
 
 test.run();

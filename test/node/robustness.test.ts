@@ -249,6 +249,19 @@ test('handlers throwing huge errors, unprintable values, hostile proxies or bad 
   await nodeStillServes();
 });
 
+test('one invocation scheduling 1,000,000 delayed messages is refused whole (SC_ERR_LIMIT_REACHED), its state unchanged and nothing scheduled; the address and the node go on', async () => {
+  const pendingBefore = node.metrics().DelayedPending;
+  await client.send({ typename: 'hostile/flood', id: 'f' }, 1_000_000);
+  const [letter] = await recordsOf<DeadLetter>('dead-letters', (candidate) => candidate.address.typename === 'hostile/flood', 1);
+  assert.is(letter!.code, 'SC_ERR_LIMIT_REACHED');
+  assert.match(letter!.reason, /hostile\/flood\/f asked for more than 100000 messages, delayed messages, cancellations and egress records in one invocation/);
+  await client.send({ typename: 'hostile/flood', id: 'f' }, 3);
+  const [report] = await recordsOf<{ id: string; runs: number }>('flood', (value) => value.id === 'f', 1);
+  assert.is(report!.runs, 1, 'the refused invocation changed nothing in its state');
+  await eventually(() => node.metrics().DelayedPending === pendingBefore + 3, 'only the 3 delayed messages of the second invocation are pending');
+  await nodeStillServes();
+});
+
 test('a string value just under valueBytesMax (1 MiB) fits its ring: it is delivered, the shard lives', async () => {
   const big = client.subscribe<string>('big');
   await subscribed(big);

@@ -4,6 +4,7 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { defineFunction, Types, type FunctionDefinition } from '../../../lib/index.js';
+import type { StatecraftError } from '../../../lib/errors.js';
 import { keyGroupOf } from '../../../lib/key-group.js';
 import { Message } from '../../../lib/message.js';
 import { toTypedValue } from '../../../lib/typed-value.js';
@@ -106,6 +107,20 @@ const twoFaced = defineFunction({
   },
 });
 
+/** Writes state, then asks for `n` delayed messages, catching what the limit throws: it must fail all the same. */
+const flooder = defineFunction({
+  typename: 'test/flooder',
+  specs: [{ name: 'n', type: Types.int }],
+  fn(context, incoming) {
+    context.storage.n = (context.storage.n ?? 0) + 1;
+    try {
+      for (let index = 0; index < incoming.asInt(); index++) context.sendAfter(60_000, { typename: 'test/sink', id: 'flooded' }, index);
+    } catch {
+      // a handler that swallows the refusal
+    }
+  },
+});
+
 function setup(definitions: FunctionDefinition[] = [counter, thrower, gated, twoFaced]) {
   const shard = new FakeShard();
   const invoker = new EmbeddedInvoker(shard, definitions);
@@ -177,6 +192,22 @@ test('a throwing handler: one dead letter, no state change, no effects; the inst
   assert.ok(invoker.deliver(message('test/thrower', 't', 'fine again')));
   assert.is(record(shard, 'test/thrower', 't'), 2);
   assert.is(shard.deadLetters.length, 1);
+});
+
+test('an invocation past the effects limit fails whole even when the handler catches the refusal: a dead letter SC_ERR_LIMIT_REACHED, no state change, nothing sent; the instance goes on', () => {
+  const { shard, invoker } = setup([flooder]);
+  assert.ok(invoker.deliver(message('test/flooder', 'f', 3)));
+  assert.is(record(shard, 'test/flooder', 'f'), 1);
+  assert.is(shard.effects[0]!.effects.length, 3);
+  shard.effects.length = 0;
+  assert.ok(invoker.deliver(message('test/flooder', 'f', 1_000_000)));
+  assert.is(shard.deadLetters.length, 1);
+  assert.is((shard.deadLetters[0]!.error as StatecraftError).code, 'SC_ERR_LIMIT_REACHED');
+  assert.is(record(shard, 'test/flooder', 'f'), 1, 'its state write was dropped');
+  assert.equal(shard.effects, [], 'none of its delayed messages applied');
+  assert.ok(invoker.deliver(message('test/flooder', 'f', 2)));
+  assert.is(record(shard, 'test/flooder', 'f'), 2);
+  assert.is(shard.effects[0]!.effects.length, 2);
 });
 
 test('a hand-made thenable that calls both callbacks twice settles once', async () => {
