@@ -29,12 +29,14 @@ test.after.each(async () => {
  * connection whose request line matches is held from that request on: its bytes wait here until
  * `release()`. `holdNext` resolves with the request line once the whole request (its headers and
  * Content-Length bytes of body) is here, so the sender may be paused then without cutting it short.
+ * The store's server closes a keep-alive connection idle for 5 s, which a long hold outlasts on a
+ * loaded machine: a held request whose upstream connection closed goes out on a new one.
  */
 class HoldingProxy {
   private readonly server: Server;
   private readonly sockets = new Set<Socket>();
   private pattern: RegExp | null = null;
-  private holding: { buffered: Buffer[]; upstream: Socket; resume: () => void } | null = null;
+  private holding: { buffered: Buffer[]; resume: () => Socket } | null = null;
   private onHeld: ((line: string) => void) | null = null;
 
   private constructor(private readonly upstreamPort: number) {
@@ -60,8 +62,8 @@ class HoldingProxy {
     const holding = this.holding;
     this.holding = null;
     if (holding === null) return;
-    for (const chunk of holding.buffered) holding.upstream.write(chunk);
-    holding.resume();
+    const upstream = holding.resume();
+    for (const chunk of holding.buffered) upstream.write(chunk);
   }
 
   async close(): Promise<void> {
@@ -72,11 +74,28 @@ class HoldingProxy {
   }
 
   private pipe(client: Socket): void {
-    const upstream = createConnection(this.upstreamPort, '127.0.0.1');
-    this.sockets.add(client).add(upstream);
     let held = false;
+    const end = () => {
+      client.destroy();
+      upstream.destroy();
+    };
+    const connectUpstream = (): Socket => {
+      const socket = createConnection(this.upstreamPort, '127.0.0.1');
+      this.sockets.add(socket);
+      socket.on('data', (chunk: Buffer) => client.write(chunk));
+      // While a request is held its upstream may close (idle): release() opens another.
+      socket.on('close', () => held || end()).on('error', () => held || end());
+      return socket;
+    };
+    let upstream = connectUpstream();
+    this.sockets.add(client);
     let heldLine: string | null = null;
     const buffered: Buffer[] = [];
+    const resume = (): Socket => {
+      held = false;
+      if (upstream.destroyed) upstream = connectUpstream();
+      return upstream;
+    };
     client.on('data', (chunk: Buffer) => {
       if (!held && this.pattern !== null) {
         const line = /^(PUT|POST|GET|HEAD|DELETE) \S+/m.exec(chunk.toString('latin1'))?.[0];
@@ -84,7 +103,7 @@ class HoldingProxy {
           held = true;
           heldLine = line;
           this.pattern = null;
-          this.holding = { buffered, upstream, resume: () => (held = false) };
+          this.holding = { buffered, resume };
         }
       }
       if (held) buffered.push(chunk);
@@ -95,13 +114,7 @@ class HoldingProxy {
         this.onHeld?.(line);
       }
     });
-    upstream.on('data', (chunk: Buffer) => client.write(chunk));
-    const end = () => {
-      client.destroy();
-      upstream.destroy();
-    };
     client.on('close', end).on('error', end);
-    upstream.on('close', end).on('error', end);
   }
 }
 
@@ -160,6 +173,7 @@ test('a leader paused with its commit on the way: a new leader recovers and comm
   const store = new S3BlobStore({ bucket: s3.bucket, prefix: PREFIX, endpoint: s3.endpoint });
   cleanups.push(() => store.close());
   const watcher = watchHead(store);
+  cleanups.push(() => watcher.stop().catch(() => undefined)); // a failed test must not leave it reading
   // Events through n2 and n3 all along; each resolves once a committed checkpoint covers it.
   const sender = await connect([others[0]!.url, others[1]!.url], { reconnect: { delayMs: 50, delayMaxMs: 300 } });
   clients.push(sender);
@@ -184,6 +198,10 @@ test('a leader paused with its commit on the way: a new leader recovers and comm
       await new Promise((resolve) => setTimeout(resolve, 30));
     }
   })();
+  cleanups.push(async () => {
+    sending = false; // a failed test must not leave it sending
+    await traffic;
+  });
   await eventually(() => rounds >= 10, 'traffic runs');
 
   // The next commit record n1 writes is held on the way; n1 is paused at once.
