@@ -17,6 +17,7 @@
  * connection may have swallowed: so an event is never taken for accepted when the node rejected it.
  */
 import { FifoQueue } from './fifo-queue.js';
+import { HEARTBEAT_INTERVAL_MS_DEFAULT, HEARTBEAT_TIMEOUT_MS_DEFAULT, Heartbeat, type HeartbeatOptions } from './client-heartbeat.js';
 import { randomBytes, randomUUID } from 'node:crypto';
 import WebSocket from 'ws';
 import { ID_BYTES_MAX_DEFAULT, validateAddress, validateEgressName, type Address } from './address.js';
@@ -65,6 +66,14 @@ export interface ConnectOptions {
    * "not now" (recovering, or without its cluster's majority). Default 10 s.
    */
   connectTimeoutMs?: number;
+  /**
+   * The liveness check of the connected node: the client pings it every `intervalMs` (default 1 s) and
+   * drops a connection silent for `timeoutMs` (default 3 s), then reconnects to the next node and
+   * re-sends what was not confirmed. A stopped or cut-off node never closes its sockets: without the
+   * check (`false`) the client waits for it to come back. Reconnect attempts then also give up on a
+   * node that has not answered within `timeoutMs`.
+   */
+  heartbeat?: boolean | HeartbeatOptions;
   /**
    * This client's producer id. Events carry it with a sequence number, so a node never applies an
    * event twice when the client re-sends after a reconnect. Default: a random UUID.
@@ -443,6 +452,8 @@ class StatecraftClient implements Client {
   private urlIndex = 0;
   private reconnectAttempts = 0;
   private reconnectTimer: NodeJS.Timeout | null = null;
+  private heartbeat: Heartbeat | null = null;
+  private readonly heartbeatOptions: Required<HeartbeatOptions> | null;
   private slab = new Uint8Array(SLAB_BYTES);
   private slabUsed = 0;
   private readonly decoder = new EnvelopeDecoder();
@@ -484,6 +495,16 @@ class StatecraftClient implements Client {
             delayMaxMs: (reconnect === true ? undefined : reconnect.delayMaxMs) ?? 5000,
             attemptsMax: (reconnect === true ? undefined : reconnect.attemptsMax) ?? Infinity,
           };
+    const heartbeat = options.heartbeat ?? true;
+    if (typeof heartbeat !== 'boolean' && (typeof heartbeat !== 'object' || heartbeat === null)) {
+      throw new ValidationError('SC_ERR_INVALID_OPTION', `heartbeat must be true, false or { intervalMs, timeoutMs }, got ${JSON.stringify(heartbeat)}.`);
+    }
+    const intervalMs = heartbeat === false ? 0 : positive('heartbeat.intervalMs', heartbeat === true ? undefined : heartbeat.intervalMs, HEARTBEAT_INTERVAL_MS_DEFAULT);
+    const timeoutMs = heartbeat === false ? 0 : positive('heartbeat.timeoutMs', heartbeat === true ? undefined : heartbeat.timeoutMs, HEARTBEAT_TIMEOUT_MS_DEFAULT);
+    if (heartbeat !== false && timeoutMs < 2 * intervalMs) {
+      throw new ValidationError('SC_ERR_INVALID_OPTION', `heartbeat.timeoutMs (${timeoutMs}) must be at least twice heartbeat.intervalMs (${intervalMs}): the node needs time to answer a ping.`);
+    }
+    this.heartbeatOptions = heartbeat === false ? null : { intervalMs, timeoutMs };
   }
 
   get nodeId(): string | null {
@@ -529,14 +550,14 @@ class StatecraftClient implements Client {
     throw new ConnectionError('SC_ERR_CONNECT_FAILED', `cannot connect to a Statecraft node (${tried.join('; ')}); check that a node is running and the URL is its ws:// URL.`, { cause: last });
   }
 
-  /** One connection attempt to the current URL: open, HELLO, wait for WELCOME. */
-  private attempt(): Promise<void> {
+  /** One connection attempt to the current URL: open, HELLO, wait for WELCOME, within `timeoutMs`. */
+  private attempt(timeoutMs = this.connectTimeoutMs): Promise<void> {
     const url = this.urls[this.urlIndex]!;
     return new Promise<void>((resolve, reject) => {
       let settled = false;
-      const socket = new WebSocket(url, { perMessageDeflate: false, handshakeTimeout: this.connectTimeoutMs, maxPayload: 256 * 1024 * 1024, ...this.tls });
+      const socket = new WebSocket(url, { perMessageDeflate: false, handshakeTimeout: timeoutMs, maxPayload: 256 * 1024 * 1024, ...this.tls });
       socket.binaryType = 'nodebuffer';
-      const timer = setTimeout(() => fail(new Error(`no answer within ${this.connectTimeoutMs} ms`)), this.connectTimeoutMs);
+      const timer = setTimeout(() => fail(new Error(`no answer within ${timeoutMs} ms`)), timeoutMs);
       const fail = (error: Error) => {
         if (settled) return;
         settled = true;
@@ -607,6 +628,10 @@ class StatecraftClient implements Client {
     socket.on('message', (data: Buffer) => this.socketOnMessage(data));
     socket.on('close', (code, reason) => this.socketOnClose(socket, code, reason.toString()));
     socket.on('error', () => undefined); // 'close' follows
+    if (this.heartbeatOptions !== null) {
+      // terminate() emits 'close' (code 1006): the client reconnects to the next node and re-sends.
+      this.heartbeat = new Heartbeat(socket, this.heartbeatOptions.intervalMs, this.heartbeatOptions.timeoutMs, () => socket.terminate());
+    }
 
     // Re-send every event without an ACK, each with its own sequence number, rejected ones too (the
     // numbers stay consecutive). welcome.lastSeq cannot settle any of them: it covers rejected events
@@ -816,6 +841,8 @@ class StatecraftClient implements Client {
   private socketOnClose(socket: WebSocket, code: number, reason: string): void {
     if (socket !== this.socket) return;
     this.socket = null;
+    this.heartbeat?.stop();
+    this.heartbeat = null;
     this.frame = [];
     this.frameBytes = 0;
     if (this.state === 'closing' || this.state === 'closed') return;
@@ -844,7 +871,8 @@ class StatecraftClient implements Client {
       this.reconnectTimer = null;
       if (this.state !== 'reconnecting') return;
       this.urlIndex = (this.urlIndex + 1) % this.urls.length;
-      this.attempt().catch((error: Error) => {
+      // A node that does not answer within the liveness timeout is as good as stopped: try the next one.
+      this.attempt(Math.min(this.connectTimeoutMs, this.heartbeatOptions?.timeoutMs ?? Infinity)).catch((error: Error) => {
         if (this.state !== 'reconnecting') return;
         if (error instanceof ProtocolError) this.fail(error);
         else this.scheduleReconnect();
@@ -911,6 +939,8 @@ class StatecraftClient implements Client {
     }
     this.state = 'closing';
     if (this.reconnectTimer !== null) clearTimeout(this.reconnectTimer);
+    this.heartbeat?.stop();
+    this.heartbeat = null;
     const socket = this.socket;
     this.socket = null;
     if (socket !== null && socket.readyState === WebSocket.OPEN) {

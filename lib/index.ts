@@ -52,6 +52,7 @@ export {
   type SubscribeOptions,
   type Subscription,
 } from './client.js';
+export type { HeartbeatOptions } from './client-heartbeat.js';
 
 /**
  * Serves function definitions over HTTP (StateFun's request-reply protocol) on a piscina pool; see

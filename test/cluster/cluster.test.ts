@@ -281,6 +281,28 @@ test('a client given several nodes fails over when its node leaves, and its even
   assert.is(new Set(records.map((record) => record.value.id)).size, 200);
 });
 
+test('a client whose node is paused (SIGSTOP: its sockets stay open and silent) leaves it by its heartbeat: its events are confirmed through another node while that node is still stopped, each applied once', async () => {
+  nodes = await startClusterProcesses(3, args);
+  await converged(nodes, 3);
+  // The default heartbeat: a ping a second, a connection silent for 3 s is dropped.
+  const sender = await connect([nodes[1]!.url, nodes[2]!.url, nodes[0]!.url], { reconnect: { delayMs: 50, delayMaxMs: 200 } });
+  clients.push(sender);
+  assert.is(sender.nodeId, 'n2');
+  const ids = Array.from({ length: 50 }, (_, index) => `s${index}`);
+  await Promise.all(ids.map((id) => sender.send({ typename: 'test/counter', id }, 1)));
+  nodes[1]!.kill('SIGSTOP');
+  try {
+    // Sent to the stopped node first (the client cannot know yet), then re-sent to the next one.
+    await withTimeout(Promise.all(ids.map((id) => sender.send({ typename: 'test/counter', id }, 1))), 30_000, 'events confirmed while n2 is stopped');
+    assert.ok(sender.nodeId === 'n1' || sender.nodeId === 'n3', `moved to ${sender.nodeId}`);
+  } finally {
+    nodes[1]!.kill('SIGCONT');
+  }
+  await converged(nodes, 3, 30_000);
+  const counts = await countReports(sender, await client(nodes[0]!), ids);
+  assert.equal([...counts.values()], ids.map(() => 2), 'each counter has exactly its 2 increments');
+});
+
 test("a subscription from 'latest' that fails over to another node (its node SIGKILLed) gets what came after it subscribed, and nothing from before", async () => {
   nodes = await startClusterProcesses(3, args);
   await converged(nodes, 3);

@@ -206,4 +206,85 @@ test('reconnect: each event keeps its sequence number, also after a rejected one
   }
 });
 
+test('heartbeat: a node that goes silent (frozen: it answers no ping) is dropped, and the client re-sends to the next node', async () => {
+  const received: string[][] = [[], []];
+  let silent: WebSocket | null = null;
+  const frozen = await fakeNode((socket) => {
+    socket.on('message', (data: Buffer) => {
+      if (data[0] === Frame.Hello) {
+        socket.send(welcomeFrame());
+        return;
+      }
+      if (data[0] !== Frame.Events) return;
+      received[0]!.push(...parseEvents(data).values);
+      // Frozen from here on: reads nothing more (no pong), answers nothing, never closes.
+      silent = socket;
+      socket.pause();
+    });
+  });
+  const alive = await fakeNode((socket) => {
+    socket.on('message', (data: Buffer) => {
+      if (data[0] === Frame.Hello) return socket.send(welcomeFrame());
+      if (data[0] !== Frame.Events) return;
+      const { firstSeq, values } = parseEvents(data);
+      received[1]!.push(...values);
+      socket.send(encodeAck(firstSeq + values.length - 1));
+    });
+  });
+  const own = await connect([frozen.url, alive.url], { heartbeat: { intervalMs: 100, timeoutMs: 400 }, reconnect: { delayMs: 10, delayMaxMs: 20 } });
+  try {
+    await withTimeout(own.send({ typename: 'test/sink', id: 'h' }, 'e1'), 5000, 'the event accepted by the node that is alive');
+    assert.equal(received, [['e1'], ['e1']], 'sent to the frozen node, then re-sent to the live one');
+    assert.ok(silent !== null && (silent as WebSocket).readyState === (silent as WebSocket).OPEN, 'the frozen node never closed its end');
+  } finally {
+    await own.close({ timeoutMs: 10 });
+    await frozen.close();
+    await alive.close();
+  }
+});
+
+test('heartbeat: false waits for a frozen node; a client that was itself blocked does not take its own silence for the node\'s', async () => {
+  let connections = 0;
+  let frozen = false;
+  const fake = await fakeNode((socket) => {
+    connections++;
+    socket.on('message', (data: Buffer) => {
+      if (data[0] === Frame.Hello) socket.send(welcomeFrame());
+      if (frozen) socket.pause();
+    });
+  });
+  const patient = await connect(fake.url, { heartbeat: false, reconnect: { delayMs: 10, delayMaxMs: 20 } });
+  const watchful = await connect(fake.url, { heartbeat: { intervalMs: 100, timeoutMs: 400 }, reconnect: { delayMs: 10, delayMaxMs: 20 } });
+  try {
+    assert.is(connections, 2);
+    // This process is busy for 3 timeouts: the node's pongs wait unread; the connection must survive it.
+    const until = Date.now() + 1200;
+    while (Date.now() < until) {
+      // blocked
+    }
+    await sleep(300);
+    assert.is(connections, 2, 'no reconnect after the client itself was blocked');
+    assert.is(watchful.nodeId, 'fake');
+    frozen = true;
+    void patient.send({ typename: 'test/sink', id: 'p' }, 'e1').catch(() => undefined); // freezes its connection
+    await sleep(1000);
+    assert.is(connections, 2, 'without a heartbeat the client keeps waiting on the frozen node');
+    assert.is(patient.nodeId, 'fake');
+  } finally {
+    await patient.close({ timeoutMs: 10 });
+    await watchful.close({ timeoutMs: 10 });
+    await fake.close();
+  }
+});
+
+test('heartbeat: options are checked', async () => {
+  for (const heartbeat of [{ intervalMs: 0 }, { timeoutMs: -1 }, { intervalMs: 1000, timeoutMs: 1500 }, 'yes']) {
+    const code = await connect('ws://127.0.0.1:1', { heartbeat: heartbeat as never }).then(
+      () => 'connected',
+      (error: StatecraftError) => error.code,
+    );
+    assert.is(code, 'SC_ERR_INVALID_OPTION', JSON.stringify(heartbeat));
+  }
+});
+
 test.run();
