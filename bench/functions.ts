@@ -34,6 +34,16 @@ export const hop = defineFunction({
   },
 });
 
+/** bench/delayed-hop: as bench/hop, but each hop is a delayed message due at once (the timer path). */
+export const delayedHop = defineFunction({
+  typename: 'bench/delayed-hop',
+  fn(context, message) {
+    const hops = message.asInt();
+    const peer = peers.get(context.self.id)!;
+    if (hops < hopsMax) context.sendAfter(0, { typename: 'bench/delayed-hop', id: peer.id }, hops + 1, { type: Types.int });
+  },
+});
+
 /** Counts events per id (state: one int), for client ingress and memory benchmarks. */
 export const count = defineFunction({
   typename: 'bench/count',

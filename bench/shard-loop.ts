@@ -4,6 +4,8 @@
  * address of the same shard, which the next turn delivers. It isolates the per-invocation cost of the
  * shard's own code (delivery, the invocation, applying effects, the local queue), so two commits can
  * be compared on it (run each a few times, interleaved). Baseline from the same run: the codec bound.
+ * The same chains once more as delayed messages due at once (`sendAfter(0, …)`): the timer path
+ * (scheduling, the per-instance pending count and its limit, firing), next to the direct sends.
  *
  *   node bench/shard-loop.js [--invocations 2000000] [--rounds 5]
  */
@@ -23,8 +25,8 @@ const chains = Number(values.chains);
 const KEY_GROUPS = 1024;
 
 process.env.BENCH_SHARDS = '1'; // every hop stays on this shard
-const { hop } = await import('./functions.js');
-const shard = new Shard({
+const { hop, delayedHop } = await import('./functions.js');
+const shardFor = (definition: typeof hop) => new Shard({
   thread: 1,
   layout: createMailboxLayout(2, 4 * 1024 * 1024),
   routing: (() => {
@@ -35,26 +37,46 @@ const shard = new Shard({
   metrics: createMetricsBuffer(2),
   keyGroups: KEY_GROUPS,
   limits: { valueBytesMax: 1024 * 1024, idBytesMax: 1024 },
-  definitions: [hop],
+  definitions: [definition],
   log: () => undefined,
 });
-for (let index = 0; index < chains; index++) {
-  const id = `h${index}`;
-  shard.deliver(new Message(keyGroupOf(id, KEY_GROUPS), 'bench/hop', id, null, null, 'io.statefun.types/int', 0, null));
+
+/** Rounds of `perRound` invocations of `definition`'s chains on a shard of their own: the rates. */
+function measure(definition: typeof hop): number[] {
+  const shard = shardFor(definition);
+  for (let index = 0; index < chains; index++) {
+    const id = `h${index}`;
+    shard.deliver(new Message(keyGroupOf(id, KEY_GROUPS), definition.typename, id, null, null, 'io.statefun.types/int', 0, null));
+  }
+  const invocations = () => shard.counters.invocations;
+  while (invocations() < perRound) shard.turn(); // warm-up
+  const rates: number[] = [];
+  for (let round = 0; round < rounds; round++) {
+    const before = invocations();
+    const started = process.hrtime.bigint();
+    while (invocations() - before < perRound) shard.turn();
+    rates.push(((invocations() - before) * 1e9) / Number(process.hrtime.bigint() - started));
+  }
+  return rates;
 }
-const invocations = () => shard.counters.invocations;
-while (invocations() < perRound) shard.turn(); // warm-up
-const rates: number[] = [];
-for (let round = 0; round < rounds; round++) {
-  const before = invocations();
-  const started = process.hrtime.bigint();
-  while (invocations() - before < perRound) shard.turn();
-  rates.push(((invocations() - before) * 1e9) / Number(process.hrtime.bigint() - started));
-}
+
+const rates = measure(hop);
+const delayedRates = measure(delayedHop);
 const rate = median(rates);
+const delayed = median(delayedRates);
 const codec = codecBound();
 console.log(`codec bound (msgpackr pack+unpack of the envelope, 1 thread): ${format(codec)} /s`);
 console.log(`shard turn loop, local invocations (1 shard, this thread): ${format(rate)} /s (rounds: ${rates.map(format).join(', ')})`);
 console.log(`ratio to codec bound: ${(rate / codec).toFixed(2)}x`);
-console.log(JSON.stringify({ benchmark: 'shard-loop', invocations_per_s: Math.round(rate), codec_bound_per_s: Math.round(codec), ratio_to_codec_bound: Number((rate / codec).toFixed(3)) }));
+console.log(`the same as delayed messages due at once: ${format(delayed)} /s (rounds: ${delayedRates.map(format).join(', ')}), ${(delayed / rate).toFixed(2)}x the direct sends`);
+console.log(
+  JSON.stringify({
+    benchmark: 'shard-loop',
+    invocations_per_s: Math.round(rate),
+    codec_bound_per_s: Math.round(codec),
+    ratio_to_codec_bound: Number((rate / codec).toFixed(3)),
+    delayed_invocations_per_s: Math.round(delayed),
+    delayed_ratio_to_direct: Number((delayed / rate).toFixed(3)),
+  }),
+);
 process.exit(0);

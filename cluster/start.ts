@@ -37,6 +37,8 @@ Options:
   --egress-retain <n>         Records kept per egress for late or lagging subscribers.
                               Default 10000.
   --backlog-max <n>           Queued messages per node above which client events wait. Default 100000.
+  --delayed-pending-max <n>   Delayed messages one instance may have pending; an invocation that
+                              would leave more fails whole (SC_ERR_LIMIT_REACHED). Default 100000.
   --client-connections-max <n>
                               Client connections taken at once; more get HTTP 503 (clients
                               go to another node). Default 10000.
@@ -164,6 +166,7 @@ const optionNames = [
   'ring-bytes',
   'egress-retain',
   'backlog-max',
+  'delayed-pending-max',
   'client-tokens-file',
   'admin-token-file',
   'client-connections-max',
@@ -220,6 +223,7 @@ async function main(): Promise<void> {
         'ring-bytes': { type: 'string' },
         'egress-retain': { type: 'string' },
         'backlog-max': { type: 'string' },
+        'delayed-pending-max': { type: 'string' },
         'client-tokens-file': { type: 'string' },
         'admin-token-file': { type: 'string' },
         'client-connections-max': { type: 'string' },
@@ -401,6 +405,7 @@ async function main(): Promise<void> {
       ringBytes: integer('ring-bytes', get('ring-bytes')),
       egressRetainRecords: integer('egress-retain', get('egress-retain')),
       backlogMax: integer('backlog-max', get('backlog-max')),
+      delayedPendingMax: integer('delayed-pending-max', get('delayed-pending-max')),
       endpoints,
       remoteBacklogMax: integer('remote-backlog-max', get('remote-backlog-max')),
       nodeId: identity.nodeId,

@@ -3,6 +3,7 @@
  * belongs to its sender's key group: it moves, snapshots and restores with the sender's state.
  */
 import type { TypedValue } from '../../lib/typed-value.js';
+import type { TimerOwners } from './timer-queue.js';
 
 export class DelayedMessage {
   constructor(
@@ -24,3 +25,9 @@ export class DelayedMessage {
 export function tokenKey(typename: string, id: string, token: string): string {
   return `${typename}\u0000${id.length}\u0000${id}${token}`;
 }
+
+/** Delayed messages belong to their sender: the timer queue counts each instance's pending ones. */
+export const DELAYED_OWNERS: TimerOwners<DelayedMessage> = {
+  kind: (delayed) => delayed.callerTypename,
+  id: (delayed) => delayed.callerId,
+};

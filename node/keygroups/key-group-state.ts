@@ -19,7 +19,7 @@ import { StatecraftError } from '../../lib/errors.js';
 import { TypedValue } from '../../lib/typed-value.js';
 import type { ProducerMark as EventProducer } from '../../lib/envelope.js';
 import { primitiveType } from '../../lib/types.js';
-import { DelayedMessage } from './delayed-message.js';
+import { DELAYED_OWNERS, DelayedMessage } from './delayed-message.js';
 import { IMAGE_VERSION, type ImageTimer, type KeyGroupImage } from './key-group-image.js';
 import { ProducerMark } from './producer-marks.js';
 import { StateStore, type RecordLayout } from './state-store.js';
@@ -48,7 +48,7 @@ export interface PutResult {
 export class KeyGroupState {
   /** State records: [keyGroup][function index] → id → record. */
   readonly records: StateStore;
-  readonly timers = new TimerQueue<DelayedMessage>();
+  readonly timers = new TimerQueue<DelayedMessage>(DELAYED_OWNERS);
   /** 1 for a key group changed since the last image of it a committed checkpoint holds. */
   readonly changed: Uint8Array;
   /** Per function index: its type name (an image names state by type). */

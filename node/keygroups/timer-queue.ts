@@ -7,19 +7,44 @@
  * skips it; when cancelled entries outnumber pending ones the queue drops them all at once (amortised
  * O(1) per cancel), so cancelled timers do not stay in memory until they would have been due.
  * Millions of entries cost one small object each.
+ *
+ * With `owners`, the queue tells how many entries an owner has pending (an instance's delayed messages,
+ * which a limit bounds). A small queue counts them when asked (a pass over it); from
+ * OWNERS_COUNTED_FROM entries on it keeps a count per owner, which each entry points at (no lookup when
+ * it fires), until it is down to half of that: the common case pays nothing.
  */
 
 /** Below this many cancelled entries, compacting is not worth a pass over the queue. */
 const COMPACT_CANCELLED_MIN = 1024;
+/** Pending entries from which the queue keeps a count per owner (below half of it, it counts when asked). */
+export const OWNERS_COUNTED_FROM = 10_000;
+/**
+ * Owners with nothing pending are forgotten once there are more than this plus four per pending entry:
+ * memory stays proportional to what is pending, and owners that come back soon keep their count.
+ */
+const OWNERS_AT_ZERO_SWEEP_MIN = 4096;
+
+/** One owner's count of pending entries; its entries point at it, so firing one costs no lookup. */
+class OwnerCount {
+  pending = 0;
+}
 
 export class TimerEntry<T> {
   cancelled = false;
+  /** @internal The owner's count, when the queue counts owners. */
+  owner: OwnerCount | null = null;
   constructor(
     readonly dueMs: number,
     readonly payload: T,
     /** Sender-scoped cancellation key, or null. */
     readonly tokenKey: string | null,
   ) {}
+}
+
+/** Who an entry belongs to: a kind (a function type) and an id. */
+export interface TimerOwners<T> {
+  kind(payload: T): string;
+  id(payload: T): string;
 }
 
 export class TimerQueue<T> {
@@ -29,6 +54,40 @@ export class TimerQueue<T> {
   private live = 0;
   /** Cancelled entries still held in buckets. */
   private cancelledHeld = 0;
+  /** Pending entries per owner's kind and id, while `counting`. */
+  private readonly owned = new Map<string, Map<string, OwnerCount>>();
+  private counting = false;
+  /** Owners in `owned` with nothing pending (see OWNERS_AT_ZERO_SWEEP_MIN). */
+  private ownersAtZero = 0;
+
+  constructor(private readonly owners: TimerOwners<T> | null = null) {}
+
+  /** Owners whose counts are held in memory, with entries pending or not (for tests and diagnostics). */
+  get ownersHeld(): number {
+    let count = 0;
+    for (const ids of this.owned.values()) count += ids.size;
+    return count;
+  }
+
+  /** Pending entries of this owner (0 without `owners`). */
+  pendingOf(kind: string, id: string): number {
+    if (this.counting) return this.owned.get(kind)?.get(id)?.pending ?? 0;
+    const owners = this.owners;
+    if (owners === null) return 0;
+    let count = 0;
+    for (const entry of this.pending()) if (owners.id(entry.payload) === id && owners.kind(entry.payload) === kind) count++;
+    return count;
+  }
+
+  /** Pending entries with this cancellation key. */
+  pendingWithToken(tokenKey: string): number {
+    const found = this.byToken.get(tokenKey);
+    if (found === undefined) return 0;
+    if (!Array.isArray(found)) return found.cancelled ? 0 : 1;
+    let count = 0;
+    for (const entry of found) if (!entry.cancelled) count++;
+    return count;
+  }
 
   /** Pending (not cancelled, not fired) entries. */
   get size(): number {
@@ -57,6 +116,8 @@ export class TimerQueue<T> {
       else this.byToken.set(tokenKey, [existing, entry]);
     }
     this.live++;
+    if (this.counting) this.own(entry);
+    else if (this.owners !== null && this.live >= OWNERS_COUNTED_FROM) this.startCounting();
     return entry;
   }
 
@@ -71,6 +132,7 @@ export class TimerQueue<T> {
       if (!entry.cancelled) {
         entry.cancelled = true;
         this.live--;
+        this.disown(entry);
         cancelled++;
       }
     }
@@ -113,6 +175,7 @@ export class TimerQueue<T> {
         }
         entry.cancelled = true; // fired: a later cancel finds nothing pending
         this.live--;
+        this.disown(entry);
         if (entry.tokenKey !== null) this.forgetToken(entry);
         due.push(entry.payload);
       }
@@ -135,6 +198,7 @@ export class TimerQueue<T> {
         // Marked like a cancelled entry (the pop and compaction drop it), without counting as one.
         entry.cancelled = true;
         this.live--;
+        this.disown(entry);
         this.cancelledHeld++;
         if (entry.tokenKey !== null) this.forgetToken(entry);
         taken.push(entry);
@@ -149,6 +213,54 @@ export class TimerQueue<T> {
     for (const bucket of this.buckets.values()) {
       for (const entry of bucket) if (!entry.cancelled) yield entry;
     }
+  }
+
+  private startCounting(): void {
+    this.counting = true;
+    for (const entry of this.pending()) this.own(entry);
+  }
+
+  private stopCounting(): void {
+    this.counting = false;
+    this.owned.clear();
+    this.ownersAtZero = 0;
+    // Pending entries still point at the dropped counts: disown() forgets them; startCounting() replaces them.
+  }
+
+  private own(entry: TimerEntry<T>): void {
+    const owners = this.owners!;
+    const kind = owners.kind(entry.payload);
+    let ids = this.owned.get(kind);
+    if (ids === undefined) this.owned.set(kind, (ids = new Map()));
+    const id = owners.id(entry.payload);
+    let owner = ids.get(id);
+    if (owner === undefined) ids.set(id, (owner = new OwnerCount()));
+    else if (owner.pending === 0) this.ownersAtZero--;
+    owner.pending++;
+    entry.owner = owner;
+  }
+
+  private disown(entry: TimerEntry<T>): void {
+    const owner = entry.owner;
+    if (owner === null) return;
+    entry.owner = null;
+    if (!this.counting) return;
+    if (this.live < OWNERS_COUNTED_FROM / 2) {
+      this.stopCounting();
+      return;
+    }
+    // An owner at 0 stays until a sweep: an instance that keeps one timer going (the common pattern)
+    // would otherwise delete and insert its count on every message.
+    if (--owner.pending === 0 && ++this.ownersAtZero > OWNERS_AT_ZERO_SWEEP_MIN + 4 * this.live) this.sweepOwners();
+  }
+
+  /** Forgets owners with nothing pending. */
+  private sweepOwners(): void {
+    for (const [kind, ids] of this.owned) {
+      for (const [id, owner] of ids) if (owner.pending === 0) ids.delete(id);
+      if (ids.size === 0) this.owned.delete(kind);
+    }
+    this.ownersAtZero = 0;
   }
 
   private forgetToken(entry: TimerEntry<T>): void {

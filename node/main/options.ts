@@ -5,6 +5,7 @@
 import { availableParallelism } from 'node:os';
 import { ID_BYTES_MAX_DEFAULT, ID_BYTES_WIRE_MAX } from '../../lib/address.js';
 import { ValidationError } from '../../lib/errors.js';
+import { DELAYED_PENDING_MAX_DEFAULT } from '../shard/delayed-limit.js';
 import { KEY_GROUPS_DEFAULT, KEY_GROUPS_MAX } from '../../lib/key-group.js';
 import { wholeNumberOption as option } from '../../lib/options.js';
 import { recordBytesMax } from '../rings/spsc-ring.js';
@@ -67,6 +68,8 @@ export interface NodeOptions {
   endpoints?: readonly EndpointSpec[];
   /** Messages one remote address may have waiting for its endpoint before more are dead-lettered. Default 100,000. */
   remoteBacklogMax?: number;
+  /** Delayed messages one instance may have pending; an invocation that would leave more fails whole. Default 100,000. */
+  delayedPendingMax?: number;
   /** Called when a shard dies (a runtime bug): the node cannot go on. Default: log and exit with code 70. */
   onFatal?: (error: Error) => void;
   /**
@@ -105,6 +108,7 @@ export interface TlsFiles {
 export interface ResolvedOptions {
   endpoints: EndpointSpec[];
   remoteBacklogMax: number;
+  delayedPendingMax: number;
   shards: number;
   keyGroups: number;
   valueBytesMax: number;
@@ -144,6 +148,7 @@ export function resolveOptions(options: NodeOptions): ResolvedOptions {
     );
   }
   const remoteBacklogMax = option('remoteBacklogMax', options.remoteBacklogMax, 100_000, 1, 100_000_000);
+  const delayedPendingMax = option('delayedPendingMax', options.delayedPendingMax, DELAYED_PENDING_MAX_DEFAULT, 1, 100_000_000);
   const shards = option('shards', options.shards, Math.max(1, availableParallelism()), 1, 256);
   const keyGroups = option('keyGroups', options.keyGroups, KEY_GROUPS_DEFAULT, 1, KEY_GROUPS_MAX);
   const valueBytesMax = option('valueBytesMax', options.valueBytesMax, MiB, 16, 256 * MiB);
@@ -184,6 +189,7 @@ export function resolveOptions(options: NodeOptions): ResolvedOptions {
   return {
     endpoints,
     remoteBacklogMax,
+    delayedPendingMax,
     shards,
     keyGroups,
     valueBytesMax,

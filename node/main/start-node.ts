@@ -134,6 +134,7 @@ export async function startNode(options: NodeOptions): Promise<StatecraftNode> {
       moduleUrls,
       endpoints: resolved.endpoints,
       remoteBacklogMax: resolved.remoteBacklogMax,
+      delayedPendingMax: resolved.delayedPendingMax,
       ...(checkpoints === null ? {} : { checkpoints: { url: checkpoints.url, store: checkpoints.storeOptions, tag: uploadTag } }),
     });
     node.start();

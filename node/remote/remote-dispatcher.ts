@@ -12,6 +12,7 @@
  * backs up its own addresses, not the node's clients.
  */
 import { RemoteFunctionError } from '../../lib/errors.js';
+import { checkDelayedPending } from '../shard/delayed-limit.js';
 import type { Message } from '../../lib/message.js';
 import { AddressQueue, peekWaiting, takeWaiting } from '../shard/address-queue.js';
 import type { ShardContext } from '../shard/shard-context.js';
@@ -134,8 +135,9 @@ export class RemoteDispatcher {
         }
         const { body: answer } = await callEndpoint(remote.endpoint, body, () => context.counters.remoteRequests++);
         if (queue.request !== token) return; // a recovery dropped this batch meanwhile
-        const outcome = remote.interpret(answer, context.limits);
+        const outcome = remote.interpret(answer, context.limits, batch.length);
         if (outcome.kind === 'result') {
+          checkDelayedPending(context.groups.timers, outcome.effects, remote.typename, id, context.delayedPendingMax);
           context.refreshNow();
           const record = records.get(keyGroup, remote.index, id);
           const next = remote.layout.apply(record, outcome.mutations, context.nowMs);
@@ -172,9 +174,10 @@ export class RemoteDispatcher {
     context.refreshNow();
     const first = batch[0]!;
     if (failure !== null) {
-      if ((failure as AttemptError).code === 'SC_ERR_REMOTE_HANDLER' && batch.length > 1) {
-        // A handler threw somewhere in the batch: send its messages one by one, so only the one that
-        // throws becomes a dead letter (as for an embedded function).
+      const code = (failure as AttemptError).code;
+      if ((code === 'SC_ERR_REMOTE_HANDLER' || code === 'SC_ERR_LIMIT_REACHED') && batch.length > 1) {
+        // A handler threw somewhere in the batch, or the batch went over a limit: send its messages one
+        // by one, so only the one that fails becomes a dead letter (as for an embedded function).
         queue.unshiftAll(batch);
         queue.singles += batch.length;
         this.waiting += batch.length;

@@ -10,7 +10,7 @@
 import { isTypename } from '../../lib/address.js';
 import { DELAY_MS_MAX, CANCELLATION_TOKEN_LENGTH_MAX } from '../../lib/function.js';
 import { RemoteFunctionError } from '../../lib/errors.js';
-import { Effect, EffectKind, type InvocationLimits } from '../../lib/invocation.js';
+import { EFFECTS_PER_INVOCATION_MAX, Effect, EffectKind, type InvocationLimits } from '../../lib/invocation.js';
 import type { Message } from '../../lib/message.js';
 import { fromRemoteAddress, fromRemoteEgress, fromRemoteValue, toRemoteAddress } from '../../lib/remote-values.js';
 import { decodeFromFunction, encodeToFunction, type RemoteTypedValue, type RemoteValueSpec } from '../../lib/statefun-protocol.js';
@@ -59,8 +59,12 @@ export class RemoteFunction {
     });
   }
 
-  /** Decodes and checks a response; throws a RemoteFunctionError (SC_ERR_REMOTE_RESPONSE) saying what is wrong. */
-  interpret(bytes: Uint8Array, limits: InvocationLimits): RemoteOutcome {
+  /**
+   * Decodes and checks the response to a batch of `invocations` messages; throws a RemoteFunctionError
+   * (SC_ERR_REMOTE_RESPONSE) saying what is wrong, or SC_ERR_LIMIT_REACHED for more effects than that
+   * many embedded invocations may ask for.
+   */
+  interpret(bytes: Uint8Array, limits: InvocationLimits, invocations = 1): RemoteOutcome {
     const endpoint = this.endpoint;
     let response;
     try {
@@ -76,6 +80,13 @@ export class RemoteFunction {
       }
       if (response.missingValues.length === 0) throw bad(endpoint, 'an incomplete invocation context that names no missing value');
       return { kind: 'incomplete', missing: response.missingValues };
+    }
+    const asked = response.outgoingMessages.length + response.delayedInvocations.length + response.outgoingEgresses.length;
+    if (asked > EFFECTS_PER_INVOCATION_MAX * invocations) {
+      throw new RemoteFunctionError(
+        'SC_ERR_LIMIT_REACHED',
+        `${endpoint.url} answered ${invocations === 1 ? 'one message' : `a batch of ${invocations} messages`} with ${asked} messages, delayed messages, cancellations and egress records, more than ${EFFECTS_PER_INVOCATION_MAX} per invocation: nothing of it was applied. Spread the work over several invocations.`,
+      );
     }
     const mutations: { name: string; value: RemoteTypedValue | null }[] = [];
     for (const mutation of response.stateMutations) {

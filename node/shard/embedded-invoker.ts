@@ -9,6 +9,7 @@
  */
 import type { FunctionDefinition } from '../../lib/function.js';
 import { Invocation, isThenable } from '../../lib/invocation.js';
+import { checkDelayedPending } from './delayed-limit.js';
 import type { Message } from '../../lib/message.js';
 import { AddressQueue, peekWaiting, takeWaiting } from './address-queue.js';
 import { FunctionRuntime } from './function-runtime.js';
@@ -178,6 +179,7 @@ export class EmbeddedInvoker {
     const context = this.context;
     const runtime = invocation.runtime;
     const message = invocation.message;
+    if (invocation.effects !== null) checkDelayedPending(context.groups.timers, invocation.effects, message.targetTypename, message.targetId, context.delayedPendingMax);
     this.changed[message.keyGroup] = 1;
     const layout = runtime.layout;
     if (invocation.staged !== null || (layout.hasCallExpiry && layout.count > 0)) {

@@ -20,6 +20,8 @@ export type KeyGroupFate =
 export interface ShardContext {
   readonly thread: number;
   readonly limits: InvocationLimits;
+  /** Delayed messages one instance may have pending (delayed-limit.ts). */
+  readonly delayedPendingMax: number;
   readonly groups: KeyGroupState;
   readonly counters: ShardCounters;
   /** The time of the current turn, or of the callback running now (see `refreshNow`). */

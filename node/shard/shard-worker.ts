@@ -28,6 +28,7 @@ export interface ShardWorkerData {
   /** Remote function endpoints. */
   endpoints: EndpointSpec[];
   remoteBacklogMax: number;
+  delayedPendingMax: number;
 }
 
 export type ShardToMain =
@@ -97,6 +98,7 @@ try {
     definitions,
     endpoints: data.endpoints,
     remoteBacklogMax: data.remoteBacklogMax,
+    delayedPendingMax: data.delayedPendingMax,
     log: (line) => reply({ type: 'log', line }),
     ...(store === null ? {} : { onCheckpointPart: (part: CheckpointPart) => void upload(part) }),
   });

@@ -28,6 +28,7 @@ import { Inbox, MAIN_THREAD, Outbox, Stat, ThreadStats, heldAt, shardOfRoute, ty
 import { ThreadMetrics } from '../rings/metrics.js';
 import type { RecordVisitor } from '../rings/spsc-ring.js';
 import { RemoteDispatcher } from '../remote/remote-dispatcher.js';
+import { DELAYED_PENDING_MAX_DEFAULT } from './delayed-limit.js';
 import { EndpointTable, type EndpointSpec } from '../remote/remote-endpoints.js';
 import { deadLetterFor, describeThrown } from './dead-letters.js';
 import { EmbeddedInvoker } from './embedded-invoker.js';
@@ -57,6 +58,8 @@ export interface ShardConfig {
   readonly endpoints?: readonly EndpointSpec[];
   /** Messages one remote address may have waiting before more are dead-lettered. Default 100,000. */
   readonly remoteBacklogMax?: number;
+  /** Delayed messages one instance may have pending (delayed-limit.ts). Default 100,000. */
+  readonly delayedPendingMax?: number;
 }
 
 const RECORDS_PER_RING_PER_TURN = 2048;
@@ -82,6 +85,7 @@ export class Shard implements RecordVisitor, ShardContext, CutHost {
   readonly thread: number;
   readonly threads: number;
   readonly limits: InvocationLimits;
+  readonly delayedPendingMax: number;
   readonly groups: KeyGroupState;
   /** The key groups' changed bits and count, held here for the hot path (one load less per use). */
   private readonly changed: Uint8Array;
@@ -129,6 +133,7 @@ export class Shard implements RecordVisitor, ShardContext, CutHost {
     this.thread = config.thread;
     this.threads = config.layout.threads;
     this.limits = config.limits;
+    this.delayedPendingMax = config.delayedPendingMax ?? DELAYED_PENDING_MAX_DEFAULT;
     this.log = config.log ?? ((line) => process.stderr.write(line + '\n'));
     this.groups = new KeyGroupState(config.keyGroups, config.onCheckpointPart !== undefined);
     this.changed = this.groups.changed;

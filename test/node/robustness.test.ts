@@ -262,6 +262,29 @@ test('one invocation scheduling 1,000,000 delayed messages is refused whole (SC_
   await nodeStillServes();
 });
 
+test('an instance may have at most --delayed-pending-max delayed messages pending: the invocation that would go over is refused whole, its state unchanged; other instances, and the same one once under, go on', async () => {
+  const capped = await startTestNode({ functions: [fixture('functions'), fixture('hostile')], shards: 2, delayedPendingMax: 100 });
+  const own = await connect(capped.url);
+  try {
+    const floods = own.subscribe<{ id: string; runs: number }>('flood', { from: 'earliest' });
+    const letters = own.subscribe<DeadLetter>('dead-letters', { from: 'earliest' });
+    await own.send({ typename: 'hostile/flood', id: 'g' }, 60);
+    await own.send({ typename: 'hostile/flood', id: 'g' }, 60); // 120 pending: over
+    await own.send({ typename: 'hostile/flood', id: 'h' }, 60); // another instance: its own 60
+    await own.send({ typename: 'hostile/flood', id: 'g' }, 40); // exactly 100
+    const [letter] = await take(letters, 1);
+    assert.is(letter!.value.code, 'SC_ERR_LIMIT_REACHED');
+    assert.equal(letter!.value.address, { typename: 'hostile/flood', id: 'g' });
+    assert.match(letter!.value.reason, /hostile\/flood\/g would have 120 delayed messages pending, over the limit of 100 per instance \(--delayed-pending-max\)/);
+    const reports = (await take(floods, 3)).map((record) => `${record.value.id}:${record.value.runs}`);
+    assert.equal(reports.sort(), ['g:1', 'g:2', 'h:1'], 'the refused invocation did not count its run');
+    await eventually(() => capped.metrics().DelayedPending === 160, '100 delayed messages of g pending, 60 of h');
+  } finally {
+    await own.close();
+    await capped.close();
+  }
+});
+
 test('a string value just under valueBytesMax (1 MiB) fits its ring: it is delivered, the shard lives', async () => {
   const big = client.subscribe<string>('big');
   await subscribed(big);

@@ -35,6 +35,7 @@ test('defaults: every option filled in, checkpoints off', () => {
   assert.equal(resolved, {
     endpoints: [],
     remoteBacklogMax: 100_000,
+    delayedPendingMax: 100_000,
     shards: Math.max(1, availableParallelism()),
     keyGroups: 1024,
     valueBytesMax: MiB,

@@ -300,6 +300,58 @@ test('a batch whose handler threw (422) is retried one message per request: only
   assert.equal(shard.deadLetterCodes(), [['h3', 'SC_ERR_REMOTE_HANDLER']]);
 });
 
+test('an answer that would leave the address over delayedPendingMax: the batch is retried one message per request, and only the one that goes over is dead-lettered (SC_ERR_LIMIT_REACHED)', async () => {
+  const { endpoint, shard, dispatcher } = await setup();
+  shard.delayedPendingMax = 2;
+  shard.schedulesTimers = true;
+  const later = (tag: string) => ({ cancel: false as const, delayMs: 60_000, target: { namespace: 'test', type: 'sink', id: 'z' }, argument: stringValue(tag), cancellationToken: null });
+  dispatcher.deliver(message('a', 'd1'));
+  const first = await endpoint.next();
+  for (const value of ['d2', 'd3', 'd4']) dispatcher.deliver(message('a', value));
+  await first.respond({ ...OK, delayedInvocations: [later('d1')] });
+  const batch = await endpoint.next();
+  assert.equal(argumentsOf(batch.batch), ['d2', 'd3', 'd4']);
+  // One delayed message per invocation: 1 pending + 3 is over 2.
+  await batch.respond({ ...OK, delayedInvocations: [later('d2'), later('d3'), later('d4')] });
+  const sent: string[][] = [];
+  for (;;) {
+    const request = await endpoint.next();
+    const values = argumentsOf(request.batch);
+    sent.push(values);
+    await request.respond({ ...OK, delayedInvocations: values.map(later) });
+    if (values.includes('d4')) break;
+  }
+  assert.equal(sent, [['d2'], ['d3'], ['d4']]);
+  await idle(dispatcher, 'the address idle');
+  assert.equal(shard.deadLetterCodes(), [
+    ['d3', 'SC_ERR_LIMIT_REACHED'],
+    ['d4', 'SC_ERR_LIMIT_REACHED'],
+  ]);
+  assert.is(shard.groups.timers.pendingOf(TYPE, 'a'), 2);
+});
+
+test('an answer with more effects than its messages may ask for (100,000 each) applies nothing: a batch is retried one message per request, and a single one over is dead-lettered (SC_ERR_LIMIT_REACHED)', async () => {
+  const { endpoint, shard, dispatcher } = await setup();
+  const egress = (count: number) => Array.from({ length: count }, () => ({ namespace: 'statecraft', type: 'out', argument: stringValue('r') }));
+  dispatcher.deliver(message('a', 'e1'));
+  const first = await endpoint.next();
+  for (const value of ['e2', 'e3']) dispatcher.deliver(message('a', value));
+  await first.respond(OK);
+  const batch = await endpoint.next();
+  assert.equal(argumentsOf(batch.batch), ['e2', 'e3']);
+  await batch.respond({ ...OK, outgoingEgresses: egress(200_001) });
+  const single = await endpoint.next();
+  assert.equal(argumentsOf(single.batch), ['e2']);
+  await single.respond({ ...OK, outgoingEgresses: egress(100_001) });
+  const last = await endpoint.next();
+  assert.equal(argumentsOf(last.batch), ['e3']);
+  await last.respond({ ...OK, outgoingEgresses: egress(100_000) });
+  await idle(dispatcher, 'the address idle');
+  assert.equal(shard.deadLetterCodes(), [['e2', 'SC_ERR_LIMIT_REACHED']]);
+  assert.match(String((shard.deadLetters[0]!.error as Error).message), /answered one message with 100001 messages, delayed messages, cancellations and egress records, more than 100000 per invocation/);
+  assert.equal(shard.effects.map((call) => call.effects.length), [0, 100_000], 'nothing of a refused answer applied');
+});
+
 test('an endpoint that asks again for the state it was given: dead letters, not an endless loop', async () => {
   const { endpoint, shard, dispatcher } = await setup();
   dispatcher.deliver(message('a', 'q1'));

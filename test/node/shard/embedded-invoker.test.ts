@@ -9,6 +9,7 @@ import { keyGroupOf } from '../../../lib/key-group.js';
 import { Message } from '../../../lib/message.js';
 import { toTypedValue } from '../../../lib/typed-value.js';
 import { EmbeddedInvoker } from '../../../node/shard/embedded-invoker.js';
+import { DelayedMessage, tokenKey } from '../../../node/keygroups/delayed-message.js';
 import { FakeShard, KEY_GROUPS } from './fake-shard.js';
 import { withTimeout } from '../../helpers.js';
 
@@ -208,6 +209,38 @@ test('an invocation past the effects limit fails whole even when the handler cat
   assert.ok(invoker.deliver(message('test/flooder', 'f', 2)));
   assert.is(record(shard, 'test/flooder', 'f'), 2);
   assert.is(shard.effects[0]!.effects.length, 2);
+});
+
+test('an invocation that would leave its instance over delayedPendingMax pending fails whole; what it cancels counts; other instances have their own count', () => {
+  const { shard, invoker } = setup([counter, flooder]);
+  shard.delayedPendingMax = 4;
+  shard.schedulesTimers = true;
+  const pendingOf = (typename: string, id: string) => shard.groups.timers.pendingOf(typename, id);
+  // Pending already: four of f's (one with counter's token-0), as if scheduled by earlier invocations,
+  // and ten of another instance (the shard's queue is then over the limit: no shortcut).
+  for (let index = 0; index < 4; index++) {
+    shard.groups.timers.schedule(60_000, new DelayedMessage('test/sink', 'x', 'test/counter', 'f', toTypedValue(index), keyGroupOf('f', KEY_GROUPS)), index === 0 ? tokenKey('test/counter', 'f', 'token-0') : null);
+  }
+  for (let index = 0; index < 10; index++) shard.groups.timers.schedule(60_000, new DelayedMessage('test/sink', 'x', 'test/counter', 'other', toTypedValue(index), keyGroupOf('other', KEY_GROUPS)));
+  assert.is(pendingOf('test/counter', 'f'), 4);
+  // counter schedules one and cancels token-0: 4 - 1 + 1 = 4, allowed (without the cancellation, 5).
+  assert.ok(invoker.deliver(message('test/counter', 'f', 1)));
+  assert.equal(shard.deadLetters, []);
+  assert.is(record(shard, 'test/counter', 'f'), 1);
+  shard.effects.length = 0;
+  assert.is(pendingOf('test/counter', 'f'), 4);
+  // Now at 4: the next schedules one more and cancels nothing pending (token-0 is gone): refused whole.
+  assert.ok(invoker.deliver(message('test/counter', 'f', 1)));
+  assert.is(shard.deadLetters.length, 1);
+  const error = shard.deadLetters[0]!.error as StatecraftError;
+  assert.is(error.code, 'SC_ERR_LIMIT_REACHED');
+  assert.match(error.message, /test\/counter\/f would have 5 delayed messages pending, over the limit of 4 per instance/);
+  assert.is(record(shard, 'test/counter', 'f'), 1, 'its state write was dropped');
+  assert.equal(shard.effects, [], 'nothing of it applied');
+  // Another instance has its own count.
+  assert.ok(invoker.deliver(message('test/flooder', 'f', 4)));
+  assert.is(shard.deadLetters.length, 1);
+  assert.is(shard.effects[0]!.effects.length, 4);
 });
 
 test('a hand-made thenable that calls both callbacks twice settles once', async () => {

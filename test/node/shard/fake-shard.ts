@@ -5,6 +5,7 @@ import type { StatecraftError } from '../../../lib/errors.js';
 import { EffectKind, type Effect } from '../../../lib/invocation.js';
 import type { Message } from '../../../lib/message.js';
 import { KeyGroupState } from '../../../node/keygroups/key-group-state.js';
+import { DelayedMessage, tokenKey } from '../../../node/keygroups/delayed-message.js';
 import type { KeyGroupFate, ShardContext } from '../../../node/shard/shard-context.js';
 import { ShardCounters } from '../../../node/shard/shard-counters.js';
 
@@ -13,6 +14,9 @@ export const KEY_GROUPS = 16;
 export class FakeShard implements ShardContext {
   readonly thread = 1;
   readonly limits = { valueBytesMax: 1024 * 1024, idBytesMax: 1024 };
+  delayedPendingMax = 100_000;
+  /** Whether applyEffects also schedules and cancels delayed messages in `groups.timers`, as a shard does. */
+  schedulesTimers = false;
   readonly groups = new KeyGroupState(KEY_GROUPS, false);
   readonly counters = new ShardCounters();
   nowMs: number;
@@ -35,6 +39,15 @@ export class FakeShard implements ShardContext {
   }
   applyEffects(effects: readonly Effect[], selfTypename: string, selfId: string, keyGroup: number): void {
     this.effects.push({ self: `${selfTypename}/${selfId}`, keyGroup, effects: [...effects] });
+    if (!this.schedulesTimers) return;
+    for (const effect of effects) {
+      if (effect.kind === EffectKind.SendAfter) {
+        const key = effect.cancellationToken === null ? null : tokenKey(selfTypename, selfId, effect.cancellationToken);
+        this.groups.timers.schedule(this.nowMs + effect.delayMs, new DelayedMessage(effect.targetTypename, effect.targetId, selfTypename, selfId, effect.value!, keyGroup), key);
+      } else if (effect.kind === EffectKind.Cancel) {
+        this.groups.timers.cancel(tokenKey(selfTypename, selfId, effect.cancellationToken!));
+      }
+    }
   }
   deadLetter(message: Message, error: unknown): void {
     this.deadLetters.push({ message, error });
