@@ -39,6 +39,9 @@ Options:
   --backlog-max <n>           Queued messages per node above which client events wait. Default 100000.
   --delayed-pending-max <n>   Delayed messages one instance may have pending; an invocation that
                               would leave more fails whole (SC_ERR_LIMIT_REACHED). Default 100000.
+  --handler-timeout <ms>      How long an async handler may run; past it the invocation is
+                              abandoned (effects discarded, a dead letter SC_ERR_HANDLER_TIMEOUT)
+                              and its address goes on. Default 10000.
   --client-connections-max <n>
                               Client connections taken at once; more get HTTP 503 (clients
                               go to another node). Default 10000.
@@ -167,6 +170,7 @@ const optionNames = [
   'egress-retain',
   'backlog-max',
   'delayed-pending-max',
+  'handler-timeout',
   'client-tokens-file',
   'admin-token-file',
   'client-connections-max',
@@ -224,6 +228,7 @@ async function main(): Promise<void> {
         'egress-retain': { type: 'string' },
         'backlog-max': { type: 'string' },
         'delayed-pending-max': { type: 'string' },
+        'handler-timeout': { type: 'string' },
         'client-tokens-file': { type: 'string' },
         'admin-token-file': { type: 'string' },
         'client-connections-max': { type: 'string' },
@@ -406,6 +411,7 @@ async function main(): Promise<void> {
       egressRetainRecords: integer('egress-retain', get('egress-retain')),
       backlogMax: integer('backlog-max', get('backlog-max')),
       delayedPendingMax: integer('delayed-pending-max', get('delayed-pending-max')),
+      handlerTimeoutMs: integer('handler-timeout', get('handler-timeout')),
       endpoints,
       remoteBacklogMax: integer('remote-backlog-max', get('remote-backlog-max')),
       nodeId: identity.nodeId,

@@ -36,6 +36,7 @@ export const ERROR_CODES = [
   'SC_ERR_REMOTE_RESPONSE',
   'SC_ERR_REMOTE_HANDLER',
   'SC_ERR_REMOTE_BACKLOG_FULL',
+  'SC_ERR_HANDLER_TIMEOUT',
   'SC_ERR_INTERNAL',
 ] as const;
 
@@ -98,6 +99,17 @@ export class ContextClosedError extends StatecraftError {
       'SC_ERR_CONTEXT_CLOSED',
       `context.${method}() called for ${address} after its invocation finished; ` +
         'await every promise inside the handler so its effects belong to the invocation.',
+    );
+  }
+}
+
+/** An async handler did not finish within the node's handler time budget: it was abandoned. */
+export class HandlerTimeoutError extends StatecraftError {
+  constructor(address: string, timeoutMs: number) {
+    super(
+      'SC_ERR_HANDLER_TIMEOUT',
+      `the handler of ${address} did not finish within ${timeoutMs} ms (--handler-timeout): it was abandoned, its state writes and messages discarded, and the address went on with its next message. ` +
+        'Make sure every promise it awaits settles (give network calls a timeout), or raise --handler-timeout.',
     );
   }
 }

@@ -6,6 +6,7 @@ import { availableParallelism } from 'node:os';
 import { ID_BYTES_MAX_DEFAULT, ID_BYTES_WIRE_MAX } from '../../lib/address.js';
 import { ValidationError } from '../../lib/errors.js';
 import { DELAYED_PENDING_MAX_DEFAULT } from '../shard/delayed-limit.js';
+import { HANDLER_TIMEOUT_MS_DEFAULT } from '../shard/shard-context.js';
 import { KEY_GROUPS_DEFAULT, KEY_GROUPS_MAX } from '../../lib/key-group.js';
 import { wholeNumberOption as option } from '../../lib/options.js';
 import { recordBytesMax } from '../rings/spsc-ring.js';
@@ -70,6 +71,11 @@ export interface NodeOptions {
   remoteBacklogMax?: number;
   /** Delayed messages one instance may have pending; an invocation that would leave more fails whole. Default 100,000. */
   delayedPendingMax?: number;
+  /**
+   * How long an async handler may run, in ms; past it the invocation is abandoned (its effects
+   * discarded, a dead letter SC_ERR_HANDLER_TIMEOUT) and its address goes on. Default 10,000.
+   */
+  handlerTimeoutMs?: number;
   /** Called when a shard dies (a runtime bug): the node cannot go on. Default: log and exit with code 70. */
   onFatal?: (error: Error) => void;
   /**
@@ -109,6 +115,7 @@ export interface ResolvedOptions {
   endpoints: EndpointSpec[];
   remoteBacklogMax: number;
   delayedPendingMax: number;
+  handlerTimeoutMs: number;
   shards: number;
   keyGroups: number;
   valueBytesMax: number;
@@ -149,6 +156,7 @@ export function resolveOptions(options: NodeOptions): ResolvedOptions {
   }
   const remoteBacklogMax = option('remoteBacklogMax', options.remoteBacklogMax, 100_000, 1, 100_000_000);
   const delayedPendingMax = option('delayedPendingMax', options.delayedPendingMax, DELAYED_PENDING_MAX_DEFAULT, 1, 100_000_000);
+  const handlerTimeoutMs = option('handlerTimeoutMs', options.handlerTimeoutMs, HANDLER_TIMEOUT_MS_DEFAULT, 1, 24 * 3_600_000);
   const shards = option('shards', options.shards, Math.max(1, availableParallelism()), 1, 256);
   const keyGroups = option('keyGroups', options.keyGroups, KEY_GROUPS_DEFAULT, 1, KEY_GROUPS_MAX);
   const valueBytesMax = option('valueBytesMax', options.valueBytesMax, MiB, 16, 256 * MiB);
@@ -190,6 +198,7 @@ export function resolveOptions(options: NodeOptions): ResolvedOptions {
     endpoints,
     remoteBacklogMax,
     delayedPendingMax,
+    handlerTimeoutMs,
     shards,
     keyGroups,
     valueBytesMax,

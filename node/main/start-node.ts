@@ -135,6 +135,7 @@ export async function startNode(options: NodeOptions): Promise<StatecraftNode> {
       endpoints: resolved.endpoints,
       remoteBacklogMax: resolved.remoteBacklogMax,
       delayedPendingMax: resolved.delayedPendingMax,
+      handlerTimeoutMs: resolved.handlerTimeoutMs,
       ...(checkpoints === null ? {} : { checkpoints: { url: checkpoints.url, store: checkpoints.storeOptions, tag: uploadTag } }),
     });
     node.start();

@@ -26,9 +26,11 @@ export const Metric = {
   RemoteBacklog: 15,
   /** Messages of key groups held at their shard (the node has no majority): they run when it serves again. */
   HeldMessages: 16,
+  /** Async handlers abandoned past the handler time budget (--handler-timeout). */
+  HandlerTimeouts: 17,
 } as const;
 export type MetricName = keyof typeof Metric;
-const METRICS_PER_THREAD = 17;
+const METRICS_PER_THREAD = 18;
 
 export function createMetricsBuffer(threads: number): SharedArrayBuffer {
   return new SharedArrayBuffer(8 * METRICS_PER_THREAD * threads);

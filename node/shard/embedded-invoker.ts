@@ -8,6 +8,7 @@
  * next message: nothing a handler does may stop the shard or wedge an address.
  */
 import type { FunctionDefinition } from '../../lib/function.js';
+import { HandlerTimeoutError } from '../../lib/errors.js';
 import { Invocation, isThenable } from '../../lib/invocation.js';
 import { checkDelayedPending } from './delayed-limit.js';
 import type { Message } from '../../lib/message.js';
@@ -112,10 +113,25 @@ export class EmbeddedInvoker {
     this.running++;
     context.startRun(message.keyGroup);
     const busyQueue = queue;
+    // Past the time budget the invocation is abandoned: a dead letter, and the address goes on. The
+    // handler may still settle later; finishAsync ignores it then (it is no longer the current one).
+    const timeoutMs = context.handlerTimeoutMs;
+    const timer = setTimeout(() => {
+      if (busyQueue.current !== message) return; // dropped by a recovery meanwhile
+      this.counters.handlerTimeouts++;
+      this.finishAsync(invocation, busyQueue, new HandlerTimeoutError(`${message.targetTypename}/${message.targetId}`, timeoutMs), true);
+    }, timeoutMs);
+    timer.unref();
     // Promise.resolve: a hand-made thenable may throw from then(), or call both callbacks, or twice.
     Promise.resolve(result as PromiseLike<unknown>).then(
-      () => this.finishAsync(invocation, busyQueue, undefined, false),
-      (error: unknown) => this.finishAsync(invocation, busyQueue, error, true),
+      () => {
+        clearTimeout(timer);
+        this.finishAsync(invocation, busyQueue, undefined, false);
+      },
+      (error: unknown) => {
+        clearTimeout(timer);
+        this.finishAsync(invocation, busyQueue, error, true);
+      },
     );
     return true;
   }

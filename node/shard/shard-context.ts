@@ -8,6 +8,9 @@ import type { Message } from '../../lib/message.js';
 import type { KeyGroupState } from '../keygroups/key-group-state.js';
 import type { ShardCounters } from './shard-counters.js';
 
+/** An async handler's time budget by default (`--handler-timeout`). */
+export const HANDLER_TIMEOUT_MS_DEFAULT = 10_000;
+
 /** Where a key group is when work that ran across turns ends. */
 export type KeyGroupFate =
   /** Still this shard's: go on. */
@@ -22,6 +25,8 @@ export interface ShardContext {
   readonly limits: InvocationLimits;
   /** Delayed messages one instance may have pending (delayed-limit.ts). */
   readonly delayedPendingMax: number;
+  /** How long an async handler may run before it is abandoned (SC_ERR_HANDLER_TIMEOUT). */
+  readonly handlerTimeoutMs: number;
   readonly groups: KeyGroupState;
   readonly counters: ShardCounters;
   /** The time of the current turn, or of the callback running now (see `refreshNow`). */

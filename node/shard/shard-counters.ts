@@ -12,6 +12,7 @@ export class ShardCounters {
   messagesIn = 0;
   duplicates = 0;
   remoteRequests = 0;
+  handlerTimeouts = 0;
 
   /** Writes the counts, and the gauges given, to `thread`'s row (once per turn: no allocation). */
   publish(metrics: ThreadMetrics, thread: number, delayedPending: number, backlog: number, instances: number, remoteBacklog: number, held: number): void {
@@ -30,5 +31,6 @@ export class ShardCounters {
     metrics.set(thread, Metric.RemoteRequests, this.remoteRequests);
     metrics.set(thread, Metric.RemoteBacklog, remoteBacklog);
     metrics.set(thread, Metric.HeldMessages, held);
+    metrics.set(thread, Metric.HandlerTimeouts, this.handlerTimeouts);
   }
 }

@@ -29,6 +29,7 @@ export interface ShardWorkerData {
   endpoints: EndpointSpec[];
   remoteBacklogMax: number;
   delayedPendingMax: number;
+  handlerTimeoutMs: number;
 }
 
 export type ShardToMain =
@@ -99,6 +100,7 @@ try {
     endpoints: data.endpoints,
     remoteBacklogMax: data.remoteBacklogMax,
     delayedPendingMax: data.delayedPendingMax,
+    handlerTimeoutMs: data.handlerTimeoutMs,
     log: (line) => reply({ type: 'log', line }),
     ...(store === null ? {} : { onCheckpointPart: (part: CheckpointPart) => void upload(part) }),
   });

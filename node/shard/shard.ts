@@ -34,7 +34,7 @@ import { deadLetterFor, describeThrown } from './dead-letters.js';
 import { EmbeddedInvoker } from './embedded-invoker.js';
 import { HeldMessages } from './held-messages.js';
 import { KeyGroupMoves } from './key-group-moves.js';
-import type { KeyGroupFate, ShardContext } from './shard-context.js';
+import { HANDLER_TIMEOUT_MS_DEFAULT, type KeyGroupFate, type ShardContext } from './shard-context.js';
 import { ShardCounters } from './shard-counters.js';
 import { checkPhaseChange, type ShardPhase } from './shard-phase.js';
 
@@ -60,6 +60,8 @@ export interface ShardConfig {
   readonly remoteBacklogMax?: number;
   /** Delayed messages one instance may have pending (delayed-limit.ts). Default 100,000. */
   readonly delayedPendingMax?: number;
+  /** How long an async handler may run before it is abandoned. Default HANDLER_TIMEOUT_MS_DEFAULT. */
+  readonly handlerTimeoutMs?: number;
 }
 
 const RECORDS_PER_RING_PER_TURN = 2048;
@@ -86,6 +88,7 @@ export class Shard implements RecordVisitor, ShardContext, CutHost {
   readonly threads: number;
   readonly limits: InvocationLimits;
   readonly delayedPendingMax: number;
+  readonly handlerTimeoutMs: number;
   readonly groups: KeyGroupState;
   /** The key groups' changed bits and count, held here for the hot path (one load less per use). */
   private readonly changed: Uint8Array;
@@ -134,6 +137,7 @@ export class Shard implements RecordVisitor, ShardContext, CutHost {
     this.threads = config.layout.threads;
     this.limits = config.limits;
     this.delayedPendingMax = config.delayedPendingMax ?? DELAYED_PENDING_MAX_DEFAULT;
+    this.handlerTimeoutMs = config.handlerTimeoutMs ?? HANDLER_TIMEOUT_MS_DEFAULT;
     this.log = config.log ?? ((line) => process.stderr.write(line + '\n'));
     this.groups = new KeyGroupState(config.keyGroups, config.onCheckpointPart !== undefined);
     this.changed = this.groups.changed;

@@ -285,6 +285,26 @@ test('an instance may have at most --delayed-pending-max delayed messages pendin
   }
 });
 
+test('an async handler that never settles is abandoned after --handler-timeout: a dead letter SC_ERR_HANDLER_TIMEOUT, its state write discarded, and its address goes on', async () => {
+  const budgeted = await startTestNode({ functions: [fixture('functions'), fixture('hostile')], shards: 2, handlerTimeoutMs: 300 });
+  const own = await connect(budgeted.url);
+  try {
+    const reports = own.subscribe<string>('hang', { from: 'earliest' });
+    const letters = own.subscribe<DeadLetter>('dead-letters', { from: 'earliest' });
+    await own.send({ typename: 'hostile/hang', id: 'h' }, 'hang');
+    await own.send({ typename: 'hostile/hang', id: 'h' }, 'after');
+    const [letter] = await take(letters, 1, 5000);
+    assert.is(letter!.value.code, 'SC_ERR_HANDLER_TIMEOUT');
+    assert.equal(letter!.value.address, { typename: 'hostile/hang', id: 'h' });
+    const [report] = await take(reports, 1, 5000);
+    assert.is(report!.value, 'after 1', 'the abandoned invocation\'s state write was discarded, and the next message ran');
+    assert.is(budgeted.metrics().HandlerTimeouts, 1);
+  } finally {
+    await own.close();
+    await budgeted.close();
+  }
+});
+
 test('a string value just under valueBytesMax (1 MiB) fits its ring: it is delivered, the shard lives', async () => {
   const big = client.subscribe<string>('big');
   await subscribed(big);

@@ -299,6 +299,36 @@ test('an async handler keeps its address busy: later messages wait in order and 
   await settle();
 });
 
+test('an async handler past handlerTimeoutMs is abandoned: a dead letter SC_ERR_HANDLER_TIMEOUT, nothing of it applied even when it ends later, and its address goes on', async () => {
+  const { shard, invoker } = setup();
+  shard.handlerTimeoutMs = 50;
+  started.length = 0;
+  const id = 'g-slow';
+  invoker.deliver(message('test/gated', id, 't1'));
+  invoker.deliver(message('test/gated', id, 't2'));
+  assert.equal(started, ['t1']);
+  await withTimeout(
+    (async () => {
+      while (shard.deadLetters.length === 0) await new Promise((resolve) => setTimeout(resolve, 10));
+    })(),
+    2000,
+    'the time budget to run out',
+  );
+  const error = shard.deadLetters[0]!.error as StatecraftError;
+  assert.is(error.code, 'SC_ERR_HANDLER_TIMEOUT');
+  assert.match(error.message, /the handler of test\/gated\/g-slow did not finish within 50 ms \(--handler-timeout\)/);
+  assert.is(shard.counters.handlerTimeouts, 1);
+  assert.equal(started, ['t1', 't2'], 'the next message runs at once');
+  gates.open('t1'); // the abandoned one ends late: nothing of it lands
+  gates.open('t2');
+  await settle();
+  assert.equal(Types.json<string[]>('test/list').deserialize(record(shard, 'test/gated', id) as Uint8Array), ['t2']);
+  assert.equal(shard.sent().filter(([kind]) => kind === 'egress').map(([, , value]) => value), ['t2']);
+  assert.is(shard.deadLetters.length, 1);
+  assert.is(invoker.running, 0);
+  assert.is(shard.counters.handlerTimeouts, 1, 't2 ended in time: its timer was cleared');
+});
+
 test('an async handler that rejects: a dead letter, no state change, and the next message still runs', async () => {
   const { shard, invoker } = setup();
   const id = 'g-reject';

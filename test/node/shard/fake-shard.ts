@@ -15,6 +15,7 @@ export class FakeShard implements ShardContext {
   readonly thread = 1;
   readonly limits = { valueBytesMax: 1024 * 1024, idBytesMax: 1024 };
   delayedPendingMax = 100_000;
+  handlerTimeoutMs = 10_000;
   /** Whether applyEffects also schedules and cancels delayed messages in `groups.timers`, as a shard does. */
   schedulesTimers = false;
   readonly groups = new KeyGroupState(KEY_GROUPS, false);
