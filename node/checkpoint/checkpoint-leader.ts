@@ -31,6 +31,8 @@ export interface CheckpointLeaderOptions {
   /** Tells every participant a checkpoint's outcome. */
   outcome(participants: readonly string[], checkpoint: number, committed: boolean): void;
   log(line: string): void;
+  /** A checkpoint failed: `reason`, and the line to log (default: logged). */
+  failed?(reason: string, line: string): void;
 }
 
 export interface CheckpointStats {
@@ -248,7 +250,11 @@ export class CheckpointLeader {
           this.startedAt.delete(action.checkpoint);
           this.stats.failed++;
           this.stats.lastFailure = `checkpoint ${action.checkpoint}: ${action.reason}`;
-          this.options.log(`checkpoints: checkpoint ${action.checkpoint} failed: ${action.reason}; the next one is tried on schedule`);
+          {
+            const line = `checkpoints: checkpoint ${action.checkpoint} failed: ${action.reason}; the next one is tried on schedule`;
+            if (this.options.failed === undefined) this.options.log(line);
+            else this.options.failed(action.reason, line);
+          }
           this.options.outcome(this.coordinator.participants, action.checkpoint, false);
           this.settle(action.checkpoint, false);
           break;

@@ -4,6 +4,7 @@
  * and the leader one node is (the coordinator's shell, started and stopped as leadership moves). Control
  * messages between the two travel over the cluster's peer links; a node on its own leads itself.
  */
+import { CheckpointHealth } from './checkpoint-health.js';
 import type { BlobStore } from '../storage/blob-store.js';
 import type { CheckpointControl, ClusterHooks } from '../main/cluster-port.js';
 import type { CheckpointManifest } from './checkpoint-coordinator.js';
@@ -65,6 +66,7 @@ export interface CheckpointingHost {
 
 export class Checkpointing {
   readonly participant: CheckpointParticipant;
+  private readonly health: CheckpointHealth;
   private leader: CheckpointLeader | null = null;
   /** Which peer started each checkpoint (acks go back to it); absent: this node's own leader. */
   private readonly startedBy = new Map<number, string>();
@@ -102,6 +104,20 @@ export class Checkpointing {
     uploadTag: string,
   ) {
     this.participant = new CheckpointParticipant(this.participantHost(), settings.store, uploadTag, 0);
+    // A checkpoint that fails waits out its ack timeout at worst; a few intervals more is a stall.
+    const ageLimitMs = Math.max(10 * settings.intervalMs, settings.ackTimeoutMs + 2 * settings.intervalMs);
+    this.health = new CheckpointHealth(ageLimitMs, (line) => host.log(line), performance.now());
+  }
+
+  /** Why checkpoints make this node unhealthy, for /health (empty: they do not). */
+  problems(): string[] {
+    const problem = this.health.problem(performance.now());
+    return problem === null ? [] : [problem];
+  }
+
+  /** For /metrics: seconds since this node learned of a commit, and failed outcomes in a row. */
+  get figures(): { ageSeconds: number; consecutiveFailures: number } {
+    return { ageSeconds: Math.round(this.health.ageMs(performance.now())) / 1000, consecutiveFailures: this.health.consecutiveFailures };
   }
 
   get store(): BlobStore {
@@ -217,6 +233,7 @@ export class Checkpointing {
         }
       },
       log: (line) => host.log(line),
+      failed: (reason, line) => this.health.failure(performance.now(), reason, line),
       deposed: (by) => void this.deposed(call, lead, by),
     });
   }
@@ -344,6 +361,8 @@ export class Checkpointing {
   }
 
   private outcome(checkpoint: number, committed: boolean): void {
+    if (committed) this.health.committed(performance.now());
+    else this.health.failed();
     if (committed) {
       this.lastCommittedOutcome = Math.max(this.lastCommittedOutcome, checkpoint);
       for (let index = this.finalWaiters.length - 1; index >= 0; index--) {
@@ -360,6 +379,7 @@ export class Checkpointing {
 
   /** This node's part of `checkpoint` is done: kept (for a leader that asks again), and sent to whoever started it. */
   private answerFirst(checkpoint: number, message: CheckpointControl & { type: 'ack' | 'failed' }): void {
+    if (message.type === 'failed') this.health.ownFailure(`${this.host.nodeId}'s part of checkpoint ${checkpoint}: ${message.reason}`);
     const to = this.startedBy.get(checkpoint);
     this.answers.set(checkpoint, { leader: to, message });
     for (const number of this.answers.keys()) if (this.answers.size > ANSWERS_KEPT) this.answers.delete(number);

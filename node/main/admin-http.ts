@@ -32,8 +32,10 @@ export interface AdminHost {
   readonly cluster: ClusterHooks | null;
   readonly gateway: Pick<Gateway, 'handleUpgrade'> | null;
   /** Checkpoints on: what this node coordinated (null: checkpoints off). */
-  readonly checkpointing: { readonly totals: { committed: number; failed: number; dropped: number } } | null;
+  readonly checkpointing: { readonly totals: { committed: number; failed: number; dropped: number }; readonly figures: { ageSeconds: number; consecutiveFailures: number } } | null;
   metricsNow(): NodeMetrics;
+  /** Why the node is not healthy (empty: it is). */
+  problems(): string[];
 }
 
 const digest = (text: string) => createHash('sha256').update(text, 'utf8').digest();
@@ -167,8 +169,10 @@ export class AdminHttp {
     // The cluster layer answers first: /cluster, and /health while the node is not serving.
     if (main.cluster?.http(request, response)) return;
     if (request.method === 'GET' && path === '/health') {
-      const body = JSON.stringify({ status: main.closing ? 'stopping' : 'ok', nodeId: main.nodeId });
-      response.writeHead(main.closing ? 503 : 200, { 'content-type': 'application/json' }).end(body);
+      const problems = main.closing ? [] : main.problems();
+      const status = main.closing ? 'stopping' : problems.length > 0 ? 'unhealthy' : 'ok';
+      const body = JSON.stringify({ status, nodeId: main.nodeId, ...(problems.length > 0 ? { problems } : {}) });
+      response.writeHead(status === 'ok' ? 200 : 503, { 'content-type': 'application/json' }).end(body);
       return;
     }
     if (request.method === 'GET' && path === '/metrics') {
@@ -183,6 +187,9 @@ export class AdminHttp {
         lines.push(`statecraft_checkpoints_committed_total ${checkpoints.committed}`);
         lines.push(`statecraft_checkpoints_failed_total ${checkpoints.failed}`);
         lines.push(`statecraft_checkpoints_dropped_total ${checkpoints.dropped}`);
+        const figures = main.checkpointing!.figures;
+        lines.push(`statecraft_checkpoint_age_seconds ${figures.ageSeconds}`);
+        lines.push(`statecraft_checkpoint_failures_consecutive ${figures.consecutiveFailures}`);
       }
       if (main.cluster) lines.push(...main.cluster.metrics());
       response.writeHead(200, { 'content-type': 'text/plain; version=0.0.4' }).end(lines.join('\n') + '\n');

@@ -30,6 +30,7 @@ import type { Gateway, GatewayHost } from './gateway.js';
 import { MiB } from './options.js';
 import type { ShardPool } from './shard-pool.js';
 import type { ClientTokens } from './client-tokens.js';
+import type { ShardWatchdog } from './shard-watchdog.js';
 
 const SHUTDOWN_GRACE_MS = 10_000;
 /** How long a graceful stop waits for its final checkpoint (a node that checkpoints alone). */
@@ -71,6 +72,7 @@ export class MainThread implements RecordVisitor, GatewayHost {
   adminOnly: AdminHttp | null = null;
   checkpointing: Checkpointing | null = null;
   recovery: Recovery | null = null;
+  watchdog: ShardWatchdog | null = null;
   private readonly outbox: Outbox;
   private readonly inbox: Inbox;
   private readonly stats: ThreadStats;
@@ -337,7 +339,13 @@ export class MainThread implements RecordVisitor, GatewayHost {
       requestsOutOfScope: this.requestsOutOfScope,
       clientLimitsReached: this.clientLimitsReached,
       overflowBytes: this.stats.total(Stat.OverflowBytes),
+      shardsStalled: this.watchdog?.stalledCount ?? 0,
     };
+  }
+
+  /** Why this node is not healthy, for /health (empty: it is). */
+  problems(): string[] {
+    return [...(this.watchdog?.problems() ?? []), ...(this.checkpointing?.problems() ?? [])];
   }
 
   /** True when no ring holds a record, no overflow queue holds one, and no shard has queued work. */
@@ -354,6 +362,7 @@ export class MainThread implements RecordVisitor, GatewayHost {
 
   private async shutdown(): Promise<void> {
     this.closing = true;
+    this.watchdog?.stop();
     // From here no event is admitted: a checkpoint begun from now on covers all this node accepted.
     this.checkpointing?.stopping();
     this.pool.beginStop();

@@ -12,4 +12,6 @@ export interface NodeMetrics extends Record<MetricName, number> {
   clientLimitsReached: number;
   /** Bytes waiting in overflow queues (rings full). */
   overflowBytes: number;
+  /** Shard threads that have not answered for the stall time (a handler that never returns). */
+  shardsStalled: number;
 }

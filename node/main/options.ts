@@ -7,6 +7,7 @@ import { ID_BYTES_MAX_DEFAULT, ID_BYTES_WIRE_MAX } from '../../lib/address.js';
 import { ValidationError } from '../../lib/errors.js';
 import { DELAYED_PENDING_MAX_DEFAULT } from '../shard/delayed-limit.js';
 import { HANDLER_TIMEOUT_MS_DEFAULT } from '../shard/shard-context.js';
+import { SHARD_STALL_MS_DEFAULT } from './shard-watchdog.js';
 import { KEY_GROUPS_DEFAULT, KEY_GROUPS_MAX } from '../../lib/key-group.js';
 import { wholeNumberOption as option } from '../../lib/options.js';
 import { recordBytesMax } from '../rings/spsc-ring.js';
@@ -76,6 +77,8 @@ export interface NodeOptions {
    * discarded, a dead letter SC_ERR_HANDLER_TIMEOUT) and its address goes on. Default 10,000.
    */
   handlerTimeoutMs?: number;
+  /** How long a shard thread may go without answering before it counts as stalled (/health 503). Default 10,000. */
+  shardStallMs?: number;
   /** Called when a shard dies (a runtime bug): the node cannot go on. Default: log and exit with code 70. */
   onFatal?: (error: Error) => void;
   /**
@@ -116,6 +119,7 @@ export interface ResolvedOptions {
   remoteBacklogMax: number;
   delayedPendingMax: number;
   handlerTimeoutMs: number;
+  shardStallMs: number;
   shards: number;
   keyGroups: number;
   valueBytesMax: number;
@@ -157,6 +161,7 @@ export function resolveOptions(options: NodeOptions): ResolvedOptions {
   const remoteBacklogMax = option('remoteBacklogMax', options.remoteBacklogMax, 100_000, 1, 100_000_000);
   const delayedPendingMax = option('delayedPendingMax', options.delayedPendingMax, DELAYED_PENDING_MAX_DEFAULT, 1, 100_000_000);
   const handlerTimeoutMs = option('handlerTimeoutMs', options.handlerTimeoutMs, HANDLER_TIMEOUT_MS_DEFAULT, 1, 24 * 3_600_000);
+  const shardStallMs = option('shardStallMs', options.shardStallMs, SHARD_STALL_MS_DEFAULT, 1000, 24 * 3_600_000);
   const shards = option('shards', options.shards, Math.max(1, availableParallelism()), 1, 256);
   const keyGroups = option('keyGroups', options.keyGroups, KEY_GROUPS_DEFAULT, 1, KEY_GROUPS_MAX);
   const valueBytesMax = option('valueBytesMax', options.valueBytesMax, MiB, 16, 256 * MiB);
@@ -199,6 +204,7 @@ export function resolveOptions(options: NodeOptions): ResolvedOptions {
     remoteBacklogMax,
     delayedPendingMax,
     handlerTimeoutMs,
+    shardStallMs,
     shards,
     keyGroups,
     valueBytesMax,

@@ -15,6 +15,8 @@ import { Recovery } from '../checkpoint/recovery.js';
 import { EndpointTable } from '../remote/remote-endpoints.js';
 import { createMailboxLayout, shardOfRoute } from '../rings/mailbox.js';
 import { createMetricsBuffer } from '../rings/metrics.js';
+import { createBeatsBuffer } from '../rings/beats.js';
+import { ShardWatchdog } from './shard-watchdog.js';
 import { openBlobStore } from '../storage/blob-store.js';
 import { AdminHttp } from './admin-http.js';
 import type { ClusterHooks, ClusterPort } from './cluster-port.js';
@@ -88,6 +90,7 @@ export async function startNode(options: NodeOptions): Promise<StatecraftNode> {
   const routingBuffer = new SharedArrayBuffer(4 * keyGroups);
   const routing = new Int32Array(routingBuffer);
   const metricsBuffer = createMetricsBuffer(threads);
+  const beatsBuffer = createBeatsBuffer(shards);
   const limits: Limits = { valueBytesMax, idBytesMax, frameBytesMax: Math.max(16 * MiB, 2 * resolved.envelopeBytesMax) };
   const nodeId = options.nodeId ?? randomUUID();
   // Names this process's uploads: a restarted node never overwrites objects of its previous life.
@@ -129,6 +132,7 @@ export async function startNode(options: NodeOptions): Promise<StatecraftNode> {
       layout,
       routing: routingBuffer,
       metrics: metricsBuffer,
+      beats: beatsBuffer,
       keyGroups,
       limits: { valueBytesMax, idBytesMax },
       moduleUrls,
@@ -139,6 +143,7 @@ export async function startNode(options: NodeOptions): Promise<StatecraftNode> {
       ...(checkpoints === null ? {} : { checkpoints: { url: checkpoints.url, store: checkpoints.storeOptions, tag: uploadTag } }),
     });
     node.start();
+    node.watchdog = new ShardWatchdog(beatsBuffer, log, resolved.shardStallMs);
     if (checkpoints !== null) {
       node.checkpointing = new Checkpointing(checkpointingHost(node), { store: store!, intervalMs: checkpoints.intervalMs, retain: checkpoints.retain, ackTimeoutMs: checkpoints.ackTimeoutMs }, uploadTag);
       node.recovery = new Recovery(node, node.checkpointing);

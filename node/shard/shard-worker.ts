@@ -14,12 +14,15 @@ import type { MailboxLayout } from '../rings/mailbox.js';
 import type { InvocationLimits } from '../../lib/invocation.js';
 import type { EndpointSpec } from '../remote/remote-endpoints.js';
 import { closeRemoteConnections } from '../remote/remote-client.js';
+import { beatFromShard } from '../rings/beats.js';
 
 export interface ShardWorkerData {
   thread: number;
   layout: MailboxLayout;
   routing: SharedArrayBuffer;
   metrics: SharedArrayBuffer;
+  /** Liveness stamps, one per shard (rings/beats.ts). */
+  beats: SharedArrayBuffer;
   keyGroups: number;
   limits: InvocationLimits;
   moduleUrls: string[];
@@ -104,6 +107,7 @@ try {
     log: (line) => reply({ type: 'log', line }),
     ...(store === null ? {} : { onCheckpointPart: (part: CheckpointPart) => void upload(part) }),
   });
+  beatFromShard(data.beats, data.thread);
   const moves = shard.moves;
   // This listener also keeps the thread alive while the loop is parked on Atomics.waitAsync.
   port.on('message', (message: MainToShard) => {

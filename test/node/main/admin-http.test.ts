@@ -67,10 +67,16 @@ class FakeHost implements AdminHost {
     },
   } as AdminHost['gateway'];
 
+  problemsNow: string[] = [];
+
   metricsNow(): NodeMetrics {
     const metrics = {} as Record<MetricName, number>;
     for (const [name, index] of Object.entries(Metric)) metrics[name as MetricName] = 10 * index;
-    return { ...metrics, connections: 3, overflowBytes: 4096, clientsRefused: 0, requestsOutOfScope: 0, clientLimitsReached: 0 };
+    return { ...metrics, connections: 3, overflowBytes: 4096, clientsRefused: 0, requestsOutOfScope: 0, clientLimitsReached: 0, shardsStalled: 0 };
+  }
+
+  problems(): string[] {
+    return this.problemsNow;
   }
 }
 
@@ -144,6 +150,11 @@ test('/health: 200 ok while serving, 503 stopping while closing, with the node i
   assert.is(ok.type, 'application/json');
   assert.equal(JSON.parse(ok.body), { status: 'ok', nodeId: 'node-a' });
   assert.equal(JSON.parse((await get(`${base}/health?verbose=1`)).body), { status: 'ok', nodeId: 'node-a' }, 'the query is ignored');
+  host.problemsNow = ['shard 1 has not answered for 12 s'];
+  const unhealthy = await get(`${base}/health`);
+  assert.is(unhealthy.status, 503);
+  assert.equal(JSON.parse(unhealthy.body), { status: 'unhealthy', nodeId: 'node-a', problems: ['shard 1 has not answered for 12 s'] });
+  host.problemsNow = [];
   host.closing = true;
   const stopping = await get(`${base}/health`);
   assert.is(stopping.status, 503);
@@ -175,11 +186,13 @@ test('/metrics: one snake_case line per metric, key groups and the hash, without
     'statecraft_remote_requests 140',
     'statecraft_remote_backlog 150',
     'statecraft_held_messages 160',
+    'statecraft_handler_timeouts 170',
     'statecraft_connections 3',
     'statecraft_overflow_bytes 4096',
     'statecraft_clients_refused 0',
     'statecraft_requests_out_of_scope 0',
     'statecraft_client_limits_reached 0',
+    'statecraft_shards_stalled 0',
     'statecraft_key_groups 64',
     'statecraft_admin_requests_refused_total 0',
     `# key group hash: ${KEY_GROUP_HASH}`,
@@ -189,10 +202,16 @@ test('/metrics: one snake_case line per metric, key groups and the hash, without
 
 test('/metrics with checkpoints on: committed, failed and dropped checkpoints this node coordinated', async () => {
   const host = new FakeHost();
-  host.checkpointing = { totals: { committed: 7, failed: 3, dropped: 2 } };
+  host.checkpointing = { totals: { committed: 7, failed: 3, dropped: 2 }, figures: { ageSeconds: 1.25, consecutiveFailures: 0 } };
   const { base } = await serve(host);
   const lines = (await get(`${base}/metrics`)).body.trimEnd().split('\n');
-  assert.equal(lines.slice(-3), ['statecraft_checkpoints_committed_total 7', 'statecraft_checkpoints_failed_total 3', 'statecraft_checkpoints_dropped_total 2']);
+  assert.equal(lines.slice(-5), [
+    'statecraft_checkpoints_committed_total 7',
+    'statecraft_checkpoints_failed_total 3',
+    'statecraft_checkpoints_dropped_total 2',
+    'statecraft_checkpoint_age_seconds 1.25',
+    'statecraft_checkpoint_failures_consecutive 0',
+  ]);
 });
 
 test('/metrics with a cluster: its lines come last', async () => {

@@ -37,6 +37,7 @@ test('defaults: every option filled in, checkpoints off', () => {
     remoteBacklogMax: 100_000,
     delayedPendingMax: 100_000,
     handlerTimeoutMs: 10_000,
+    shardStallMs: 10_000,
     shards: Math.max(1, availableParallelism()),
     keyGroups: 1024,
     valueBytesMax: MiB,
