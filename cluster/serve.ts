@@ -29,6 +29,9 @@ Options:
                          Give the cluster's --value-bytes-max and --id-bytes-max.
   --id-bytes-max <n>     Longest address id, in UTF-8 bytes. Default 1024.
   --body-bytes-max <n>   Largest request accepted. Default 33554432.
+  --handler-timeout <ms> How long one request's handlers may run; past it the request is
+                         answered 422 (the cluster dead-letters the message that hangs)
+                         and its pool thread is replaced. Default 10000.
   -h, --help             Show this help.
 
 Point a node at it:
@@ -66,6 +69,7 @@ async function main(): Promise<void> {
         'value-bytes-max': { type: 'string' },
         'id-bytes-max': { type: 'string' },
         'body-bytes-max': { type: 'string' },
+        'handler-timeout': { type: 'string' },
         help: { type: 'boolean', short: 'h' },
       },
       strict: true,
@@ -92,6 +96,7 @@ async function main(): Promise<void> {
       ...(values['value-bytes-max'] === undefined ? {} : { valueBytesMax: integer('value-bytes-max', values['value-bytes-max'])! }),
       ...(values['id-bytes-max'] === undefined ? {} : { idBytesMax: integer('id-bytes-max', values['id-bytes-max'])! }),
       ...(values['body-bytes-max'] === undefined ? {} : { bodyBytesMax: integer('body-bytes-max', values['body-bytes-max'])! }),
+      ...(values['handler-timeout'] === undefined ? {} : { handlerTimeoutMs: integer('handler-timeout', values['handler-timeout'])! }),
     });
   } catch (error) {
     if (error instanceof StatecraftError) fail(error.message);

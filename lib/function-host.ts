@@ -40,6 +40,13 @@ export interface ServeOptions {
   idBytesMax?: number;
   /** Largest request body accepted, in bytes. Default 32 MiB. */
   bodyBytesMax?: number;
+  /**
+   * How long one request's handlers may run, in ms. Past it the request is answered 422
+   * (SC_ERR_HANDLER_TIMEOUT: the cluster sends the batch again one message at a time, and dead-letters
+   * the one that hangs) and the pool thread running it is terminated and replaced: a handler in a
+   * synchronous loop cannot hold a thread for good. Default 10,000.
+   */
+  handlerTimeoutMs?: number;
 }
 
 export interface FunctionHost {
@@ -84,9 +91,21 @@ export async function serve(functions: string | URL | readonly (string | URL)[] 
     idBytesMax: checkCount('idBytesMax', options.idBytesMax, 1024, 1, 65_536),
   };
   const bodyBytesMax = checkCount('bodyBytesMax', options.bodyBytesMax, 32 * MiB, 1024, 2048 * MiB);
+  const handlerTimeoutMs = checkCount('handlerTimeoutMs', options.handlerTimeoutMs, 10_000, 1, 24 * 3_600_000);
+  const timedOut = (): HostTaskResult => ({
+    status: 422,
+    code: 'SC_ERR_HANDLER_TIMEOUT',
+    message: `a handler of this batch did not finish within ${handlerTimeoutMs} ms (handlerTimeoutMs): it was abandoned${pool === null ? '' : ' and the thread running it replaced'}`,
+  });
   const list = (Array.isArray(functions) ? functions : [functions]) as readonly (string | URL | FunctionDefinition)[];
   if (list.length === 0) throw new ValidationError('SC_ERR_INVALID_OPTION', 'serve: give a functions module (or definitions) to serve.');
 
+  // On this thread an async handler that never settles is abandoned (a synchronous loop cannot be: give threads).
+  const inTime = (result: Promise<HostTaskResult>): Promise<HostTaskResult> => {
+    let timer: NodeJS.Timeout | undefined;
+    const late = new Promise<HostTaskResult>((resolve) => (timer = setTimeout(() => resolve(timedOut()), handlerTimeoutMs)));
+    return Promise.race([result, late]).finally(() => clearTimeout(timer));
+  };
   let run: (body: Uint8Array) => Promise<HostTaskResult>;
   let typenames: string[];
   let pool: Piscina | null = null;
@@ -96,16 +115,21 @@ export async function serve(functions: string | URL | readonly (string | URL)[] 
     const set = new RemoteFunctionSet(await loadFunctionModules(moduleUrls));
     typenames = set.typenames;
     const threads = checkCount('threads', options.threads, availableParallelism(), 0, 256);
-    if (threads === 0) run = (body) => handleRequest(set, body, limits);
+    if (threads === 0) run = (body) => inTime(handleRequest(set, body, limits));
     else {
       const workers = new Piscina({ filename: new URL('./function-host-worker.js', import.meta.url).href, minThreads: threads, maxThreads: threads, idleTimeout: 60_000 });
       pool = workers;
-      run = (body) => workers.run({ moduleUrls, limits, body } satisfies HostTask) as Promise<HostTaskResult>;
+      // Aborting a running task terminates its thread; piscina starts another in its place.
+      run = (body) =>
+        (workers.run({ moduleUrls, limits, body } satisfies HostTask, { signal: AbortSignal.timeout(handlerTimeoutMs) }) as Promise<HostTaskResult>).catch((error: Error) => {
+          if (error?.name === 'AbortError') return timedOut();
+          throw error;
+        });
     }
   } else {
     const set = new RemoteFunctionSet(list as readonly FunctionDefinition[]);
     typenames = set.typenames;
-    run = (body) => handleRequest(set, body, limits);
+    run = (body) => inTime(handleRequest(set, body, limits));
   }
 
   const answered: Record<number, number> = {};

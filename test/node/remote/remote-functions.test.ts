@@ -315,6 +315,27 @@ test('a handler that throws in the function host dead-letters only its own messa
   await eventually(() => (host.answered[422] ?? 0) >= 1, 'the host answered 422');
 });
 
+test('a handler in a synchronous loop in the function host: past handlerTimeoutMs its thread is replaced and the request answered 422; only its message is dead-lettered, and the host goes on', async () => {
+  const host = await serve(fixture('remote-functions'), { port: 0, threads: 1, handlerTimeoutMs: 500 });
+  hosts.push(host);
+  const node = await start({ endpoints: [endpoint('remote/*', host.url)] });
+  const sender = await client(node);
+  const letters = deadLetters(sender);
+  const tallies = sender.subscribe('remote-tallies', { type: tally });
+  const sends = [sender.send({ typename: 'remote/adder', id: 'w' }, 1, Types.int)];
+  sends.push(sender.send({ typename: 'remote/adder', id: 'w' }, 'spin'));
+  for (let index = 0; index < 3; index++) sends.push(sender.send({ typename: 'remote/adder', id: 'w' }, 10, Types.int));
+  await Promise.all(sends);
+  const [letter] = (await take(letters, 1, 20_000)).map((record) => record.value);
+  assert.is(letter!.code, 'SC_ERR_REMOTE_HANDLER');
+  assert.match(letter!.reason, /SC_ERR_HANDLER_TIMEOUT: a handler of this batch did not finish within 500 ms \(handlerTimeoutMs\): it was abandoned and the thread running it replaced/);
+  assert.equal((await take(tallies, 4, 20_000)).map((record) => record.value.total), [1, 11, 21, 31]);
+  // The one pool thread was replaced: the host still answers.
+  await sender.send({ typename: 'remote/adder', id: 'w' }, 5, Types.int);
+  assert.equal((await take(tallies, 1, 10_000)).map((record) => record.value.total), [36]);
+  assert.ok((host.answered[422] ?? 0) >= 1);
+});
+
 test('the function host answers bad requests with clear statuses and goes on', async () => {
   const host = await serve(fixture('remote-functions'), { port: 0, threads: 1, bodyBytesMax: 4096 });
   hosts.push(host);
