@@ -18,7 +18,7 @@ import type { CheckpointManifest } from './checkpoint-coordinator.js';
 import type { Checkpointing } from './checkpointing.js';
 import { decodeChannelObject, manifestKey, readManifest } from './checkpoint-format.js';
 import { checkOrder, claimRecovery, type ClaimedOrder } from './recovery-claims.js';
-import { NO_COMMIT, setBase, type CheckpointRef, type CommitRecord } from './terms.js';
+import { NO_COMMIT, readHead, setBase, type CheckpointRef, type CommitRecord } from './terms.js';
 
 /** What recovery needs of the main thread. */
 export interface RecoveryHost {
@@ -100,6 +100,8 @@ export class Recovery {
    */
   async restoreAtStart(owned: (keyGroup: number) => boolean): Promise<RollBackResult> {
     const store = this.checkpointing.store;
+    // Read first: a store that cannot be restored (see readHead) is refused before this node writes to it.
+    await readHead(store);
     const { term, head } = await this.checkpointing.beginTerm();
     const candidates: CommitRecord[] = head.checkpoint === 0 ? [] : [...head.retained.map((ref, index) => ({ ...ref, retained: head.retained.slice(0, index) })), head];
     const errors: string[] = [];

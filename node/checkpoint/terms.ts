@@ -41,6 +41,8 @@ export const NO_COMMIT: CommitRecord = Object.freeze({ checkpoint: 0, term: '', 
 
 export const TERMS_PREFIX = 'terms/';
 export const COMMITS_PREFIX = 'commits/';
+/** Where checkpoints' objects (segments, channels, manifests) live. */
+export const CHECKPOINTS_PREFIX = 'checkpoints/';
 /** The commit point of the format before terms: a store holding it was written by an older Statecraft. */
 export const LEGACY_LATEST_KEY = 'LATEST';
 
@@ -189,6 +191,15 @@ async function readHeadOnce(store: BlobStore): Promise<CommitRecord | null> {
       throw new StatecraftError(
         'SC_ERR_STORE_CORRUPT',
         `${store.describe()} holds checkpoints of an older Statecraft format (LATEST, no terms/): this version cannot read them. Start with an empty --checkpoint-store, or run the version that wrote it.`,
+      );
+    }
+    // Checkpoint objects without any term: the commit records were deleted or lost. Starting empty here
+    // would silently drop every instance the objects hold; refusing keeps them for a restore.
+    const objects = await store.list(CHECKPOINTS_PREFIX);
+    if (objects.length > 0) {
+      throw new StatecraftError(
+        'SC_ERR_STORE_CORRUPT',
+        `${store.describe()} holds ${objects.length} checkpoint objects (${objects[0]}, ...) but no commit records (${TERMS_PREFIX}, ${COMMITS_PREFIX}): they were deleted or lost, so it cannot tell which checkpoint is committed. Nothing was changed. Restore ${TERMS_PREFIX} and ${COMMITS_PREFIX} from a backup; to start empty on purpose, give an empty --checkpoint-store or delete ${CHECKPOINTS_PREFIX} as well.`,
       );
     }
     return NO_COMMIT;

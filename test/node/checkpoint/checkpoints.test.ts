@@ -1,11 +1,12 @@
 // test-timeout-ms: 180000
 // Checkpoints on one node: commit confirms events and releases egress, a restart restores, an upload
 // that fails fails its checkpoint only, a corrupt object makes the restore fall back, and the same on S3.
-import { mkdtempSync, readFileSync, rmSync, writeFileSync, unlinkSync, mkdirSync } from 'node:fs';
+import { cpSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync, unlinkSync, mkdirSync } from 'node:fs';
+import { join } from 'node:path';
 import { tmpdir } from 'node:os';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { connect, keyGroupOf, type Client } from '../../../lib/index.js';
+import { connect, keyGroupOf, type Client, type StatecraftError } from '../../../lib/index.js';
 import { openBlobStore } from '../../../node/storage/blob-store.js';
 import { parseObjectRef, readManifest } from '../../../node/checkpoint/checkpoint-format.js';
 import { readHead } from '../../../node/checkpoint/terms.js';
@@ -112,6 +113,34 @@ test('a graceful stop takes a final checkpoint: what was accepted since the last
   assert.ok(restarted.checkpointStatus()!.restored >= 1, `restored ${restarted.checkpointStatus()!.restored}`);
   const found = await reportCounts(restarted, ids);
   assert.equal([...found.values()], [1, 1, 1]);
+});
+
+test('a store whose commit records were deleted (terms/ and commits/ gone, the objects still there) is refused at start, untouched; put back, it restores', async () => {
+  const dir = tempDir();
+  const store = `file://${dir}`;
+  const node = await start({ store, intervalMs: 100 });
+  const sender = await client(node);
+  await Promise.all(['m', 'n'].map((id) => sender.send({ typename: 'test/counter', id }, 1)));
+  await stopAll();
+  const backup = tempDir();
+  cpSync(join(dir, 'terms'), join(backup, 'terms'), { recursive: true });
+  cpSync(join(dir, 'commits'), join(backup, 'commits'), { recursive: true });
+  rmSync(join(dir, 'terms'), { recursive: true });
+  rmSync(join(dir, 'commits'), { recursive: true });
+  const objects = readdirSync(join(dir, 'checkpoints'), { recursive: true }).length;
+  const error = (await start({ store, intervalMs: 100 }).then(
+    () => null,
+    (refusal: StatecraftError) => refusal,
+  ))!;
+  assert.ok(error !== null, 'the node must not start empty over the objects');
+  assert.is(error.code, 'SC_ERR_STORE_CORRUPT');
+  assert.match(error.message, /holds \d+ checkpoint objects \(checkpoints\/.*\) but no commit records \(terms\/, commits\/\): they were deleted or lost/);
+  assert.is(readdirSync(join(dir, 'checkpoints'), { recursive: true }).length, objects, 'nothing in the store was changed');
+  assert.not.ok(existsSync(join(dir, 'terms')), 'no term was begun');
+  cpSync(join(backup, 'terms'), join(dir, 'terms'), { recursive: true });
+  cpSync(join(backup, 'commits'), join(dir, 'commits'), { recursive: true });
+  const restored = await start({ store, intervalMs: 100 });
+  assert.equal([...(await reportCounts(restored, ['m', 'n'])).values()], [1, 1]);
 });
 
 test('an upload that fails fails that checkpoint only: the node goes on, and the next checkpoint that can be written commits', async () => {
