@@ -99,6 +99,9 @@ node cluster/serve.js):
                               trust_cacerts, client_cert, client_key and headers.
   --remote-backlog-max <n>    Messages one remote address may have waiting for its endpoint
                               before more become dead letters. Default 100000.
+  --remote-attempts-max <n>   Calls of one message that may fail for an outage of its endpoint
+                              before it becomes a dead letter; until then it waits, in order,
+                              and is sent again with back-off. Default 0: no limit.
 
 Cluster:
   --join <host:port,...>      Seed nodes to join (repeatable, or comma-separated). Without
@@ -200,6 +203,7 @@ const optionNames = [
   'endpoint',
   'module',
   'remote-backlog-max',
+  'remote-attempts-max',
 ] as const;
 
 function hostPort(name: string, text: string): string {
@@ -262,6 +266,7 @@ async function main(): Promise<void> {
         'endpoint-header': { type: 'string', multiple: true },
         module: { type: 'string', multiple: true },
         'remote-backlog-max': { type: 'string' },
+        'remote-attempts-max': { type: 'string' },
         help: { type: 'boolean', short: 'h' },
       },
       strict: true,
@@ -414,6 +419,7 @@ async function main(): Promise<void> {
       handlerTimeoutMs: integer('handler-timeout', get('handler-timeout')),
       endpoints,
       remoteBacklogMax: integer('remote-backlog-max', get('remote-backlog-max')),
+      remoteAttemptsMax: integer('remote-attempts-max', get('remote-attempts-max')),
       nodeId: identity.nodeId,
       ...(checkpointsOff
         ? {}

@@ -70,6 +70,12 @@ export interface NodeOptions {
   endpoints?: readonly EndpointSpec[];
   /** Messages one remote address may have waiting for its endpoint before more are dead-lettered. Default 100,000. */
   remoteBacklogMax?: number;
+  /**
+   * Calls of one message that may fail for an outage of its endpoint (down, or failing past its call
+   * budget) before it becomes a dead letter; until then it waits, in order, and is sent again with
+   * back-off. 0 (the default): no limit, nothing is lost to an outage.
+   */
+  remoteAttemptsMax?: number;
   /** Delayed messages one instance may have pending; an invocation that would leave more fails whole. Default 100,000. */
   delayedPendingMax?: number;
   /**
@@ -117,6 +123,7 @@ export interface TlsFiles {
 export interface ResolvedOptions {
   endpoints: EndpointSpec[];
   remoteBacklogMax: number;
+  remoteAttemptsMax: number;
   delayedPendingMax: number;
   handlerTimeoutMs: number;
   shardStallMs: number;
@@ -159,6 +166,7 @@ export function resolveOptions(options: NodeOptions): ResolvedOptions {
     );
   }
   const remoteBacklogMax = option('remoteBacklogMax', options.remoteBacklogMax, 100_000, 1, 100_000_000);
+  const remoteAttemptsMax = option('remoteAttemptsMax', options.remoteAttemptsMax, 0, 0, 1_000_000);
   const delayedPendingMax = option('delayedPendingMax', options.delayedPendingMax, DELAYED_PENDING_MAX_DEFAULT, 1, 100_000_000);
   const handlerTimeoutMs = option('handlerTimeoutMs', options.handlerTimeoutMs, HANDLER_TIMEOUT_MS_DEFAULT, 1, 24 * 3_600_000);
   const shardStallMs = option('shardStallMs', options.shardStallMs, SHARD_STALL_MS_DEFAULT, 1000, 24 * 3_600_000);
@@ -202,6 +210,7 @@ export function resolveOptions(options: NodeOptions): ResolvedOptions {
   return {
     endpoints,
     remoteBacklogMax,
+    remoteAttemptsMax,
     delayedPendingMax,
     handlerTimeoutMs,
     shardStallMs,

@@ -138,6 +138,7 @@ export async function startNode(options: NodeOptions): Promise<StatecraftNode> {
       moduleUrls,
       endpoints: resolved.endpoints,
       remoteBacklogMax: resolved.remoteBacklogMax,
+      remoteAttemptsMax: resolved.remoteAttemptsMax,
       delayedPendingMax: resolved.delayedPendingMax,
       handlerTimeoutMs: resolved.handlerTimeoutMs,
       ...(checkpoints === null ? {} : { checkpoints: { url: checkpoints.url, store: checkpoints.storeOptions, tag: uploadTag } }),

@@ -24,6 +24,8 @@ export class AttemptError extends RemoteFunctionError {
     message: string,
     /** The HTTP status, when the endpoint answered. */
     readonly status: number | null = null,
+    /** The call budget ran out on failures that another attempt could fix: the endpoint is down or overloaded. */
+    readonly outage = false,
   ) {
     super(code, message);
   }
@@ -155,7 +157,7 @@ export async function callEndpoint(endpoint: ResolvedEndpoint, body: Uint8Array,
       const failure = error as AttemptError;
       const backoff = Math.min(BACKOFF_MAX_MS, BACKOFF_FIRST_MS * 2 ** (attempt - 1)) * (0.5 + Math.random() / 2);
       if (!failure.retryable || Date.now() + backoff >= deadline) {
-        throw new AttemptError(false, failure.code as never, failure.retryable ? `${failure.message} (gave up after ${attempt} attempts in ${endpoint.spec.timeouts.callMs} ms)` : failure.message, failure.status);
+        throw new AttemptError(false, failure.code as never, failure.retryable ? `${failure.message} (gave up after ${attempt} attempts in ${endpoint.spec.timeouts.callMs} ms)` : failure.message, failure.status, failure.retryable);
       }
       await new Promise((resolve) => setTimeout(resolve, backoff));
     }

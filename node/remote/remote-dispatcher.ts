@@ -6,7 +6,12 @@
  * whole (remote-function.ts) and applied in one step: state mutations, then messages, delayed messages,
  * cancellations and egress. A missing-state answer registers the specs and sends the same batch again.
  * A batch whose handler threw is retried one message per request, so only the message that throws
- * becomes a dead letter; what still fails after the retries of remote-client.ts becomes dead letters.
+ * becomes a dead letter. An endpoint that is down or overloaded past its call budget (remote-client.ts
+ * retries within it) loses nothing: the batch is sent again one message at a time (a StateFun SDK
+ * answers 500 when a handler throws, so one message may be the cause), and a message that still fails
+ * waits at the head of its address, in order, and is sent again with back-off (1 s, doubling to 30 s)
+ * until the endpoint answers, or `attemptsMax` calls (0: no limit) have failed: then it is a dead letter.
+ * The endpoint's outage is logged when it begins and when it ends.
  *
  * Waiting messages and requests in flight are counted apart from the shard's backlog: a slow endpoint
  * backs up its own addresses, not the node's clients.
@@ -23,6 +28,9 @@ import { RemoteStateLayout } from './remote-state.js';
 
 /** Missing-state rounds one batch may take (a function asking again for what it was given is broken). */
 const NEGOTIATION_ROUNDS_MAX = 4;
+/** Back-off before a message held by an outage is sent again: first, and at most. */
+const OUTAGE_RETRY_FIRST_MS = 1000;
+const OUTAGE_RETRY_MAX_MS = 30_000;
 
 export class RemoteDispatcher {
   /** Remote function types seen so far (created on first use from the endpoint table). */
@@ -37,7 +45,12 @@ export class RemoteDispatcher {
     private readonly endpoints: EndpointTable,
     /** Messages one address may have waiting before more are dead-lettered. */
     private readonly backlogMax: number,
+    /** Failed calls of one message, for an outage, before it is a dead letter (0: no limit). */
+    private readonly attemptsMax = 0,
   ) {}
+
+  /** Endpoints (by URL) in an outage, and since when: logged when it begins and ends. */
+  private readonly outages = new Map<string, number>();
 
   /** The remote function serving `typename`, created (and its state type added) when the endpoint table first resolves it. */
   resolve(typename: string): RemoteFunction | undefined {
@@ -173,18 +186,34 @@ export class RemoteDispatcher {
     this.inFlight--;
     context.refreshNow();
     const first = batch[0]!;
+    let held = false;
     if (failure !== null) {
-      const code = (failure as AttemptError).code;
-      if ((code === 'SC_ERR_REMOTE_HANDLER' || code === 'SC_ERR_LIMIT_REACHED') && batch.length > 1) {
-        // A handler threw somewhere in the batch, or the batch went over a limit: send its messages one
-        // by one, so only the one that fails becomes a dead letter (as for an embedded function).
+      const attempt = failure as AttemptError;
+      const outage = attempt.outage === true;
+      if (outage) this.outageGoesOn(remote, attempt.message);
+      if ((attempt.code === 'SC_ERR_REMOTE_HANDLER' || attempt.code === 'SC_ERR_LIMIT_REACHED' || outage) && batch.length > 1) {
+        // A handler threw somewhere in the batch, the batch went over a limit, or the endpoint failed
+        // for as long as a call may take (a StateFun SDK answers 500 for a handler that throws): send
+        // its messages one by one, so only the one that fails is held or becomes a dead letter.
         queue.unshiftAll(batch);
         queue.singles += batch.length;
         this.waiting += batch.length;
+      } else if (outage && (this.attemptsMax === 0 || queue.attempts + 1 < this.attemptsMax)) {
+        // The endpoint is down: the message waits at the head of its address and is sent again later.
+        queue.attempts++;
+        queue.unshiftAll(batch);
+        queue.singles += 1;
+        this.waiting += 1;
+        held = true;
       } else {
+        const exhausted = outage ? new RemoteFunctionError('SC_ERR_REMOTE_CALL', `${attempt.message}; calls of this message that failed: ${queue.attempts + 1} (--remote-attempts-max ${this.attemptsMax})`) : failure;
+        queue.attempts = 0;
         context.counters.failures += batch.length;
-        for (const message of batch) context.deadLetter(message, failure);
+        for (const message of batch) context.deadLetter(message, exhausted);
       }
+    } else {
+      queue.attempts = 0;
+      this.outageEnded(remote);
     }
     const fate = context.endRun(first.keyGroup);
     if (fate === 'releasing') return; // what waits goes with the release
@@ -194,7 +223,13 @@ export class RemoteDispatcher {
         this.waiting--;
       }
       queue.singles = 0;
+      queue.attempts = 0;
       remote.busy.delete(first.targetId);
+      return;
+    }
+    if (held) {
+      this.retryLater(remote, queue, first.targetId);
+      context.scheduleFlush();
       return;
     }
     if (queue.length > 0) {
@@ -208,5 +243,35 @@ export class RemoteDispatcher {
       remote.busy.delete(first.targetId);
     }
     context.scheduleFlush();
+  }
+
+  /** Sends the held message at the head of `id`'s queue again after a back-off, unless the address moved or was reset meanwhile. */
+  private retryLater(remote: RemoteFunction, queue: AddressQueue, id: string): void {
+    const delayMs = Math.min(OUTAGE_RETRY_MAX_MS, OUTAGE_RETRY_FIRST_MS * 2 ** Math.min(queue.attempts - 1, 10)) * (0.75 + Math.random() / 2);
+    queue.retry = setTimeout(() => {
+      queue.retry = null;
+      if (remote.busy.get(id) !== queue || queue.length === 0 || queue.request !== null) return;
+      const next = queue.take(1);
+      if (queue.singles > 0) queue.singles--;
+      this.waiting -= next.length;
+      this.startBatch(remote, queue, next);
+      this.context.scheduleFlush();
+    }, delayMs);
+    queue.retry.unref();
+  }
+
+  private outageGoesOn(remote: RemoteFunction, reason: string): void {
+    const url = remote.endpoint.url;
+    if (this.outages.has(url)) return;
+    this.outages.set(url, Date.now());
+    this.context.log(`remote: ${url} fails (${reason}): its messages wait, in order, and are sent again until it answers${this.attemptsMax === 0 ? '' : ` (at most ${this.attemptsMax} calls each)`}`);
+  }
+
+  private outageEnded(remote: RemoteFunction): void {
+    const url = remote.endpoint.url;
+    const since = this.outages.get(url);
+    if (since === undefined) return;
+    this.outages.delete(url);
+    this.context.log(`remote: ${url} answers again, after ${Math.round((Date.now() - since) / 1000)} s`);
   }
 }

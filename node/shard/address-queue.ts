@@ -14,12 +14,18 @@ export class AddressQueue extends FifoQueue<Message> {
   request: object | null = null;
   /** Messages still to send one per request (a batch whose handler threw is retried message by message). */
   singles = 0;
+  /** Calls of the message at the head that failed for an outage of its endpoint, in a row. */
+  attempts = 0;
+  /** Set while the address waits to call its endpoint again after an outage. */
+  retry: NodeJS.Timeout | null = null;
 
   /** Forgets what runs (a recovery): a late answer or completion then applies to nothing. */
   abandon(): void {
     this.current = null;
     this.batch = null;
     this.request = null;
+    if (this.retry !== null) clearTimeout(this.retry);
+    this.retry = null;
   }
 }
 

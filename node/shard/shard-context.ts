@@ -43,6 +43,8 @@ export interface ShardContext {
   startRun(keyGroup: number): void;
   /** Such work ended: where its key group is now. */
   endRun(keyGroup: number): KeyGroupFate;
+  /** A line for the node's log. */
+  log(line: string): void;
   /** Publishes what was written, once the current callback is done. */
   scheduleFlush(): void;
 }

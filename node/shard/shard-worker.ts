@@ -31,6 +31,7 @@ export interface ShardWorkerData {
   /** Remote function endpoints. */
   endpoints: EndpointSpec[];
   remoteBacklogMax: number;
+  remoteAttemptsMax: number;
   delayedPendingMax: number;
   handlerTimeoutMs: number;
 }
@@ -102,6 +103,7 @@ try {
     definitions,
     endpoints: data.endpoints,
     remoteBacklogMax: data.remoteBacklogMax,
+    remoteAttemptsMax: data.remoteAttemptsMax,
     delayedPendingMax: data.delayedPendingMax,
     handlerTimeoutMs: data.handlerTimeoutMs,
     log: (line) => reply({ type: 'log', line }),

@@ -58,6 +58,8 @@ export interface ShardConfig {
   readonly endpoints?: readonly EndpointSpec[];
   /** Messages one remote address may have waiting before more are dead-lettered. Default 100,000. */
   readonly remoteBacklogMax?: number;
+  /** Failed calls of one remote message, for an outage of its endpoint, before it is a dead letter (0: no limit). Default 0. */
+  readonly remoteAttemptsMax?: number;
   /** Delayed messages one instance may have pending (delayed-limit.ts). Default 100,000. */
   readonly delayedPendingMax?: number;
   /** How long an async handler may run before it is abandoned. Default HANDLER_TIMEOUT_MS_DEFAULT. */
@@ -108,7 +110,7 @@ export class Shard implements RecordVisitor, ShardContext, CutHost {
   readonly held = new HeldMessages();
   private readonly stats: ThreadStats;
   private readonly metrics: ThreadMetrics;
-  private readonly log: (line: string) => void;
+  readonly log: (line: string) => void;
   /** Messages this shard sent to its own instances, delivered next turn (never recursively). */
   readonly local = new FifoQueue<Message>();
   private ingressReceived = 0;
@@ -143,7 +145,7 @@ export class Shard implements RecordVisitor, ShardContext, CutHost {
     this.changed = this.groups.changed;
     this.keyGroupCount = config.keyGroups;
     this.embedded = new EmbeddedInvoker(this, config.definitions);
-    this.remote = config.endpoints !== undefined && config.endpoints.length > 0 ? new RemoteDispatcher(this, new EndpointTable(config.endpoints), config.remoteBacklogMax ?? REMOTE_BACKLOG_MAX_DEFAULT) : null;
+    this.remote = config.endpoints !== undefined && config.endpoints.length > 0 ? new RemoteDispatcher(this, new EndpointTable(config.endpoints), config.remoteBacklogMax ?? REMOTE_BACKLOG_MAX_DEFAULT, config.remoteAttemptsMax ?? 0) : null;
     this.outbox = new Outbox(config.layout, config.thread);
     this.inbox = new Inbox(config.layout, config.thread, this);
     this.routing = new Int32Array(config.routing);

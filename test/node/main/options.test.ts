@@ -35,6 +35,7 @@ test('defaults: every option filled in, checkpoints off', () => {
   assert.equal(resolved, {
     endpoints: [],
     remoteBacklogMax: 100_000,
+    remoteAttemptsMax: 0,
     delayedPendingMax: 100_000,
     handlerTimeoutMs: 10_000,
     shardStallMs: 10_000,

@@ -147,7 +147,7 @@ test('missing state is negotiated: the same invocations are sent again with the 
   assert.is(endpointServer.requests.length, 4, 'a registered spec is not negotiated again');
 });
 
-test('an endpoint that is down: retried with back-off, then a dead letter with the reason, and the address goes on', async () => {
+test('with --remote-attempts-max 1, an endpoint that is down: retried with back-off within the call budget, then a dead letter with the reason, and the address goes on', async () => {
   let down = true;
   const endpointServer = await scriptedEndpoint((batch) => {
     if (down) return { status: 503, body: 'warming up' };
@@ -156,6 +156,7 @@ test('an endpoint that is down: retried with back-off, then a dead letter with t
   const node = await start({
     endpoints: [endpoint('flaky/*', endpointServer.url, { timeouts: { callMs: 1500 } }), endpoint('gone/*', 'http://127.0.0.1:1/', { timeouts: { callMs: 300 } })],
     functions: [fixture('functions')],
+    remoteAttemptsMax: 1,
   });
   const sender = await client(node);
   const letters = deadLetters(sender);
@@ -170,7 +171,7 @@ test('an endpoint that is down: retried with back-off, then a dead letter with t
   assert.is(letter!.code, 'SC_ERR_REMOTE_CALL');
   assert.equal(letter!.address, { typename: 'flaky/fn', id: 'a' });
   assert.match(letter!.reason, /HTTP 503: warming up/);
-  assert.match(letter!.reason, /gave up after \d+ attempts in 1500 ms/);
+  assert.match(letter!.reason, /gave up after \d+ attempts in 1500 ms\); calls of this message that failed: 1 \(--remote-attempts-max 1\)/, letter!.reason);
   assert.ok(endpointServer.requests.length >= 3, `retried: ${endpointServer.requests.length} attempts`);
   // Back-off starts at 10 ms, doubles, and keeps 50-100 % of each step: giving up before the next step
   // would pass the budget of 1500 ms cannot happen sooner than 635 ms in. Only the lower bound is
@@ -188,6 +189,60 @@ test('an endpoint that is down: retried with back-off, then a dead letter with t
   const [refused] = (await take(letters, 1, 20_000)).map((record) => record.value);
   assert.is(refused!.code, 'SC_ERR_REMOTE_CALL');
   assert.match(refused!.reason, /ECONNREFUSED/);
+});
+
+test('an endpoint down for several call budgets loses nothing (the default): its messages wait in order and each is applied once when it is back; the outage is logged when it begins and ends', async () => {
+  let down = true;
+  const endpointServer = await scriptedEndpoint((batch) => {
+    if (down) return { status: 503, body: 'down for maintenance' };
+    return { ...EMPTY_RESULT, outgoingEgresses: batch.invocations.map((invocation) => ({ namespace: 'test', type: 'ok', argument: invocation.argument })) };
+  });
+  const node = await start({ endpoints: [endpoint('flaky/*', endpointServer.url, { timeouts: { callMs: 400 } })], functions: [fixture('functions')] });
+  const sender = await client(node);
+  const letters = deadLetters(sender);
+  const ok = sender.subscribe<string>('test/ok', { type: Types.string });
+  const counts = sender.subscribe('counts', { type: counted });
+  const values = Array.from({ length: 8 }, (_, index) => `m${index}`);
+  for (const value of values) await sender.send({ typename: 'flaky/fn', id: 'a' }, value);
+  await sender.send({ typename: 'flaky/fn', id: 'b' }, 'other');
+  // Down for about five call budgets; the cluster is not stalled meanwhile.
+  await sleep(1000);
+  await sender.send({ typename: 'test/counter', id: 'c' }, 1);
+  assert.is((await take(counts, 1))[0]!.value.count, 1);
+  await sleep(1000);
+  assert.ok(endpointServer.requests.length >= 4, `called again while down: ${endpointServer.requests.length} requests`);
+  down = false;
+  const received = (await take(ok, values.length + 1, 40_000)).map((record) => record.value);
+  assert.equal(received.filter((value) => value !== 'other'), values, 'every message of the address, once, in order');
+  assert.ok(received.includes('other'));
+  await sleep(300);
+  const unexpected: string[] = [];
+  void (async () => {
+    for await (const record of letters) unexpected.push(record.value.reason);
+  })();
+  await sleep(200);
+  assert.equal(unexpected, [], 'no dead letter');
+  assert.ok(node.logs.some((line) => /^remote: http:\/\/127\.0\.0\.1:\d+\/fn\/fn fails \(.*HTTP 503: down for maintenance.*\): its messages wait, in order, and are sent again until it answers$/.test(line)), node.logs.join('\n'));
+  assert.ok(node.logs.some((line) => /^remote: .* answers again, after \d+ s$/.test(line)), node.logs.join('\n'));
+});
+
+test('a StateFun SDK answers 500 when a handler throws: the batch is sent again message by message, the innocent ones are applied, and the one that keeps failing is a dead letter after --remote-attempts-max calls', async () => {
+  const endpointServer = await scriptedEndpoint((batch) => {
+    const values = batch.invocations.map((invocation) => Types.string.deserialize(invocation.argument.value!));
+    if (values.includes('poison')) return { status: 500, body: 'handler threw' };
+    return { ...EMPTY_RESULT, outgoingEgresses: values.map((value) => ({ namespace: 'test', type: 'ok', argument: { typename: 'io.statefun.types/string', value: Types.string.serialize(value) } })) };
+  });
+  const node = await start({ endpoints: [endpoint('sdk/*', endpointServer.url, { timeouts: { callMs: 200 } })], remoteAttemptsMax: 3 });
+  const sender = await client(node);
+  const letters = deadLetters(sender);
+  const ok = sender.subscribe<string>('test/ok', { type: Types.string });
+  await sender.send({ typename: 'sdk/fn', id: 'p' }, 'first');
+  const sends = ['i1', 'i2', 'poison', 'i3', 'i4'].map((value) => sender.send({ typename: 'sdk/fn', id: 'p' }, value));
+  await Promise.all(sends);
+  const [letter] = (await take(letters, 1, 30_000)).map((record) => record.value);
+  assert.is(letter!.code, 'SC_ERR_REMOTE_CALL');
+  assert.match(letter!.reason, /HTTP 500: handler threw.*calls of this message that failed: 3 \(--remote-attempts-max 3\)/);
+  assert.equal((await take(ok, 5, 30_000)).map((record) => record.value), ['first', 'i1', 'i2', 'i3', 'i4'], 'the innocent messages, in order');
 });
 
 test('a slow endpoint backs up only its own addresses; what waited goes in one batch', async () => {

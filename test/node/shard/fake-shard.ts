@@ -50,6 +50,10 @@ export class FakeShard implements ShardContext {
       }
     }
   }
+  logs: string[] = [];
+  log(line: string): void {
+    this.logs.push(line);
+  }
   deadLetter(message: Message, error: unknown): void {
     this.deadLetters.push({ message, error });
   }
