@@ -193,9 +193,10 @@ async function readHeadOnce(store: BlobStore): Promise<CommitRecord | null> {
         `${store.describe()} holds checkpoints of an older Statecraft format (LATEST, no terms/): this version cannot read them. Start with an empty --checkpoint-store, or run the version that wrote it.`,
       );
     }
-    // Checkpoint objects without any term: the commit records were deleted or lost. Starting empty here
-    // would silently drop every instance the objects hold; refusing keeps them for a restore.
-    const objects = await store.list(CHECKPOINTS_PREFIX);
+    // Checkpoint objects without any term at all: the commit records were deleted or lost (a term is
+    // sealed before anything of it is written). Starting empty here would silently drop every instance
+    // the objects hold; refusing keeps them for a restore.
+    const objects = termKeys.length === 0 ? await store.list(CHECKPOINTS_PREFIX) : [];
     if (objects.length > 0) {
       throw new StatecraftError(
         'SC_ERR_STORE_CORRUPT',
