@@ -11,7 +11,9 @@
  * answers 500 when a handler throws, so one message may be the cause), and a message that still fails
  * waits at the head of its address, in order, and is sent again with back-off (1 s, doubling to 30 s)
  * until the endpoint answers, or `attemptsMax` calls (0: no limit) have failed: then it is a dead letter.
- * The endpoint's outage is logged when it begins and when it ends.
+ * While an endpoint is in an outage one request at a time goes to it (a circuit breaker, half open):
+ * the other addresses wait for that request's outcome, and all go as soon as one succeeds. The
+ * outage is logged when it begins and when it ends.
  *
  * Waiting messages and requests in flight are counted apart from the shard's backlog: a slow endpoint
  * backs up its own addresses, not the node's clients.
@@ -51,6 +53,10 @@ export class RemoteDispatcher {
 
   /** Endpoints (by URL) in an outage, and since when: logged when it begins and ends. */
   private readonly outages = new Map<string, number>();
+  /** Requests in flight per endpoint URL. */
+  private readonly callsTo = new Map<string, number>();
+  /** Addresses waiting for an endpoint in an outage to answer a request again: woken when one does. */
+  private readonly waiters = new Map<string, Map<AddressQueue, () => void>>();
 
   /** The remote function serving `typename`, created (and its state type added) when the endpoint table first resolves it. */
   resolve(typename: string): RemoteFunction | undefined {
@@ -102,6 +108,8 @@ export class RemoteDispatcher {
 
   /** A recovery: every busy address is forgotten; answers still on their way apply to nothing. */
   reset(): void {
+    this.callsTo.clear();
+    this.waiters.clear();
     for (const remote of this.remotes.values()) {
       for (const queue of remote.busy.values()) queue.abandon();
       remote.busy.clear();
@@ -111,6 +119,18 @@ export class RemoteDispatcher {
   }
 
   private startBatch(remote: RemoteFunction, queue: AddressQueue, batch: Message[]): void {
+    const url = remote.endpoint.url;
+    const calls = this.callsTo.get(url) ?? 0;
+    if (calls > 0 && this.outages.has(url)) {
+      // The endpoint is down and a request is finding out whether it is back: wait for its outcome.
+      queue.unshiftAll(batch);
+      queue.singles += batch.length;
+      this.waiting += batch.length;
+      queue.attempts = Math.max(queue.attempts, 1);
+      this.awaitEndpoint(remote, queue, batch[0]!.targetId);
+      return;
+    }
+    this.callsTo.set(url, calls + 1);
     const token = {};
     queue.batch = batch;
     queue.request = token;
@@ -184,6 +204,8 @@ export class RemoteDispatcher {
     queue.batch = null;
     queue.request = null;
     this.inFlight--;
+    const url = remote.endpoint.url;
+    this.callsTo.set(url, (this.callsTo.get(url) ?? 1) - 1);
     context.refreshNow();
     const first = batch[0]!;
     let held = false;
@@ -250,6 +272,7 @@ export class RemoteDispatcher {
     const delayMs = Math.min(OUTAGE_RETRY_MAX_MS, OUTAGE_RETRY_FIRST_MS * 2 ** Math.min(queue.attempts - 1, 10)) * (0.75 + Math.random() / 2);
     queue.retry = setTimeout(() => {
       queue.retry = null;
+      this.waiters.get(remote.endpoint.url)?.delete(queue);
       if (remote.busy.get(id) !== queue || queue.length === 0 || queue.request !== null) return;
       const next = queue.take(1);
       if (queue.singles > 0) queue.singles--;
@@ -273,5 +296,29 @@ export class RemoteDispatcher {
     if (since === undefined) return;
     this.outages.delete(url);
     this.context.log(`remote: ${url} answers again, after ${Math.round((Date.now() - since) / 1000)} s`);
+    const waiting = this.waiters.get(url);
+    this.waiters.delete(url);
+    for (const wake of waiting?.values() ?? []) wake();
+  }
+
+  /**
+   * Holds an address until its endpoint answers again: woken by the request that succeeds, or by its
+   * own back-off timer (then it may be the next request that finds out).
+   */
+  private awaitEndpoint(remote: RemoteFunction, queue: AddressQueue, id: string): void {
+    const url = remote.endpoint.url;
+    let waiting = this.waiters.get(url);
+    if (waiting === undefined) this.waiters.set(url, (waiting = new Map()));
+    waiting.set(queue, () => {
+      if (queue.retry !== null) clearTimeout(queue.retry);
+      queue.retry = null;
+      if (remote.busy.get(id) !== queue || queue.length === 0 || queue.request !== null) return;
+      const next = queue.take(1);
+      if (queue.singles > 0) queue.singles--;
+      this.waiting -= next.length;
+      this.startBatch(remote, queue, next);
+      this.context.scheduleFlush();
+    });
+    if (queue.retry === null) this.retryLater(remote, queue, id);
   }
 }

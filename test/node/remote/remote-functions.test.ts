@@ -226,6 +226,40 @@ test('an endpoint down for several call budgets loses nothing (the default): its
   assert.ok(node.logs.some((line) => /^remote: .* answers again, after \d+ s$/.test(line)), node.logs.join('\n'));
 });
 
+test('while an endpoint is down, one request at a time goes to it (per shard): the other addresses wait for its outcome, and all go, in order, once it answers', async () => {
+  let down = true;
+  let active = 0;
+  let activeMax = 0;
+  let downRequests = 0;
+  const endpointServer = await scriptedEndpoint(async (batch) => {
+    if (down) {
+      downRequests++;
+      active++;
+      activeMax = Math.max(activeMax, active);
+      await sleep(50);
+      active--;
+      return { status: 503, body: 'down' };
+    }
+    return { ...EMPTY_RESULT, outgoingEgresses: batch.invocations.map((invocation) => ({ namespace: 'test', type: 'ok', argument: invocation.argument })) };
+  });
+  const node = await start({ endpoints: [endpoint('flaky/*', endpointServer.url, { timeouts: { callMs: 300 } })], shards: 1 });
+  const sender = await client(node);
+  const ok = sender.subscribe<string>('test/ok', { type: Types.string });
+  await sender.send({ typename: 'flaky/fn', id: 'first' }, 'first');
+  await eventually(() => node.logs.some((line) => / fails \(/.test(line)), 'the outage to be noticed', 10_000);
+  activeMax = 0;
+  const before = downRequests;
+  const ids = Array.from({ length: 20 }, (_, index) => `w${index}`);
+  for (const id of ids) await sender.send({ typename: 'flaky/fn', id }, id);
+  await sleep(2500);
+  assert.is(activeMax, 1, 'one request at a time while the endpoint is down');
+  // Without the breaker each of the 20 addresses would spend its own call budget (several attempts each).
+  assert.ok(downRequests - before < 40, `${downRequests - before} requests in 2.5 s of outage`);
+  down = false;
+  const received = (await take(ok, ids.length + 1, 40_000)).map((record) => record.value);
+  assert.equal([...received].sort(), ['first', ...ids].sort(), 'every message, once');
+});
+
 test('a StateFun SDK answers 500 when a handler throws: the batch is sent again message by message, the innocent ones are applied, and the one that keeps failing is a dead letter after --remote-attempts-max calls', async () => {
   const endpointServer = await scriptedEndpoint((batch) => {
     const values = batch.invocations.map((invocation) => Types.string.deserialize(invocation.argument.value!));
