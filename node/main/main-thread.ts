@@ -143,7 +143,7 @@ export class MainThread implements RecordVisitor, GatewayHost {
   /** Routes an invoke envelope to its key group's shard, or to the cluster layer when another node owns it. */
   private routeInvoke(bytes: Uint8Array, offset: number, length: number, keyGroup: number): void {
     const to = this.routing[keyGroup]!;
-    if (to === MAIN_THREAD) {
+    if (shardOfRoute(to) === MAIN_THREAD) {
       this.cluster!.forward(bytes, offset, length, keyGroup);
       return;
     }
@@ -204,7 +204,7 @@ export class MainThread implements RecordVisitor, GatewayHost {
     checkValueSize(typed, this.limits.valueBytesMax);
     const keyGroup = keyGroupOf(target.id, this.keyGroups);
     this.eventsAccepted++;
-    if (this.routing[keyGroup] === MAIN_THREAD) {
+    if (shardOfRoute(this.routing[keyGroup]!) === MAIN_THREAD) {
       const bytes = new Uint8Array(invokeLengthMax(target.typename, target.id, null, null, typed));
       const end = writeInvoke(bytes, 0, keyGroup, target.typename, target.id, null, null, typed);
       this.cluster!.forward(bytes, 0, end, keyGroup);

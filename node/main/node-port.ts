@@ -5,7 +5,7 @@
 import type { CheckpointRef } from '../checkpoint/terms.js';
 import { StatecraftError } from '../../lib/errors.js';
 import type { CheckpointControl, ClusterPort, KeyGroupRoute, RollBackResult } from './cluster-port.js';
-import { MAIN_THREAD } from '../rings/mailbox.js';
+import { MAIN_THREAD, leavingFrom } from '../rings/mailbox.js';
 import type { Checkpointing } from '../checkpoint/checkpointing.js';
 import type { Recovery } from '../checkpoint/recovery.js';
 import type { ShardRequests } from './shard-pool.js';
@@ -41,8 +41,10 @@ export class NodePort implements ClusterPort {
 
   async releaseKeyGroups(keyGroups: readonly number[]): Promise<{ keyGroup: number; bytes: Uint8Array }[]> {
     const { pool, routing } = this.main;
-    for (const keyGroup of keyGroups) Atomics.store(routing, keyGroup, MAIN_THREAD);
+    // Leaving, not plainly elsewhere: what the shard still reads for them goes in their images.
+    for (const keyGroup of keyGroups) Atomics.store(routing, keyGroup, leavingFrom(pool.shardOf(keyGroup)));
     const replies = await Promise.all([...pool.byShard(keyGroups, (keyGroup) => keyGroup)].map(([shard, groups]) => pool.ask<'released'>(shard, { type: 'release', request: 0, keyGroups: groups })));
+    for (const keyGroup of keyGroups) Atomics.compareExchange(routing, keyGroup, leavingFrom(pool.shardOf(keyGroup)), MAIN_THREAD);
     for (const reply of replies) {
       if (reply.error) throw new StatecraftError('SC_ERR_INTERNAL', `a shard could not export key groups: ${reply.error}`);
     }

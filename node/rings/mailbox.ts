@@ -23,9 +23,21 @@ export function heldAt(shard: number): number {
   return -shard;
 }
 
-/** The shard a routing entry names (run or held there), or MAIN_THREAD. */
+/** Below -LEAVING_BASE: leaving entries (shards are numbered far below it). */
+const LEAVING_BASE = 1 << 16;
+
+/**
+ * `leavingFrom(shard)` marks a key group that shard is releasing for a hand-over: everyone else sends its
+ * messages to the main thread (they go after the hand-over's image), but the shard keeps what it still
+ * reads for it and puts it in the image, in order ahead of what the release drains from its rings.
+ */
+export function leavingFrom(shard: number): number {
+  return -(LEAVING_BASE + shard);
+}
+
+/** The shard a routing entry names (run or held there), or MAIN_THREAD (another node's, or leaving). */
 export function shardOfRoute(entry: number): number {
-  return entry < 0 ? -entry : entry;
+  return entry >= 0 ? entry : entry > -LEAVING_BASE ? -entry : MAIN_THREAD;
 }
 
 /** Per-thread figures shared through the control buffer, for admission control and metrics. */

@@ -34,6 +34,46 @@ export class KeyGroupMoves {
   private readonly adopted = new Set<number>();
   /** Messages queued in restored key groups, delivered by resume() once every shard has loaded. */
   private restoredQueued: Message[] = [];
+  /**
+   * Envelopes read for key groups routed as leaving this shard (a release is on its way or waiting for
+   * running work), in the order read: they go in the release's image ahead of what is still in the rings.
+   */
+  private readonly leaving = new Map<number, Uint8Array[]>();
+  /** Key groups released here (their routing may say leaving a moment longer): what comes now goes on. */
+  private readonly released = new Set<number>();
+
+  /** Envelopes kept for leaving key groups. */
+  get leavingCount(): number {
+    return this.leaving.size;
+  }
+
+  /** Keeps an envelope of a key group routed as leaving this shard; false once it was released (send it on). */
+  keepLeaving(keyGroup: number, envelope: Uint8Array): boolean {
+    if (this.released.has(keyGroup)) return false;
+    const kept = this.leaving.get(keyGroup);
+    if (kept === undefined) this.leaving.set(keyGroup, [envelope]);
+    else kept.push(envelope);
+    return true;
+  }
+
+  /** A release that did not happen (the key group routed here again): what was kept runs first, in order. */
+  runLeavingBack(): number {
+    const shard = this.shard;
+    let work = 0;
+    for (const [keyGroup, envelopes] of this.leaving) {
+      const route = shard.routing[keyGroup];
+      if (route !== shard.thread) continue;
+      this.leaving.delete(keyGroup);
+      // Delivered now, before anything newer this turn reads from the rings.
+      for (const envelope of envelopes) {
+        const message = shard.decoder.decodeInvoke(envelope, 0, envelope.length);
+        if (message.producer !== null && !shard.acceptEvent(message)) continue;
+        shard.deliver(message);
+        work++;
+      }
+    }
+    return work;
+  }
 
   constructor(private readonly shard: Shard) {}
 
@@ -112,10 +152,16 @@ export class KeyGroupMoves {
     shard.remote?.takeWaiting(keyGroupOfId, wanted, into);
     for (const keyGroup of wanted) for (const message of shard.held.take(keyGroup)) into(keyGroup, message);
     // Messages already in the input rings were sent before the routing changed: older than anything
-    // that now waits for the hand-over elsewhere, so they go in the images, after the queued ones.
+    // that now waits for the hand-over elsewhere, so they go in the images, after the queued ones —
+    // first those read while the release waited (kept as leaving), then what the rings still hold.
     shard.refreshNow();
     this.capturing = wanted;
     this.captured = [];
+    for (const keyGroup of wanted) {
+      for (const envelope of this.leaving.get(keyGroup) ?? []) this.captured.push(envelope, keyGroup);
+      this.leaving.delete(keyGroup);
+      this.released.add(keyGroup);
+    }
     for (let rounds = 0; rounds < DRAIN_POLLS_MAX && shard.inbox.poll(RECORDS_PER_RING_PER_POLL) > 0; rounds++);
     this.capturing = null;
     for (let index = 0; index < this.captured.length; index += 2) {
@@ -154,6 +200,7 @@ export class KeyGroupMoves {
       // The main thread points the routing here once every shard has adopted; until then this shard
       // treats the key group as its own, so what it imported is not sent away again.
       this.adopted.add(keyGroup);
+      this.released.delete(keyGroup);
       const result = shard.groups.put(image, shard.cut?.heldCheckpoint(restoredFrom) ?? 0, (typename) => this.indexOf(typename), shard.nowMs);
       instances += result.instances;
       for (const [typename, count] of result.unknown) {
@@ -202,6 +249,8 @@ export class KeyGroupMoves {
     shard.local.clear();
     shard.held.clear();
     this.adopted.clear();
+    this.leaving.clear();
+    this.released.clear();
     shard.cut?.reset();
     this.captured = [];
     for (let rounds = 0; rounds < DRAIN_POLLS_MAX && shard.inbox.poll(RECORDS_PER_RING_PER_POLL) > 0; rounds++);

@@ -24,7 +24,7 @@ import { ShardCut, type CheckpointPart, type CutHost } from '../checkpoint/shard
 import { DelayedMessage, tokenKey } from '../keygroups/delayed-message.js';
 import type { KeyGroupImage } from '../keygroups/key-group-image.js';
 import { KeyGroupState, PRODUCER_MARKS_PER_KEY_GROUP_MAX } from '../keygroups/key-group-state.js';
-import { Inbox, MAIN_THREAD, Outbox, Stat, ThreadStats, heldAt, shardOfRoute, type MailboxLayout } from '../rings/mailbox.js';
+import { Inbox, MAIN_THREAD, Outbox, Stat, ThreadStats, heldAt, leavingFrom, shardOfRoute, type MailboxLayout } from '../rings/mailbox.js';
 import { ThreadMetrics } from '../rings/metrics.js';
 import type { RecordVisitor } from '../rings/spsc-ring.js';
 import { RemoteDispatcher } from '../remote/remote-dispatcher.js';
@@ -106,6 +106,8 @@ export class Shard implements RecordVisitor, ShardContext, CutHost {
   readonly routing: Int32Array;
   /** This shard's routing entry for a key group it owns but may not run now. */
   readonly heldEntry: number;
+  /** This shard's routing entry for a key group it is releasing (rings/mailbox.ts `leavingFrom`). */
+  readonly leavingEntry: number;
   /** Messages of key groups held here, in order (held-messages.ts). */
   readonly held = new HeldMessages();
   private readonly stats: ThreadStats;
@@ -150,6 +152,7 @@ export class Shard implements RecordVisitor, ShardContext, CutHost {
     this.inbox = new Inbox(config.layout, config.thread, this);
     this.routing = new Int32Array(config.routing);
     this.heldEntry = heldAt(config.thread);
+    this.leavingEntry = leavingFrom(config.thread);
     this.stats = new ThreadStats(config.layout);
     this.metrics = new ThreadMetrics(config.metrics, config.layout.threads);
     this.cut = config.onCheckpointPart === undefined ? null : new ShardCut({ host: this, onPart: config.onCheckpointPart, pause: yieldToEventLoop });
@@ -210,6 +213,7 @@ export class Shard implements RecordVisitor, ShardContext, CutHost {
     this.inTurn = true;
     this.nowMs = Date.now();
     let work = this.held.count > 0 ? this.runHeldThatRuns() : 0;
+    if (this.moves.leavingCount > 0) work += this.moves.runLeavingBack();
     work += this.inbox.poll(RECORDS_PER_RING_PER_TURN);
     work += this.drainLocal();
     work += this.fireTimers();
@@ -234,6 +238,8 @@ export class Shard implements RecordVisitor, ShardContext, CutHost {
       if (!held && owner !== this.thread && owner !== undefined && !this.moves.ownsAdopted(keyGroup)) {
         // Its key group moved (handed over, or to another node) while the message was on its way.
         if (recording) this.cut!.record(source, data.slice(offset, offset + length));
+        // Leaving: kept for the release's image, ahead of newer messages still in the rings.
+        if (owner === this.leavingEntry && this.moves.keepLeaving(keyGroup, data.slice(offset, offset + length))) return;
         this.outbox.writeBytes(shardOfRoute(owner), data, offset, length);
         this.scheduleFlush();
         return;
@@ -460,7 +466,7 @@ export class Shard implements RecordVisitor, ShardContext, CutHost {
       else if (route === this.thread || this.moves.ownsAdopted(message.keyGroup)) {
         if (this.held.count > 0 && this.held.has(message.keyGroup)) this.runHeld(message.keyGroup);
         this.deliver(message);
-      } else this.forward(message);
+      } else if (route !== this.leavingEntry || !this.moves.keepLeaving(message.keyGroup, this.encodeMessage(message))) this.forward(message);
     }
     return batch.length;
   }

@@ -7,7 +7,7 @@ import { StatecraftError } from '../../../lib/errors.js';
 import type { CheckpointControl } from '../../../node/main/cluster-port.js';
 import { NodePort, type PortHost } from '../../../node/main/node-port.js';
 import { ShardPool, type ShardReply, type ShardRequest, type ShardRequests } from '../../../node/main/shard-pool.js';
-import { MAIN_THREAD } from '../../../node/rings/mailbox.js';
+import { MAIN_THREAD, leavingFrom, shardOfRoute } from '../../../node/rings/mailbox.js';
 import type { MainToShard } from '../../../node/shard/shard-worker.js';
 import { withTimeout } from '../../helpers.js';
 import { termId } from '../../../node/checkpoint/terms.js';
@@ -137,7 +137,7 @@ test('setOwnership hands the function to setRouting; deliver, flush, recheckAdmi
   assert.equal(host.pool.asked, []);
 });
 
-test('releaseKeyGroups: routing points at the main thread before any shard is asked; one request per shard, key groups in order', async () => {
+test('releaseKeyGroups: routing says leaving (its shard) before any shard is asked, the main thread once released; one request per shard, key groups in order', async () => {
   const host = new FakeHost();
   const port = new NodePort(host);
   const before = [...host.routing];
@@ -147,8 +147,10 @@ test('releaseKeyGroups: routing points at the main thread before any shard is as
     [2, { type: 'release', request: 0, keyGroups: [5, 7] }],
     [1, { type: 'release', request: 0, keyGroups: [2, 4] }],
   ]);
+  const leaving = before.map((shard, keyGroup) => ([5, 2, 7, 4].includes(keyGroup) ? leavingFrom(host.pool.shardOf(keyGroup)) : shard));
+  for (const asked of host.pool.asked) assert.equal(asked.routing, leaving, `routing when shard ${asked.shard} was asked`);
+  assert.equal([5, 2, 7, 4].map((keyGroup) => shardOfRoute(leaving[keyGroup]!)), [MAIN_THREAD, MAIN_THREAD, MAIN_THREAD, MAIN_THREAD], 'everyone else sends them to the main thread');
   const expectedRouting = before.map((shard, keyGroup) => ([5, 2, 7, 4].includes(keyGroup) ? MAIN_THREAD : shard));
-  for (const asked of host.pool.asked) assert.equal(asked.routing, expectedRouting, `routing when shard ${asked.shard} was asked`);
   // Shard 1 answers first; the images come back in request order all the same.
   host.pool.asked[1]!.answer({ type: 'released', request: 0, exports: [image(2), image(4)] });
   host.pool.asked[0]!.answer({ type: 'released', request: 0, exports: [image(5), image(7)] });

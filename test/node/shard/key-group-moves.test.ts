@@ -15,7 +15,7 @@ import { keyGroupOf } from '../../../lib/key-group.js';
 import { Message } from '../../../lib/message.js';
 import { toTypedValue } from '../../../lib/typed-value.js';
 import { decodeImage, encodeImage, IMAGE_VERSION } from '../../../node/keygroups/key-group-image.js';
-import { Inbox, MAIN_THREAD, Outbox, createMailboxLayout, heldAt } from '../../../node/rings/mailbox.js';
+import { Inbox, MAIN_THREAD, Outbox, createMailboxLayout, heldAt, leavingFrom } from '../../../node/rings/mailbox.js';
 import { createMetricsBuffer } from '../../../node/rings/metrics.js';
 import { Shard } from '../../../node/shard/shard.js';
 import { withTimeout } from '../../helpers.js';
@@ -210,6 +210,56 @@ test('a hand-over waits for the running invocation, then carries state, timers, 
   table[keyGroup] = 2;
   b.moves.settleAdopted([keyGroup]);
   assert.ok(b.owns(keyGroup));
+});
+
+test('a leaving key group: what its shard reads while the release waits for a running invocation (from the rings and sent locally) stays there and goes in the image, in order ahead of what the rings still hold; nothing goes to the main thread; once released, a late one does', async () => {
+  const { a, table, mainOutbox, main, mainInbox } = pair();
+  const keyGroup = 4;
+  const id = idIn(keyGroup);
+  const other = idIn(6, 'o');
+  a.deliver(message(id, 'wait:slow')); // running: the release waits for it
+  a.forward(message(id, 'local 1')); // sent from this shard before the routing changed: queued locally
+  table[keyGroup] = leavingFrom(1); // the main thread points it away for the release
+  const released = a.moves.release([keyGroup]);
+  send(mainOutbox, 1, id, 'ring 1'); // read by the next turn while the release waits, then the local queue
+  a.turn();
+  a.turn();
+  send(mainOutbox, 1, id, 'ring 2'); // still in the ring when the release drains it
+  send(mainOutbox, 1, other, 'elsewhere'); // another key group: runs as usual
+  open('slow');
+  const [exported] = await withTimeout(released, TIMEOUT_MS, 'the release');
+  assert.equal(texts(decodeImage(exported!.bytes).queued), ['ring 1', 'local 1', 'ring 2'], 'in the order read, then the rings');
+  a.flush();
+  mainInbox.poll(100);
+  const invokes = () => main.filter((record) => record.kind === EnvelopeKind.Invoke).map((record) => record.bytes);
+  assert.equal(invokes(), [], 'no message went to the main thread ahead of the image (only egress records)');
+  // Released: the routing may still say leaving a moment; what comes now goes on to the main thread.
+  send(mainOutbox, 1, id, 'late');
+  a.turn();
+  a.flush();
+  mainInbox.poll(100);
+  assert.equal(texts(invokes()), ['late']);
+  await settle();
+  assert.equal(items(a, other), ['elsewhere']);
+});
+
+test('a leaving key group routed back without a release (the move called off): what its shard kept runs first, in order', async () => {
+  const { a, table, mainOutbox } = pair();
+  const keyGroup = 2;
+  const id = idIn(keyGroup);
+  table[keyGroup] = leavingFrom(1);
+  send(mainOutbox, 1, id, 'kept 1');
+  send(mainOutbox, 1, id, 'kept 2');
+  a.turn();
+  assert.is(a.moves.leavingCount, 1);
+  assert.is(items(a, id), undefined);
+  table[keyGroup] = 1;
+  send(mainOutbox, 1, id, 'newer');
+  a.turn();
+  await settle();
+  await settle();
+  assert.equal(items(a, id), ['kept 1', 'kept 2', 'newer']);
+  assert.is(a.moves.leavingCount, 0);
 });
 
 test('what waits behind an invocation whose key group moved meanwhile goes on to the new owner', async () => {
