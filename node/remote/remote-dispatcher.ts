@@ -267,20 +267,25 @@ export class RemoteDispatcher {
     context.scheduleFlush();
   }
 
-  /** Sends the held message at the head of `id`'s queue again after a back-off, unless the address moved or was reset meanwhile. */
+  /** Sends the held message at the head of `id`'s queue again after a back-off. */
   private retryLater(remote: RemoteFunction, queue: AddressQueue, id: string): void {
     const delayMs = Math.min(OUTAGE_RETRY_MAX_MS, OUTAGE_RETRY_FIRST_MS * 2 ** Math.min(queue.attempts - 1, 10)) * (0.75 + Math.random() / 2);
     queue.retry = setTimeout(() => {
       queue.retry = null;
       this.waiters.get(remote.endpoint.url)?.delete(queue);
-      if (remote.busy.get(id) !== queue || queue.length === 0 || queue.request !== null) return;
-      const next = queue.take(1);
-      if (queue.singles > 0) queue.singles--;
-      this.waiting -= next.length;
-      this.startBatch(remote, queue, next);
-      this.context.scheduleFlush();
+      this.sendHeld(remote, queue, id);
     }, delayMs);
     queue.retry.unref();
+  }
+
+  /** Sends the message held at the head of `id`'s queue, unless the address moved, was reset or is busy meanwhile. */
+  private sendHeld(remote: RemoteFunction, queue: AddressQueue, id: string): void {
+    if (remote.busy.get(id) !== queue || queue.length === 0 || queue.request !== null) return;
+    const next = queue.take(1);
+    if (queue.singles > 0) queue.singles--;
+    this.waiting -= next.length;
+    this.startBatch(remote, queue, next);
+    this.context.scheduleFlush();
   }
 
   private outageGoesOn(remote: RemoteFunction, reason: string): void {
@@ -312,12 +317,7 @@ export class RemoteDispatcher {
     waiting.set(queue, () => {
       if (queue.retry !== null) clearTimeout(queue.retry);
       queue.retry = null;
-      if (remote.busy.get(id) !== queue || queue.length === 0 || queue.request !== null) return;
-      const next = queue.take(1);
-      if (queue.singles > 0) queue.singles--;
-      this.waiting -= next.length;
-      this.startBatch(remote, queue, next);
-      this.context.scheduleFlush();
+      this.sendHeld(remote, queue, id);
     });
     if (queue.retry === null) this.retryLater(remote, queue, id);
   }
